@@ -1,0 +1,15 @@
+"""minicp: a golden NumPy reference for the attention architectures of the ECP paper.
+
+    import minicp
+    cfg = minicp.ModelConfig(arch="ecp", seq_len=512, half_segment=64)
+    params = minicp.init_params(cfg, seed=0)
+    logits = minicp.forward(params, tokens, cfg)
+    out = minicp.attention("ecp", q, k, v, half_segment=64)      # head level, for kernel authors
+"""
+from minicp.backend import to_numpy, use_backend
+from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
+from minicp import attention
+from minicp.attention import attention_mask, patterns
+from minicp.model import count_params, flatten, forward, init_params, loss, unflatten
+
+__version__ = "0.1.0"

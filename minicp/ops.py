@@ -1,0 +1,202 @@
+"""The building blocks every architecture shares.
+
+All of them are pure functions of arrays and parameter dicts, written against the backend's array
+module ``B.xp`` (autograd.numpy on the CPU, CuPy on the GPU). Weights use PyTorch's layout, so an
+official state_dict entry drops in unchanged: ``Linear(x) = x W^T + b`` with ``W`` of shape (out, in).
+
+Shape letters: b batch, h heads, n sequence, i query rows, j key columns, d head dim, D model dim.
+
+The one op with a hand-written gradient is ``attend``: softmax(q k^T + mask) v. Its VJP computes the
+probabilities P once and reuses them for all three gradients, and it is written with ``B.xp`` so the
+same function serves as the GPU backward (``attend_vjp``).
+"""
+import contextlib
+import math
+
+import numpy as onp  # host-side constants only (masks, angles); never applied to traced values
+from autograd.extend import defvjp_argnums, primitive
+
+from minicp import backend as B
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dense layers
+# ----------------------------------------------------------------------------------------------------
+
+def linear(x, p):
+    """PyTorch ``nn.Linear``: y = x W^T + b.  x (..., in), p = {"weight": (out, in), "bias"?: (out,)}."""
+    y = x @ p["weight"].T                                   # (..., out)
+    if "bias" in p:
+        y = y + p["bias"]
+    return y
+
+
+def layer_norm(x, p, eps=1e-5):
+    """PyTorch ``nn.LayerNorm`` over the last axis: biased variance, eps inside the square root."""
+    xp = B.xp
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    var = xp.mean((x - mean) ** 2, axis=-1, keepdims=True)  # biased, as torch
+    return (x - mean) / xp.sqrt(var + eps) * p["weight"] + p["bias"]
+
+
+def gelu(x):
+    """Exact GELU (``nn.GELU()`` default): x * Phi(x) = x/2 * (1 + erf(x / sqrt 2))."""
+    return 0.5 * x * (1.0 + B.special.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Heads
+# ----------------------------------------------------------------------------------------------------
+
+def split_heads(x, heads):
+    """'b n (h d) -> b h n d': head j owns channels j*d .. (j+1)*d - 1, as the official rearrange."""
+    b, n, D = x.shape
+    d = D // heads
+    return B.xp.swapaxes(B.xp.reshape(x, (b, n, heads, d)), 1, 2)    # (b, h, n, d)
+
+
+def merge_heads(x):
+    """'b h n d -> b n (h d)', the inverse of ``split_heads``."""
+    b, h, n, d = x.shape
+    return B.xp.reshape(B.xp.swapaxes(x, 1, 2), (b, n, h * d))       # (b, n, D)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rotary position embedding
+# ----------------------------------------------------------------------------------------------------
+
+ROPE_STYLES = ("interleaved", "halves")
+
+
+def rope_angles(positions, d, dtype, base=10000.0):
+    """Angles (n, d//2): angle[p, i] = position_p * theta_i, theta_i = base^(-2i/d).
+
+    Computed in ``dtype`` the way the official code does it (in float32 it builds inv_freq and the
+    outer product in float32), so float32 runs round like the official ones.
+    """
+    dtype = onp.dtype(dtype)
+    theta = 1.0 / (dtype.type(base) ** (onp.arange(0, d - d % 2, 2, dtype=dtype) / dtype.type(d)))
+    return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]    # (n, d//2)
+
+
+def rope(x, positions, style="interleaved", base=10000.0):
+    """Rotate channel pairs of x (..., n, d) by angle position * theta_i.
+
+    style="interleaved" (official ECP code, ROT:34-47): pairs are (x_2i, x_2i+1),
+        (x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin,  x_2i+1 cos + x_2i sin);
+        an odd last channel passes through unrotated.
+    style="halves" (HF LLaMA / LongLoRA): pairs are (x_i, x_{i+d/2}), same rotation. Needs even d.
+    """
+    xp = B.xp
+    *lead, n, d = x.shape
+    if style not in ROPE_STYLES:
+        raise ValueError(f"rope style {style!r} is not one of {ROPE_STYLES}")
+    if len(positions) != n:
+        raise ValueError(f"positions has {len(positions)} entries but x has {n} rows")
+    half = d // 2
+    ang = rope_angles(positions, d, x.dtype, base)                       # (n, d//2)
+    cos, sin = B.asarray(onp.cos(ang)), B.asarray(onp.sin(ang))
+    if style == "interleaved":
+        pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))     # (..., n, d//2, 2)
+        even, odd = pairs[..., 0], pairs[..., 1]
+        rotated = xp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
+        rotated = xp.reshape(rotated, (*lead, n, 2 * half))
+        return rotated if d % 2 == 0 else xp.concatenate([rotated, x[..., 2 * half:]], axis=-1)
+    if d % 2:
+        raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
+    first, second = x[..., :half], x[..., half:]
+    return xp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masked attention: softmax(q k^T + mask) v with a hand-written VJP
+# ----------------------------------------------------------------------------------------------------
+
+_score_log = None   # when a list, every attend() call appends the shape of the score tensor it built
+
+
+@contextlib.contextmanager
+def record_scores():
+    """Record the shape of every score matrix ``attend`` materialises (for exact step counting).
+
+    >>> with record_scores() as shapes: ...      # shapes: list of tuples (..., i, j)
+    """
+    global _score_log
+    previous, _score_log = _score_log, []
+    try:
+        yield _score_log
+    finally:
+        _score_log = previous
+
+
+def causal_mask(rows, cols, diagonal=0):
+    """Boolean (rows, cols) mask: entry (r, c) is visible iff c <= r + diagonal (np.tril's k)."""
+    return onp.tril(onp.ones((rows, cols), dtype=bool), k=diagonal)
+
+
+def _probs(q, k, mask):
+    """P = softmax over keys of q k^T, masked entries exactly 0. q (..., i, d), k (..., j, d)."""
+    xp = B.xp
+    s = q @ xp.swapaxes(k, -1, -2)                        # (..., i, j)
+    if mask is not None:
+        # -inf instead of the official -finfo(float32).max: identical results because no row is fully
+        # masked (patterns check that), and exp(-inf) is exactly 0 without overflow warnings.
+        s = xp.where(mask, s, -xp.inf)
+    s = s - xp.max(s, axis=-1, keepdims=True)             # stable: the row max is always a visible entry
+    e = xp.exp(s)
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+@primitive
+def attend(q, k, v, mask=None):
+    """O = softmax(q k^T, masked) v, the core of every attention in minicp.
+
+    q (..., i, d) must already carry the 1/sqrt(d) scale (the official code scales q, not the scores),
+    k (..., j, d), v (..., j, e), mask: None or a host boolean array broadcastable to (..., i, j),
+    True = visible. Returns (..., i, e).
+    """
+    if _score_log is not None:
+        _score_log.append(tuple(q.shape[:-1]) + (k.shape[-2],))
+    mask = None if mask is None else B.asarray(mask)
+    return _probs(q, k, mask) @ v
+
+
+def attend_vjp(g, q, k, v, mask=None):
+    """Gradients (dq, dk, dv) of attend for the upstream gradient g (..., i, e), P computed once.
+
+        P = softmax(S), S = q k^T     dV = P^T g      dP = g V^T
+        dS = P * (dP - rowsum(dP * P))     dq = dS k     dk = dS^T q
+    """
+    xp = B.xp
+    mask = None if mask is None else B.asarray(mask)
+    p = _probs(q, k, mask)                                # (..., i, j)
+    dp = g @ xp.swapaxes(v, -1, -2)                       # (..., i, j)
+    ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
+    dq = ds @ k                                           # (..., i, d)
+    dk = xp.swapaxes(ds, -1, -2) @ q                      # (..., j, d)
+    dv = xp.swapaxes(p, -1, -2) @ g                       # (..., j, e)
+    return dq, dk, dv
+
+
+def _unbroadcast(grad, shape):
+    """Sum a gradient over the axes that broadcasting added or stretched to reach ``shape``."""
+    xp = B.xp
+    while grad.ndim > len(shape):
+        grad = xp.sum(grad, axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = xp.sum(grad, axis=axis, keepdims=True)
+    return grad
+
+
+def _attend_vjp_maker(argnums, ans, args, kwargs):
+    q, k, v = args[:3]
+    mask = args[3] if len(args) > 3 else kwargs.get("mask")
+
+    def vjp(g):
+        grads = attend_vjp(g, q, k, v, mask)
+        return tuple(_unbroadcast(grads[a], args[a].shape) for a in argnums)
+    return vjp
+
+
+defvjp_argnums(attend, _attend_vjp_maker)
