@@ -71,12 +71,13 @@ ROPE_STYLES = ("interleaved", "halves")
 def rope_angles(positions, d, dtype, base=10000.0):
     """Angles (n, d//2): angle[p, i] = position_p * theta_i, theta_i = base^(-2i/d).
 
-    Computed in ``dtype`` the way the official code does it (in float32 it builds inv_freq and the
-    outer product in float32), so float32 runs round like the official ones.
+    Like the official code, the frequencies theta_i are float32 numbers (its ``inv_freq`` buffer is
+    built in float32 and keeps those values when a model is cast to float64); the products with the
+    positions are then formed in ``dtype``.
     """
-    dtype = onp.dtype(dtype)
-    theta = 1.0 / (dtype.type(base) ** (onp.arange(0, d - d % 2, 2, dtype=dtype) / dtype.type(d)))
-    return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]    # (n, d//2)
+    exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)
+    theta = (onp.float32(1.0) / onp.float32(base) ** exponents).astype(dtype)          # (d//2,)
+    return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]                # (n, d//2)
 
 
 def rope(x, positions, style="interleaved", base=10000.0):
