@@ -10,6 +10,7 @@ from minicp.backend import to_numpy, use_backend
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 from minicp import attention
 from minicp.attention import attention_mask, patterns
+from minicp.interop import load_official_state_dict
 from minicp.model import count_params, flatten, forward, init_params, loss, unflatten
 
 __version__ = "0.1.0"
