@@ -33,8 +33,6 @@ def param_spec(cfg):
     spec = {"token_emb.weight": (V, D)}
     mod = arch_module(cfg.arch)
     for i in range(cfg.layers):
-        spec[f"layers.{i}.0.norm.weight"] = (D,)
-        spec[f"layers.{i}.0.norm.bias"] = (D,)
         for name, entry in mod.param_spec(cfg, i).items():
             prefix = f"layers.{i}.0.fn.{name}"
             if entry[0] == "linear":
@@ -45,12 +43,14 @@ def param_spec(cfg):
             else:
                 spec[prefix + ".weight"] = (entry[1],)
                 spec[prefix + ".bias"] = (entry[1],)
-        spec[f"layers.{i}.1.norm.weight"] = (D,)
-        spec[f"layers.{i}.1.norm.bias"] = (D,)
+        spec[f"layers.{i}.0.norm.weight"] = (D,)          # PreNorm registers fn before norm
+        spec[f"layers.{i}.0.norm.bias"] = (D,)
         spec[f"layers.{i}.1.fn.net.0.weight"] = (F, D)
         spec[f"layers.{i}.1.fn.net.0.bias"] = (F,)
         spec[f"layers.{i}.1.fn.net.3.weight"] = (D, F)
         spec[f"layers.{i}.1.fn.net.3.bias"] = (D,)
+        spec[f"layers.{i}.1.norm.weight"] = (D,)
+        spec[f"layers.{i}.1.norm.bias"] = (D,)
     spec["to_logits.0.weight"] = (D,)
     spec["to_logits.0.bias"] = (D,)
     spec["to_logits.1.weight"] = (V, D)

@@ -111,11 +111,11 @@ def param_spec(cfg, layer):
     """Parameters of ``layers.i.0.fn``: name -> ("linear", out, in, bias) or ("layernorm", size)."""
     D, d = cfg.dim, cfg.head_dim
     return {
+        "norm": ("layernorm", d),                 # present in the official state_dict, unused (SPEC B5)
         "to_q": ("linear", D, D, False),
         "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
         "to_out": ("linear", D, D, True),
         "to_out_0": ("linear", D, D, True),       # first half segment's own output projection
-        "norm": ("layernorm", d),                 # present in the official state_dict, unused (SPEC B5)
     }
 
 

@@ -177,10 +177,10 @@ def param_spec(cfg, layer):
     """Parameters of ``layers.i.0.fn``: name -> ("linear", out, in, bias) or ("layernorm", size)."""
     D, d = cfg.dim, cfg.head_dim
     return {
+        "norm": ("layernorm", d),              # used only with kv_layernorm=True
         "to_q": ("linear", D, D, False),                                  # LLaMA q_proj
         "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),   # [k_proj; v_proj] (separate_kv, default)
         "to_out": ("linear", D, D, True),      # LLaMA's o_proj has no bias; minicp's block keeps one
-        "norm": ("layernorm", d),              # used only with kv_layernorm=True
     }
 
 
