@@ -1,0 +1,129 @@
+"""Forward time and peak memory of every architecture's attention sub-layer.
+
+    python benchmarks/attention.py [--sizes 1024 2048 4096 8192] [--repeat 3]
+
+Setting (issue 2): batch 1, D = 512, 8 heads, float32, ECP segment 512 (half segment 256),
+latent L = n/2, Compressed p = n/4, s-Split c = 256, LongLoRA g = n/4. Each layer is the official
+sub-layer (projections, RoPE, kv LayerNorm where used, attention, output projections).
+
+Printed per architecture and n: best-of-repeat forward time, its ratio to full attention, the
+attention-step ratio (computed score entries / n^2), peak NumPy memory (tracemalloc), and, when
+torch is installed, the time of minicp/torch_twin.py's PyTorch layer with the same weights and the
+ratio minicp / torch (< 1 means minicp is faster).
+"""
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from minicp import ModelConfig  # noqa: E402
+from minicp.attention import module, patterns  # noqa: E402
+from minicp.model import unflatten  # noqa: E402
+
+try:
+    import torch
+    from minicp import torch_twin
+except ImportError:
+    torch = None
+
+ARCHS = ["transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora"]
+
+
+def config(arch, n):
+    extra = {"perceiver_ar": dict(latent=n // 2), "double": dict(latent=n // 2),
+             "compressed": dict(latent=n // 2, compressed=n // 4), "s_split": dict(latent=n // 2, split=256),
+             "ecp": dict(segment=512), "longlora": dict(group=n // 4), "transformer": {}}[arch]
+    return ModelConfig(arch=arch, vocab=256, dim=512, heads=8, layers=1, seq_len=n, **extra)
+
+
+def best_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def layer_params(cfg, rng):
+    """Random weights for one attention sub-layer (or the twin's, so both run the same layer)."""
+    if torch is not None and cfg.arch != "longlora":
+        twin = torch_twin.build_attention_layer(
+            cfg.arch, dim=cfg.dim, heads=cfg.heads, seq_len=cfg.seq_len, dtype=torch.float32,
+            latent=cfg.latent if cfg.arch not in ("ecp", "transformer") else None,
+            compressed=cfg.compressed, split=cfg.split,
+            half_segment=cfg.half_segment if cfg.arch == "ecp" else None)
+        state = {k: v.numpy() for k, v in twin.state_dict().items() if not k.endswith("freqs")}
+        return unflatten(state), twin
+    spec = module(cfg.arch).param_spec(cfg, 0)
+    flat = {}
+    for name, entry in spec.items():
+        if entry[0] == "linear":
+            flat[f"{name}.weight"] = (rng.standard_normal(entry[1:3]) / np.sqrt(entry[2])).astype(np.float32)
+            if entry[3]:
+                flat[f"{name}.bias"] = np.zeros(entry[1], np.float32)
+        else:
+            flat[f"{name}.weight"] = np.ones(entry[1], np.float32)
+            flat[f"{name}.bias"] = np.zeros(entry[1], np.float32)
+    return unflatten(flat), None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--archs", nargs="+", default=ARCHS)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count())
+    print(f"attention sub-layer forward, batch 1, D 512, 8 heads, float32; torch {'%s' % torch.__version__ if torch else 'not installed'}")
+    head = f"{'n':>6} {'arch':<13}{'ms':>9}{'time/full':>10}{'steps/full':>11}{'peak MiB':>10}{'torch ms':>10}{'minicp/torch':>13}"
+    print(head + "\n" + "-" * len(head))
+    results = []
+    for n in args.sizes:
+        full_ms = None
+        for arch in args.archs:
+            cfg = config(arch, n)
+            mod = module(arch)
+            params, twin = layer_params(cfg, rng)
+            x = rng.standard_normal((1, n, cfg.dim)).astype(np.float32)
+            run = lambda: mod.attention_layer(params, x, cfg, 0)
+            run()                                                              # warm-up
+            ms = 1e3 * best_time(run, args.repeat)
+            tracemalloc.start()
+            run()
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            steps = sum(p.computed() for p in patterns(arch, n, cfg.heads, **mod.pattern_kwargs(cfg, 0))) / cfg.heads
+            if arch == "transformer":
+                full_ms = ms
+            torch_ms = ratio = float("nan")
+            if twin is not None:
+                xt = torch.from_numpy(x)
+                with torch.no_grad():
+                    np.testing.assert_allclose(twin(xt).numpy(), run(), rtol=2e-3, atol=2e-3)  # same layer
+                    torch_ms = 1e3 * best_time(lambda: twin(xt), args.repeat)
+                ratio = ms / torch_ms
+            row = dict(n=n, arch=arch, ms=ms, time_ratio=ms / full_ms if full_ms else float("nan"),
+                       step_ratio=steps / n**2, peak_mib=peak, torch_ms=torch_ms, minicp_over_torch=ratio)
+            results.append(row)
+            print(f"{n:>6} {arch:<13}{ms:>9.1f}{row['time_ratio']:>10.3f}{row['step_ratio']:>11.3f}{peak:>10.1f}"
+                  f"{torch_ms:>10.1f}{ratio:>13.2f}", flush=True)
+    ecp = [r for r in results if r["arch"] == "ecp"]
+    if ecp:
+        last = ecp[-1]
+        print(f"\nECP at n={last['n']}: time ratio {last['time_ratio']:.3f} vs step ratio {last['step_ratio']:.3f}"
+              f" -> {last['time_ratio'] / last['step_ratio']:.2f}x (target <= 1.5x)")
+        if len(ecp) > 1:
+            growth = [b["peak_mib"] / a["peak_mib"] for a, b in zip(ecp, ecp[1:])]
+            print("ECP peak memory growth per doubling of n: " + ", ".join(f"{g:.2f}x" for g in growth) + " (linear = 2x)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

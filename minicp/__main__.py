@@ -1,0 +1,5 @@
+import sys
+
+from minicp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""``minicp <command>``: the command-line entry point (also ``python -m minicp``).
+
+Each command lives with the code it runs; this file only dispatches, so ``minicp --help`` stays fast.
+"""
+import importlib
+import sys
+
+COMMANDS = {
+    # name: (module, function, one-line help)
+    "tour": ("minicp.tour", "main", "build every architecture, check it against the dense reference, count its steps"),
+    "steps": ("minicp.steps", "main", "count attention steps exactly (any config, --table7, --table8)"),
+    "figures": ("minicp.viz", "main", "regenerate every image in figures/"),
+    "train": ("minicp.train", "main_train", "train a small language model (default corpus: the Python docs)"),
+    "eval": ("minicp.evaluate", "main_eval", "perplexity of a checkpoint, official and every-token-once"),
+    "generate": ("minicp.generate", "main_generate", "continue a prompt from a checkpoint"),
+    "golden": ("minicp.golden", "main", "write golden test vectors (.npz) for kernel authors"),
+}
+
+USAGE = "usage: minicp <command> [options]     (minicp <command> --help for each)\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items())
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from minicp import __version__
+        print(f"minicp {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"minicp: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[argv[0]]
+    result = getattr(importlib.import_module(module), function)(argv[1:])
+    return 0 if result is None else int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
