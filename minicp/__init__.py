@@ -14,3 +14,7 @@ from minicp.interop import load_official_state_dict
 from minicp.model import count_params, flatten, forward, init_params, loss, unflatten
 
 __version__ = "0.1.0"
+
+# sub-modules users reach as attributes: minicp.testing.assert_matches_reference, minicp.golden, ...
+from minicp import golden, kernel_pattern, steps, testing  # noqa: E402
+from minicp.steps import count_attention_steps  # noqa: E402
