@@ -18,3 +18,4 @@ __version__ = "0.1.0"
 # sub-modules users reach as attributes: minicp.testing.assert_matches_reference, minicp.golden, ...
 from minicp import golden, kernel_pattern, steps, testing  # noqa: E402
 from minicp.steps import count_attention_steps  # noqa: E402
+from minicp.receptive import empirical_receptive_field, receptive_field  # noqa: E402
