@@ -66,3 +66,20 @@ def positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, onp.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def projection_params(cfg, out="to_out"):
+    """The parameters every official attention layer has, in state_dict order.
+
+    ``norm``: the per-head LayerNorm over d (used where ``kv_layernorm``; present everywhere);
+    ``to_q``, ``to_kv``: Linear(D, D) without bias (``to_kv`` is 2D wide with ``separate_kv``);
+    ``out`` (``to_out``, or ``w_out`` in PerceiverAR/Compressed): Linear(D, D) with bias.
+    Entries are name -> ("linear", out, in, bias) or ("layernorm", size).
+    """
+    D = cfg.dim
+    return {
+        "norm": ("layernorm", cfg.head_dim),
+        "to_q": ("linear", D, D, False),
+        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
+        out: ("linear", D, D, True),
+    }

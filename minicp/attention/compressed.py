@@ -111,16 +111,10 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn`` in official state_dict order: name -> ("linear", out, in, bias)
-    or ("layernorm", size). ``projection_hist`` is in every layer, used only in layer 0 (SPEC B11)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # per-head LayerNorm on K = V
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "w_out": ("linear", D, D, True),          # official name (not to_out)
-        "projection_hist": ("linear", cfg.compressed, cfg.history, True),   # Linear(H, p): weight (p, H)
-    }
+    """Parameters of ``layers.i.0.fn`` (``w_out``, not ``to_out``). ``projection_hist`` is in every
+    layer and used only in layer 0 (SPEC B11)."""
+    return {**common.projection_params(cfg, out="w_out"),
+            "projection_hist": ("linear", cfg.compressed, cfg.history, True)}   # Linear(H, p): weight (p, H)
 
 
 def attention_layer(p, x, cfg, layer):

@@ -101,15 +101,8 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn`` in official state_dict order: name -> ("linear", out, in, bias)
-    or ("layernorm", size)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # per-head LayerNorm on K = V
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "to_out": ("linear", D, D, True),         # one projection for history and latent rows
-    }
+    """Parameters of ``layers.i.0.fn``: one ``to_out`` for history and latent rows."""
+    return common.projection_params(cfg)
 
 
 def attention_layer(p, x, cfg, layer):

@@ -28,7 +28,6 @@ Option ``partial`` (``ModelConfig.partial_segments``): n need not be a multiple 
 segment then has r < m rows and sees the previous full half segment plus itself causally. The
 official code requires n % m == 0.
 """
-import numpy as onp
 
 from minicp import backend as B
 from minicp import ops
@@ -108,15 +107,9 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn``: name -> ("linear", out, in, bias) or ("layernorm", size)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # present in the official state_dict, unused (SPEC B5)
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "to_out": ("linear", D, D, True),
-        "to_out_0": ("linear", D, D, True),       # first half segment's own output projection
-    }
+    """Parameters of ``layers.i.0.fn``: the shared ones plus ``to_out_0``, the first half segment's own
+    output projection. ``norm`` is in the official state_dict but unused (SPEC B5)."""
+    return {**common.projection_params(cfg), "to_out_0": ("linear", cfg.dim, cfg.dim, True)}
 
 
 def attention_layer(p, x, cfg, layer):

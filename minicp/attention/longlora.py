@@ -174,14 +174,9 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn``: name -> ("linear", out, in, bias) or ("layernorm", size)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),              # used only with kv_layernorm=True
-        "to_q": ("linear", D, D, False),                                  # LLaMA q_proj
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),   # [k_proj; v_proj] (separate_kv, default)
-        "to_out": ("linear", D, D, True),      # LLaMA's o_proj has no bias; minicp's block keeps one
-    }
+    """Parameters of ``layers.i.0.fn``. ``to_kv`` holds [k_proj; v_proj] (separate_kv, the default);
+    LLaMA's o_proj has no bias, minicp's ``to_out`` keeps one (zero it to load LLaMA weights)."""
+    return common.projection_params(cfg)
 
 
 def attention_layer(p, x, cfg, layer):

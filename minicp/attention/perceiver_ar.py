@@ -125,15 +125,8 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn`` in official state_dict order: name -> ("linear", out, in, bias)
-    or ("layernorm", size)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # per-head LayerNorm on K = V
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "w_out": ("linear", D, D, True),          # official name (not to_out)
-    }
+    """Parameters of ``layers.i.0.fn`` (official name ``w_out``, not ``to_out``)."""
+    return common.projection_params(cfg, out="w_out")
 
 
 def attention_layer(p, x, cfg, layer):

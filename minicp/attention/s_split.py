@@ -99,15 +99,8 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn`` in official state_dict order: name -> ("linear", out, in, bias)
-    or ("layernorm", size)."""
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # per-head LayerNorm on K = V
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "to_out": ("linear", D, D, True),
-    }
+    """Parameters of ``layers.i.0.fn``."""
+    return common.projection_params(cfg)
 
 
 def attention_layer(p, x, cfg, layer):

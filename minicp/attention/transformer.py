@@ -37,13 +37,8 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    D, d = cfg.dim, cfg.head_dim
-    return {
-        "norm": ("layernorm", d),                 # used only with kv_layernorm=True (C2/C3)
-        "to_q": ("linear", D, D, False),
-        "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
-        "to_out": ("linear", D, D, True),
-    }
+    """Parameters of ``layers.i.0.fn``; ``norm`` is used only with kv_layernorm=True (SPEC C2/C3)."""
+    return common.projection_params(cfg)
 
 
 def attention_layer(p, x, cfg, layer):
