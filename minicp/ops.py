@@ -11,6 +11,7 @@ probabilities P once and reuses them for all three gradients, and it is written 
 same function serves as the GPU backward (``attend_vjp``).
 """
 import contextlib
+import functools
 import math
 
 import numpy as onp  # host-side constants only (masks, angles); never applied to traced values
@@ -80,6 +81,18 @@ def rope_angles(positions, d, dtype, base=10000.0):
     return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]                # (n, d//2)
 
 
+@functools.lru_cache(maxsize=16)
+def _rope_tables(positions_bytes, positions_dtype, d, dtype, base):
+    """Read-only host tables cos(angle), sin(angle), cached so ``B.constant`` moves them to the GPU once.
+    The positions come as bytes (hashable, cheap to make) and are read back without a copy."""
+    pos = onp.ndarray((len(positions_bytes) // onp.dtype(positions_dtype).itemsize,), positions_dtype, positions_bytes)
+    ang = rope_angles(pos, d, onp.dtype(dtype), base)
+    tables = onp.cos(ang), onp.sin(ang)
+    for t in tables:
+        t.flags.writeable = False
+    return tables
+
+
 def rope(x, positions, style="interleaved", base=10000.0):
     """Rotate channel pairs of x (..., n, d) by angle position * theta_i.
 
@@ -95,16 +108,19 @@ def rope(x, positions, style="interleaved", base=10000.0):
     if len(positions) != n:
         raise ValueError(f"positions has {len(positions)} entries but x has {n} rows")
     half = d // 2
-    ang = rope_angles(positions, d, x.dtype, base)                       # (n, d//2)
-    cos, sin = B.asarray(onp.cos(ang)), B.asarray(onp.sin(ang))
+    if style == "halves" and d % 2:
+        raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
+    pos = onp.asarray(positions)
+    cos, sin = map(B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base))  # (n, d//2)
+    fused = B.fused_rope(x, cos, sin, style)        # CuPy: the same numbers in one kernel; None elsewhere
+    if fused is not None:
+        return fused
     if style == "interleaved":
         pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))     # (..., n, d//2, 2)
         even, odd = pairs[..., 0], pairs[..., 1]
         rotated = xp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
         rotated = xp.reshape(rotated, (*lead, n, 2 * half))
         return rotated if d % 2 == 0 else xp.concatenate([rotated, x[..., 2 * half:]], axis=-1)
-    if d % 2:
-        raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
     first, second = x[..., :half], x[..., half:]
     return xp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
@@ -130,9 +146,15 @@ def record_scores():
         _score_log = previous
 
 
+@functools.lru_cache(maxsize=16)
 def causal_mask(rows, cols, diagonal=0):
-    """Boolean (rows, cols) mask: entry (r, c) is visible iff c <= r + diagonal (np.tril's k)."""
-    return onp.tril(onp.ones((rows, cols), dtype=bool), k=diagonal)
+    """Boolean (rows, cols) mask: entry (r, c) is visible iff c <= r + diagonal (np.tril's k).
+
+    Cached and read-only, so that ``B.constant`` moves each mask to the GPU once.
+    """
+    mask = onp.tril(onp.ones((rows, cols), dtype=bool), k=diagonal)
+    mask.flags.writeable = False
+    return mask
 
 
 def _probs(q, k, mask):
@@ -160,12 +182,7 @@ def _probs_fast(q, k, mask):
     """
     xp = B.xp
     s = q @ xp.swapaxes(k, -1, -2)                        # (..., i, j), the only big allocation
-    if mask is not None:
-        xp.copyto(s, -xp.inf, where=xp.logical_not(mask))
-    s -= xp.max(s, axis=-1, keepdims=True)
-    xp.exp(s, out=s)
-    s /= xp.sum(s, axis=-1, keepdims=True)
-    return s
+    return B.masked_softmax_(s, mask)                     # NumPy: the ops of _probs in place; CuPy: fused
 
 
 def _traced(*arrays):
@@ -182,7 +199,7 @@ def attend(q, k, v, mask=None):
     """
     if _score_log is not None:
         _score_log.append(tuple(q.shape[:-1]) + (k.shape[-2],))
-    mask = None if mask is None else B.asarray(mask)
+    mask = None if mask is None else B.constant(mask)
     return _probs_fast(q, k, mask) @ v
 
 
@@ -193,7 +210,7 @@ def attend_vjp(g, q, k, v, mask=None):
         dS = P * (dP - rowsum(dP * P))     dq = dS k     dk = dS^T q
     """
     xp = B.xp
-    mask = None if mask is None else B.asarray(mask)
+    mask = None if mask is None else B.constant(mask)
     if _traced(g, q, k, v):                               # differentiating the VJP itself (order 2)
         p = _probs(q, k, mask)                            # (..., i, j)
         dp = g @ xp.swapaxes(v, -1, -2)                   # (..., i, j)

@@ -42,6 +42,8 @@ def project(p, x, cfg, layer):
 
 def scale_q(q, scale):
     """Head-level API: apply ``scale`` (default d^-0.5) to q, as the sub-layer does after RoPE."""
+    if scale is not None and float(scale) == 1.0:
+        return q                                        # the sub-layer already scaled q
     return q * (q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 

@@ -81,7 +81,7 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     # PAR: half segment t >= 1 attends to cat(KV_{t-1}, KV_t) (m x 2m); query r sees keys 0..m+r
     if full > 1:
         K_pair = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)                      # (b, h, N-1, 2m, d)
-        V_pair = xp.concatenate([V[:, :, :-1], V[:, :, 1:]], axis=3)                      # (b, h, N-1, 2m, e)
+        V_pair = K_pair if v is k else xp.concatenate([V[:, :, :-1], V[:, :, 1:]], axis=3)  # K = V: one copy
         O_pairs = ops.attend(Q[:, :, 1:], K_pair, V_pair, ops.causal_mask(m, 2 * m, diagonal=m))
         assert O_pairs.shape == (b, h, full - 1, m, e)
         outputs.append(O_pairs)
