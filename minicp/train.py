@@ -1,0 +1,690 @@
+"""Training: AdamW as the official main, checkpoints in .npz, exact resume (SPEC section 3).
+
+One optimiser step of the official training loop (``ECPTransformer_main.py``), reproduced here:
+
+    for each of ``grad_accum`` micro-batches of ``batch`` rows (n + 1 tokens each):
+        g += grad of the wrapper loss (mean CE over b * L)   losses are SUMMED, not averaged
+    g *= min(1, clip / (||g||_2 + 1e-6))                     torch.nn.utils.clip_grad_norm_(..., 1.0)
+    AdamW step (torch.optim.AdamW semantics, below)
+    lr = lr0 * 0.5 ** (step // lr_halve_every)              "(i + 1) % 100000 == 0: lr /= 2"
+
+AdamW, exactly as ``torch.optim.AdamW`` (decoupled weight decay), for step t = 1, 2, ...:
+
+    p = p * (1 - lr * wd)
+    m = m + (1 - beta1) * (g - m)                 (torch: exp_avg.lerp_(g, 1 - beta1))
+    v = beta2 * v + (1 - beta2) * g * g
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Parameter groups as the official ``configure_optimizers``: weight decay ``wd`` (0.1) on the weights of
+Linear layers (every 2-D ``*.weight`` except the embedding, which includes Compressed's
+``projection_hist``), no decay on biases, LayerNorm weights and the embedding. Official defaults: lr 2e-4,
+betas (0.9, 0.95), eps 1e-8, wd 0.1, micro-batches of 8, ``gradient_accumulate_every`` 2, clip 1.0, lr
+halved every 100k steps. Every one of them is a ``TrainConfig`` field.
+
+Data. ``train`` takes either a 1-D token stream (cut into non-overlapping chunks of n + 1 tokens, visited
+in a fresh random order every epoch, as the official WikitextDataset/DataLoader(shuffle=True); or random
+windows with ``sampling="random"``), a 2-D array of ready-made rows (num, n + 1), or a function
+``sample(rng, batch) -> (batch, n + 1)`` (e.g. the lag-copy task). All randomness comes from one explicit
+``numpy.random.Generator`` seeded from ``TrainConfig.seed``; a batch that runs past the end of an epoch
+continues with the first rows of the next one, so every micro-batch is full.
+
+What is left out, on purpose: dropout (minicp is a deterministic reference; the official runs use p = 0.05
+on attention probabilities and after the FF GELU) and the official test-set model selection (SPEC B14).
+
+Checkpoints are ``.npz`` files (``numpy.load(..., allow_pickle=False)``), written to a temporary file in the
+same directory and renamed over the target, so a crash never leaves half a file. They hold the parameters
+under their official state_dict names (``param/<name>``), the AdamW moments (``adam_m/<name>``,
+``adam_v/<name>``), the data order of the current epoch, and one JSON string ``meta`` with the format
+version, step, ModelConfig, TrainConfig, the generator's bit-generator state and the loss history. Resuming
+restores all of it, so N steps + resume + N steps gives the same parameters, bit for bit, as 2N steps in
+one go (on the same machine and NumPy build).
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+from autograd import value_and_grad
+
+from minicp import backend as B
+from minicp import model as M
+from minicp.config import ModelConfig, PRESETS
+
+FORMAT = "minicp-checkpoint-1"
+SAMPLINGS = ("chunks", "random")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a training run except the model. Defaults are the official main's."""
+    steps: int = 1000                 # optimiser steps
+    batch: int = 8                    # rows per micro-batch (official batch_size 8)
+    grad_accum: int = 2               # micro-batches per step, losses summed (official gradient_accumulate_every 2)
+    lr: float = 2e-4                  # initial learning rate
+    betas: tuple = (0.9, 0.95)        # AdamW (beta1, beta2)
+    eps: float = 1e-8                 # AdamW epsilon
+    weight_decay: float = 0.1         # decoupled decay on Linear weights only (see decays)
+    clip: float = 1.0                 # global gradient-norm clip; 0 or None disables
+    lr_halve_every: int = 100_000     # lr = lr0 * 0.5 ** (step // lr_halve_every); 0 disables
+    seed: int = 0                     # parameter init (init_params) and the data generator
+    sampling: str = "chunks"          # 1-D streams: "chunks" (official shuffled epochs) or "random" windows
+    eval_every: int = 0               # validation loss every so many steps (0: never); needs valid data
+    eval_windows: int = 16            # validation chunks used for that loss
+    checkpoint_every: int = 0         # also save every so many steps (0: only at the end)
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "grad_accum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}")
+        for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", betas)
+        if not self.eps > 0 or self.weight_decay < 0:
+            raise ValueError(f"eps must be > 0 and weight_decay >= 0, got {self.eps!r}, {self.weight_decay!r}")
+        if self.clip is not None and self.clip < 0:
+            raise ValueError(f"clip must be >= 0 (0 or None: no clipping), got {self.clip!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling {self.sampling!r} is not one of {SAMPLINGS}")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def learning_rate(tcfg, step):
+    """The learning rate of 0-based step ``step``: halved after every ``lr_halve_every`` steps (official)."""
+    if not tcfg.lr_halve_every:
+        return tcfg.lr
+    return tcfg.lr * 0.5 ** (step // tcfg.lr_halve_every)
+
+
+# ----------------------------------------------------------------------------------------------------
+# AdamW on flat parameter dicts {official name: array}
+# ----------------------------------------------------------------------------------------------------
+
+def decays(name, shape):
+    """True if ``name`` gets weight decay: Linear weights (2-D ``*.weight``), not the Embedding, LN or biases."""
+    return name.endswith(".weight") and len(shape) == 2 and name != "token_emb.weight"
+
+
+def adamw_init(flat_params):
+    """Optimiser state: zero first and second moments for every parameter, step 0."""
+    return {"step": 0,
+            "m": {k: np.zeros_like(v) for k, v in flat_params.items()},
+            "v": {k: np.zeros_like(v) for k, v in flat_params.items()}}
+
+
+def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+    """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy arrays).
+
+    Weight decay is applied to the names for which ``decays`` is true. Python-float scalars keep
+    float32 arrays in float32 (NEP 50). The arithmetic follows torch's single-tensor implementation
+    operation by operation, so float64 runs agree with it to rounding.
+    """
+    beta1, beta2 = betas
+    state["step"] += 1
+    t = state["step"]
+    bias1 = 1.0 - beta1 ** t
+    bias2_sqrt = math.sqrt(1.0 - beta2 ** t)
+    step_size = lr / bias1
+    for name, p in flat_params.items():
+        g, m, v = flat_grads[name], state["m"][name], state["v"][name]
+        if weight_decay and decays(name, p.shape):
+            p *= 1.0 - lr * weight_decay                    # decoupled decay
+        m += (g - m) * (1.0 - beta1)                        # lerp(m, g, 1 - beta1)
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        denom = np.sqrt(v) / bias2_sqrt + eps
+        p -= step_size * (m / denom)
+    return flat_params, state
+
+
+def clip_grad_norm(flat_grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
+
+    Returns the global L2 norm before clipping (computed in float64). In place.
+    """
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in flat_grads.values()))
+    if max_norm:
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        if coef < 1.0:
+            for g in flat_grads.values():
+                g *= coef
+    return norm
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loss and gradient
+# ----------------------------------------------------------------------------------------------------
+
+_value_and_grad = value_and_grad(M.loss)
+
+
+def loss_and_grad(params, tokens, config):
+    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd)."""
+    value, grads = _value_and_grad(params, tokens, config)
+    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
+
+
+def accumulated_loss_and_grad(params, micro_batches, config):
+    """Official gradient accumulation: the micro-batch losses are SUMMED (``loss.backward()`` per micro-batch,
+    no division), so the gradient is the sum of the micro-batch gradients. Returns (loss sum, flat grads)."""
+    loss_sum, grads = 0.0, None
+    for tokens in micro_batches:
+        value, g = loss_and_grad(params, tokens, config)
+        loss_sum += value
+        if grads is None:
+            grads = g
+        else:
+            for k in grads:
+                grads[k] += g[k]
+    return loss_sum, grads
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data: an explicit, resumable sampler
+# ----------------------------------------------------------------------------------------------------
+
+class Sampler:
+    """Micro-batches of (batch, n + 1) rows from a stream, a row array or a function, drawn from ``rng``.
+
+    Its whole state is ``rng`` plus, for rows, the current epoch order and position: ``state()`` and
+    ``restore()`` move that in and out of checkpoints.
+    """
+
+    def __init__(self, data, seq_len, rng, sampling="chunks"):
+        self.rng, self.seq_len, self.sampling = rng, seq_len, sampling
+        self.fn, self.rows, self.stream = None, None, None
+        if callable(data):
+            self.fn = data
+            return
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"training data must be integer token ids, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            if len(arr) < seq_len + 1:
+                raise ValueError(f"training stream of {len(arr)} tokens is shorter than one row of seq_len + 1 = {seq_len + 1}")
+            if sampling == "random":
+                self.stream = arr
+                return
+            num = len(arr) // (seq_len + 1)
+            arr = arr[: num * (seq_len + 1)].reshape(num, seq_len + 1)   # non-overlapping chunks (a view)
+        elif arr.ndim != 2 or arr.shape[1] != seq_len + 1:
+            raise ValueError(f"training rows must have shape (num, seq_len + 1 = {seq_len + 1}), got {arr.shape}")
+        self.rows = arr
+        self.order = np.zeros(0, dtype=np.int64)
+        self.pos = 0
+
+    def next(self, batch):
+        if self.fn is not None:
+            out = np.asarray(self.fn(self.rng, batch))
+            if out.shape != (batch, self.seq_len + 1) or out.dtype.kind not in "iu":
+                raise ValueError(f"the sampling function must return integers of shape ({batch}, {self.seq_len + 1}), "
+                                 f"got {out.dtype} {out.shape}")
+            return out
+        if self.stream is not None:
+            starts = self.rng.integers(0, len(self.stream) - self.seq_len, size=batch)
+            return self.stream[starts[:, None] + np.arange(self.seq_len + 1)]
+        picked = []
+        need = batch
+        while need:
+            if self.pos == len(self.order):                  # new epoch: fresh random order of all rows
+                self.order = self.rng.permutation(len(self.rows))
+                self.pos = 0
+            take = self.order[self.pos: self.pos + need]
+            self.pos += len(take)
+            need -= len(take)
+            picked.append(take)
+        return self.rows[np.concatenate(picked)]
+
+    def state(self):
+        meta = {"bit_generator": _jsonable(self.rng.bit_generator.state)}
+        arrays = {}
+        if self.rows is not None:
+            meta["pos"] = int(self.pos)
+            arrays["data/order"] = np.asarray(self.order, dtype=np.int64)
+        return meta, arrays
+
+    def restore(self, meta, arrays):
+        self.rng.bit_generator.state = meta["bit_generator"]
+        if self.rows is not None:
+            order = np.asarray(arrays["data/order"], dtype=np.int64)
+            if order.size and (order.min() < 0 or order.max() >= len(self.rows)):
+                raise CheckpointError(f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}")
+            self.order, self.pos = order, int(meta["pos"])
+
+
+def make_rng(seed):
+    """The data generator of a run: PCG64 seeded with (seed, 1), independent of the init stream."""
+    return np.random.Generator(np.random.PCG64([int(seed), 1]))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run (nothing is written when this is raised)."""
+
+
+def config_to_dict(cfg):
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d):
+    """ModelConfig from its ``asdict`` form (derived fields such as half_segment are given explicitly)."""
+    return ModelConfig(**d)
+
+
+def save_checkpoint(path, params, opt_state=None, *, config, train_config=None, step=0, sampler_state=None,
+                    history=None):
+    """Write a checkpoint atomically: a temporary file in the same directory, fsync, then rename."""
+    flat = M.flatten(params)
+    arrays = {f"param/{k}": np.asarray(B.to_numpy(v)) for k, v in flat.items()}
+    if opt_state is not None:
+        arrays.update({f"adam_m/{k}": v for k, v in opt_state["m"].items()})
+        arrays.update({f"adam_v/{k}": v for k, v in opt_state["v"].items()})
+    sampler_meta, sampler_arrays = sampler_state if sampler_state is not None else ({}, {})
+    arrays.update(sampler_arrays)
+    meta = {
+        "format": FORMAT,
+        "step": int(step),
+        "adam_step": int(opt_state["step"]) if opt_state is not None else 0,
+        "model_config": config_to_dict(config),
+        "train_config": dataclasses.asdict(train_config) if train_config is not None else None,
+        "sampler": sampler_meta,
+        "history": history or [],
+    }
+    arrays["meta"] = np.array(json.dumps(_jsonable(meta)))       # a 0-d unicode array: no pickle
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, config=None):
+    """Read a checkpoint written by ``save_checkpoint``; check it is complete and (if given) fits ``config``.
+
+    Returns a dict with ``params`` (nested), ``opt_state`` (or None), ``config`` (ModelConfig),
+    ``train_config`` (dict or None), ``step``, ``sampler`` (meta, arrays) and ``history``. Raises
+    CheckpointError with a plain message for a missing, truncated, corrupt or mismatched file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"checkpoint {path!r} has no 'meta' entry: not a minicp checkpoint")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {path!r} has unreadable metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} has format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}")
+    try:
+        saved_cfg = config_from_dict(meta["model_config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path!r} carries an invalid model config ({e})") from None
+    if config is not None and saved_cfg != config:
+        diff = {k: (getattr(saved_cfg, k), getattr(config, k)) for k in config_to_dict(config)
+                if getattr(saved_cfg, k) != getattr(config, k)}
+        raise CheckpointError(f"checkpoint {path!r} was written for a different model: "
+                              + ", ".join(f"{k} = {a!r} in the file, {b!r} requested" for k, (a, b) in diff.items()))
+    spec = M.param_spec(saved_cfg)
+    groups = {"param": {}, "adam_m": {}, "adam_v": {}}
+    others = {}
+    for key, value in arrays.items():
+        head, _, name = key.partition("/")
+        (groups[head] if head in groups else others)[name if head in groups else key] = value
+    for head, found in groups.items():
+        if head != "param" and not found:
+            continue
+        missing = [k for k in spec if k not in found]
+        extra = [k for k in found if k not in spec]
+        bad = [f"{k} {found[k].shape} (expected {spec[k]})" for k in spec if k in found and tuple(found[k].shape) != tuple(spec[k])]
+        if missing or extra or bad:
+            raise CheckpointError(f"checkpoint {path!r} does not match its model config in {head}: "
+                                  + "; ".join(filter(None, [missing and f"missing {missing[:5]}",
+                                                            extra and f"unexpected {extra[:5]}",
+                                                            bad and f"wrong shape {bad[:5]}"])))
+    opt_state = None
+    if groups["adam_m"]:
+        if not groups["adam_v"]:
+            raise CheckpointError(f"checkpoint {path!r} has first AdamW moments but no second ones")
+        opt_state = {"step": int(meta.get("adam_step", 0)), "m": groups["adam_m"], "v": groups["adam_v"]}
+    params = M.unflatten({k: B.asarray(groups["param"][k]) for k in spec})
+    return {"params": params, "opt_state": opt_state, "config": saved_cfg, "train_config": meta.get("train_config"),
+            "step": int(meta.get("step", 0)), "sampler": (meta.get("sampler", {}), others),
+            "history": meta.get("history", [])}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    params: dict            # nested parameters (official names)
+    opt_state: dict         # {"step", "m", "v"} with flat {name: array} moments
+    step: int               # optimiser steps done
+    history: list           # one dict per step: step, loss (mean over its micro-batches), lr, grad_norm
+                            # (before clipping), valid_loss (every eval_every steps)
+    tokens_per_s: float     # training tokens (rows * n, all micro-batches) per second in this call
+
+
+def validation_loss(params, config, rows, batch=8):
+    """Mean wrapper loss over ``rows`` (num, n + 1), in batches (each batch's mean weighted by its size)."""
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch):
+        chunk = rows[start: start + batch]
+        total += float(M.loss(params, chunk, config)) * len(chunk)
+        count += len(chunk)
+    return total / count
+
+
+def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, resume=False, overwrite=False,
+          progress=True, callback=None):
+    """Train ``config`` on ``data`` for ``tcfg.steps`` optimiser steps; returns a TrainResult.
+
+    config:     ModelConfig.
+    data:       1-D token stream, 2-D rows (num, n + 1), or ``sample(rng, batch) -> (batch, n + 1)``.
+    tcfg:       TrainConfig (official defaults when None).
+    valid:      validation stream or rows, for ``eval_every`` (the first ``eval_windows`` chunks).
+    params:     starting parameters (default ``init_params(config, seed=tcfg.seed)``); not with resume.
+    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+    resume:     continue from ``checkpoint`` (its params, moments, step, data generator and history);
+                ``tcfg.steps`` is the total, so a run resumed at step N does steps N..steps-1.
+    overwrite:  allow a fresh run to replace an existing checkpoint (refused otherwise).
+    progress:   tqdm progress bar (loss, lr, tokens/s).
+    callback:   ``callback(step, info, params)`` after every step (info = the history entry); return True to stop.
+    """
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    n = config.seq_len
+    rng = make_rng(tcfg.seed)
+    sampler = Sampler(data, n, rng, tcfg.sampling)
+    valid_rows = None
+    if valid is not None:
+        v = np.asarray(valid)
+        valid_rows = (v[: len(v) // (n + 1) * (n + 1)].reshape(-1, n + 1) if v.ndim == 1 else v)[: tcfg.eval_windows]
+        if len(valid_rows) == 0:
+            raise ValueError(f"validation data holds no complete row of seq_len + 1 = {n + 1} tokens")
+
+    start, history = 0, []
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        if params is not None:
+            raise ValueError("give either params or resume=True, not both")
+        ck = load_checkpoint(checkpoint, config)          # raises before anything is written
+        params, opt_state, start, history = ck["params"], ck["opt_state"], ck["step"], ck["history"]
+        if opt_state is None:
+            raise CheckpointError(f"checkpoint {checkpoint!r} holds no optimiser state, so it cannot be resumed")
+        if ck["train_config"] is not None:
+            saved = TrainConfig(**{**ck["train_config"], "betas": tuple(ck["train_config"]["betas"])})
+            keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")   # may change between runs
+            changed = [k for k in dataclasses.asdict(tcfg) if k not in keep and getattr(saved, k) != getattr(tcfg, k)]
+            if changed:
+                raise CheckpointError(f"checkpoint {checkpoint!r} was trained with different options: "
+                                      + ", ".join(f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed))
+        sampler.restore(*ck["sampler"])
+    else:
+        if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
+            raise FileExistsError(f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
+                                  f"or replace it (overwrite=True / --overwrite)")
+        params = M.init_params(config, seed=tcfg.seed) if params is None else params
+        opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
+
+    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}   # our own, writable copies
+
+    def save(step):
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, M.unflatten(flat), opt_state, config=config, train_config=tcfg,
+                            step=step, sampler_state=sampler.state(), history=history)
+
+    bar = None
+    if progress and tcfg.steps > start:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=tcfg.steps, initial=start, desc=f"train {config.arch}", unit="step", dynamic_ncols=True)
+    tokens = tcfg.grad_accum * tcfg.batch * n
+    t0, done, step = time.perf_counter(), 0, start
+    before = sampler.state()           # the data state at the start of the step in progress
+    updating = False                   # True while adamw_step modifies params and moments in place
+    try:
+        while step < tcfg.steps:
+            lr = learning_rate(tcfg, step)
+            micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
+            loss_sum, grads = accumulated_loss_and_grad(M.unflatten(flat), micro, config)
+            norm = clip_grad_norm(grads, tcfg.clip)
+            updating = True
+            adamw_step(flat, grads, opt_state, lr=lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+            updating = False
+            step += 1
+            before = sampler.state()
+            done += 1
+            info = {"step": step, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "grad_norm": norm}
+            if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
+                info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
+            history.append(info)
+            if bar is not None:
+                rate = done * tokens / (time.perf_counter() - t0)
+                post = {"loss": f"{info['loss']:.4f}", "lr": f"{lr:.2g}", "tok/s": f"{rate:.0f}"}
+                if "valid_loss" in info:
+                    post["valid"] = f"{info['valid_loss']:.4f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+            if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
+                save(step)
+            if callback is not None and callback(step, info, M.unflatten(flat)):
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what the last completed step left, so that resuming continues the run exactly. The
+        # data of the interrupted step is drawn again (its sampler state is put back); an interrupt in
+        # the middle of the in-place update leaves the previous checkpoint as it is.
+        if checkpoint is not None and not updating:
+            sampler.restore(*before)
+            save(step)
+            print(f"\ninterrupted: saved step {step} to {checkpoint}", file=sys.stderr)
+        elif checkpoint is not None:
+            print(f"\ninterrupted during an update: {checkpoint} keeps its previous state", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    if done or not resume:             # a resumed run that had nothing left to do leaves its file alone
+        save(step)
+    return TrainResult(params=M.unflatten({k: B.asarray(v) for k, v in flat.items()}), opt_state=opt_state,
+                       step=step, history=history, tokens_per_s=done * tokens / elapsed if done else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line: minicp train
+# ----------------------------------------------------------------------------------------------------
+
+def load_tokens(corpus="pydoc", fractions=(0.9, 0.05, 0.05)):
+    """Token ids of a corpus split into {"train", "valid", "test"}: "pydoc" (ships with Python),
+    "wikitext:<dir>" (WikiText-103 raw, its own splits) or a path to any UTF-8 text file."""
+    from minicp import data as D
+    if corpus == "pydoc":
+        return D.split_tokens(D.encode(D.load_corpus("pydoc")), fractions)
+    if corpus.startswith("wikitext:"):
+        texts = D.load_corpus("wikitext", corpus[len("wikitext:"):])
+        if isinstance(texts, dict):
+            return {k: D.encode(v) for k, v in texts.items()}
+        return D.split_tokens(D.encode(texts), fractions)
+    return D.split_tokens(D.encode(D.load_corpus("text", corpus)), fractions)
+
+
+def add_model_arguments(parser):
+    """--preset / --arch and size flags shared by train, eval and generate."""
+    from minicp.config import ARCHITECTURES
+    g = parser.add_argument_group("model (ignored when a checkpoint already fixes the model)")
+    g.add_argument("--preset", default=None, help="start from a named configuration (default tiny-ecp: D 128, "
+                   "4 layers, 4 heads, n 512, m 64); the paper's are table1-A-double-L512, table6-ecp-SL2048-S512, ... "
+                   "(all names: python -c 'import minicp; print(sorted(minicp.PRESETS))'); other model flags override it")
+    g.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture (default ecp)")
+    for name, help_ in (("vocab", "vocabulary size V (byte corpora: 256)"), ("dim", "model width D"),
+                        ("heads", "attention heads h"), ("layers", "layers l"), ("seq-len", "sequence length n"),
+                        ("latent", "latent length L (Perceiver family; default n/2)"),
+                        ("half-segment", "ECP half segment m (the official block; paper segment s = 2m)"),
+                        ("compressed", "Compressed: history compressed to p rows"),
+                        ("split", "s-Split: history segment length c"), ("group", "LongLoRA group g")):
+        g.add_argument(f"--{name}", type=int, default=None, help=help_)
+
+
+def model_config_from_args(args):
+    """A ModelConfig from parsed --preset/--arch/size flags (the tiny model when nothing is given)."""
+    fields = dict(PRESETS["tiny-ecp"]) if args.preset is None else dict(PRESETS.get(args.preset) or {})
+    if args.preset is not None and args.preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    if args.arch is not None and args.arch != fields.get("arch"):
+        fields = {k: v for k, v in fields.items() if k not in ("half_segment", "segment", "latent", "compressed", "split", "group")}
+        fields["arch"] = args.arch
+    for flag in ("vocab", "dim", "heads", "layers", "seq_len", "latent", "half_segment", "compressed", "split", "group"):
+        value = getattr(args, flag)
+        if value is not None:
+            fields[flag] = value
+            if flag == "half_segment":
+                fields.pop("segment", None)
+    try:
+        return ModelConfig(**fields)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+TRAIN_EXAMPLES = """\
+examples:
+  minicp train                                   # tiny ECP (D 128, 4 layers, n 512, m 64) on the Python docs
+  minicp train --steps 2000 --checkpoint ecp.npz # save to ecp.npz (atomically) at the end and on Ctrl-C
+  minicp train --checkpoint ecp.npz --resume --steps 4000    # continue that run up to step 4000
+  minicp train --arch perceiver_ar --latent 256 --checkpoint par.npz
+  minicp train --corpus my_book.txt --dim 256 --layers 6
+  minicp eval ecp.npz                            # perplexities (official and every-token-once)
+  minicp generate ecp.npz --prompt "The with statement"
+
+The corpus is tokenized as UTF-8 bytes (vocabulary 256) and cut 90/5/5 into train/valid/test.
+Optimiser: AdamW as the official code (lr 2e-4, betas 0.9/0.95, weight decay 0.1 on Linear weights,
+clip 1.0, two micro-batches of 8 with summed losses, lr halved every 100k steps). No dropout.
+"""
+
+
+def main_train(argv=None):
+    """`minicp train`: train a model on a text corpus, with a progress bar, checkpoints and a final perplexity.
+
+    Returns 0 (the exit status); errors exit through SystemExit with a one-line message."""
+    p = argparse.ArgumentParser(prog="minicp train", description="Train a small language model with minicp "
+                                "(NumPy + autograd, CPU) and report its validation perplexity.",
+                                epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default="pydoc", help="'pydoc' (the Python docs, ship with Python; default), "
+                   "a path to a UTF-8 text file, or wikitext:<dir> for WikiText-103 raw")
+    add_model_arguments(p)
+    t = p.add_argument_group("training (defaults: the official main; with --resume: the checkpoint's own)")
+    d = TrainConfig()
+    t.add_argument("--steps", type=int, default=None, help=f"total optimiser steps (default {d.steps}; "
+                   f"tiny-ecp takes about 2.5 s per step of 2 x 8 x 512 tokens on 2 CPU cores)")
+    t.add_argument("--batch", type=int, default=None, help=f"rows per micro-batch (default {d.batch})")
+    t.add_argument("--grad-accum", type=int, default=None, help=f"micro-batches per step, losses summed (default {d.grad_accum})")
+    t.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr})")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"AdamW decay on Linear weights (default {d.weight_decay})")
+    t.add_argument("--clip", type=float, default=None, help=f"gradient-norm clip, 0 = off (default {d.clip})")
+    t.add_argument("--lr-halve-every", type=int, default=None, help=f"halve lr every so many steps, 0 = never (default {d.lr_halve_every})")
+    t.add_argument("--seed", type=int, default=None, help="seed for the initial weights and the data order (default 0)")
+    t.add_argument("--sampling", choices=SAMPLINGS, default=None, help="shuffled non-overlapping chunks (official, default) or random windows")
+    t.add_argument("--eval-every", type=int, default=None, help="validation loss every so many steps, 0 = never (default 100)")
+    t.add_argument("--checkpoint", default=None, help="checkpoint file (.npz); written at the end, every --checkpoint-every steps and on Ctrl-C")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="also save every so many steps (default: only at the end)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint up to --steps")
+    t.add_argument("--overwrite", action="store_true", help="start afresh even if --checkpoint exists")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--eval-batch", type=int, default=8, help="windows per forward pass in the final perplexity (default 8)")
+    args = p.parse_args(argv)
+
+    options = dataclasses.asdict(TrainConfig(eval_every=100))
+    if args.resume:
+        if args.checkpoint is None:
+            p.error("--resume needs --checkpoint")
+        try:
+            ck = load_checkpoint(args.checkpoint)
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
+        config = ck["config"]
+        options.update(ck["train_config"] or {})          # continue with the run's own options
+    else:
+        config = model_config_from_args(args)
+    for name in options:                                  # flags given on the command line win
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    splits = load_tokens(args.corpus)
+    if config.vocab < 256:
+        raise SystemExit(f"error: byte corpora need vocab >= 256, the model has {config.vocab}")
+    try:
+        tcfg = TrainConfig(**{**options, "betas": tuple(options["betas"])})
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"model: {config.arch}, {M.count_params(config):,} parameters, n = {config.seq_len}; "
+          f"corpus {args.corpus}: {len(splits['train']):,} train / {len(splits['valid']):,} valid tokens", file=sys.stderr)
+    try:
+        result = train(config, splits["train"], tcfg, valid=splits["valid"], checkpoint=args.checkpoint,
+                       resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except (CheckpointError, FileExistsError) as e:
+        raise SystemExit(f"error: {e}") from None
+    from minicp.evaluate import print_perplexities
+    print(f"trained {result.step} steps ({result.tokens_per_s:,.0f} training tokens/s this run)")
+    if result.history:
+        print(f"last training loss {result.history[-1]['loss']:.4f}")
+    print_perplexities(result.params, splits["valid"], config, batch=args.eval_batch, split="valid")
+    if args.checkpoint:
+        print(f"checkpoint: {args.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_train()
