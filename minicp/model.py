@@ -16,6 +16,7 @@ Parameters are nested dicts (and a list of layers) whose paths are the official 
 import math
 
 import numpy as onp
+from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp import ops
@@ -163,8 +164,10 @@ def forward(params, tokens, config):
 
 
 def log_softmax(logits):
+    """log softmax over the last axis. The row max only keeps exp() in range and cancels exactly, so it
+    is taken from the untraced values (autograd's max VJP would also turn float32 into float64)."""
     xp = B.xp
-    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    shifted = logits - xp.max(getval(logits), axis=-1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
@@ -181,4 +184,5 @@ def loss(params, tokens, config):
     targets = B.asarray(tokens[:, -L:])
     logp = log_softmax(logits)                                          # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
-    return -B.xp.mean(logp[rows, cols, targets])                        # mean of -log p(target)
+    picked = logp[rows, cols, targets]                                  # (b, L) log p(target)
+    return -B.xp.sum(picked) * (1.0 / picked.size)                      # mean; float32 stays float32

@@ -121,3 +121,22 @@ def test_float32_stays_float32():
     assert ops.attend(q, q, q, ops.causal_mask(4, 4)).dtype == np.float32
     assert ops.rope(q, np.arange(4)).dtype == np.float32
     assert ops.gelu(q).dtype == np.float32
+
+
+def test_fast_indexing_vjp_matches_add_at():
+    """ops re-registers the VJP of x[idx]; it must equal numpy.add.at's scatter, also for repeated ids."""
+    from autograd import grad
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((7, 3))
+    ids = np.array([[1, 4, 1], [6, 1, 0]])
+    g = rng.standard_normal((2, 3, 3))
+    expected = np.zeros_like(table)
+    np.add.at(expected, ids, g)
+    # repeated ids are summed in another order than add.at's: equal up to rounding
+    np.testing.assert_allclose(grad(lambda t: anp.sum(t[ids] * g))(table), expected, rtol=1e-14, atol=1e-15)
+    x = rng.standard_normal((4, 5, 6))
+    h = rng.standard_normal((4, 2, 3))
+    expected = np.zeros_like(x)
+    expected[:, 1:3, ::2] = h
+    np.testing.assert_array_equal(grad(lambda x: anp.sum(x[:, 1:3, ::2] * h))(x), expected)
+    check_grads(lambda x: anp.sum(anp.sin(x[:, 1:3, ::2]) ** 2), modes=["rev"], order=2)(x)
