@@ -56,3 +56,15 @@ def example_config(arch, layers=2, **overrides):
         "longlora": dict(seq_len=12, group=4),
     }[arch]
     return ModelConfig(**{**dict(arch=arch, vocab=11, dim=8, heads=2, layers=layers), **sizes, **overrides})
+
+
+# one small, valid head-level pattern per architecture (sizes and pattern arguments)
+HEAD_CASES = {
+    "transformer": dict(seq_len=12, heads=2),
+    "ecp": dict(seq_len=16, heads=2, half_segment=4),
+    "perceiver_ar": dict(seq_len=12, heads=2, latent=5),
+    "double": dict(seq_len=12, heads=2, latent=5),
+    "s_split": dict(seq_len=12, heads=2, latent=6, split=3),
+    "compressed": dict(seq_len=12, heads=2, latent=5, compressed=3),
+    "longlora": dict(seq_len=16, heads=4, group=4, shift="roll"),
+}

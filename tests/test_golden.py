@@ -17,18 +17,11 @@ from minicp.attention import module as arch_module
 from minicp.config import ARCHITECTURES
 
 from strategies import model_configs
+from strategies import HEAD_CASES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-CASES = {
-    "transformer": dict(seq_len=12, heads=2),
-    "ecp": dict(seq_len=16, heads=2, half_segment=4),
-    "perceiver_ar": dict(seq_len=12, heads=2, latent=5),
-    "double": dict(seq_len=12, heads=2, latent=5),
-    "s_split": dict(seq_len=12, heads=2, latent=6, split=3),
-    "compressed": dict(seq_len=12, heads=2, latent=5, compressed=3),
-    "longlora": dict(seq_len=16, heads=4, group=4, shift="roll"),
-}
+CASES = HEAD_CASES
 
 
 def small_golden(arch, **overrides):

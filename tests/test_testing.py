@@ -9,17 +9,10 @@ import pytest
 import minicp.testing as mt
 from minicp import kernel_pattern as kp
 from minicp.reference import dense_attention
+from strategies import HEAD_CASES
 
 # one small, valid pattern per architecture (head-level arguments)
-CASES = {
-    "transformer": dict(seq_len=12, heads=2),
-    "ecp": dict(seq_len=16, heads=2, half_segment=4),
-    "perceiver_ar": dict(seq_len=12, heads=2, latent=5),
-    "double": dict(seq_len=12, heads=2, latent=5),
-    "s_split": dict(seq_len=12, heads=2, latent=6, split=3),
-    "compressed": dict(seq_len=12, heads=2, latent=5, compressed=3),
-    "longlora": dict(seq_len=16, heads=4, group=4, shift="roll"),
-}
+CASES = HEAD_CASES
 
 
 def dense_kernel(arch, **pattern_args):
