@@ -61,7 +61,9 @@ def run(seq_len=256, dim=64, heads=4, layers=2, seed=0, out=print):
         out(f"{arch:<13}{sizes:<27}{count_params(cfg) / 1e6:>8.2f}M{str(logits.shape):>16}{value:>8.3f}"
             f"{steps:>12,.0f}{100 * steps / full:>7.1f}%{err:>18.1e}{ms:>8.1f}")
     out("\nsteps/head: attention score entries computed per head over all layers (masked ones included);"
-        "\n% full: against n^2 per layer. Loss ~ ln(256) = 5.545 at initialisation.")
+        "\n% full: against n^2 per layer. Loss ~ ln(256) = 5.545 at initialisation."
+        "\n\nNext: minicp steps --table8 (the paper's Table 8 reconciled), minicp figures, "
+        "minicp train --steps 100, notebooks/.")
 
 
 def main(argv=None):
