@@ -628,7 +628,7 @@ def main_train(argv=None):
     t = p.add_argument_group("training (defaults: the official main; with --resume: the checkpoint's own)")
     d = TrainConfig()
     t.add_argument("--steps", type=int, default=None, help=f"total optimiser steps (default {d.steps}; "
-                   f"tiny-ecp takes about 2.5 s per step of 2 x 8 x 512 tokens on 2 CPU cores)")
+                   f"tiny-ecp takes about 1.4 s per step of 2 x 8 x 512 tokens on 2 CPU cores)")
     t.add_argument("--batch", type=int, default=None, help=f"rows per micro-batch (default {d.batch})")
     t.add_argument("--grad-accum", type=int, default=None, help=f"micro-batches per step, losses summed (default {d.grad_accum})")
     t.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr})")
