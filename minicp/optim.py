@@ -1,0 +1,68 @@
+"""AdamW on flat parameter dicts {official state_dict name: array}, as ``torch.optim.AdamW`` computes it.
+
+For step t = 1, 2, ... (decoupled weight decay):
+
+    p = p * (1 - lr * wd)                    only for parameters where ``decays(name, shape)``
+    m = m + (1 - beta1) * (g - m)            (torch: exp_avg.lerp_(g, 1 - beta1))
+    v = beta2 * v + (1 - beta2) * g * g
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+plus ``clip_grad_norm`` (torch.nn.utils.clip_grad_norm_). Used by minicp.train.
+"""
+import math
+
+import numpy as np
+
+
+
+def decays(name, shape):
+    """True if ``name`` gets weight decay: Linear weights (2-D ``*.weight``), not the Embedding, LN or biases."""
+    return name.endswith(".weight") and len(shape) == 2 and name != "token_emb.weight"
+
+
+def adamw_init(flat_params):
+    """Optimiser state: zero first and second moments for every parameter, step 0."""
+    return {"step": 0,
+            "m": {k: np.zeros_like(v) for k, v in flat_params.items()},
+            "v": {k: np.zeros_like(v) for k, v in flat_params.items()}}
+
+
+def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+    """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy arrays).
+
+    Weight decay is applied to the names for which ``decays`` is true. Python-float scalars keep
+    float32 arrays in float32 (NEP 50). The arithmetic follows torch's single-tensor implementation
+    operation by operation, so float64 runs agree with it to rounding.
+    """
+    beta1, beta2 = betas
+    state["step"] += 1
+    t = state["step"]
+    bias1 = 1.0 - beta1 ** t
+    bias2_sqrt = math.sqrt(1.0 - beta2 ** t)
+    step_size = lr / bias1
+    for name, p in flat_params.items():
+        g, m, v = flat_grads[name], state["m"][name], state["v"][name]
+        if weight_decay and decays(name, p.shape):
+            p *= 1.0 - lr * weight_decay                    # decoupled decay
+        m += (g - m) * (1.0 - beta1)                        # lerp(m, g, 1 - beta1)
+        v *= beta2
+        v += (1.0 - beta2) * g * g
+        denom = np.sqrt(v) / bias2_sqrt + eps
+        p -= step_size * (m / denom)
+    return flat_params, state
+
+
+def clip_grad_norm(flat_grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
+
+    Returns the global L2 norm before clipping (computed in float64). In place.
+    """
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in flat_grads.values()))
+    if max_norm:
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        if coef < 1.0:
+            for g in flat_grads.values():
+                g *= coef
+    return norm
+
+
