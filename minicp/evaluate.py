@@ -197,7 +197,8 @@ n - stride + 1 tokens of context, and is comparable across architectures.
 
 def main_eval(argv=None):
     """`minicp eval`: perplexities of a checkpoint on a corpus split."""
-    from minicp.train import CheckpointError, load_checkpoint, load_tokens
+    from minicp.checkpoint import CheckpointError, load_checkpoint
+    from minicp.train import load_tokens
     p = argparse.ArgumentParser(prog="minicp eval", description="Perplexity of a trained checkpoint, "
                                 "computed the official way and every-token-once.",
                                 epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -157,7 +157,7 @@ shorter than the model's sequence length are fed to each architecture.
 def main_generate(argv=None):
     """`minicp generate`: continue a text prompt with a trained checkpoint (byte-level tokens)."""
     from minicp import data as D
-    from minicp.train import CheckpointError, load_checkpoint
+    from minicp.checkpoint import CheckpointError, load_checkpoint
     p = argparse.ArgumentParser(prog="minicp generate", description="Continue a prompt with a trained "
                                 "minicp checkpoint (byte-level text).",
                                 epilog=GENERATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
