@@ -18,6 +18,7 @@ for this architecture"): ``separate_kv``, ``kv_layernorm``, ``rope_all_layers``,
 ``compressed_residual``, ``partial_segments``.
 """
 import dataclasses
+import operator
 from dataclasses import dataclass
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
@@ -38,9 +39,18 @@ _OFFICIAL = {
 PERCEIVER_FAMILY = ("perceiver_ar", "double", "compressed", "s_split")
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def positive_int(name, value):
+    """``value`` as a Python int if it is a positive integer (NumPy integers included, bools not);
+    otherwise ValueError naming ``name``. The one validator every module uses for sizes."""
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ class ModelConfig:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
         for name in ("vocab", "dim", "heads", "layers", "seq_len", "ff_mult"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         n, arch = self.seq_len, self.arch
@@ -93,7 +103,7 @@ class ModelConfig:
         # latent / history
         if self.latent is None:
             set_("latent", n // 2 if arch in PERCEIVER_FAMILY else n)
-        _positive_int("latent", self.latent)
+        positive_int("latent", self.latent)
         if self.latent > n:
             raise ValueError(f"latent {self.latent} must be at most seq_len {n}")
         if arch in PERCEIVER_FAMILY and self.latent >= n:
@@ -108,13 +118,13 @@ class ModelConfig:
         if arch == "compressed":
             if self.compressed is None:
                 set_("compressed", max(1, min(n // 4, self.history)))
-            _positive_int("compressed", self.compressed)
+            positive_int("compressed", self.compressed)
             if self.compressed > self.history:
                 raise ValueError(f"compressed {self.compressed} must be at most history {self.history} (= seq_len - latent)")
         if arch == "s_split":
             if self.split is None:
                 set_("split", self.history // 2 if self.history % 2 == 0 else self.history)
-            _positive_int("split", self.split)
+            positive_int("split", self.split)
             if self.history % self.split:
                 raise ValueError(f"history {self.history} (= seq_len - latent) is not divisible by split {self.split}")
         if arch == "ecp":
@@ -122,7 +132,7 @@ class ModelConfig:
         if arch == "longlora":
             if self.group is None:
                 set_("group", n // 4 if n % 4 == 0 else n)
-            _positive_int("group", self.group)
+            positive_int("group", self.group)
             if self.group % 2:
                 raise ValueError(f"group {self.group} must be even (shifted heads move by group / 2)")
             if n % self.group:
@@ -141,13 +151,13 @@ class ModelConfig:
             if self.segment != 2 * self.half_segment:
                 raise ValueError(f"segment {self.segment} must equal 2 * half_segment {self.half_segment}; give one of them")
         elif self.segment is not None:
-            _positive_int("segment", self.segment)
+            positive_int("segment", self.segment)
             if self.segment % 2:
                 raise ValueError(f"segment {self.segment} must be even (the official block is half a segment)")
             set_("half_segment", self.segment // 2)
         elif self.half_segment is None:
             set_("half_segment", max(1, n // 8))
-        _positive_int("half_segment", self.half_segment)
+        positive_int("half_segment", self.half_segment)
         set_("segment", 2 * self.half_segment)
         m = self.half_segment
         if n % m and not self.partial_segments:

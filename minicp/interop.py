@@ -13,7 +13,7 @@ import os
 import numpy as onp
 
 from minicp import backend as B
-from minicp.model import param_spec, unflatten
+from minicp.model import flatten, param_spec, unflatten
 
 
 def _as_numpy(value):
@@ -81,5 +81,4 @@ def _load_pt(path):
 
 def to_state_dict(params):
     """minicp params -> flat {official name: numpy array} (no RoPE buffers)."""
-    from minicp.model import flatten
     return {k: B.to_numpy(v) for k, v in flatten(params).items()}

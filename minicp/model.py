@@ -72,14 +72,15 @@ def init_params(cfg, seed=0, dtype="float32"):
     """
     _check_config(cfg)
     rng = onp.random.default_rng(seed)
+    spec = param_spec(cfg)
     flat = {}
-    for name, shape in param_spec(cfg).items():
+    for name, shape in spec.items():
         if name == "token_emb.weight":
             value = rng.standard_normal(shape)
         elif _is_layernorm(name, shape):
             value = onp.ones(shape) if name.endswith("weight") else onp.zeros(shape)
         else:
-            fan_in = param_spec(cfg)[name[: -len("bias")] + "weight"][1] if name.endswith("bias") else shape[1]
+            fan_in = spec[name[: -len("bias")] + "weight"][1] if name.endswith("bias") else shape[1]
             bound = 1.0 / math.sqrt(fan_in)
             value = rng.uniform(-bound, bound, shape)
         flat[name] = B.asarray(value.astype(dtype))

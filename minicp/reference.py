@@ -4,6 +4,8 @@ Deliberately the dumbest correct thing, independent of every architecture module
 explicit, blockwise implementation against this function applied to the mask derived from the
 architecture's declared pattern.
 """
+import numpy as onp
+
 from minicp import backend as B
 
 
@@ -14,7 +16,6 @@ def dense_attention(q, k, v, mask, scale=None):
     all False are not computed and are left out of the result. Returns (b, h, rows, d).
     """
     xp = B.xp
-    import numpy as onp
     mask = onp.asarray(mask, dtype=bool)
     rows = onp.flatnonzero(mask.reshape(-1, mask.shape[-2], mask.shape[-1]).any(axis=-1).any(axis=0))
     scale = q.shape[-1] ** -0.5 if scale is None else scale

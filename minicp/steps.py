@@ -45,7 +45,7 @@ import operator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, PRESETS, ModelConfig
+from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, PRESETS, ModelConfig, positive_int
 
 COUNTS = ("computed", "unmasked")
 SHIFTS = ("varlen", "roll")
@@ -94,19 +94,6 @@ class Sizes:
         return " ".join(parts)
 
 
-def _as_int(name, value):
-    """A positive Python int from an int-like value (NumPy integers included); ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _from_config(cfg):
     arch = cfg.arch
     return Sizes(
@@ -141,11 +128,11 @@ def resolve(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, com
         raise ValueError(f"arch {arch!r} is not one of {ARCHITECTURES} (or a ModelConfig)")
     if seq_len is None:
         raise ValueError("seq_len is required when the first argument is an architecture name")
-    n = _as_int("seq_len", seq_len)
-    layers = _as_int("layers", layers)
-    heads = _as_int("heads", heads)
+    n = positive_int("seq_len", seq_len)
+    layers = positive_int("layers", layers)
+    heads = positive_int("heads", heads)
     latent, compressed, split, segment, half_segment, group = (
-        None if value is None else _as_int(name, value) for name, value in (
+        None if value is None else positive_int(name, value) for name, value in (
             ("latent", latent), ("compressed", compressed), ("split", split), ("segment", segment),
             ("half_segment", half_segment), ("group", group)))
     if latent is not None and arch not in PERCEIVER_FAMILY and latent != n:

@@ -64,10 +64,6 @@ def check_qkv(q, k, v, same_length=True):
         raise ValueError(f"q has {q.shape[2]} positions but k has {k.shape[2]}; they must be equal")
 
 
-def positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, onp.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def projection_params(cfg, out="to_out"):

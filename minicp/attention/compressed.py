@@ -45,6 +45,7 @@ Cost in score entries per head (SPEC section 5; the H p weights of the compressi
 from minicp import backend as B
 from minicp import ops
 from minicp.attention import common
+from minicp.config import positive_int
 from minicp.attention.double import history_and_latent, history_pattern
 from minicp.attention.perceiver_ar import check_latent, check_layer
 
@@ -54,13 +55,13 @@ NAME = "compressed"
 def _check(n, latent, compressed, layer):
     """(L, history rows of this layer's stream, p, layer): H = n - L in layer 0, p afterwards."""
     layer = check_layer(layer)
-    p = common.positive_int("compressed", compressed)
+    p = positive_int("compressed", compressed)
     if layer == 0:
         L, H = check_latent(n, latent)
         if p > H:
             raise ValueError(f"compressed {p} must be at most history {H} (= seq_len {n} - latent {L})")
         return L, H, p, layer
-    L = common.positive_int("latent", latent)
+    L = positive_int("latent", latent)
     if n != p + L:
         raise ValueError(f"seq_len {n} must equal compressed {p} + latent {L} in layer {layer} "
                          f"(after layer 0 the stream is p compressed slots then L latent rows)")

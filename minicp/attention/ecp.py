@@ -32,13 +32,14 @@ official code requires n % m == 0.
 from minicp import backend as B
 from minicp import ops
 from minicp.attention import common
+from minicp.config import positive_int
 from minicp.attention.blocks import Pattern, causal_block
 
 NAME = "ecp"
 
 
 def _check(n, half_segment, partial):
-    m = common.positive_int("half_segment", half_segment)
+    m = positive_int("half_segment", half_segment)
     if n % m and not partial:
         raise ValueError(f"seq_len {n} is not divisible by half_segment {m} (pass partial=True for a partial last block)")
     return m

@@ -52,6 +52,7 @@ import numpy as onp
 from minicp import backend as B
 from minicp import ops
 from minicp.attention import common
+from minicp.config import positive_int
 from minicp.attention.blocks import Pattern, block, causal_block
 
 NAME = "longlora"
@@ -60,7 +61,7 @@ SHIFTS = ("varlen", "roll")
 
 def _check(n, heads, group, shift):
     """Validate the S2 arguments; returns (g, u)."""
-    g = common.positive_int("group", group)
+    g = positive_int("group", group)
     if g % 2:
         raise ValueError(f"group {g} must be even (shifted heads move by group / 2)")
     if n % g:
@@ -103,7 +104,7 @@ def shifted_pattern(n, *, group, shift="varlen"):
 
 def head_patterns(n, heads, *, group, shift="varlen"):
     """One Pattern per head: heads//2 unshifted, then heads//2 shifted (``shift`` = "varlen" or "roll")."""
-    heads = common.positive_int("heads", heads)
+    heads = positive_int("heads", heads)
     _check(n, heads, group, shift)
     plain, shifted = unshifted_pattern(n, group=group), shifted_pattern(n, group=group, shift=shift)
     return [plain] * (heads // 2) + [shifted] * (heads // 2)

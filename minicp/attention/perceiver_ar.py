@@ -40,6 +40,7 @@ import numpy as onp
 
 from minicp import ops
 from minicp.attention import common
+from minicp.config import positive_int
 from minicp.attention.blocks import Pattern, causal_block
 
 NAME = "perceiver_ar"
@@ -58,7 +59,7 @@ def check_layer(layer):
 
 def check_latent(n, latent):
     """L latent rows out of n, leaving a history H = n - L of at least one token. Returns (L, H)."""
-    L = common.positive_int("latent", latent)
+    L = positive_int("latent", latent)
     if L >= n:
         raise ValueError(f"latent {L} must be smaller than seq_len {n} (history H = seq_len - latent must be >= 1)")
     return L, n - L
@@ -69,7 +70,7 @@ def _check(n, latent, layer):
     layer = check_layer(layer)
     if layer == 0:
         return (*check_latent(n, latent), layer)
-    L = common.positive_int("latent", latent)
+    L = positive_int("latent", latent)
     if n != L:
         raise ValueError(f"seq_len {n} must equal latent {L} in layer {layer} (after layer 0 the stream is the L latent rows)")
     return L, 0, layer

@@ -35,6 +35,7 @@ Cost in score entries per head per layer (SPEC section 5):
 from minicp import backend as B
 from minicp import ops
 from minicp.attention import common
+from minicp.config import positive_int
 from minicp.attention.blocks import Pattern, block, causal_block
 from minicp.attention.perceiver_ar import check_latent, check_layer, latent_attention
 
@@ -44,7 +45,7 @@ NAME = "s_split"
 def _check(n, latent, split, layer):
     check_layer(layer)                       # accepted for a uniform API; every layer is identical
     L, H = check_latent(n, latent)
-    c = common.positive_int("split", split)
+    c = positive_int("split", split)
     if H % c:
         raise ValueError(f"history {H} (= seq_len {n} - latent {L}) is not divisible by split {c}")
     return L, H, c
