@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from minicp import ModelConfig  # noqa: E402
-from minicp.attention import module, patterns  # noqa: E402
-from minicp.model import unflatten  # noqa: E402
+from minicp.nn.attention import module, patterns  # noqa: E402
+from minicp.nn.model import unflatten  # noqa: E402
 
 try:
     import torch

@@ -36,9 +36,10 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from minicp import ModelConfig, backend as B, ops  # noqa: E402
-from minicp.attention import module  # noqa: E402
-from minicp.model import unflatten  # noqa: E402
+from minicp import ModelConfig, backend as B  # noqa: E402
+from minicp.nn import ops
+from minicp.nn.attention import module  # noqa: E402
+from minicp.nn.model import unflatten  # noqa: E402
 
 ARCHS = ["transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora"]
 MEMORY_LIMIT = 125e9          # bytes we let one side's score tensors take on a 141 GB H200
@@ -276,7 +277,7 @@ def profile_ecp(n, dim, heads, path):
     import cupy
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from minicp.attention import common, ecp
+    from minicp.nn.attention import common, ecp
     cfg = config("ecp", n, dim, heads)
     flat, twin = layer_weights(cfg)
     p = unflatten({k: B.asarray(v) for k, v in flat.items()})

@@ -1,4 +1,4 @@
-"""Time ``minicp.receptive.receptive_field`` at Table 8's size: n = 4096, 48 layers (target < 1 s each).
+"""Time ``minicp.analysis.receptive.receptive_field`` at Table 8's size: n = 4096, 48 layers (target < 1 s each).
 
     python benchmarks/receptive.py [--seq-len 4096] [--layers 48] [--repeat 3]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minicp.config import ARCHITECTURES, ModelConfig  # noqa: E402
-from minicp.receptive import receptive_field, receptive_field_by_layer  # noqa: E402
+from minicp.analysis.receptive import receptive_field, receptive_field_by_layer  # noqa: E402
 
 
 def cases(n, layers):

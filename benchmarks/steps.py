@@ -1,4 +1,4 @@
-"""Time ``minicp.steps.count_attention_steps``: constant time (well under 1 ms) for n = 10^3 .. 10^9.
+"""Time ``minicp.analysis.steps.count_attention_steps``: constant time (well under 1 ms) for n = 10^3 .. 10^9.
 
     python benchmarks/steps.py [--count computed|unmasked] [--layers 48] [--heads 24]
 
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minicp.config import ARCHITECTURES  # noqa: E402
-from minicp.steps import count_attention_steps  # noqa: E402
+from minicp.analysis.steps import count_attention_steps  # noqa: E402
 
 
 def time_call(arch, n, layers, heads, count):

@@ -5,7 +5,7 @@
     python benchmarks/train.py --no-torch --steps 3
 
 Both sides do complete optimiser steps on the same shapes in float32: forward, backward, gradient
-clipping and an AdamW update with the official parameter groups. minicp's step is ``minicp.train.train``
+clipping and an AdamW update with the official parameter groups. minicp's step is ``minicp.lm.train.train``
 itself (timed per step through its callback); the PyTorch side is ``minicp.torch_twin`` (an independent
 re-implementation of the official modules, eval semantics, no dropout) with ``torch.optim.AdamW``.
 Tokens per second = batch * grad_accum * n / (median seconds per step after ``--warmup`` steps). Both
@@ -42,7 +42,7 @@ def parse(argv=None):
 
 def bench_minicp(cfg, args):
     import numpy as np
-    from minicp import train as T
+    from minicp.lm import train as T
     rng = np.random.default_rng(0)
     data = rng.integers(0, cfg.vocab, size=(64, cfg.seq_len + 1))
     stamps = []
@@ -67,7 +67,7 @@ def bench_minicp(cfg, args):
 
 def bench_torch(cfg, args):
     import torch
-    from minicp import train as T
+    from minicp.lm import train as T
     from minicp.torch_twin import build, wrapper_loss
     model = build(cfg.arch, vocab=cfg.vocab, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, seq_len=cfg.seq_len,
                   half_segment=cfg.half_segment if cfg.arch == "ecp" else None, dtype=torch.float32)

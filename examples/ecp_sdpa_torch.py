@@ -7,9 +7,9 @@ on the CPU by default or on a GPU with ``--device cuda``:
    half segment 0 attends causally to itself (m x m); every later half segment t attends to the
    pair (t-1, t) with one shared boolean block mask (m x 2m, query r sees keys 0..m+r).
 2. ``blockwise_sdpa``: the generic form for any architecture, one SDPA call per block of
-   ``minicp.kernel_pattern.blocks`` with the block's boolean mask.
-3. ``dense_sdpa``: SDPA with the dense (heads, n, n) mask from ``minicp.kernel_pattern.dense_mask``
-   (small n only), and ``flex`` with FlexAttention and the ``mask_mod`` from ``minicp.kernel_pattern``.
+   ``minicp.analysis.kernel_pattern.blocks`` with the block's boolean mask.
+3. ``dense_sdpa``: SDPA with the dense (heads, n, n) mask from ``minicp.analysis.kernel_pattern.dense_mask``
+   (small n only), and ``flex`` with FlexAttention and the ``mask_mod`` from ``minicp.analysis.kernel_pattern``.
 
 Each is checked with ``minicp.testing.assert_matches_reference`` (output and gradients; float32,
 bfloat16 and float16 inputs). The test suite runs a small version (tests/test_golden.py, skipped
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-import minicp.kernel_pattern as kp
+import minicp.analysis.kernel_pattern as kp
 import minicp.testing as mt
 
 
@@ -116,7 +116,7 @@ def torch_grad_fn(fn, rows=None):
     """``grad_fn(q, k, v, dout) -> (dq, dk, dv)`` for a differentiable torch ``fn(q, k, v)``.
 
     ``rows``: for a kernel that returns all n rows where the architecture computes fewer (PerceiverAR's
-    first layer), the computed rows (``minicp.kernel_pattern.rows``) that dout belongs to.
+    first layer), the computed rows (``minicp.analysis.kernel_pattern.rows``) that dout belongs to.
     """
     def grad_fn(q, k, v, dout):
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))

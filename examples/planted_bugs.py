@@ -15,7 +15,7 @@ i.e. causal, reaching back to the start of the previous half segment. We plant:
 3. the wrong RoPE convention in a fused RoPE + attention sub-layer: LLaMA's "halves" pairs
    (x_i, x_{i+d/2}) instead of the official ECP code's interleaved pairs (x_2i, x_2i+1). Head-level
    attention has no RoPE, so this one is checked at the sub-layer level against
-   ``minicp.attention.ecp.attention_layer`` and on the rotated q itself.
+   ``minicp.nn.attention.ecp.attention_layer`` and on the rotated q itself.
 
 Run:  python examples/planted_bugs.py      (NumPy only; about a second)
 """
@@ -25,8 +25,8 @@ import numpy as np
 
 import minicp
 import minicp.testing as mt
-from minicp import ops
-from minicp.attention import ecp as ecp_module
+from minicp.nn import ops
+from minicp.nn.attention import ecp as ecp_module
 
 CASE = dict(seq_len=512, heads=4, head_dim=32, half_segment=64)       # paper segment s = 128
 

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicp
-from minicp import ops
-from minicp.attention import module, patterns
+from minicp.nn import ops
+from minicp.nn.attention import module, patterns
 from minicp.config import ARCHITECTURES
-from minicp.reference import dense_attention
+from minicp.nn.reference import dense_attention
 from strategies import example_config, model_configs, random_qkv
 
 

@@ -1,9 +1,9 @@
-"""Tests for minicp.data: tokenizer, corpora, splits, batching and the lag-copy task."""
+"""Tests for minicp.lm.data: tokenizer, corpora, splits, batching and the lag-copy task."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minicp import data as D
+from minicp.lm import data as D
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicp import ModelConfig, forward, init_params
-from minicp.model import flatten, unflatten
+from minicp.nn.model import flatten, unflatten
 
 BASE = dict(vocab=13, dim=12, heads=3, layers=3)
 
@@ -83,9 +83,9 @@ def test_compressed_with_identity_projection_is_double():
 def test_perceiver_ar_layers_after_the_first_are_causal_full_attention():
     """PerceiverAR layers k >= 1 run plain causal attention over the L latent rows (SPEC 2.1). So a
     PerceiverAR model equals: its own first layer, then a "transformer" of length L with kv LayerNorm
-    (SPEC C2's conventions) on the latent stream. Checked block by block with minicp.model.block."""
-    from minicp.model import block
-    from minicp import ops
+    (SPEC C2's conventions) on the latent stream. Checked block by block with minicp.nn.model.block."""
+    from minicp.nn.model import block
+    from minicp.nn import ops
     n, L = 12, 6
     par = ModelConfig(arch="perceiver_ar", seq_len=n, latent=L, **BASE)
     full = ModelConfig(arch="transformer", seq_len=L, kv_layernorm=True, **BASE)

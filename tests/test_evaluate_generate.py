@@ -1,4 +1,4 @@
-"""Tests for minicp.evaluate (both perplexities) and minicp.generate (top-k sampling, any prompt length)."""
+"""Tests for minicp.lm.evaluate (both perplexities) and minicp.generate (top-k sampling, any prompt length)."""
 import importlib
 import math
 
@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minicp import ModelConfig, forward, init_params, loss
-from minicp import evaluate as E
-from minicp import train as T
+from minicp.lm import evaluate as E
+from minicp.lm import train as T
 from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY
+from minicp.cli import eval as cli_eval, generate as cli_generate
 
 # The module, even if the package re-exports a function ``minicp.generate`` that shadows its name.
-G = importlib.import_module("minicp.generate")
+G = importlib.import_module("minicp.lm.generate")
 
 V = 32
 
@@ -246,7 +247,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_cli_eval(checkpoint, capsys):
-    assert E.main_eval([checkpoint, "--max-tokens", "2000", "--batch", "32"]) == 0
+    assert cli_eval.main([checkpoint, "--max-tokens", "2000", "--batch", "32"]) == 0
     out = capsys.readouterr().out
     assert "official recipe" in out and "every token once" in out
     values = [float(line.split(":")[1].split()[0]) for line in out.splitlines() if "perplexity" in line]
@@ -254,7 +255,7 @@ def test_cli_eval(checkpoint, capsys):
 
 
 def test_cli_generate(checkpoint, capsys):
-    assert G.main_generate([checkpoint, "--prompt", "Hello", "--tokens", "5", "--seed", "1"]) == 0
+    assert cli_generate.main([checkpoint, "--prompt", "Hello", "--tokens", "5", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Hello") and len(out.encode()) >= len("Hello") + 1
 
@@ -264,11 +265,11 @@ def test_cli_dispatcher_exit_status(checkpoint, capsys):
     assert cli.main(["eval", checkpoint, "--max-tokens", "1000", "--batch", "32"]) == 0
     assert cli.main(["generate", checkpoint, "--prompt", "ab", "--tokens", "3"]) == 0
     with pytest.raises(SystemExit, match="does not exist"):
-        G.main_generate([checkpoint + ".missing"])
+        cli_generate.main([checkpoint + ".missing"])
 
 
 def test_cli_help(capsys):
-    for main in (E.main_eval, G.main_generate):
+    for main in (cli_eval.main, cli_generate.main):
         with pytest.raises(SystemExit) as e:
             main(["--help"])
         assert e.value.code == 0

@@ -1,4 +1,4 @@
-"""Golden files (minicp.golden), the kernel pattern exports (minicp.kernel_pattern) and the examples."""
+"""Golden files (minicp.golden), the kernel pattern exports (minicp.analysis.kernel_pattern) and the examples."""
 import importlib.util
 import json
 import re
@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import minicp
 from minicp import golden as G
-from minicp import kernel_pattern as kp
-from minicp.attention import module as arch_module
+from minicp.cli import golden as cli_golden
+from minicp.analysis import kernel_pattern as kp
+from minicp.nn.attention import module as arch_module
 from minicp.config import ARCHITECTURES
 
 from strategies import model_configs
@@ -346,23 +347,23 @@ def test_model_golden(arch, tmp_path):
 
 def test_cli_writes_and_checks(tmp_path, capsys):
     out = tmp_path / "ecp.npz"
-    assert G.main(["--arch", "ecp", "--seq-len", "64", "--segment", "16", "--heads", "2", "--head-dim", "8",
+    assert cli_golden.main(["--arch", "ecp", "--seq-len", "64", "--segment", "16", "--heads", "2", "--head-dim", "8",
                    "--dtype", "bfloat16", "-o", str(out)]) == 0
     g = G.load_golden(out)
     assert g.config["pattern_args"] == {"half_segment": 8} and g.config["segment"] == 16
     assert g.config["dtype"] == "bfloat16" and g["q"].shape == (1, 2, 64, 8)
-    assert G.main(["--check", str(out), "--check-grads"]) == 0
+    assert cli_golden.main(["--check", str(out), "--check-grads"]) == 0
     assert "OK" in capsys.readouterr().out
     assert zipfile.is_zipfile(out)
 
 
 def test_cli_model_and_preset(tmp_path):
     out = tmp_path / "model.npz"
-    assert G.main(["--model", "--arch", "ecp", "--seq-len", "16", "--half-segment", "4", "--heads", "2",
+    assert cli_golden.main(["--model", "--arch", "ecp", "--seq-len", "16", "--half-segment", "4", "--heads", "2",
                    "--head-dim", "4", "--layers", "1", "--vocab", "11", "-o", str(out)]) == 0
     g = G.load_golden(out)
     assert g.config["model_config"]["dim"] == 8 and g.config["model_config"]["half_segment"] == 4
-    cfg = G._model_config(G._parser().parse_args(["--preset", "tiny-ecp", "--layers", "1", "-o", "x.npz"]), None)
+    cfg = cli_golden._model_config(cli_golden._parser().parse_args(["--preset", "tiny-ecp", "--layers", "1", "-o", "x.npz"]), None)
     assert cfg.layers == 1 and cfg.half_segment == 64
 
 
@@ -378,13 +379,13 @@ def test_cli_model_and_preset(tmp_path):
     (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "-o", "x.bin"], "must end in .npz"),
 ])
 def test_cli_errors(argv, match, capsys):
-    assert G.main(argv) == 2
+    assert cli_golden.main(argv) == 2
     assert re.search(match, capsys.readouterr().err)
 
 
 def test_cli_help(capsys):
     with pytest.raises(SystemExit) as info:
-        G.main(["--help"])
+        cli_golden.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "minicp golden --arch ecp --seq-len 4096 --segment 256" in text and "--check" in text

@@ -25,9 +25,10 @@ import types
 import numpy as np
 import pytest
 
-from minicp import ModelConfig, backend as B, ops
-from minicp.attention import module
-from minicp.model import forward, init_params, loss
+from minicp import ModelConfig, backend as B
+from minicp.nn import ops
+from minicp.nn.attention import module
+from minicp.nn.model import forward, init_params, loss
 
 pytestmark = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not B.gpu_available(), reason="needs CuPy and a usable NVIDIA GPU")
@@ -329,7 +330,7 @@ def test_sublayer_matches_the_pytorch_twin_on_cuda(gpu, arch):
     if not torch.cuda.is_available():
         pytest.skip("PyTorch without CUDA")
     from minicp import torch_twin
-    from minicp.model import unflatten
+    from minicp.nn.model import unflatten
     kwargs = dict(half_segment=16) if arch == "ecp" else dict(latent=24) if arch == "double" else {}
     twin = torch_twin.build_attention_layer(arch, dim=64, heads=4, seq_len=64, **kwargs).cuda()
     p = unflatten({k: v.cpu().numpy() for k, v in twin.state_dict().items() if not k.endswith("freqs")})

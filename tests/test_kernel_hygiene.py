@@ -11,7 +11,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "minicp"
-KERNELS = sorted((ROOT / "attention").glob("*.py")) + [ROOT / "ops.py", ROOT / "model.py"]
+KERNELS = sorted((ROOT / "nn" / "attention").glob("*.py")) + [ROOT / "nn" / "ops.py", ROOT / "nn" / "model.py"]
+assert len(KERNELS) >= 11, KERNELS
 HOST_ONLY = {"arange", "tril", "ones", "zeros", "asarray", "cos", "sin", "concatenate", "stack", "clip", "ix_",
              "argsort", "unique", "add", "reshape",   # the indexing VJP (ops.py): applied to raw cotangents only
              "float32", "float64", "int64", "integer", "ndarray", "dtype", "random", "logical_not"}

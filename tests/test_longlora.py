@@ -1,16 +1,16 @@
-"""Tests for minicp.attention.longlora: S2-Attn against the dense reference, counts, leak, ECP identity."""
+"""Tests for minicp.nn.attention.longlora: S2-Attn against the dense reference, counts, leak, ECP identity."""
 import numpy as np
 import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 from hypothesis import given, settings, strategies as st
 
-import minicp.attention as A
-from minicp import ops
-from minicp.attention import longlora as S2
+import minicp.nn.attention as A
+from minicp.nn import ops
+from minicp.nn.attention import longlora as S2
 from minicp.config import ModelConfig
-from minicp.model import forward, init_params
-from minicp.reference import dense_attention
+from minicp.nn.model import forward, init_params
+from minicp.nn.reference import dense_attention
 
 SHIFTS = ("varlen", "roll")
 

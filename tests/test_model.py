@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import minicp
 from minicp.config import ARCHITECTURES, ModelConfig
-from minicp.model import count_params, flatten, forward, init_params, loss, unflatten
+from minicp.nn.model import count_params, flatten, forward, init_params, loss, unflatten
 from strategies import example_config, model_configs
 
 
@@ -135,7 +135,7 @@ def test_init_is_seeded_and_flatten_round_trips():
     cfg = example_config("compressed")
     a, b, c = init_params(cfg, seed=1), init_params(cfg, seed=1), init_params(cfg, seed=2)
     fa, fb, fc = flatten(a), flatten(b), flatten(c)
-    assert list(fa) == list(minicp.model.param_spec(cfg))
+    assert list(fa) == list(minicp.nn.model.param_spec(cfg))
     assert all(np.array_equal(fa[k], fb[k]) for k in fa)
     assert not np.array_equal(fa["layers.0.0.fn.to_q.weight"], fc["layers.0.0.fn.to_q.weight"])
     assert flatten(unflatten(fa)).keys() == fa.keys()

@@ -80,7 +80,7 @@ def test_loader_errors_name_the_problem(tmp_path):
 
 @pytest.mark.parametrize("arch,sizes", CASES[:1] + CASES[1:2] + CASES[4:5] + CASES[6:7] + CASES[8:9] + CASES[11:12])
 def test_parameter_names_and_order_are_the_official_state_dict(arch, sizes):
-    from minicp.model import param_spec
+    from minicp.nn.model import param_spec
     twin = torch_twin.build(arch, vocab=29, dim=12, heads=3, layers=2, **sizes)
     official = [(k, tuple(v.shape)) for k, v in twin.state_dict().items() if not k.endswith(".pos_emb.freqs")]
     cfg = ModelConfig(arch=arch, vocab=29, dim=12, heads=3, layers=2, **sizes)

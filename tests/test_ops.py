@@ -9,7 +9,7 @@ from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicp import ops
+from minicp.nn import ops
 
 
 def test_linear_and_layer_norm_match_their_definitions():

@@ -14,9 +14,10 @@ from autograd.test_util import check_grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicp import ModelConfig, forward, init_params, loss, ops
-from minicp.attention import common, compressed, double, perceiver_ar, s_split, transformer
-from minicp.reference import dense_attention
+from minicp import ModelConfig, forward, init_params, loss
+from minicp.nn import ops
+from minicp.nn.attention import common, compressed, double, perceiver_ar, s_split, transformer
+from minicp.nn.reference import dense_attention
 
 MODULES = {"perceiver_ar": perceiver_ar, "double": double, "s_split": s_split, "compressed": compressed}
 ARCH_LAYERS = [(arch, later) for arch in MODULES for later in (False, True)]

@@ -1,4 +1,4 @@
-"""Tests for minicp.receptive: receptive fields from the declared patterns vs the model's Jacobian.
+"""Tests for minicp.analysis.receptive: receptive fields from the declared patterns vs the model's Jacobian.
 
 (a) analytic (interval arithmetic) == empirical (autograd Jacobian, float64, exact zeros) for every
     architecture and variant (LongLoRA roll and varlen, Compressed with both residuals, ECP partial),
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from minicp.config import ARCHITECTURES, ModelConfig
-from minicp.model import init_params
-from minicp.receptive import (ReceptiveField, closed_form, empirical_receptive_field, influence, receptive_field,
+from minicp.nn.model import init_params
+from minicp.analysis.receptive import (ReceptiveField, closed_form, empirical_receptive_field, influence, receptive_field,
                               receptive_field_by_layer)
 from tests.strategies import example_config, model_configs
 

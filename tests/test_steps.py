@@ -1,8 +1,8 @@
-"""Tests for minicp.steps: closed-form attention step counts against what the code really builds.
+"""Tests for minicp.analysis.steps: closed-form attention step counts against what the code really builds.
 
 (a) "computed" = score entries the explicit implementation materialises (ops.record_scores during
-    minicp.model.forward), for random small configs of every architecture;
-(b) "unmasked" = True entries of the dense masks of minicp.attention.patterns, every head and layer;
+    minicp.nn.model.forward), for random small configs of every architecture;
+(b) "unmasked" = True entries of the dense masks of minicp.nn.attention.patterns, every head and layer;
 (c) SPEC section 6's printed numbers (an independent derivation) for the Table 8 presets and readings;
 (d) the Table 2-style identity ECP(m) = S2-varlen(g = 2m) in computed entries;
 (e) constant time and exact Python ints at n = 10^9;
@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from minicp import ops
-from minicp.attention import module as arch_module, patterns
+from minicp.nn import ops
+from minicp.nn.attention import module as arch_module, patterns
 from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
-from minicp.model import forward, init_params
-from minicp.steps import (count_attention_steps, evaluate_formula, format_steps, format_table7, format_table8, main,
+from minicp.nn.model import forward, init_params
+from minicp.analysis.steps import (count_attention_steps, evaluate_formula, format_steps, format_table7, format_table8,
                           table7, table8)
+from minicp.cli.steps import main
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import minicp.testing as mt
-from minicp import kernel_pattern as kp
-from minicp.reference import dense_attention
+from minicp.analysis import kernel_pattern as kp
+from minicp.nn.reference import dense_attention
 from strategies import HEAD_CASES
 
 # one small, valid pattern per architecture (head-level arguments)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from minicp import ModelConfig, flatten, init_params, loss
-from minicp import model as M
-from minicp import train as T
+from minicp.nn import model as M
+from minicp.lm import train as T
+from minicp.cli import train as cli_train
 
 TINY = ModelConfig(arch="ecp", vocab=32, dim=16, heads=2, layers=2, seq_len=16, half_segment=4)
 FAST = T.TrainConfig(steps=4, batch=2, grad_accum=2, lr=1e-2, lr_halve_every=3)
@@ -275,21 +276,21 @@ def test_cli_train_then_resume(tmp_path, capsys):
     args = ["--dim", "16", "--heads", "2", "--layers", "1", "--seq-len", "32", "--half-segment", "8",
             "--batch", "2", "--grad-accum", "1", "--eval-every", "0", "--no-progress", "--eval-batch", "64",
             "--checkpoint", path]
-    T.main_train(args + ["--steps", "1"])
+    cli_train.main(args + ["--steps", "1"])
     out = capsys.readouterr().out
     assert "official recipe" in out and "every token once" in out
     with pytest.raises(SystemExit, match="exists"):
-        T.main_train(args + ["--steps", "2"])
-    T.main_train(["--checkpoint", path, "--steps", "2", "--resume", "--no-progress", "--eval-batch", "64"])
+        cli_train.main(args + ["--steps", "2"])
+    cli_train.main(["--checkpoint", path, "--steps", "2", "--resume", "--no-progress", "--eval-batch", "64"])
     ck = T.load_checkpoint(path)                      # options (batch 2, no accumulation) came from the file
     assert ck["step"] == 2 and ck["train_config"]["batch"] == 2 and ck["train_config"]["grad_accum"] == 1
     with pytest.raises(SystemExit, match="lr = 0.0002 in the file"):
-        T.main_train(["--checkpoint", path, "--steps", "3", "--resume", "--lr", "0.1", "--no-progress"])
+        cli_train.main(["--checkpoint", path, "--steps", "3", "--resume", "--lr", "0.1", "--no-progress"])
 
 
 def test_cli_help_has_examples(capsys):
     with pytest.raises(SystemExit) as e:
-        T.main_train(["--help"])
+        cli_train.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and "--resume" in text and "--preset" in text

@@ -4,7 +4,7 @@ import pytest
 
 import minicp
 from minicp import ModelConfig
-from minicp.model import forward, init_params, loss
+from minicp.nn.model import forward, init_params, loss
 
 q4 = np.zeros((1, 2, 8, 4))
 

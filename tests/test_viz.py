@@ -11,6 +11,7 @@ pytest.importorskip("matplotlib")
 PIL = pytest.importorskip("PIL.Image")
 
 from minicp import viz  # noqa: E402
+from minicp.cli import figures as cli_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,14 +57,14 @@ def test_readme_lists_every_figure():
 
 
 def test_cli_only(tmp_path, capsys):
-    assert viz.main(["--out", str(tmp_path), "--only", "table8.png", "--quick"]) == 0
+    assert cli_figures.main(["--out", str(tmp_path), "--only", "table8.png", "--quick"]) == 0
     assert (tmp_path / "table8.png").exists() and not (tmp_path / "patterns.png").exists()
     assert "wrote" in capsys.readouterr().out
 
 
 def test_cli_dispatch():
     from minicp.cli import COMMANDS
-    assert COMMANDS["figures"][:2] == ("minicp.viz", "main")
+    assert COMMANDS["figures"][0] == "minicp.cli.figures"
 
 
 @pytest.mark.parametrize("call, word", [

@@ -1,0 +1,135 @@
+"""Sampling from a trained model: the official wrapper's top-k sampling, for prompts of any length (SPEC 3).
+
+Each new token, as the official ``AutoRegressiveWrapper.generate``:
+
+    window = the last n tokens of (prompt + generated so far)
+    logits = model(window)[:, -1]                          the row of the last token
+    keep the k largest logits, k = int((1 - filter_thres) * V), the others -inf   (official top_k)
+    probs = softmax(kept / temperature); draw one token; stop when every row has drawn ``eos``
+
+``filter_thres = 0.9`` keeps the top 10% (V = 256: k = 25, because 1 - 0.9 = 0.0999... in floating
+point; V = 28996: k = 2899). ``top_k`` sets k directly; ``filter_thres=0`` keeps everything; k is at least
+1 (the official code would fail with k = 0 for V < 10). Ties at the k-th logit keep the lower token ids.
+``temperature=0`` means greedy decoding (an extension). Draws come from one explicit
+``numpy.random.Generator`` (``seed`` or ``rng``), vectorised over the batch of prompts.
+
+Prompts shorter than n. The official wrapper needs at least n tokens (its models assume exactly n). minicp
+accepts any prompt of one or more tokens and feeds windows shorter than n as follows:
+
+* ``ecp``: the window runs as it is, on the shorter sequence. When its length is not a multiple of the
+  half segment m (or is shorter than 2m) the model runs with ``partial_segments=True``: the last, partial
+  half segment attends to the previous full one and causally to itself, exactly as the rows of a full
+  window would. Positions are 0..t-1, as for every window (the official code also restarts at 0).
+* ``transformer``: runs on the shorter sequence.
+* ``longlora``: S2-Attn needs a multiple of the group size g, so the window is LEFT-padded with ``pad_id``
+  to the next multiple of g. Causal attention keeps the pads from seeing the real tokens, but the real
+  tokens do see the pads (at most g - 1 of them) and are shifted by that many positions.
+* Perceiver family (``perceiver_ar``, ``double``, ``compressed``, ``s_split``): the history / latent
+  split is fixed at n, so the window is LEFT-padded with ``pad_id`` to exactly n tokens. The last row
+  is still the last real token. The pads are real context to the model (it was not trained with
+  padding), so the first n - t tokens of a short prompt's continuation are of lower quality.
+
+``pad_id`` defaults to 0, the official wrapper's ``pad_value`` (byte 0, NUL, never occurs in text).
+"""
+
+import numpy as np
+
+from minicp import backend as B
+from minicp.nn import model as M
+from minicp.config import PERCEIVER_FAMILY
+
+
+def top_k_count(vocab, filter_thres=0.9, top_k=None):
+    """k of the official top-k: ``int((1 - filter_thres) * vocab)`` (or ``top_k``), clamped to [1, vocab]."""
+    k = int((1 - filter_thres) * vocab) if top_k is None else int(top_k)
+    return max(1, min(vocab, k))
+
+
+def filter_top_k(logits, k):
+    """Keep the k largest logits of each row (ties: lower ids first), set the rest to -inf. (b, V) float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if k >= logits.shape[-1]:
+        return logits.copy()
+    keep = np.argsort(-logits, axis=-1, kind="stable")[:, :k]          # (b, k)
+    out = np.full_like(logits, -np.inf)
+    rows = np.arange(logits.shape[0])[:, None]
+    out[rows, keep] = logits[rows, keep]
+    return out
+
+
+def sample_next(logits, rng, *, temperature=1.0, k=None):
+    """One token per row from logits (b, V): top-k filter, softmax(logits / T), inverse-CDF draw. (b,) int64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if k is not None:
+        logits = filter_top_k(logits, k)
+    if temperature == 0:
+        return np.argmax(logits, axis=-1).astype(np.int64)
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]                   # one uniform per row
+    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1).astype(np.int64)
+
+
+def window_input(window, config, pad_id=0):
+    """What the model reads for a window (b, t), t <= n: (tokens, config) following the rules above."""
+    b, t = window.shape
+    n, arch = config.seq_len, config.arch
+    if arch in PERCEIVER_FAMILY:
+        width = n
+    elif arch == "longlora":
+        width = -(-t // config.group) * config.group
+    else:
+        width = t
+    if width > t:
+        window = np.concatenate([np.full((b, width - t), pad_id, dtype=window.dtype), window], axis=1)
+    if arch == "ecp" and (t % config.half_segment or t < 2 * config.half_segment) and not config.partial_segments:
+        config = config.replace(partial_segments=True)
+    return window, config
+
+
+def next_token_logits(params, window, config, pad_id=0):
+    """Logits (b, V) for the token after each row of ``window`` (b, t), 1 <= t <= n."""
+    tokens, cfg = window_input(window, config, pad_id)
+    logits = M.forward(params, tokens, cfg)
+    return np.asarray(B.to_numpy(logits[:, -1]), dtype=np.float64)
+
+
+def generate(params, prompt, config, max_new_tokens, *, temperature=1.0, top_k=None, filter_thres=0.9,
+             seed=0, rng=None, eos=None, pad_id=0):
+    """Continue ``prompt`` ((t,) or (b, t) token ids, t >= 1) by up to ``max_new_tokens`` tokens.
+
+    Returns only the new tokens, shaped like the prompt ((steps,) or (b, steps)). With ``eos``, a row that
+    drew ``eos`` keeps emitting ``eos`` and generation stops once every row has. See the module docstring
+    for top-k, temperature and how prompts shorter than n are handled.
+    """
+    prompt = np.asarray(prompt)
+    single = prompt.ndim == 1
+    seq = prompt[None, :] if single else prompt
+    if seq.ndim != 2 or seq.shape[1] < 1 or seq.dtype.kind not in "iu":
+        raise ValueError(f"prompt must be integer token ids of shape (t,) or (batch, t) with t >= 1, got "
+                         f"{prompt.dtype} {prompt.shape}")
+    if seq.min() < 0 or seq.max() >= config.vocab:
+        raise ValueError(f"prompt ids must lie in [0, vocab={config.vocab})")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 <= pad_id < config.vocab:
+        raise ValueError(f"pad_id {pad_id} must be a token id in [0, {config.vocab})")
+    rng = np.random.default_rng(seed) if rng is None else rng
+    k = top_k_count(config.vocab, filter_thres, top_k)
+    seq = seq.astype(np.int64)
+    done = np.zeros(len(seq), dtype=bool)
+    new = []
+    for _ in range(int(max_new_tokens)):
+        logits = next_token_logits(params, seq[:, -config.seq_len:], config, pad_id)
+        tok = sample_next(logits, rng, temperature=temperature, k=k)
+        if eos is not None:
+            tok = np.where(done, eos, tok)
+            done |= tok == eos
+        new.append(tok)
+        seq = np.concatenate([seq, tok[:, None]], axis=1)
+        if eos is not None and done.all():
+            break
+    out = np.stack(new, axis=1) if new else np.zeros((len(seq), 0), dtype=np.int64)
+    return out[0] if single else out

@@ -1,0 +1,365 @@
+"""Training: AdamW as the official main, checkpoints in .npz, exact resume (SPEC section 3).
+
+The optimiser is in ``minicp/optim.py`` and the checkpoint format in ``minicp/checkpoint.py``; this
+module is the loop, the data sampler and ``minicp train``.
+
+One optimiser step of the official training loop (``ECPTransformer_main.py``), reproduced here:
+
+    for each of ``grad_accum`` micro-batches of ``batch`` rows (n + 1 tokens each):
+        g += grad of the wrapper loss (mean CE over b * L)   losses are SUMMED, not averaged
+    g *= min(1, clip / (||g||_2 + 1e-6))                     torch.nn.utils.clip_grad_norm_(..., 1.0)
+    AdamW step (torch.optim.AdamW semantics, below)
+    lr = lr0 * 0.5 ** (step // lr_halve_every)              "(i + 1) % 100000 == 0: lr /= 2"
+
+AdamW, exactly as ``torch.optim.AdamW`` (decoupled weight decay), for step t = 1, 2, ...:
+
+    p = p * (1 - lr * wd)
+    m = m + (1 - beta1) * (g - m)                 (torch: exp_avg.lerp_(g, 1 - beta1))
+    v = beta2 * v + (1 - beta2) * g * g
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Parameter groups as the official ``configure_optimizers``: weight decay ``wd`` (0.1) on the weights of
+Linear layers (every 2-D ``*.weight`` except the embedding, which includes Compressed's
+``projection_hist``), no decay on biases, LayerNorm weights and the embedding. Official defaults: lr 2e-4,
+betas (0.9, 0.95), eps 1e-8, wd 0.1, micro-batches of 8, ``gradient_accumulate_every`` 2, clip 1.0, lr
+halved every 100k steps. Every one of them is a ``TrainConfig`` field.
+
+Data. ``train`` takes either a 1-D token stream (cut into non-overlapping chunks of n + 1 tokens, visited
+in a fresh random order every epoch, as the official WikitextDataset/DataLoader(shuffle=True); or random
+windows with ``sampling="random"``), a 2-D array of ready-made rows (num, n + 1), or a function
+``sample(rng, batch) -> (batch, n + 1)`` (e.g. the lag-copy task). All randomness comes from one explicit
+``numpy.random.Generator`` seeded from ``TrainConfig.seed``; a batch that runs past the end of an epoch
+continues with the first rows of the next one, so every micro-batch is full.
+
+What is left out, on purpose: dropout (minicp is a deterministic reference; the official runs use p = 0.05
+on attention probabilities and after the FF GELU) and the official test-set model selection (SPEC B14).
+
+Checkpoints are ``.npz`` files (``numpy.load(..., allow_pickle=False)``), written to a temporary file in the
+same directory and renamed over the target, so a crash never leaves half a file. They hold the parameters
+under their official state_dict names (``param/<name>``), the AdamW moments (``adam_m/<name>``,
+``adam_v/<name>``), the data order of the current epoch, and one JSON string ``meta`` with the format
+version, step, ModelConfig, TrainConfig, the generator's bit-generator state and the loss history. Resuming
+restores all of it, so N steps + resume + N steps gives the same parameters, bit for bit, as 2N steps in
+one go (on the same machine and NumPy build).
+"""
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from autograd import value_and_grad
+
+from minicp import backend as B
+from minicp.nn import model as M
+from minicp.config import ModelConfig
+
+# checkpoints and the optimiser live in their own modules; their names stay importable from here
+from minicp.lm.checkpoint import (FORMAT, CheckpointError, _jsonable, config_from_dict,  # noqa: F401
+                               config_to_dict, load_checkpoint, save_checkpoint)
+from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
+
+SAMPLINGS = ("chunks", "random")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a training run except the model. Defaults are the official main's."""
+    steps: int = 1000                 # optimiser steps
+    batch: int = 8                    # rows per micro-batch (official batch_size 8)
+    grad_accum: int = 2               # micro-batches per step, losses summed (official gradient_accumulate_every 2)
+    lr: float = 2e-4                  # initial learning rate
+    betas: tuple = (0.9, 0.95)        # AdamW (beta1, beta2)
+    eps: float = 1e-8                 # AdamW epsilon
+    weight_decay: float = 0.1         # decoupled decay on Linear weights only (see decays)
+    clip: float = 1.0                 # global gradient-norm clip; 0 or None disables
+    lr_halve_every: int = 100_000     # lr = lr0 * 0.5 ** (step // lr_halve_every); 0 disables
+    seed: int = 0                     # parameter init (init_params) and the data generator
+    sampling: str = "chunks"          # 1-D streams: "chunks" (official shuffled epochs) or "random" windows
+    eval_every: int = 0               # validation loss every so many steps (0: never); needs valid data
+    eval_windows: int = 16            # validation chunks used for that loss
+    checkpoint_every: int = 0         # also save every so many steps (0: only at the end)
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "grad_accum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}")
+        for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", betas)
+        if not self.eps > 0 or self.weight_decay < 0:
+            raise ValueError(f"eps must be > 0 and weight_decay >= 0, got {self.eps!r}, {self.weight_decay!r}")
+        if self.clip is not None and self.clip < 0:
+            raise ValueError(f"clip must be >= 0 (0 or None: no clipping), got {self.clip!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling {self.sampling!r} is not one of {SAMPLINGS}")
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def learning_rate(tcfg, step):
+    """The learning rate of 0-based step ``step``: halved after every ``lr_halve_every`` steps (official)."""
+    if not tcfg.lr_halve_every:
+        return tcfg.lr
+    return tcfg.lr * 0.5 ** (step // tcfg.lr_halve_every)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loss and gradient
+# ----------------------------------------------------------------------------------------------------
+
+_value_and_grad = value_and_grad(M.loss)
+
+
+def loss_and_grad(params, tokens, config):
+    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd)."""
+    value, grads = _value_and_grad(params, tokens, config)
+    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
+
+
+def accumulated_loss_and_grad(params, micro_batches, config):
+    """Official gradient accumulation: the micro-batch losses are SUMMED (``loss.backward()`` per micro-batch,
+    no division), so the gradient is the sum of the micro-batch gradients. Returns (loss sum, flat grads)."""
+    loss_sum, grads = 0.0, None
+    for tokens in micro_batches:
+        value, g = loss_and_grad(params, tokens, config)
+        loss_sum += value
+        if grads is None:
+            grads = g
+        else:
+            for k in grads:
+                grads[k] += g[k]
+    return loss_sum, grads
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data: an explicit, resumable sampler
+# ----------------------------------------------------------------------------------------------------
+
+class Sampler:
+    """Micro-batches of (batch, n + 1) rows from a stream, a row array or a function, drawn from ``rng``.
+
+    Its whole state is ``rng`` plus, for rows, the current epoch order and position: ``state()`` and
+    ``restore()`` move that in and out of checkpoints.
+    """
+
+    def __init__(self, data, seq_len, rng, sampling="chunks"):
+        self.rng, self.seq_len, self.sampling = rng, seq_len, sampling
+        self.fn, self.rows, self.stream = None, None, None
+        if callable(data):
+            self.fn = data
+            return
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"training data must be integer token ids, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            if len(arr) < seq_len + 1:
+                raise ValueError(f"training stream of {len(arr)} tokens is shorter than one row of seq_len + 1 = {seq_len + 1}")
+            if sampling == "random":
+                self.stream = arr
+                return
+            num = len(arr) // (seq_len + 1)
+            arr = arr[: num * (seq_len + 1)].reshape(num, seq_len + 1)   # non-overlapping chunks (a view)
+        elif arr.ndim != 2 or arr.shape[1] != seq_len + 1:
+            raise ValueError(f"training rows must have shape (num, seq_len + 1 = {seq_len + 1}), got {arr.shape}")
+        self.rows = arr
+        self.order = np.zeros(0, dtype=np.int64)
+        self.pos = 0
+
+    def next(self, batch):
+        if self.fn is not None:
+            out = np.asarray(self.fn(self.rng, batch))
+            if out.shape != (batch, self.seq_len + 1) or out.dtype.kind not in "iu":
+                raise ValueError(f"the sampling function must return integers of shape ({batch}, {self.seq_len + 1}), "
+                                 f"got {out.dtype} {out.shape}")
+            return out
+        if self.stream is not None:
+            starts = self.rng.integers(0, len(self.stream) - self.seq_len, size=batch)
+            return self.stream[starts[:, None] + np.arange(self.seq_len + 1)]
+        picked = []
+        need = batch
+        while need:
+            if self.pos == len(self.order):                  # new epoch: fresh random order of all rows
+                self.order = self.rng.permutation(len(self.rows))
+                self.pos = 0
+            take = self.order[self.pos: self.pos + need]
+            self.pos += len(take)
+            need -= len(take)
+            picked.append(take)
+        return self.rows[np.concatenate(picked)]
+
+    def state(self):
+        meta = {"bit_generator": _jsonable(self.rng.bit_generator.state)}
+        arrays = {}
+        if self.rows is not None:
+            meta["pos"] = int(self.pos)
+            arrays["data/order"] = np.asarray(self.order, dtype=np.int64)
+        return meta, arrays
+
+    def restore(self, meta, arrays):
+        self.rng.bit_generator.state = meta["bit_generator"]
+        if self.rows is not None:
+            order = np.asarray(arrays["data/order"], dtype=np.int64)
+            if order.size and (order.min() < 0 or order.max() >= len(self.rows)):
+                raise CheckpointError(f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}")
+            self.order, self.pos = order, int(meta["pos"])
+
+
+def make_rng(seed):
+    """The data generator of a run: PCG64 seeded with (seed, 1), independent of the init stream."""
+    return np.random.Generator(np.random.PCG64([int(seed), 1]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    params: dict            # nested parameters (official names)
+    opt_state: dict         # {"step", "m", "v"} with flat {name: array} moments
+    step: int               # optimiser steps done
+    history: list           # one dict per step: step, loss (mean over its micro-batches), lr, grad_norm
+                            # (before clipping), valid_loss (every eval_every steps)
+    tokens_per_s: float     # training tokens (rows * n, all micro-batches) per second in this call
+
+
+def validation_loss(params, config, rows, batch=8):
+    """Mean wrapper loss over ``rows`` (num, n + 1), in batches (each batch's mean weighted by its size)."""
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch):
+        chunk = rows[start: start + batch]
+        total += float(M.loss(params, chunk, config)) * len(chunk)
+        count += len(chunk)
+    return total / count
+
+
+def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, resume=False, overwrite=False,
+          progress=True, callback=None):
+    """Train ``config`` on ``data`` for ``tcfg.steps`` optimiser steps; returns a TrainResult.
+
+    config:     ModelConfig.
+    data:       1-D token stream, 2-D rows (num, n + 1), or ``sample(rng, batch) -> (batch, n + 1)``.
+    tcfg:       TrainConfig (official defaults when None).
+    valid:      validation stream or rows, for ``eval_every`` (the first ``eval_windows`` chunks).
+    params:     starting parameters (default ``init_params(config, seed=tcfg.seed)``); not with resume.
+    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+    resume:     continue from ``checkpoint`` (its params, moments, step, data generator and history);
+                ``tcfg.steps`` is the total, so a run resumed at step N does steps N..steps-1.
+    overwrite:  allow a fresh run to replace an existing checkpoint (refused otherwise).
+    progress:   tqdm progress bar (loss, lr, tokens/s).
+    callback:   ``callback(step, info, params)`` after every step (info = the history entry); return True to stop.
+    """
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    n = config.seq_len
+    rng = make_rng(tcfg.seed)
+    sampler = Sampler(data, n, rng, tcfg.sampling)
+    valid_rows = None
+    if valid is not None:
+        v = np.asarray(valid)
+        valid_rows = (v[: len(v) // (n + 1) * (n + 1)].reshape(-1, n + 1) if v.ndim == 1 else v)[: tcfg.eval_windows]
+        if len(valid_rows) == 0:
+            raise ValueError(f"validation data holds no complete row of seq_len + 1 = {n + 1} tokens")
+
+    start, history = 0, []
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path")
+        if params is not None:
+            raise ValueError("give either params or resume=True, not both")
+        ck = load_checkpoint(checkpoint, config)          # raises before anything is written
+        params, opt_state, start, history = ck["params"], ck["opt_state"], ck["step"], ck["history"]
+        if opt_state is None:
+            raise CheckpointError(f"checkpoint {checkpoint!r} holds no optimiser state, so it cannot be resumed")
+        if ck["train_config"] is not None:
+            saved = TrainConfig(**{**ck["train_config"], "betas": tuple(ck["train_config"]["betas"])})
+            keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")   # may change between runs
+            changed = [k for k in dataclasses.asdict(tcfg) if k not in keep and getattr(saved, k) != getattr(tcfg, k)]
+            if changed:
+                raise CheckpointError(f"checkpoint {checkpoint!r} was trained with different options: "
+                                      + ", ".join(f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed))
+        sampler.restore(*ck["sampler"])
+    else:
+        if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
+            raise FileExistsError(f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
+                                  f"or replace it (overwrite=True / --overwrite)")
+        params = M.init_params(config, seed=tcfg.seed) if params is None else params
+        opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
+
+    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}   # our own, writable copies
+
+    def save(step):
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, M.unflatten(flat), opt_state, config=config, train_config=tcfg,
+                            step=step, sampler_state=sampler.state(), history=history)
+
+    bar = None
+    if progress and tcfg.steps > start:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=tcfg.steps, initial=start, desc=f"train {config.arch}", unit="step", dynamic_ncols=True)
+    tokens = tcfg.grad_accum * tcfg.batch * n
+    t0, done, step = time.perf_counter(), 0, start
+    before = sampler.state()           # the data state at the start of the step in progress
+    updating = False                   # True while adamw_step modifies params and moments in place
+    try:
+        while step < tcfg.steps:
+            lr = learning_rate(tcfg, step)
+            micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
+            loss_sum, grads = accumulated_loss_and_grad(M.unflatten(flat), micro, config)
+            norm = clip_grad_norm(grads, tcfg.clip)
+            updating = True
+            adamw_step(flat, grads, opt_state, lr=lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+            updating = False
+            step += 1
+            before = sampler.state()
+            done += 1
+            info = {"step": step, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "grad_norm": norm}
+            if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
+                info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
+            history.append(info)
+            if bar is not None:
+                rate = done * tokens / (time.perf_counter() - t0)
+                post = {"loss": f"{info['loss']:.4f}", "lr": f"{lr:.2g}", "tok/s": f"{rate:.0f}"}
+                if "valid_loss" in info:
+                    post["valid"] = f"{info['valid_loss']:.4f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+            if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
+                save(step)
+            if callback is not None and callback(step, info, M.unflatten(flat)):
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what the last completed step left, so that resuming continues the run exactly. The
+        # data of the interrupted step is drawn again (its sampler state is put back); an interrupt in
+        # the middle of the in-place update leaves the previous checkpoint as it is.
+        if checkpoint is not None and not updating:
+            sampler.restore(*before)
+            save(step)
+            print(f"\ninterrupted: saved step {step} to {checkpoint}", file=sys.stderr)
+        elif checkpoint is not None:
+            print(f"\ninterrupted during an update: {checkpoint} keeps its previous state", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    if done or not resume:             # a resumed run that had nothing left to do leaves its file alone
+        save(step)
+    return TrainResult(params=M.unflatten({k: B.asarray(v) for k, v in flat.items()}), opt_state=opt_state,
+                       step=step, history=history, tokens_per_s=done * tokens / elapsed if done else 0.0)

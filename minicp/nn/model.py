@@ -1,0 +1,189 @@
+"""The whole language model: embedding -> pre-norm blocks -> logits (SPEC sections 1 and 3).
+
+    x = token_emb[tokens]                      (b, n, D), no position embedding (RoPE only)
+    for each layer k:
+        x = skip(x) + Attn_k(LN(x))            the architecture's attention sub-layer
+        x = x + FF(LN(x))                      FF = Linear(D, 4D) -> exact GELU -> Linear(4D, D)
+    logits = Linear(LN(x))                     (b, rows, V), biased, no weight tying
+
+``skip`` is the identity except where the stream shrinks in the first layer (PerceiverAR keeps the
+last L rows, Compressed the first p + L: SPEC bug B1).
+
+Parameters are nested dicts (and a list of layers) whose paths are the official state_dict names:
+``params["layers"][3][0]["fn"]["to_q"]["weight"]`` is ``layers.3.0.fn.to_q.weight``. ``flatten`` and
+``unflatten`` convert between the two.
+"""
+import math
+
+import numpy as onp
+from autograd.tracer import getval
+
+from minicp import backend as B
+from minicp.nn import ops
+from minicp.nn.attention import module as arch_module
+from minicp.config import ModelConfig
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------------
+
+def param_spec(cfg):
+    """Flat dict: official state_dict name -> shape, in state_dict order."""
+    D, V, F = cfg.dim, cfg.vocab, cfg.ff_mult * cfg.dim
+    spec = {"token_emb.weight": (V, D)}
+    mod = arch_module(cfg.arch)
+    for i in range(cfg.layers):
+        for name, entry in mod.param_spec(cfg, i).items():
+            prefix = f"layers.{i}.0.fn.{name}"
+            if entry[0] == "linear":
+                _, out, inp, bias = entry
+                spec[prefix + ".weight"] = (out, inp)
+                if bias:
+                    spec[prefix + ".bias"] = (out,)
+            else:
+                spec[prefix + ".weight"] = (entry[1],)
+                spec[prefix + ".bias"] = (entry[1],)
+        spec[f"layers.{i}.0.norm.weight"] = (D,)          # PreNorm registers fn before norm
+        spec[f"layers.{i}.0.norm.bias"] = (D,)
+        spec[f"layers.{i}.1.fn.net.0.weight"] = (F, D)
+        spec[f"layers.{i}.1.fn.net.0.bias"] = (F,)
+        spec[f"layers.{i}.1.fn.net.3.weight"] = (D, F)
+        spec[f"layers.{i}.1.fn.net.3.bias"] = (D,)
+        spec[f"layers.{i}.1.norm.weight"] = (D,)
+        spec[f"layers.{i}.1.norm.bias"] = (D,)
+    spec["to_logits.0.weight"] = (D,)
+    spec["to_logits.0.bias"] = (D,)
+    spec["to_logits.1.weight"] = (V, D)
+    spec["to_logits.1.bias"] = (V,)
+    return spec
+
+
+def count_params(cfg):
+    """Number of parameters (every entry of the official state_dict except the RoPE buffers)."""
+    return sum(math.prod(shape) for shape in param_spec(cfg).values())
+
+
+def init_params(cfg, seed=0, dtype="float32"):
+    """PyTorch's default initialisation, drawn from ``numpy.random.default_rng(seed)``.
+
+    Linear weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); Embedding ~ N(0, 1);
+    LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
+    """
+    _check_config(cfg)
+    rng = onp.random.default_rng(seed)
+    spec = param_spec(cfg)
+    flat = {}
+    for name, shape in spec.items():
+        if name == "token_emb.weight":
+            value = rng.standard_normal(shape)
+        elif _is_layernorm(name, shape):
+            value = onp.ones(shape) if name.endswith("weight") else onp.zeros(shape)
+        else:
+            fan_in = spec[name[: -len("bias")] + "weight"][1] if name.endswith("bias") else shape[1]
+            bound = 1.0 / math.sqrt(fan_in)
+            value = rng.uniform(-bound, bound, shape)
+        flat[name] = B.asarray(value.astype(dtype))
+    return unflatten(flat)
+
+
+def _is_layernorm(name, shape):
+    return name.endswith(("norm.weight", "norm.bias")) or name.startswith("to_logits.0.")
+
+
+def flatten(params, prefix=""):
+    """Nested params -> {dotted official name: array}."""
+    flat = {}
+    items = params.items() if isinstance(params, dict) else enumerate(params)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, list, tuple)):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat):
+    """{dotted name: array} -> nested dicts; the ``layers`` level and each layer become lists."""
+    root = {}
+    for name, value in flat.items():
+        node, keys = root, name.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    root["layers"] = [[layer[str(j)] for j in range(len(layer))]
+                      for _, layer in sorted(root.get("layers", {}).items(), key=lambda kv: int(kv[0]))]
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------
+# Forward pass and loss
+# ----------------------------------------------------------------------------------------------------
+
+def _check_config(cfg):
+    if not isinstance(cfg, ModelConfig):
+        raise ValueError(f"config must be a minicp.ModelConfig, got {type(cfg).__name__}")
+
+
+def check_tokens(tokens, cfg, extra=0):
+    """Validate an integer token array (b, n + extra) against the config; returns it as NumPy."""
+    tokens = onp.asarray(B.to_numpy(tokens))
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape (batch, seq_len{' + 1' if extra else ''}), got {tokens.shape}")
+    if tokens.dtype.kind not in "iu":
+        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+    n = tokens.shape[1] - extra
+    if cfg.arch in ("perceiver_ar", "double", "compressed", "s_split") and n != cfg.seq_len:
+        raise ValueError(f"tokens length {n} must equal seq_len {cfg.seq_len} for {cfg.arch} (latent/history are fixed)")
+    if not 1 <= n <= cfg.seq_len:
+        raise ValueError(f"tokens length {n} must be between 1 and seq_len {cfg.seq_len}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.vocab):
+        raise ValueError(f"token ids must lie in [0, vocab={cfg.vocab}), got min {tokens.min()} max {tokens.max()}")
+    return tokens
+
+
+def block(p, x, cfg, layer):
+    """One pre-norm Transformer block of layer ``layer``: (b, n_in, D) -> (b, n_out, D)."""
+    mod = arch_module(cfg.arch)
+    attn, ff = p
+    x = mod.skip(x, cfg, layer) + mod.attention_layer(attn["fn"], ops.layer_norm(x, attn["norm"], cfg.eps), cfg, layer)
+    h = ops.layer_norm(x, ff["norm"], cfg.eps)
+    h = ops.linear(ops.gelu(ops.linear(h, ff["fn"]["net"]["0"])), ff["fn"]["net"]["3"])
+    return x + h
+
+
+def forward(params, tokens, config):
+    """Logits (b, rows, V) for integer tokens (b, n). rows = n, except PerceiverAR (L) and Compressed (p + L)."""
+    _check_config(config)
+    tokens = check_tokens(tokens, config)
+    x = params["token_emb"]["weight"][B.asarray(tokens)]                 # (b, n, D)
+    for layer, p in enumerate(params["layers"]):
+        x = block(p, x, config, layer)
+    x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
+    return ops.linear(x, params["to_logits"]["1"])                       # (b, rows, V)
+
+
+def log_softmax(logits):
+    """log softmax over the last axis. The row max only keeps exp() in range and cancels exactly, so it
+    is taken from the untraced values (autograd's max VJP would also turn float32 into float64)."""
+    xp = B.xp
+    shifted = logits - xp.max(getval(logits), axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+def loss(params, tokens, config):
+    """The official wrapper's loss (SPEC 3): tokens (b, n + 1); the last L positions predict their next token.
+
+    logits = forward(tokens[:, :n])[:, -L:], targets = tokens[:, -L:]; mean cross-entropy over b * L.
+    """
+    _check_config(config)
+    tokens = check_tokens(tokens, config, extra=1)
+    b, n1 = tokens.shape
+    L = min(config.latent, n1 - 1)
+    logits = forward(params, tokens[:, :-1], config)[:, -L:]            # (b, L, V)
+    targets = B.asarray(tokens[:, -L:])
+    logp = log_softmax(logits)                                          # (b, L, V)
+    rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
+    picked = logp[rows, cols, targets]                                  # (b, L) log p(target)
+    return -B.xp.sum(picked) * (1.0 / picked.size)                      # mean; float32 stays float32
