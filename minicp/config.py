@@ -18,8 +18,9 @@ for this architecture"): ``separate_kv``, ``kv_layernorm``, ``rope_all_layers``,
 ``compressed_residual``, ``partial_segments``.
 """
 import dataclasses
-import operator
 from dataclasses import dataclass
+
+from minicp.validate import positive_int  # noqa: F401  (also importable from here)
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
 
@@ -37,20 +38,6 @@ _OFFICIAL = {
     "longlora":      (True,       False,       True,           "halves"),
 }
 PERCEIVER_FAMILY = ("perceiver_ar", "double", "compressed", "s_split")
-
-
-def positive_int(name, value):
-    """``value`` as a Python int if it is a positive integer (NumPy integers included, bools not);
-    otherwise ValueError naming ``name``. The one validator every module uses for sizes."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

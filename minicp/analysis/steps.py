@@ -44,7 +44,8 @@ import operator
 from dataclasses import dataclass
 from fractions import Fraction
 
-from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig, positive_int
+from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
+from minicp.validate import positive_int
 
 COUNTS = ("computed", "unmasked")
 SHIFTS = ("varlen", "roll")

@@ -45,7 +45,7 @@ Cost in score entries per head (SPEC section 5; the H p weights of the compressi
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.config import positive_int
+from minicp.validate import positive_int
 from minicp.nn.attention.double import history_and_latent, history_pattern
 from minicp.nn.attention.perceiver_ar import check_latent, check_layer
 

@@ -32,7 +32,7 @@ official code requires n % m == 0.
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.config import positive_int
+from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, causal_block
 
 NAME = "ecp"

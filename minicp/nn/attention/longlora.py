@@ -52,7 +52,7 @@ import numpy as onp
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.config import positive_int
+from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, block, causal_block
 
 NAME = "longlora"

@@ -40,7 +40,7 @@ import numpy as onp
 
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.config import positive_int
+from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, causal_block
 
 NAME = "perceiver_ar"

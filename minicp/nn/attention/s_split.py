@@ -35,7 +35,7 @@ Cost in score entries per head per layer (SPEC section 5):
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.config import positive_int
+from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, block, causal_block
 from minicp.nn.attention.perceiver_ar import check_latent, check_layer, latent_attention
 
