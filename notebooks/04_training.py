@@ -173,7 +173,7 @@ plt.show()
 # ## 2. All architectures, one budget, the Python documentation
 #
 # Byte-level tokens of `pydoc_data.topics` (ships with CPython), cut 90/5/5 into train/valid/test
-# (`minicp.lm.train.load_tokens("pydoc")`). Every model has the same width, depth, heads and sequence length,
+# (`minicp.lm.data.load_tokens("pydoc")`). Every model has the same width, depth, heads and sequence length,
 # and is trained for the same number of steps on the same batches (shuffled non-overlapping chunks, seed 0)
 # with the official AdamW groups, betas, clipping and weight decay, lr 1e-3. Architecture-specific sizes: the
 # Perceiver family uses L = n/2 (history H = n/2), Compressed p = n/4 (as the official main), s-Split c = H/2,
@@ -188,7 +188,7 @@ if FULL:
 else:
     BUDGET = dict(n=32, dim=16, heads=2, layers=2, steps=8, batch=4, lr=1e-3, valid_tokens=2000)
 
-SPLITS = T.load_tokens("pydoc")
+SPLITS = D.load_tokens("pydoc")
 VALID = SPLITS["valid"] if BUDGET["valid_tokens"] is None else SPLITS["valid"][: BUDGET["valid_tokens"]]
 
 
