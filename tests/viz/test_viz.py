@@ -13,7 +13,7 @@ PIL = pytest.importorskip("PIL.Image")
 from minicp import viz  # noqa: E402
 from minicp.cli import figures as cli_figures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,56 @@ def test_cli_dispatch():
 def test_errors_name_the_parameter(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def _legend_labels(fig):
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_pattern_figure_legend_and_boundary():
+    fig = viz.pattern_figure("perceiver_ar", 24, latent=8)
+    labels = _legend_labels(fig)
+    assert {"visible (unmasked score)", "computed but masked", "never computed", "history | latent boundary"} <= set(labels)
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    # H = 24 - 8 = 16: one vertical (key) and one horizontal (query) line at 15.5
+    assert sorted(tuple(ln.get_xdata()) + tuple(ln.get_ydata()) for ln in dashed) == \
+        sorted([(15.5, 15.5, 0, 1), (0, 1, 15.5, 15.5)])
+    later = viz.pattern_figure("compressed", 24, latent=8, compressed=4, layer=1)
+    assert "slots | latent boundary" in _legend_labels(later)
+    assert not [ln for ln in viz.pattern_figure("ecp", 24, half_segment=4).axes[0].lines if ln.get_linestyle() == "--"]
+    assert not [ln for ln in viz.pattern_figure("perceiver_ar", 24, latent=8, layer=1).axes[0].lines
+                if ln.get_linestyle() == "--"]
+
+
+def test_receptive_fields_legend_explains_white():
+    labels = _legend_labels(viz.receptive_fields_figure(n=16, layers=2, latent=8, compressed=4, split=4,
+                                                        half_segment=4, group=4))
+    assert "past token, never reached" in labels and "future token, not reached" in labels
+
+
+def test_layer_colours_distinct():
+    from minicp.viz.style import layer_colours
+    cols = np.array(layer_colours(8))
+    gaps = np.linalg.norm(cols[1:] - cols[:-1], axis=1)   # neighbouring layers, RGB in [0, 1]
+    assert gaps.min() > 0.3, gaps
+    assert len({tuple(c) for c in np.round(cols, 3)}) == 8
+    assert len(layer_colours(12)) == 12
+
+
+def test_patterns_figure_fonts_legible_at_github_width():
+    fig = viz.patterns_figure()
+    scale = 880 / (fig.get_figwidth() * 72)              # px per point when shown 880 px wide
+    sizes = [t.get_fontsize() for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+             if t.get_text().strip()]
+    assert min(sizes) * scale >= 10, min(sizes) * scale
+
+
+def test_make_all_is_atomic(tmp_path):
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"keep")
+    (tmp_path / "table8.png").symlink_to(target)
+    viz.make_all(tmp_path, quick=True, only=["table8.png"])
+    assert target.read_bytes() == b"keep"                 # the symlink was replaced, not written through
+    assert not (tmp_path / "table8.png").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.png", "table8.png"]   # no temp files left
