@@ -216,8 +216,8 @@ def _explain(arch, computed, unmasked, full, alts):
         a, b, c, d = (_find(alts, k) for k in ("non-code p/2", "non-code p=128", "non-code H²/s",
                                                "compress first (prose)"))
         return (f"{code} = h·(L·n + H² + (l-1)·(L·(p+L) + p²)), {100 * (computed / 9682e6 - 1):+.0f}% vs the paper. "
-                f"The printed 9682M is reproduced only by the non-code formula {a['formula']} = {_fmt_int(a['value'])} "
-                f"({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
+                f"The printed 9682M is reproduced only by the non-code formula {a['formula']} = "
+                f"{_fmt_int(a['value'])} ({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
                 f"also = {c['formula']}; no code-faithful (L, p) gives it. Prose reading 'compress first' "
                 f"{d['formula']} = {d['millions']}M.")
     if arch == "s_split":
