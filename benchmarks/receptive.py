@@ -2,20 +2,18 @@
 
     python benchmarks/receptive.py [--seq-len 4096] [--layers 48] [--repeat 3]
 
+Runs against the installed package (``pip install -e .`` in the repository root).
+
 For every architecture (Table 8's presets; LongLoRA with both shifts, plus ECP and S2-roll with small
 blocks, where no fixed point is reached within 48 layers) prints the best of ``--repeat`` wall times,
 how many intervals the widest row needs, and the first layer after which the last row sees every
 earlier token.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minicp.config import ARCHITECTURES, ModelConfig  # noqa: E402
-from minicp.analysis.receptive import receptive_field, receptive_field_by_layer  # noqa: E402
+from minicp.analysis.receptive import receptive_field, receptive_field_by_layer
+from minicp.config import ARCHITECTURES, ModelConfig
 
 
 def cases(n, layers):

@@ -2,24 +2,24 @@
 
     python benchmarks/steps.py [--count computed|unmasked] [--layers 48] [--heads 24]
 
+Runs against the installed package (``pip install -e .`` in the repository root).
+
 Prints the mean time per call (timeit, best of 5 repeats of 200 calls) for every
 architecture at n = 10^3, ..., 10^9 with ModelConfig's default sizes (latent n/2, ECP segment n/4,
 LongLoRA group n/4, ...), and the count itself at n = 10^9 as an exact integer.
 """
 import argparse
-import sys
 import timeit
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from minicp.config import ARCHITECTURES  # noqa: E402
-from minicp.analysis.steps import count_attention_steps  # noqa: E402
+from minicp.analysis.steps import count_attention_steps
+from minicp.config import ARCHITECTURES
 
 
 def time_call(arch, n, layers, heads, count):
     """Mean seconds per call."""
-    call = lambda: count_attention_steps(arch, seq_len=n, layers=layers, heads=heads, count=count)
+    def call():
+        return count_attention_steps(arch, seq_len=n, layers=layers, heads=heads, count=count)
+
     call()
     number = 200
     return min(timeit.Timer(call).repeat(repeat=5, number=number)) / number

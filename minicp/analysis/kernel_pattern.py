@@ -39,6 +39,7 @@ import numpy as onp
 
 from minicp.nn.attention import module as _module
 from minicp.nn.attention import patterns as _patterns
+from minicp.validate import half_segment_from, positive_int
 
 __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_args_for"]
 
@@ -47,15 +48,11 @@ __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_ar
 # Argument handling
 # ----------------------------------------------------------------------------------------------------
 
-def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, onp.integer)) or value < minimum:
-        kind = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be an integer {kind}, got {value!r}")
-    return int(value)
-
-
 def pattern_args_for(arch):
-    """(required, optional) keyword names of ``arch``'s pattern arguments, e.g. ecp -> (('half_segment',), ('partial',))."""
+    """(required, optional) keyword names of ``arch``'s pattern arguments.
+
+    E.g. ecp -> (('half_segment',), ('partial',)); ECP also accepts ``segment`` s = 2 * half_segment
+    in place of (or agreeing with) ``half_segment`` everywhere in this module."""
     mod = _module(arch)
     fn = mod.head_patterns if hasattr(mod, "head_patterns") else mod.pattern
     required, optional = [], []
@@ -68,20 +65,32 @@ def pattern_args_for(arch):
 def _patterns_checked(arch, n, heads, args):
     """Validate every argument (ValueError naming it) and return one Pattern per head."""
     _module(arch)                                             # ValueError for an unknown arch
-    n = _int("n", n, 1)
-    heads = _int("heads", heads, 1)
+    n = positive_int("n", n)
+    heads = positive_int("heads", heads)
     required, optional = pattern_args_for(arch)
+    args = _segment_as_half_segment(args, required + optional)
     unknown = sorted(set(args) - set(required) - set(optional))
     if unknown:
         raise ValueError(f"unknown pattern argument(s) {unknown} for arch {arch!r}; "
                          f"it takes {list(required) + list(optional)}")
     missing = [a for a in required if a not in args]
     if missing:
-        raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}")
+        hint = " (or segment = 2 * half_segment)" if missing == ["half_segment"] else ""
+        raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}{hint}")
     try:
         return _patterns(arch, n, heads, **args)
     except TypeError as e:                                   # a wrongly typed argument deep inside
         raise ValueError(f"invalid pattern arguments {args} for arch {arch!r}: {e}") from e
+
+
+def _segment_as_half_segment(args, names):
+    """ECP's segment in either spelling (``segment`` s, paper units, or ``half_segment`` m = s / 2) as
+    ``half_segment`` alone, checked by ``minicp.validate.half_segment_from``; other arguments unchanged."""
+    if "half_segment" not in names or ("segment" not in args and "half_segment" not in args):
+        return args
+    args = dict(args)
+    args["half_segment"] = half_segment_from(args.pop("segment", None), args.pop("half_segment", None))
+    return args
 
 
 def _runs(positions):
@@ -183,6 +192,35 @@ def _term_source(t):
     return " & ".join(parts)
 
 
+def _any_term(q_idx, kv_idx, terms):
+    """OR over the terms (q_lo, q_hi, kv_lo, kv_hi, c) of "q in [q_lo, q_hi), kv in [kv_lo, kv_hi), kv - q <= c"."""
+    result = None
+    for rs, re, cs, ce, c in terms:
+        t = (q_idx >= rs) & (q_idx < re) & (kv_idx >= cs) & (kv_idx < ce)
+        if c is not None:
+            t = t & (kv_idx - q_idx <= c)
+        result = t if result is None else (result | t)
+    return result if result is not None else (q_idx < 0) & (q_idx >= 0)     # empty pattern: all False
+
+
+def _allowed_source(arch, n, heads, pattern_args, groups):
+    """The predicate ``allowed_fn`` builds, as plain Python source (one line per term)."""
+    lines = ["def allowed(q_idx, kv_idx, head=0):",
+             f'    """minicp.analysis.kernel_pattern.allowed_fn({arch!r}, n={n}, heads={heads}, '
+             + ", ".join(f"{k}={v!r}" for k, v in sorted(pattern_args.items())) + ')"""']
+    if len(groups) == 1:
+        body = "\n        | ".join(f"({_term_source(t)})" for t in groups[0][1])
+        lines.append(f"    return (\n          {body}\n    )")
+    else:
+        parts = []
+        for head_runs, terms in groups:
+            hcond = " | ".join(f"((head >= {a}) & (head < {b}))" for a, b in head_runs)
+            inner = "\n            | ".join(f"({_term_source(t)})" for t in terms)
+            parts.append(f"(({hcond}) & (\n            {inner}\n          ))")
+        lines.append("    return (\n          " + "\n        | ".join(parts) + "\n    )")
+    return "\n".join(lines) + "\n"
+
+
 def allowed_fn(arch, n, heads=1, **pattern_args):
     """A vectorised predicate ``allowed(q_idx, kv_idx, head=0)``, True = query q_idx may attend to key kv_idx.
 
@@ -201,15 +239,6 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
     groups = _head_groups(pats)
     n, heads = int(n), int(heads)
 
-    def one_group(q_idx, kv_idx, terms):
-        result = None
-        for rs, re, cs, ce, c in terms:
-            t = (q_idx >= rs) & (q_idx < re) & (kv_idx >= cs) & (kv_idx < ce)
-            if c is not None:
-                t = t & (kv_idx - q_idx <= c)
-            result = t if result is None else (result | t)
-        return result if result is not None else (q_idx < 0) & (q_idx >= 0)     # empty pattern: all False
-
     def allowed(q_idx, kv_idx, head=0):
         for name, value in (("q_idx", q_idx), ("kv_idx", kv_idx), ("head", head)):
             kind = getattr(getattr(value, "dtype", None), "kind", None)
@@ -222,7 +251,7 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
         if isinstance(q_idx, int) and isinstance(kv_idx, int):
             q_idx = onp.int64(q_idx)                           # keep & | elementwise, not Python bool ops
         if len(groups) == 1:                                  # head does not matter; broadcast against it
-            result = one_group(q_idx, kv_idx, groups[0][1])
+            result = _any_term(q_idx, kv_idx, groups[0][1])
             return result if isinstance(head, (int, onp.integer)) else result & (head >= 0)
         result = None
         for head_runs, terms in groups:
@@ -230,24 +259,11 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
             for lo, hi in head_runs:
                 t = (head >= lo) & (head < hi)
                 in_group = t if in_group is None else (in_group | t)
-            t = in_group & one_group(q_idx, kv_idx, terms)
+            t = in_group & _any_term(q_idx, kv_idx, terms)
             result = t if result is None else (result | t)
         return result
 
-    lines = [f"def allowed(q_idx, kv_idx, head=0):",
-             f'    """minicp.analysis.kernel_pattern.allowed_fn({arch!r}, n={n}, heads={heads}, '
-             + ", ".join(f"{k}={v!r}" for k, v in sorted(pattern_args.items())) + ')"""']
-    if len(groups) == 1:
-        body = "\n        | ".join(f"({_term_source(t)})" for t in groups[0][1])
-        lines.append(f"    return (\n          {body}\n    )")
-    else:
-        parts = []
-        for head_runs, terms in groups:
-            hcond = " | ".join(f"((head >= {a}) & (head < {b}))" for a, b in head_runs)
-            inner = "\n            | ".join(f"({_term_source(t)})" for t in terms)
-            parts.append(f"(({hcond}) & (\n            {inner}\n          ))")
-        lines.append("    return (\n          " + "\n        | ".join(parts) + "\n    )")
-    allowed.source = "\n".join(lines) + "\n"
+    allowed.source = _allowed_source(arch, n, heads, pattern_args, groups)
     allowed.terms = groups
     allowed.n, allowed.heads, allowed.arch = n, heads, arch
     allowed.__doc__ = (f"True where query q_idx may attend to key kv_idx for {arch} "

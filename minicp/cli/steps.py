@@ -12,7 +12,7 @@ examples:
   minicp steps --arch longlora --seq-len 4096 --heads 24 --group 512 --shift roll
   minicp steps --preset table8-compressed
   minicp steps --preset table6-ecp-SL2048-S512 --layers 12
-  minicp steps --table8          # the paper's Table 8 reconciled with the code (SPEC section 6)
+  minicp steps --table8          # the paper's Table 8 reconciled with the code (docs/attention-steps.md#table-8)
   minicp steps --table7          # closed forms per architecture
 
 An attention step is one score-matrix entry. "computed" counts every entry of every score matrix the

@@ -3,7 +3,7 @@
 (a) "computed" = score entries the explicit implementation materialises (ops.record_scores during
     minicp.nn.model.forward), for random small configs of every architecture;
 (b) "unmasked" = True entries of the dense masks of minicp.nn.attention.patterns, every head and layer;
-(c) SPEC section 6's printed numbers (an independent derivation) for the Table 8 presets and readings;
+(c) the Table 8 numbers of docs/attention-steps.md#table-8 (an independent derivation) for the presets and readings;
 (d) the Table 2-style identity ECP(m) = S2-varlen(g = 2m) in computed entries;
 (e) constant time and exact Python ints at n = 10^9;
 (f) ValueError for bad combinations, naming the parameter; plus Table 7 formulas and the CLI.
@@ -126,10 +126,10 @@ def test_unmasked_equals_dense_mask_entries(arch, data):
     assert count_attention_steps(cfg, per_layer=True) == declared      # the patterns' own block areas
 
 
-# ---------------------------------------------------------------------------- (c) SPEC section 6 numbers
+# ---------------------------------------------------------------------------- (c) Table 8 numbers
 
-# (preset, computed, unmasked) exactly as printed in SPEC section 6 (independent derivation)
-SPEC_TABLE8 = [
+# (preset, computed, unmasked) exactly as printed in docs/attention-steps.md#table-8 (independent derivation)
+DOC_TABLE8 = [
     ("table8-perceiver_ar", 4_932_501_504, 2_517_762_048),
     ("table8-double", 14_495_514_624, 12_080_775_168),
     ("table8-compressed", 5_698_486_272, 3_283_746_816),
@@ -139,8 +139,8 @@ SPEC_TABLE8 = [
 ]
 
 
-@pytest.mark.parametrize("preset,computed,unmasked", SPEC_TABLE8)
-def test_spec_section6_values_on_table8_presets(preset, computed, unmasked):
+@pytest.mark.parametrize("preset,computed,unmasked", DOC_TABLE8)
+def test_table8_values_on_table8_presets(preset, computed, unmasked):
     cfg = ModelConfig.preset(preset)
     assert count_attention_steps(cfg) == computed
     if unmasked is not None:
@@ -150,9 +150,10 @@ def test_spec_section6_values_on_table8_presets(preset, computed, unmasked):
     assert row["unmasked"] == count_attention_steps(cfg, count="unmasked")
 
 
-def test_spec_section6_percentages_and_verdicts():
+def test_table8_percentages_and_verdicts():
     rows = {r["arch"]: r for r in table8() if r["paper_millions"] is not None}
-    assert [r["arch"] for r in table8()][:6] == ["perceiver_ar", "double", "compressed", "s_split", "ecp", "transformer"]
+    assert [r["arch"] for r in table8()][:6] == ["perceiver_ar", "double", "compressed", "s_split", "ecp",
+                                                 "transformer"]
     pct = {a: round(r["percent_of_full"], 2) for a, r in rows.items()}
     assert pct == {"perceiver_ar": 25.52, "double": 75.00, "compressed": 29.48, "s_split": 53.12, "ecp": 6.15,
                    "transformer": 100.00}
@@ -174,7 +175,7 @@ def _alts(arch):
     return {a["name"]: a for a in row["alternatives"]}, row
 
 
-def test_spec_section6_alternative_readings():
+def test_table8_alternative_readings():
     alts, row = _alts("compressed")
     assert alts["non-code p/2"]["value"] == 9_682_550_784                      # reproduces 9682M
     assert alts["non-code p=128"]["value"] == 9_682_550_784

@@ -4,7 +4,7 @@
     architecture and variant (LongLoRA roll and varlen, Compressed with both residuals, ECP partial),
     several configs, k = 1..4;
 (b) interval arithmetic == dense boolean-matrix composition for random configs (hypothesis), k = 0..5;
-(c) SPEC section 8's closed forms, at small n for every row and at Table 8's n = 4096 for ECP and S2;
+(c) the closed forms of docs/receptive-fields.md, at small n for every row and at Table 8's n = 4096 for ECP and S2;
 (d) speed: n = 4096 with 48 layers for every architecture (the target is < 1 s; asserted generously);
 (e) the ReceptiveField API and ValueError naming the parameter.
 """
@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from minicp.config import ARCHITECTURES, ModelConfig
 from minicp.nn.model import init_params
-from minicp.analysis.receptive import (ReceptiveField, closed_form, empirical_receptive_field, influence, receptive_field,
-                              receptive_field_by_layer)
-from tests.strategies import example_config, model_configs
+from minicp.analysis.receptive import (ReceptiveField, closed_form, empirical_receptive_field, influence,
+                                      receptive_field, receptive_field_by_layer)
+from strategies import example_config, model_configs
 
 SMALL = dict(vocab=11, dim=8, heads=2, layers=4)
 
@@ -115,7 +115,8 @@ def test_ecp_table8_closed_form_and_saturation():
         np.testing.assert_array_equal(rf.lo, m * np.maximum(0, i // m - k))
         np.testing.assert_array_equal(rf.hi, i)
         assert rf.sizes()[-1] == min(n, (k + 1) * m)            # the last token sees min(n, (k+1) m)
-    assert not by_layer[30].sees_all_past()[-1] and by_layer[31].sees_all_past().all()   # SPEC: 31 layers
+    # docs/receptive-fields.md#ecp: 31 layers before the last token sees everything
+    assert not by_layer[30].sees_all_past()[-1] and by_layer[31].sees_all_past().all()
     assert not any(rf.sees_future().any() for rf in by_layer)
 
 
@@ -131,7 +132,7 @@ def test_s2_roll_leaks_future_into_the_first_rows():
     for k in (1, 2, 5):
         rf = receptive_field("longlora", seq_len=n, group=g, shift="roll", layers=k)
         leak = rf.sees_future()
-        np.testing.assert_array_equal(leak, np.arange(n) < k * u)    # SPEC 8: rows i < k u see the future
+        np.testing.assert_array_equal(leak, np.arange(n) < k * u)    # docs/receptive-fields.md: rows i < k u leak
         assert rf.intervals(0) == [(0, 0), (n - k * u, n - 1)]
         assert rf.num_intervals().max() == 2
 
