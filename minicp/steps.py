@@ -202,7 +202,7 @@ def _layer_counts(z, count):
             shifted = unshifted
         else:                                   # groups [0,u), (n/g - 1) full groups, [n-u, n)
             shifted = n * g - g * g // 2 if computed else (n // g - 1) * tri(g) + 2 * tri(u)
-        per_layer = (h // 2) * (unshifted + shifted)
+        per_layer = (h // 2) * unshifted + (h - h // 2) * shifted     # heads h//2 onwards are shifted
         return per_layer, per_layer
     raise AssertionError(arch)
 
@@ -221,7 +221,7 @@ def count_attention_steps(arch_or_config, *, seq_len=None, layers=1, heads=1, la
     * ECP: ``segment`` s in paper units or ``half_segment`` m = s / 2 (the official code's block;
       default m = n // 8); n must be a multiple of m unless ``partial=True``;
     * LongLoRA: ``group`` g (even, divides n; default n / 4), ``shift`` "varlen" (default, no leak) or
-      "roll" (official wrap-around); half the heads (h must be even) are shifted.
+      "roll" (official wrap-around); heads h//2 .. h-1 are shifted (LongLoRA's ``num_heads//2:``).
 
     ``count``: "computed" (entries of every materialised score matrix, masked ones included) or
     "unmasked" (entries that survive the mask). ``per_layer=True`` returns a list of l ints (all heads
@@ -302,7 +302,7 @@ _TABLE7 = (
 
 TABLE7_NOTATION = ("n sequence length, l layers, h heads, L latent, H = n - L history, p compressed length, "
                    "c s-Split history segment, s ECP segment (paper units) and m = s/2 the code's half segment "
-                   "(n a multiple of m), g LongLoRA group and u = g/2 (h even: h/2 heads shifted)")
+                   "(n a multiple of m), g LongLoRA group and u = g/2 (formulas for even h, h/2 heads shifted; an odd h shifts heads h//2 onwards)")
 
 
 def table7():
