@@ -148,9 +148,19 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
             problems.append(f"{name} (layer {layer}): RoPE buffer has shape {value.shape}, head_dim {d} implies {theta.shape}")
             continue
         off = onp.abs(value - theta) > _ulp(theta, src)
+        if src in ("float32", "float64"):
+            # torch's float32 pow (SIMD kernels) may be one ulp off the correctly rounded power, which the
+            # reciprocal turns into up to two ulps of theta: accept 1 / (power +- one ulp) as well
+            power = (onp.float64(config.rope_base) ** (onp.arange(0, d - d % 2, 2, dtype=onp.float32)
+                                                       / onp.float32(d)).astype(onp.float64)).astype(onp.float32)
+            v32 = value.astype(onp.float32)
+            for direction in (-onp.inf, onp.inf):
+                off &= v32 != onp.float32(1.0) / onp.nextafter(power, onp.float32(direction))
+            off |= v32.astype(onp.float64) != value                  # a float64 buffer must hold float32 values
         if off.any():
             i = int(onp.argmax(off))
-            problems.append(f"{name} (layer {layer}): RoPE frequencies differ by more than one ulp from head_dim {d}, "
+            problems.append(f"{name} (layer {layer}): RoPE frequencies differ by more than one ulp (of theta, or of the "
+                            f"float32 power base^(2i/d) it is the reciprocal of) from head_dim {d}, "
                             f"base {config.rope_base} (entry {i}: {value[i]!r} vs {theta[i]!r})")
             continue
         kept[name] = value.astype(onp.float32) if src != "float64" else value
