@@ -86,7 +86,11 @@ def rope_frequencies(d, base=10000.0):
     official state_dict win (``load_official_state_dict`` keeps them).
     """
     d = positive_int_dim(d)
-    if isinstance(base, bool) or not isinstance(base, (int, float, onp.integer, onp.floating)) or not base > 0:
+    try:
+        ok = not isinstance(base, (bool, str)) and float(base) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"base must be a positive number, got {base!r}")
     exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)          # float32, as torch
     power = (onp.float64(base) ** exponents.astype(onp.float64)).astype(onp.float32)       # rounded once
@@ -153,7 +157,7 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     pos = onp.asarray(positions)
     fkey = (None, None)
     if freqs is not None:
-        f = onp.ascontiguousarray(B.to_numpy(getval(freqs)))
+        f = onp.asarray(B.to_numpy(getval(freqs)))                 # tobytes() is C-order for any layout
         fkey = (f.tobytes(), f.dtype.str)
     cos, sin = map(B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey))  # (n, d//2)
     fused = B.fused_rope(x, cos, sin, style)        # CuPy: the same numbers in one kernel; None elsewhere
