@@ -93,8 +93,9 @@ class ModelConfig:
         positive_int("latent", self.latent)
         if self.latent > n:
             raise ValueError(f"latent {self.latent} must be at most seq_len {n}")
-        if arch in PERCEIVER_FAMILY and self.latent >= n:
-            raise ValueError(f"latent {self.latent} must be smaller than seq_len {n} for {arch} (history H = n - L >= 1)")
+        if arch == "compressed" and self.latent >= n:
+            raise ValueError(f"latent {self.latent} must be smaller than seq_len {n} for compressed (history H = n - L >= 1 "
+                             f"to compress; perceiver_ar, double and s_split accept latent = seq_len)")
 
         # per-architecture sizes; a size given to an architecture that has no use for it is an error
         self._only_for("compressed", "compressed")
@@ -110,7 +111,7 @@ class ModelConfig:
                 raise ValueError(f"compressed {self.compressed} must be at most history {self.history} (= seq_len - latent)")
         if arch == "s_split":
             if self.split is None:
-                set_("split", self.history // 2 if self.history % 2 == 0 else self.history)
+                set_("split", max(1, self.history // 2 if self.history % 2 == 0 else self.history))   # H = 0: unused
             positive_int("split", self.split)
             if self.history % self.split:
                 raise ValueError(f"history {self.history} (= seq_len - latent) is not divisible by split {self.split}")
@@ -124,8 +125,6 @@ class ModelConfig:
                 raise ValueError(f"group {self.group} must be even (shifted heads move by group / 2)")
             if n % self.group:
                 raise ValueError(f"seq_len {n} is not divisible by group {self.group}")
-            if self.heads % 2:
-                raise ValueError(f"heads {self.heads} must be even for longlora (half the heads are shifted)")
 
     def _only_for(self, field, arch):
         if getattr(self, field) is not None and self.arch != arch:

@@ -85,7 +85,6 @@ def test_perceiver_ar_layers_after_the_first_are_causal_full_attention():
     PerceiverAR model equals: its own first layer, then a "transformer" of length L with kv LayerNorm
     (SPEC C2's conventions) on the latent stream. Checked block by block with minicp.nn.model.block."""
     from minicp.nn.model import block
-    from minicp.nn import ops
     n, L = 12, 6
     par = ModelConfig(arch="perceiver_ar", seq_len=n, latent=L, **BASE)
     full = ModelConfig(arch="transformer", seq_len=L, kv_layernorm=True, **BASE)

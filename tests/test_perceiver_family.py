@@ -328,14 +328,14 @@ def test_compressed_residual_options_in_the_model():
 q8 = random_qkv(0, 1, 1, 8, 2, 2)
 
 BAD = [
-    (lambda: perceiver_ar.pattern(16, latent=16), r"latent 16 must be smaller than seq_len 16"),
+    (lambda: perceiver_ar.pattern(16, latent=17), r"latent 17 must be at most seq_len 16"),
     (lambda: perceiver_ar.pattern(8, latent=0), r"latent must be a positive integer, got 0"),
     (lambda: perceiver_ar.pattern(8, latent=2.0), r"latent must be a positive integer"),
     (lambda: perceiver_ar.pattern(8, latent=4, layer=1), r"seq_len 8 must equal latent 4 in layer 1"),
     (lambda: perceiver_ar.pattern(8, latent=4, layer=-1), r"layer must be a non-negative integer"),
-    (lambda: perceiver_ar.attention(*q8, latent=8), r"latent 8 must be smaller than seq_len 8"),
+    (lambda: perceiver_ar.attention(*q8, latent=9), r"latent 9 must be at most seq_len 8"),
     (lambda: double.pattern(8, latent=4, layer=True), r"layer must be a non-negative integer"),
-    (lambda: double.attention(*q8, latent=9), r"latent 9 must be smaller than seq_len 8"),
+    (lambda: double.attention(*q8, latent=9), r"latent 9 must be at most seq_len 8"),
     (lambda: s_split.pattern(16, latent=4, split=5), r"history 12 \(= seq_len 16 - latent 4\) is not divisible by split 5"),
     (lambda: s_split.attention(*q8, latent=3, split=0), r"split must be a positive integer"),
     (lambda: s_split.pattern(8, latent=4, split=None), r"split must be a positive integer"),

@@ -179,14 +179,14 @@ def _ecp_per_head(n, m, computed):
 
 
 def _longlora_per_layer(z, computed):
-    """LongLoRA, all heads of one layer: h/2 unshifted heads (n/g groups) and h/2 shifted ones."""
+    """LongLoRA, all heads of one layer: heads 0 .. h//2 - 1 unshifted (n/g groups), heads h//2 .. h - 1 shifted."""
     n, g, u = z.n, z.g, z.g // 2
     unshifted = n * g if computed else n * (g + 1) // 2
     if z.shift == "roll":
         shifted = unshifted
     else:                                       # groups [0,u), (n/g - 1) full groups, [n-u, n)
         shifted = n * g - g * g // 2 if computed else (n // g - 1) * _tri(g) + 2 * _tri(u)
-    return (z.h // 2) * (unshifted + shifted)
+    return (z.h // 2) * unshifted + (z.h - z.h // 2) * shifted     # heads h//2 onwards are shifted
 
 
 def _layer_counts(z, count):
@@ -231,7 +231,7 @@ def count_attention_steps(arch_or_config, *, seq_len=None, layers=1, heads=1, la
     * ECP: ``segment`` s in paper units or ``half_segment`` m = s / 2 (the official code's block;
       default m = n // 8; both may be given if s = 2m); n must be a multiple of m unless ``partial=True``;
     * LongLoRA: ``group`` g (even, divides n; default n / 4), ``shift`` "varlen" (default, no leak) or
-      "roll" (official wrap-around); half the heads (h must be even) are shifted.
+      "roll" (official wrap-around); heads h//2 .. h-1 are shifted (LongLoRA's ``num_heads//2:``).
 
     ``count``: "computed" (entries of every materialised score matrix, masked ones included) or
     "unmasked" (entries that survive the mask). ``per_layer=True`` returns a list of l ints (all heads

@@ -75,7 +75,7 @@ _TABLE7 = (
 
 TABLE7_NOTATION = ("n sequence length, l layers, h heads, L latent, H = n - L history, p compressed length, "
                    "c s-Split history segment, s ECP segment (paper units) and m = s/2 the code's half segment "
-                   "(n a multiple of m), g LongLoRA group and u = g/2 (h even: h/2 heads shifted)")
+                   "(n a multiple of m), g LongLoRA group and u = g/2 (formulas for even h, h/2 heads shifted; an odd h shifts heads h//2 onwards)")
 
 
 def table7():

@@ -13,21 +13,30 @@ point; V = 28996: k = 2899). ``top_k`` sets k directly; ``filter_thres=0`` keeps
 ``temperature=0`` means greedy decoding (an extension). Draws come from one explicit
 ``numpy.random.Generator`` (``seed`` or ``rng``), vectorised over the batch of prompts.
 
-Prompts shorter than n. The official wrapper needs at least n tokens (its models assume exactly n). minicp
-accepts any prompt of one or more tokens and feeds windows shorter than n as follows:
+Prompts shorter than n. The official wrapper feeds ``prompt[-n:]`` as it is, so its ``generate`` runs
+wherever the official model accepts the window length t (``minicp.model.length_problem``), and minicp
+then computes exactly the official next-token logits:
 
-* ``ecp``: the window runs as it is, on the shorter sequence. When its length is not a multiple of the
-  half segment m (or is shorter than 2m) the model runs with ``partial_segments=True``: the last, partial
-  half segment attends to the previous full one and causally to itself, exactly as the rows of a full
-  window would. Positions are 0..t-1, as for every window (the official code also restarts at 0).
+* ``double``: every t (t <= H = n - L: history rows only, unmasked, as the official code);
+* ``s_split``: t > H, or t <= H a multiple of the official num_segments N_h = H / c;
+* ``perceiver_ar`` with L = n, and every Perceiver model with L = n: every t;
+* ``compressed`` with p = H: t >= H; ``ecp``: t = N_s (blocks of one token).
+
+Where the official ``generate`` fails, minicp extends it:
+
+* ``ecp`` (the official code fails for t != n, N_s): the window runs as it is, on the shorter sequence.
+  When its length is not a multiple of the half segment m (or is shorter than 2m) the model runs with
+  ``partial_segments=True``: the last, partial half segment attends to the previous full one and
+  causally to itself, exactly as the rows of a full window would. Positions are 0..t-1, as for every window.
 * ``transformer``: runs on the shorter sequence.
 * ``longlora``: S2-Attn needs a multiple of the group size g, so the window is LEFT-padded with ``pad_id``
   to the next multiple of g. Causal attention keeps the pads from seeing the real tokens, but the real
   tokens do see the pads (at most g - 1 of them) and are shifted by that many positions.
-* Perceiver family (``perceiver_ar``, ``double``, ``compressed``, ``s_split``): the history / latent
-  split is fixed at n, so the window is LEFT-padded with ``pad_id`` to exactly n tokens. The last row
-  is still the last real token. The pads are real context to the model (it was not trained with
-  padding), so the first n - t tokens of a short prompt's continuation are of lower quality.
+* Perceiver family at a length the official model rejects (``perceiver_ar`` with L < n, ``compressed``
+  with p < H, ``s_split`` at t <= H not dividing into segments): the window is LEFT-padded with ``pad_id``
+  to exactly n tokens. The last row is still the last real token. The pads are real context to the
+  model (it was not trained with padding). PerceiverAR's broadcast quirk at t = H + 1 (see
+  ``minicp.model.forward``) is not followed here: that window is padded too.
 
 ``pad_id`` defaults to 0, the official wrapper's ``pad_value`` (byte 0, NUL, never occurs in text).
 """
@@ -77,13 +86,15 @@ def window_input(window, config, pad_id=0):
     b, t = window.shape
     n, arch = config.seq_len, config.arch
     if arch in PERCEIVER_FAMILY:
-        width = n
+        width = t if M.length_problem(config, t) is None else n     # as the official model where it runs
     elif arch == "longlora":
         width = -(-t // config.group) * config.group
     else:
         width = t
     if width > t:
         window = np.concatenate([np.full((b, width - t), pad_id, dtype=window.dtype), window], axis=1)
+    if arch == "ecp" and t != n and n % config.half_segment == 0 and t == config.num_segments:
+        return window, config                                       # official: N_s blocks of one token
     if arch == "ecp" and (t % config.half_segment or t < 2 * config.half_segment) and not config.partial_segments:
         config = config.replace(partial_segments=True)
     return window, config
@@ -104,6 +115,10 @@ def generate(params, prompt, config, max_new_tokens, *, temperature=1.0, top_k=N
     drew ``eos`` keeps emitting ``eos`` and generation stops once every row has. See the module docstring
     for top-k, temperature and how prompts shorter than n are handled.
     """
+    if not isinstance(config, M.ModelConfig):
+        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     prompt = np.asarray(prompt)
     single = prompt.ndim == 1
     seq = prompt[None, :] if single else prompt

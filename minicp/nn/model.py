@@ -126,18 +126,54 @@ def _check_config(cfg):
         raise ValueError(f"config must be a minicp.ModelConfig, got {type(cfg).__name__}")
 
 
-def check_tokens(tokens, cfg, extra=0):
-    """Validate an integer token array (b, n + extra) against the config; returns it as NumPy."""
+def length_problem(cfg, t, official_broadcast=False):
+    """None if a model of ``cfg`` runs on t tokens, else the reason (a sentence).
+
+    The Perceiver family keeps the official code's fixed history H = n - L at every input length t
+    (the official modules accept every t listed here, and minicp computes what they compute):
+
+    * double: any 1 <= t <= n (t <= H: history rows only, unmasked among themselves);
+    * s_split: t > H; t <= H when t divides into the N_h = H / c official history segments (of t / N_h);
+    * perceiver_ar: t = n; with L = n (H = 0) any t. At t = H + 1 the official layer 0 returns one row
+      and its residual ``x[:, -L:]`` has min(t, L): torch broadcasts the row onto all of them. minicp
+      follows that only with ``official_broadcast=True``;
+    * compressed: t = n; when p = H also any t >= H (``projection_hist`` needs all H history rows);
+    * ecp: t = n; t = N_s (blocks of one token, as the official code computes it); other t only with
+      ``partial_segments`` (minicp's extension; the official code fails). transformer: any t.
+    """
+    n, H, arch = cfg.seq_len, cfg.history, cfg.arch
+    if not 1 <= t <= n:
+        return f"tokens length {t} must be between 1 and seq_len {n}"
+    if arch == "perceiver_ar" and H and t != n:
+        if t == H + 1 and official_broadcast:
+            return None
+        return (f"tokens length {t} must equal seq_len {n} for perceiver_ar with history {H} (seq_len - latent "
+                f"{cfg.latent}), as in the official model: its layer 0 keeps query rows {H}.. ({t - H} rows here) and adds "
+                f"the residual x[:, -latent:] ({min(t, cfg.latent)} rows). At length H + 1 = {H + 1} the official code "
+                f"broadcasts its single row onto the residual rows; pass official_broadcast=True to follow that quirk. "
+                f"With latent = seq_len (no history) every length works")
+    if arch == "s_split" and t <= H and t % (H // cfg.split):
+        return (f"tokens length {t}: s_split with history {H} in {H // cfg.split} segments needs t > {H} or t a multiple "
+                f"of {H // cfg.split} (the official code cuts the first min(t, H) rows into num_segments equal segments)")
+    if arch == "compressed" and t != n and not (cfg.compressed == H and t >= H):
+        return (f"tokens length {t} must equal seq_len {n} for compressed, as in the official model (its layer-0 "
+                f"output has compressed + t - history rows, its residual x[:, :compressed + latent] min(t, compressed + "
+                f"latent); they agree only for t = seq_len, or for t >= history when compressed = history)")
+    return None
+
+
+def check_tokens(tokens, cfg, extra=0, official_broadcast=False):
+    """Validate an integer token array (b, t + extra) against the config (``length_problem``); returns it as NumPy."""
     tokens = onp.asarray(B.to_numpy(tokens))
     if tokens.ndim != 2:
         raise ValueError(f"tokens must have shape (batch, seq_len{' + 1' if extra else ''}), got {tokens.shape}")
     if tokens.dtype.kind not in "iu":
         raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
-    n = tokens.shape[1] - extra
-    if cfg.arch in ("perceiver_ar", "double", "compressed", "s_split") and n != cfg.seq_len:
-        raise ValueError(f"tokens length {n} must equal seq_len {cfg.seq_len} for {cfg.arch} (latent/history are fixed)")
-    if not 1 <= n <= cfg.seq_len:
-        raise ValueError(f"tokens length {n} must be between 1 and seq_len {cfg.seq_len}")
+    if not isinstance(official_broadcast, bool):
+        raise TypeError(f"official_broadcast must be True or False, got {official_broadcast!r}")
+    problem = length_problem(cfg, tokens.shape[1] - extra, official_broadcast)
+    if problem:
+        raise ValueError(problem)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.vocab):
         raise ValueError(f"token ids must lie in [0, vocab={cfg.vocab}), got min {tokens.min()} max {tokens.max()}")
     return tokens
@@ -153,11 +189,20 @@ def block(p, x, cfg, layer):
     return x + h
 
 
-def forward(params, tokens, config):
-    """Logits (b, rows, V) for integer tokens (b, n). rows = n, except PerceiverAR (L) and Compressed (p + L)."""
+def forward(params, tokens, config, *, official_broadcast=False):
+    """Logits (b, rows, V) for integer tokens (b, t). For t = n: rows = n, except PerceiverAR (L) and
+    Compressed (p + L). Shorter inputs run as the official modules run them (see ``length_problem``):
+    the Perceiver family keeps its history H = n - L fixed (PerceiverAR: t - H rows, Compressed
+    p + t - H), ECP at t = N_s uses blocks of one token. ``official_broadcast``: follow PerceiverAR's
+    broadcast at t = H + 1 instead of rejecting that length.
+    """
     _check_config(config)
-    tokens = check_tokens(tokens, config)
-    x = params["token_emb"]["weight"][B.asarray(tokens)]                 # (b, n, D)
+    tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
+    t = tokens.shape[1]
+    if (config.arch == "ecp" and t != config.seq_len and config.seq_len % config.half_segment == 0
+            and t == config.num_segments):
+        config = config.replace(segment=2, half_segment=1, partial_segments=False)   # official: N_s blocks of t / N_s = 1
+    x = params["token_emb"]["weight"][B.asarray(tokens)]                 # (b, t, D)
     for layer, p in enumerate(params["layers"]):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
@@ -172,16 +217,19 @@ def log_softmax(logits):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-def loss(params, tokens, config):
-    """The official wrapper's loss (SPEC 3): tokens (b, n + 1); the last L positions predict their next token.
+def loss(params, tokens, config, *, official_broadcast=False):
+    """The official wrapper's loss: tokens (b, t + 1); the last L positions predict their next token.
 
-    logits = forward(tokens[:, :n])[:, -L:], targets = tokens[:, -L:]; mean cross-entropy over b * L.
+    logits = forward(tokens[:, :t])[:, -L:], targets = tokens[:, -L:]; mean cross-entropy over b * L.
+    Where the forward pass returns fewer than L rows (t < L, or PerceiverAR / Compressed at t < n),
+    L is that number of rows (the official wrapper would fail on the mismatch unless the counts agree).
     """
     _check_config(config)
-    tokens = check_tokens(tokens, config, extra=1)
+    tokens = check_tokens(tokens, config, extra=1, official_broadcast=official_broadcast)
     b, n1 = tokens.shape
-    L = min(config.latent, n1 - 1)
-    logits = forward(params, tokens[:, :-1], config)[:, -L:]            # (b, L, V)
+    logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
+    L = min(config.latent, logits.shape[1])
+    logits = logits[:, -L:]                                             # (b, L, V)
     targets = B.asarray(tokens[:, -L:])
     logp = log_softmax(logits)                                          # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])

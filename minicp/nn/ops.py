@@ -16,6 +16,7 @@ import math
 
 import numpy as onp  # host-side constants only (masks, angles); never applied to traced values
 from autograd.extend import Box, defvjp_argnums, primitive
+from autograd.tracer import getval
 
 from minicp import backend as B
 
@@ -74,32 +75,70 @@ def merge_heads(x):
 ROPE_STYLES = ("interleaved", "halves")
 
 
-def rope_angles(positions, d, dtype, base=10000.0):
+def rope_frequencies(d, base=10000.0):
+    """The official ``freqs`` buffer theta_i = 1 / base^(2i/d), i = 0..d//2-1, as float32 (d//2,).
+
+    Every step is the float32 computation the official ``RotaryEmbedding`` asks for, correctly rounded:
+    the exponent 2i/d is a float32 division, the power is evaluated in float64 and rounded once to
+    float32, and 1/x is a float32 division. NumPy's own float32 ``power`` is not used: its vectorised
+    kernels are 1-2 ulp off for most head dims (which ones depends on the CPU's SIMD features). Torch's
+    float32 ``pow`` is within 1 ulp of this; where it is not correctly rounded, the values in an
+    official state_dict win (``load_official_state_dict`` keeps them).
+    """
+    d = positive_int_dim(d)
+    try:
+        ok = not isinstance(base, (bool, str)) and float(base) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"base must be a positive number, got {base!r}")
+    exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)          # float32, as torch
+    power = (onp.float64(base) ** exponents.astype(onp.float64)).astype(onp.float32)       # rounded once
+    return onp.float32(1.0) / power                                                         # (d//2,) float32
+
+
+def positive_int_dim(d):
+    """``d`` as a positive Python int (ValueError naming ``d`` otherwise)."""
+    if isinstance(d, bool) or not isinstance(d, (int, onp.integer)) or d < 1:
+        raise ValueError(f"d (head dim) must be a positive integer, got {d!r}")
+    return int(d)
+
+
+def rope_angles(positions, d, dtype, base=10000.0, freqs=None):
     """Angles (n, d//2): angle[p, i] = position_p * theta_i, theta_i = base^(-2i/d).
 
-    Like the official code, the frequencies theta_i are float32 numbers (its ``inv_freq`` buffer is
+    Like the official code, the frequencies theta_i are float32 numbers (its ``freqs`` buffer is
     built in float32 and keeps those values when a model is cast to float64); the products with the
-    positions are then formed in ``dtype``.
+    positions are then formed in ``dtype``. ``freqs`` (d//2,) overrides theta, e.g. with the buffer of
+    an official state_dict; default ``rope_frequencies(d, base)``.
     """
-    exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)
-    theta = (onp.float32(1.0) / onp.float32(base) ** exponents).astype(dtype)          # (d//2,)
+    theta = rope_frequencies(d, base) if freqs is None else onp.asarray(freqs)
+    if theta.shape != (d // 2,):
+        raise ValueError(f"freqs must have shape ({d // 2},) for head dim {d}, got {theta.shape}")
+    theta = theta.astype(dtype)                                                          # (d//2,)
     return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]                # (n, d//2)
 
 
 @functools.lru_cache(maxsize=16)
-def _rope_tables(positions_bytes, positions_dtype, d, dtype, base):
+def _rope_tables(positions_bytes, positions_dtype, d, dtype, base, freqs_bytes=None, freqs_dtype=None):
     """Read-only host tables cos(angle), sin(angle), cached so ``B.constant`` moves them to the GPU once.
-    The positions come as bytes (hashable, cheap to make) and are read back without a copy."""
+    The positions (and frequencies) come as bytes (hashable, cheap to make) and are read back without a copy."""
     pos = onp.ndarray((len(positions_bytes) // onp.dtype(positions_dtype).itemsize,), positions_dtype, positions_bytes)
-    ang = rope_angles(pos, d, onp.dtype(dtype), base)
+    freqs = None
+    if freqs_bytes is not None:
+        freqs = onp.ndarray((len(freqs_bytes) // onp.dtype(freqs_dtype).itemsize,), freqs_dtype, freqs_bytes)
+    ang = rope_angles(pos, d, onp.dtype(dtype), base, freqs)
     tables = onp.cos(ang), onp.sin(ang)
     for t in tables:
         t.flags.writeable = False
     return tables
 
 
-def rope(x, positions, style="interleaved", base=10000.0):
+def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     """Rotate channel pairs of x (..., n, d) by angle position * theta_i.
+
+    ``freqs`` (d//2,): the theta_i to use (an official ``pos_emb.freqs`` buffer); default
+    ``rope_frequencies(d, base)``.
 
     style="interleaved" (official ECP code, ROT:34-47): pairs are (x_2i, x_2i+1),
         (x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin,  x_2i+1 cos + x_2i sin);
@@ -116,7 +155,11 @@ def rope(x, positions, style="interleaved", base=10000.0):
     if style == "halves" and d % 2:
         raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
     pos = onp.asarray(positions)
-    cos, sin = map(B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base))  # (n, d//2)
+    fkey = (None, None)
+    if freqs is not None:
+        f = onp.asarray(B.to_numpy(getval(freqs)))                 # tobytes() is C-order for any layout
+        fkey = (f.tobytes(), f.dtype.str)
+    cos, sin = map(B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey))  # (n, d//2)
     fused = B.fused_rope(x, cos, sin, style)        # CuPy: the same numbers in one kernel; None elsewhere
     if fused is not None:
         return fused

@@ -218,8 +218,8 @@ class DoubleAttention(_Attention):
         q = q * self.scale
         kv = self.norm(kv)                                                      # (b, h, n, d), K = V
         out_hist = self.history_attention(q[:, :, :H], kv[:, :, :H])            # (b, h, H, d)
-        out_lat = attend(q[:, :, H:], kv, tail_causal_mask(n - H, n, x.device))  # (b, h, L, d)
-        out = torch.cat((out_hist, out_lat), dim=2)                             # (b, h, n, d)
+        out_lat = attend(q[:, :, H:], kv, tail_causal_mask(max(n - H, 0), n, x.device))  # (b, h, L, d)
+        out = torch.cat((out_hist, out_lat), dim=2)                             # (b, h, n, d); n <= H: history only
         return self.to_out(self.merge_heads(out))
 
     def rope_here(self):
@@ -238,8 +238,12 @@ class SSplitAttention(DoubleAttention):
         self.num_segments = self.history // split                               # official num_segments
 
     def history_attention(self, q_hist, kv_hist):
-        b, h, H, d = q_hist.shape
-        s, c = self.num_segments, self.split
+        b, h, H, d = q_hist.shape                                               # H = min(input length, history)
+        if H == 0:
+            return q_hist                                                       # latent = seq_len: no history
+        s = self.num_segments
+        assert H % s == 0, f"{H} history rows do not split into {s} segments"
+        c = H // s                                                              # = split at full length
         out = attend(q_hist.reshape(b, h, s, c, d), kv_hist.reshape(b, h, s, c, d))  # (b, h, s, c, d)
         return out.reshape(b, h, H, d)
 
@@ -274,7 +278,7 @@ class CompressedAttention(_Attention):
         q = q * self.scale
         kv = self.norm(kv)
         out_hist = attend(q[:, :, :hist], kv[:, :, :hist])                      # (b, h, hist, d), no mask
-        out_lat = attend(q[:, :, hist:], kv, tail_causal_mask(n - hist, n, x.device))  # (b, h, L, d)
+        out_lat = attend(q[:, :, hist:], kv, tail_causal_mask(max(n - hist, 0), n, x.device))  # (b, h, L, d)
         out_hist = self.merge_heads(out_hist)                                   # (b, hist, D)
         if self.layer_index == 0:
             # O_c[:, r, :] = sum_j Wp[r, j] O_h[:, j, :] + bp[r]: a Linear over the sequence axis
@@ -391,10 +395,8 @@ class TwinModel(nn.Module):
         self.to_logits = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, vocab))
 
     def forward(self, tokens):
-        b, n = tokens.shape
-        if self.arch != "transformer":
-            assert n == self.seq_len, f"{self.arch} expects exactly seq_len = {self.seq_len} tokens, got {n}"
-        x = self.token_emb(tokens)                                              # (b, n, D)
+        b, n = tokens.shape          # n may be shorter than seq_len: the layers then compute what the
+        x = self.token_emb(tokens)   # official ones do (fixed history; torch's broadcasting included)                                              # (b, n, D)
         for k, (attn, ff) in enumerate(self.layers):
             out = attn(x)
             if k == 0 and self.arch == "perceiver_ar":
@@ -426,8 +428,8 @@ def _resolve(arch, seq_len, latent, compressed, split, half_segment):
         if history < 1 or compressed < 1:
             raise ValueError(f"compressed needs history >= 1 and compressed >= 1 (H={history}, p={compressed})")
     if arch == "s_split":
-        split = history // 2 if split is None else split
-        if history < 1 or split < 1 or history % split:
+        split = (max(1, history // 2) if split is None else split)
+        if split < 1 or history % split:
             raise ValueError(f"s_split needs split c >= 1 dividing history H={history}, got c={split}")
     if arch == "ecp":
         half_segment = n // 8 if half_segment is None else half_segment

@@ -192,7 +192,6 @@ def test_api():
     (lambda: receptive_field("ecp", seq_len=16, layers=-1), "layers"),
     (lambda: receptive_field("ecp", seq_len=16, layers=1.5), "layers"),
     (lambda: receptive_field("ecp", seq_len=16, layers=1, heads=0), "heads"),
-    (lambda: receptive_field("longlora", seq_len=16, layers=1, heads=3), "heads"),
     (lambda: receptive_field("ecp", seq_len=16, half_segment=5, layers=1), "half_segment"),
     (lambda: receptive_field("longlora", seq_len=16, group=3, layers=1), "group"),
     (lambda: receptive_field("s_split", seq_len=16, latent=6, split=3, layers=1), "split"),

@@ -323,13 +323,12 @@ ERRORS = [
     (("ecp",), dict(seq_len=4096, segment=255), "segment"),                      # odd segment
     (("ecp",), dict(seq_len=4096, segment=256, half_segment=64), "segment"),     # inconsistent
     (("ecp",), dict(seq_len=96, half_segment=64, partial=False), "partial"),     # n < 2m without partial
-    (("perceiver_ar",), dict(seq_len=64, latent=64), "latent"),                   # latent >= seq_len
+    (("perceiver_ar",), dict(seq_len=64, latent=65), "latent"),                   # latent > seq_len
     (("double",), dict(seq_len=64, latent=65), "latent"),
     (("compressed",), dict(seq_len=64, latent=32, compressed=33), "compressed"),  # p > history
     (("s_split",), dict(seq_len=64, latent=32, split=5), "split"),                # c does not divide H
     (("longlora",), dict(seq_len=64, group=24), "group"),                         # g does not divide n
     (("longlora",), dict(seq_len=64, group=7), "group"),                          # odd g
-    (("longlora",), dict(seq_len=64, heads=3), "heads"),                          # odd heads
     (("longlora",), dict(seq_len=64, shift="wrap"), "shift"),
     (("ecp",), dict(seq_len=64, shift="roll"), "shift"),                          # shift is longlora's
     (("ecp",), dict(seq_len=64, count="masked"), "count"),

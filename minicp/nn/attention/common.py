@@ -25,11 +25,12 @@ def project(p, x, cfg, layer):
         k = v = ops.split_heads(kv, h)                               # K is V: the same tensor
     if cfg.rope_in_layer(layer):
         pos = onp.arange(n)
-        q = ops.rope(q, pos, cfg.rope_style, cfg.rope_base)
+        freqs = p.get("pos_emb", {}).get("freqs")                     # an official buffer, kept by the loader
+        q = ops.rope(q, pos, cfg.rope_style, cfg.rope_base, freqs)
         if cfg.separate_kv:
-            k = ops.rope(k, pos, cfg.rope_style, cfg.rope_base)       # values are not rotated
+            k = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)       # values are not rotated
         else:
-            k = v = ops.rope(k, pos, cfg.rope_style, cfg.rope_base)   # official: rotates kv, so V too
+            k = v = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)   # official: rotates kv, so V too
     if cfg.kv_layernorm:
         if cfg.separate_kv:
             k, v = ops.layer_norm(k, p["norm"], cfg.eps), ops.layer_norm(v, p["norm"], cfg.eps)

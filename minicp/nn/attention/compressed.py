@@ -127,14 +127,16 @@ def attention_layer(p, x, cfg, layer):
     xp = B.xp
     b, n, D = x.shape
     H, P, L = cfg.history, cfg.compressed, cfg.latent
-    assert n == cfg.stream_len(layer), f"layer {layer} expects a stream of {cfg.stream_len(layer)} rows, got {n}"
+    hist = H if layer == 0 else P
+    if n < hist:
+        raise ValueError(f"layer {layer} needs a stream of at least {hist} rows (the fixed history), got {n}")
     q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = ops.merge_heads(attention(q, k, v, latent=L, compressed=P, layer=layer, scale=1.0))   # (b, n, D)
+    o = ops.merge_heads(history_and_latent(q, k, v, hist))                        # (b, n, D), q scaled
     if layer == 0:
         O_c = compress_history(o[:, :H], p["projection_hist"])                    # (b, p, D)
-        o = xp.concatenate([O_c, o[:, H:]], axis=1)                               # (b, p + L, D)
-    out = ops.linear(o, p["w_out"])                                               # (b, p + L, D)
-    assert out.shape == (b, P + L, D)
+        o = xp.concatenate([O_c, o[:, H:]], axis=1)                               # (b, p + n - H, D)
+    out = ops.linear(o, p["w_out"])                                               # (b, p + L, D) for n = seq_len
+    assert out.shape == (b, (P + n - H) if layer == 0 else n, D)
     return out
 
 

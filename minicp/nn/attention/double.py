@@ -51,8 +51,10 @@ def _check(n, latent, layer):
 def history_pattern(arch, n, history):
     """The two blocks of a stream whose first ``history`` rows attend among themselves (unmasked) and
     whose remaining rows are latent (all history keys visible, the latent keys causal)."""
-    return Pattern(arch, n, (block("history: unmasked", range(history), range(history)),
-                             causal_block("latent: history + causal latent", history, n, 0, n)))
+    blocks = (block("history: unmasked", range(history), range(history)),) if history else ()
+    if history < n:
+        blocks += (causal_block("latent: history + causal latent", history, n, 0, n),)
+    return Pattern(arch, n, blocks)
 
 
 def pattern(n, *, latent, layer=0):
@@ -72,7 +74,11 @@ def history_and_latent(q, k, v, history):
     """
     xp = B.xp
     H = history
+    if H == 0:                                                               # L = n: no history
+        return latent_attention(q, k, v)
     O_hist = ops.attend(q[:, :, :H], k[:, :, :H], v[:, :, :H])               # (b, h, H, e)
+    if H >= q.shape[2]:                                                      # only history rows (t <= H)
+        return O_hist
     O_lat = latent_attention(q[:, :, H:], k, v)                              # (b, h, L, e)
     return xp.concatenate([O_hist, O_lat], axis=2)                           # (b, h, n, e)
 
@@ -106,10 +112,14 @@ def param_spec(cfg, layer):
 
 
 def attention_layer(p, x, cfg, layer):
-    """Double Attention sub-layer: normalised stream x (b, n, D) -> attention output (b, n, D)."""
+    """Double Attention sub-layer: normalised stream x (b, t, D) -> attention output (b, t, D).
+
+    As the official code, the history length H = n - L is fixed: for t < n the first min(t, H) rows
+    are history (unmasked among themselves) and the rest latent; t <= H gives history rows only.
+    """
     b, n, D = x.shape
     q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = attention(q, k, v, latent=cfg.latent, layer=layer, scale=1.0)           # (b, h, n, d)
+    o = history_and_latent(q, k, v, min(cfg.history, n))                          # (b, h, n, d), q scaled
     out = ops.linear(ops.merge_heads(o), p["to_out"])                            # (b, n, D)
     assert out.shape == (b, n, D)
     return out

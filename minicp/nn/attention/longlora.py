@@ -4,8 +4,9 @@ The idea. Cut the sequence into groups of g tokens (LongLoRA: g = n / 4) and let
 causally, only inside its own group. Alone that would wall the groups off from each other, so half of
 the heads use groups shifted by u = g / 2:
 
-* heads 0 .. h/2 - 1 ("unshifted"): groups [j g, (j+1) g), causal inside each;
-* heads h/2 .. h - 1 ("shifted"): groups moved by u, so every shifted group straddles the border
+* heads 0 .. h//2 - 1 ("unshifted"): groups [j g, (j+1) g), causal inside each;
+* heads h//2 .. h - 1 ("shifted"; an odd h shifts the extra head, as LongLoRA's ``num_heads//2:``):
+  groups moved by u, so every shifted group straddles the border
   between two unshifted ones. ``to_out`` mixes the heads, so information crosses a border per layer.
 
 LongLoRA's code has two implementations of the shifted heads, and they differ at the wrap-around:
@@ -66,8 +67,6 @@ def _check(n, heads, group, shift):
         raise ValueError(f"group {g} must be even (shifted heads move by group / 2)")
     if n % g:
         raise ValueError(f"seq_len {n} is not divisible by group {g}")
-    if heads % 2:
-        raise ValueError(f"heads {heads} must be even (the first heads/2 are unshifted, the last heads/2 shifted)")
     if shift not in SHIFTS:
         raise ValueError(f"shift {shift!r} is not one of {SHIFTS}")
     return g, g // 2
@@ -103,11 +102,12 @@ def shifted_pattern(n, *, group, shift="varlen"):
 
 
 def head_patterns(n, heads, *, group, shift="varlen"):
-    """One Pattern per head: heads//2 unshifted, then heads//2 shifted (``shift`` = "varlen" or "roll")."""
+    """One Pattern per head: heads//2 unshifted, then heads - heads//2 shifted (``shift`` = "varlen" or
+    "roll"). As LongLoRA (``qkv[..., num_heads//2:]`` is shifted), an odd head count shifts one more head."""
     heads = positive_int("heads", heads)
     _check(n, heads, group, shift)
     plain, shifted = unshifted_pattern(n, group=group), shifted_pattern(n, group=group, shift=shift)
-    return [plain] * (heads // 2) + [shifted] * (heads // 2)
+    return [plain] * (heads // 2) + [shifted] * (heads - heads // 2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -130,7 +130,8 @@ def _grouped_causal(q, k, v, g):
 def attention(q, k, v, *, group, shift="varlen", scale=None):
     """Head-level S2-Attn. q, k, v (b, h, n, d) -> (b, h, n, d); never builds an n x n matrix.
 
-    Heads 0 .. h/2-1 attend in groups of ``group``; heads h/2 .. h-1 in groups shifted by group/2,
+    Heads 0 .. h//2-1 attend in groups of ``group``; heads h//2 .. h-1 (LongLoRA: ``num_heads//2`` onwards, so
+    an odd h shifts one more head than it leaves) in groups shifted by group/2,
     with ``shift`` "varlen" (no wrap) or "roll" (LongLoRA's wrap-around, future leak in rows 0..u-1).
     ``scale`` multiplies q (default d^-0.5; the sub-layer passes 1.0 because q is already scaled).
     """
@@ -143,7 +144,7 @@ def attention(q, k, v, *, group, shift="varlen", scale=None):
     half = h // 2
 
     # Unshifted heads: n/g groups of g, causal
-    O_plain = _grouped_causal(q[:, :half], k[:, :half], v[:, :half], g)                     # (b, h/2, n, e)
+    O_plain = _grouped_causal(q[:, :half], k[:, :half], v[:, :half], g) if half else None   # (b, h//2, n, e)
 
     qs, ks, vs = q[:, half:], k[:, half:], v[:, half:]                                        # (b, h/2, n, .)
     if shift == "roll":
@@ -160,7 +161,7 @@ def attention(q, k, v, *, group, shift="varlen", scale=None):
         parts.append(O_edge[:, :, 1])
         O_shift = xp.concatenate(parts, axis=2)                                               # (b, h/2, n, e)
 
-    out = xp.concatenate([O_plain, O_shift], axis=1)
+    out = O_shift if O_plain is None else xp.concatenate([O_plain, O_shift], axis=1)
     assert out.shape == (b, h, n, e)
     return out
 

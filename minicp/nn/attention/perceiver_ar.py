@@ -58,10 +58,11 @@ def check_layer(layer):
 
 
 def check_latent(n, latent):
-    """L latent rows out of n, leaving a history H = n - L of at least one token. Returns (L, H)."""
+    """L latent rows out of n, 1 <= L <= n; L = n (no history, H = 0) is the official main's default
+    (``--latent_length`` = ``--sequence_length``). Returns (L, H)."""
     L = positive_int("latent", latent)
-    if L >= n:
-        raise ValueError(f"latent {L} must be smaller than seq_len {n} (history H = seq_len - latent must be >= 1)")
+    if L > n:
+        raise ValueError(f"latent {L} must be at most seq_len {n} (history H = seq_len - latent must be >= 0)")
     return L, n - L
 
 
@@ -131,17 +132,20 @@ def param_spec(cfg, layer):
 
 
 def attention_layer(p, x, cfg, layer):
-    """PerceiverAR sub-layer: normalised stream x (b, n, D) (layer 0) or (b, L, D) -> output (b, L, D).
+    """PerceiverAR sub-layer: normalised stream x (b, t, D) -> output (b, t - H, D) in layer 0, (b, s, D)
+    for a stream of s rows in later layers.
 
-    As the official code, q is projected for all rows and layer 0 keeps the latent ones.
+    As the official code, q is projected for all rows and layer 0 keeps the rows from the fixed history
+    length H = n - L on: t = n gives the L latent rows; with L = n (H = 0) any t works (causal attention
+    over the t rows); t = H + 1 gives one row, which the official residual then broadcasts (see
+    ``minicp.model.check_tokens``).
     """
-    b, n, D = x.shape
-    L = cfg.latent
-    assert n == cfg.stream_len(layer), f"layer {layer} expects a stream of {cfg.stream_len(layer)} rows, got {n}"
-    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = attention(q, k, v, latent=L, layer=layer, scale=1.0)                     # (b, h, L, d)
-    out = ops.linear(ops.merge_heads(o), p["w_out"])                             # (b, L, D)
-    assert out.shape == (b, L, D)
+    b, t, D = x.shape
+    rows = t - cfg.history if layer == 0 else t
+    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, t, d) each
+    o = attention(q, k, v, latent=rows, layer=layer, scale=1.0)                  # (b, h, rows, d)
+    out = ops.linear(ops.merge_heads(o), p["w_out"])                             # (b, rows, D)
+    assert out.shape == (b, rows, D)
     return out
 
 

@@ -69,12 +69,22 @@ def attention(q, k, v, *, latent, split, layer=0, scale=None):
     (default d^-0.5; the sub-layer passes 1.0).
     """
     common.check_qkv(q, k, v)
+    b, h, n, d = q.shape
+    L, H, c = _check(n, latent, split, layer)
+    out = segments_and_latent(common.scale_q(q, scale), k, v, H, c)
+    assert out.shape == (b, h, n, v.shape[-1])
+    return out
+
+
+def segments_and_latent(q, k, v, H, c):
+    """History rows :H in segments of c (unmasked inside each), then the latent rows (all history keys,
+    latent keys causally). q already scaled; H may be 0 (L = n) or the whole stream (t <= H)."""
     xp = B.xp
     b, h, n, d = q.shape
     e = v.shape[-1]
-    L, H, c = _check(n, latent, split, layer)
+    if H == 0:
+        return latent_attention(q, k, v)
     N = H // c
-    q = common.scale_q(q, scale)
 
     # History: 'b h (s c) d -> b h s c d', each segment attends to itself, no mask
     Q_seg = xp.reshape(q[:, :, :H], (b, h, N, c, d))
@@ -82,6 +92,8 @@ def attention(q, k, v, *, latent, split, layer=0, scale=None):
     V_seg = xp.reshape(v[:, :, :H], (b, h, N, c, e))
     O_seg = ops.attend(Q_seg, K_seg, V_seg)                                  # (b, h, N, c, e)
     O_hist = xp.reshape(O_seg, (b, h, H, e))                                 # merge the segments back
+    if H >= n:
+        return O_hist
 
     # Latent: as Double Attention, all H history keys visible, latent keys causal (L x n)
     O_lat = latent_attention(q[:, :, H:], k, v)                              # (b, h, L, e)
@@ -105,10 +117,17 @@ def param_spec(cfg, layer):
 
 
 def attention_layer(p, x, cfg, layer):
-    """s-Split sub-layer: normalised stream x (b, n, D) -> attention output (b, n, D)."""
+    """s-Split sub-layer: normalised stream x (b, t, D) -> attention output (b, t, D).
+
+    As the official code, H = n - L and the number of history segments N_h = H / c are fixed: for t > H
+    the history is H rows in segments of c; for t <= H all t rows are history, in N_h segments of t / N_h
+    (t must divide; ``minicp.model.check_tokens`` says so).
+    """
     b, n, D = x.shape
+    H = min(cfg.history, n)
+    c = H // (cfg.history // cfg.split) if H else cfg.split                      # segment length at this t
     q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = attention(q, k, v, latent=cfg.latent, split=cfg.split, layer=layer, scale=1.0)   # (b, h, n, d)
+    o = segments_and_latent(q, k, v, H, c)                                        # (b, h, n, d), q scaled
     out = ops.linear(ops.merge_heads(o), p["to_out"])                            # (b, n, D)
     assert out.shape == (b, n, D)
     return out
