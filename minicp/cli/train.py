@@ -7,7 +7,7 @@ from minicp.cli.options import add_model_arguments, model_config_from_args
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
-from minicp.lm.train import SAMPLINGS, TrainConfig, train
+from minicp.lm.train import LR_SCHEDULES, SAMPLINGS, TrainConfig, train
 from minicp.nn import model as M
 
 
@@ -46,7 +46,8 @@ def main(argv=None):
     t.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr})")
     t.add_argument("--weight-decay", type=float, default=None, help=f"AdamW decay on Linear weights (default {d.weight_decay})")
     t.add_argument("--clip", type=float, default=None, help=f"gradient-norm clip, 0 = off (default {d.clip})")
-    t.add_argument("--lr-halve-every", type=int, default=None, help=f"halve lr every so many steps, 0 = never (default {d.lr_halve_every})")
+    t.add_argument("--lr-halve-every", type=int, default=None, help=f"drop the learning rates every so many steps, 0 = never (default {d.lr_halve_every})")
+    t.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None, help="official: the official loop's drop (decayed group 2 lr/4^k, others lr/4^k after k drops); halve: both halve (default official)")
     t.add_argument("--seed", type=int, default=None, help="seed for the initial weights and the data order (default 0)")
     t.add_argument("--sampling", choices=SAMPLINGS, default=None, help="shuffled non-overlapping chunks (official, default) or random windows")
     t.add_argument("--eval-every", type=int, default=None, help="validation loss every so many steps, 0 = never (default 100)")

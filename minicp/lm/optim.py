@@ -14,7 +14,6 @@ import math
 import numpy as np
 
 
-
 def decays(name, shape):
     """True if ``name`` gets weight decay: Linear weights (2-D ``*.weight``), not the Embedding, LN or biases."""
     return name.endswith(".weight") and len(shape) == 2 and name != "token_emb.weight"
@@ -27,10 +26,13 @@ def adamw_init(flat_params):
             "v": {k: np.zeros_like(v) for k, v in flat_params.items()}}
 
 
-def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
+               lr_no_decay=None):
     """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy arrays).
 
-    Weight decay is applied to the names for which ``decays`` is true. Python-float scalars keep
+    Weight decay is applied to the names for which ``decays`` is true. The two official parameter
+    groups may have different learning rates: ``lr`` for the decayed group, ``lr_no_decay`` (default
+    ``lr``) for the rest (see ``minicp.lm.train.learning_rates``). Python-float scalars keep
     float32 arrays in float32 (NEP 50). The arithmetic follows torch's single-tensor implementation
     operation by operation, so float64 runs agree with it to rounding.
     """
@@ -39,11 +41,14 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
     t = state["step"]
     bias1 = 1.0 - beta1 ** t
     bias2_sqrt = math.sqrt(1.0 - beta2 ** t)
-    step_size = lr / bias1
+    lr_no_decay = lr if lr_no_decay is None else lr_no_decay
     for name, p in flat_params.items():
         g, m, v = flat_grads[name], state["m"][name], state["v"][name]
-        if weight_decay and decays(name, p.shape):
-            p *= 1.0 - lr * weight_decay                    # decoupled decay
+        decayed = decays(name, p.shape)
+        group_lr = lr if decayed else lr_no_decay
+        step_size = group_lr / bias1
+        if weight_decay and decayed:
+            p *= 1.0 - group_lr * weight_decay              # decoupled decay
         m += (g - m) * (1.0 - beta1)                        # lerp(m, g, 1 - beta1)
         v *= beta2
         v += (1.0 - beta2) * g * g

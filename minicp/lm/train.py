@@ -9,7 +9,7 @@ One optimiser step of the official training loop (``ECPTransformer_main.py``), r
         g += grad of the wrapper loss (mean CE over b * L)   losses are SUMMED, not averaged
     g *= min(1, clip / (||g||_2 + 1e-6))                     torch.nn.utils.clip_grad_norm_(..., 1.0)
     AdamW step (torch.optim.AdamW semantics, below)
-    lr = lr0 * 0.5 ** (step // lr_halve_every)              "(i + 1) % 100000 == 0: lr /= 2"
+    every lr_halve_every steps the learning rates drop (official: see ``learning_rates``)
 
 AdamW, exactly as ``torch.optim.AdamW`` (decoupled weight decay), for step t = 1, 2, ...:
 
@@ -61,6 +61,7 @@ from minicp.lm.checkpoint import (FORMAT, CheckpointError, _jsonable, config_fro
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 
 SAMPLINGS = ("chunks", "random")
+LR_SCHEDULES = ("official", "halve")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ class TrainConfig:
     eps: float = 1e-8                 # AdamW epsilon
     weight_decay: float = 0.1         # decoupled decay on Linear weights only (see decays)
     clip: float = 1.0                 # global gradient-norm clip; 0 or None disables
-    lr_halve_every: int = 100_000     # lr = lr0 * 0.5 ** (step // lr_halve_every); 0 disables
+    lr_halve_every: int = 100_000     # the learning rates drop every so many steps; 0 disables
+    lr_schedule: str = "official"     # "official": the official loop's two-group drop; "halve": both groups halve
     seed: int = 0                     # parameter init (init_params) and the data generator
     sampling: str = "chunks"          # 1-D streams: "chunks" (official shuffled epochs) or "random" windows
     eval_every: int = 0               # validation loss every so many steps (0: never); needs valid data
@@ -104,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"eps must be > 0 and weight_decay >= 0, got {self.eps!r}, {self.weight_decay!r}")
         if self.clip is not None and self.clip < 0:
             raise ValueError(f"clip must be >= 0 (0 or None: no clipping), got {self.clip!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling {self.sampling!r} is not one of {SAMPLINGS}")
 
@@ -112,10 +116,30 @@ class TrainConfig:
 
 
 def learning_rate(tcfg, step):
-    """The learning rate of 0-based step ``step``: halved after every ``lr_halve_every`` steps (official)."""
+    """The learning rate of 0-based step ``step`` with ``lr_schedule="halve"``: lr0 * 0.5 ** (step // period).
+
+    This is what the official loop's comment intends, and what both groups get with ``"halve"``."""
     if not tcfg.lr_halve_every:
         return tcfg.lr
     return tcfg.lr * 0.5 ** (step // tcfg.lr_halve_every)
+
+
+def learning_rates(tcfg, step):
+    """(decayed group, no-decay group) learning rates of 0-based step ``step``.
+
+    ``lr_schedule="official"`` follows the official training loop (``ECPTransformer_main.py:316-319``):
+    after every ``lr_halve_every`` steps it runs, for the two groups in order (decayed first),
+    ``group.lr = args.lr / 2; args.lr = args.lr / 2``. So ``args.lr`` drops by 4 each time, and after
+    k drops the decayed group has 2 * lr0 / 4^k and the no-decay group lr0 / 4^k (k = 1: lr0/2 and
+    lr0/4). ``"halve"`` gives both groups ``learning_rate(tcfg, step)``.
+    """
+    if tcfg.lr_schedule == "halve" or not tcfg.lr_halve_every:
+        lr = learning_rate(tcfg, step)
+        return lr, lr
+    k = step // tcfg.lr_halve_every
+    if k == 0:
+        return tcfg.lr, tcfg.lr
+    return 2 * tcfg.lr / 4 ** k, tcfg.lr / 4 ** k
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -319,17 +343,19 @@ def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, 
     updating = False                   # True while adamw_step modifies params and moments in place
     try:
         while step < tcfg.steps:
-            lr = learning_rate(tcfg, step)
+            lr, lr_no_decay = learning_rates(tcfg, step)
             micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
             loss_sum, grads = accumulated_loss_and_grad(M.unflatten(flat), micro, config)
             norm = clip_grad_norm(grads, tcfg.clip)
             updating = True
-            adamw_step(flat, grads, opt_state, lr=lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+            adamw_step(flat, grads, opt_state, lr=lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
+                       lr_no_decay=lr_no_decay)
             updating = False
             step += 1
             before = sampler.state()
             done += 1
-            info = {"step": step, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "grad_norm": norm}
+            info = {"step": step, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay,
+                    "grad_norm": norm}
             if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
             history.append(info)
