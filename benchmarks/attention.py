@@ -2,7 +2,7 @@
 
     python benchmarks/attention.py [--sizes 1024 2048 4096 8192] [--repeat 3]
 
-Setting (issue 2): batch 1, D = 512, 8 heads, float32, ECP segment 512 (half segment 256),
+Setting: batch 1, D = 512, 8 heads, float32, ECP segment 512 (half segment 256),
 latent L = n/2, Compressed p = n/4, s-Split c = 256, LongLoRA g = n/4. Each layer is the official
 sub-layer (projections, RoPE, kv LayerNorm where used, attention, output projections).
 

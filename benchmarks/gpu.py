@@ -2,7 +2,7 @@
 
     python benchmarks/gpu.py [--sizes 4096 8192 16384 32768 65536] [--dim 1024] [--out-json F] [--out-md F]
 
-Setting (issue 5): batch 1, D = 1024 (--dim), 8 heads (head dim 128), float32, ECP segment 512 (half
+Setting: batch 1, D = 1024 (--dim), 8 heads (head dim 128), float32, ECP segment 512 (half
 segment m = 256), latent L = n/2, Compressed p = n/4, s-Split c = 256, LongLoRA g = n/4. Each layer is
 the official sub-layer (projections, RoPE, kv LayerNorm where used, attention, output projections),
 layer 0. The PyTorch layer is ``minicp.torch_twin`` (an independent implementation of the same official

@@ -24,8 +24,9 @@ from minicp.validate import positive_int  # noqa: F401  (also importable from he
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
 
-# What the official code does, per architecture (SPEC sections 1-2). longlora follows LongLoRA's LLaMA
-# attention (separate K and V, halves-style RoPE in every layer); "transformer" is SPEC's C1, ECP's
+# What the official code does, per architecture (docs/official-code.md). longlora follows LongLoRA's LLaMA
+# attention (separate K and V, halves-style RoPE in every layer); "transformer" is the full-attention model with ECP's conventions
+# (docs/official-code.md#full-attention-ecp-conventions): ECP's
 # conventions with a single output projection.
 _OFFICIAL = {
     #                 separate_kv kv_layernorm rope_all_layers rope_style
@@ -60,7 +61,7 @@ class ModelConfig:
     kv_layernorm: bool = None         # per-head LayerNorm on the key/value tensor
     rope_all_layers: bool = None      # RoPE in every layer instead of layer 0 only
     rope_style: str = None            # "interleaved" (official) or "halves" (LLaMA)
-    compressed_residual: str = "official"   # "official" (bug B1: x[:, :p+L]) or "paper" (latent gets x[:, H:])
+    compressed_residual: str = "official"   # "official" (x[:, :p+L], docs/official-code.md#compressed-first-layer-residual) or "paper" (latent gets x[:, H:])
     partial_segments: bool = False    # ecp: allow n not divisible by m (partial last half segment)
     rope_base: float = 10000.0
     eps: float = 1e-5                 # LayerNorm epsilon

@@ -66,7 +66,7 @@ print("per head and layer: computed", ecp.computed(), "= m(2n - m) =", 4 * (2 * 
 #
 # Every query sees every earlier key: one n x n score matrix per head, n² entries computed, n(n+1)/2 of them
 # unmasked. The official repository has no full-attention model; minicp's `transformer` uses ECP's conventions
-# (K = V, RoPE in layer 0 only) with a single output projection (SPEC 2.0, variant C1).
+# (K = V, RoPE in layer 0 only) with a single output projection ([docs](../docs/official-code.md#full-attention-ecp-conventions)).
 
 # %%
 display(viz.pattern_figure("transformer", 24))
@@ -101,7 +101,7 @@ display(viz.pattern_figure("double", 24, latent=8))
 # Pay the H² only once. Layer 0 is Double Attention; then a learned linear map **along the sequence axis**
 # (`projection_hist`, Linear(H, p)) turns the H history output rows into p slots, each a weighted sum of all of
 # them. Later layers run Double Attention on p slots + L latents: L·(p + L) + p² per head.
-# Two code facts (SPEC B1, B2): the official code attends first and compresses the attention *output*, and its
+# Two code facts ([docs/official-code.md#compressed-first-layer-residual](../docs/official-code.md#compressed-first-layer-residual), [docs/official-code.md#compressed-attend-then-compress](../docs/official-code.md#compressed-attend-then-compress)): the official code attends first and compresses the attention *output*, and its
 # layer-0 residual adds token p + t to latent row t (`compressed_residual="official"`, minicp's default;
 # `"paper"` gives each latent its own token).
 

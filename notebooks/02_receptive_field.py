@@ -41,8 +41,8 @@ from minicp.analysis.receptive import (closed_form, empirical_receptive_field, i
 # %% [markdown]
 # ## The API
 #
-# ECP with n = 64 and half segment m = 8 (paper segment s = 16), after 2 layers. SPEC section 8 gives the closed
-# form: row i sees [m·max(0, ⌊i/m⌋ − k), i]. Intervals are closed, as the SPEC writes them.
+# ECP with n = 64 and half segment m = 8 (paper segment s = 16), after 2 layers. [docs/receptive-fields.md](../docs/receptive-fields.md) gives the closed
+# form: row i sees [m·max(0, ⌊i/m⌋ − k), i]. Intervals are closed, as in [the receptive-field notes](../docs/receptive-fields.md).
 
 # %%
 rf = receptive_field("ecp", seq_len=64, half_segment=8, layers=2)
@@ -80,7 +80,7 @@ HTML(anim.to_jshtml())
 #
 # After 1, 2 and 3 layers. PerceiverAR, Double, Compressed and s-Split latents see their whole prefix after one
 # layer (their latent rows read every history key); the history rows of Double and s-Split are bidirectional
-# (never scored, SPEC B18) and an s-Split history row never leaves its segment. ECP and S2 grow by one half segment
+# (never scored, [docs/official-code.md#bidirectional-history-rows](../docs/official-code.md#bidirectional-history-rows)) and an s-Split history row never leaves its segment. ECP and S2 grow by one half segment
 # (u = g/2 for S2) per layer, and S2 *roll* lets rows 0 .. k·u − 1 see the end of the sequence: a causality leak.
 
 # %%
@@ -147,7 +147,7 @@ print("non-zero pattern identical:", np.array_equal(mag > 0, analytic))
 #
 # With `shift="roll"` the wrap-around group lets the first u = g/2 tokens attend to the last u tokens in the
 # first layer, and every further layer pushes the leak one group further: after k layers rows 0 .. k·u − 1 see
-# future tokens (SPEC section 8). The Jacobian of the model shows the same rows.
+# future tokens ([docs/receptive-fields.md](../docs/receptive-fields.md)). The Jacobian of the model shows the same rows.
 
 # %%
 cfg = configs["longlora roll"]

@@ -137,7 +137,7 @@ for row in table8():
 # The paper says ECP is "slightly more efficient" than LongLoRA. In computed entries ECP with half segment m is
 # **exactly** S2-Attn varlen with g = 2m, and S2 roll costs m² more per head and layer; in unmasked entries ECP's
 # m x 2m blocks keep about 1.5·n·m entries per head against S2's n·m. So the claim holds only against the roll
-# implementation's computed count (SPEC B16); their receptive fields are identical (notebook 02).
+# implementation's computed count ([docs/official-code.md#ecp-versus-longlora-cost](../docs/official-code.md#ecp-versus-longlora-cost)); their receptive fields are identical (notebook 02).
 
 # %%
 n, l, h, m = 4096, 48, 24, 128

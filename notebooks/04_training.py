@@ -229,7 +229,7 @@ for r in sorted(arch_results, key=lambda r: r["every_token_once"]):
 # least n/2 context. **Every-token-once** scores each target once with at least n/2 + 1 tokens of context for
 # every architecture, so it is the fair column for comparing them. The paper's Table 1 uses the official
 # recipe with L fixed per configuration, so among the Perceiver family (all L = n/2 here) both columns rank
-# alike; across L only the second is meaningful (SPEC B14).
+# alike; across L only the second is meaningful ([docs/official-code.md#evaluation-protocol](../docs/official-code.md#evaluation-protocol)).
 
 # %%
 # The paper's Table 1 (Wikitext-103, BERT word pieces, official perplexity; lower is better).
@@ -313,7 +313,7 @@ print(f"wrote {OUT / 'lag_copy_accuracy.png'} and {OUT / '04_training_results.js
 # |---|---|---|---|---|---|
 # | LongLoRA S2 (varlen) | 232,448 | 128 | 6.316 | 6.243 | -33.9% |
 # | ECP (m = 16) | 232,704 | 128 | 8.459 | 8.348 | -11.7% |
-# | Transformer (C1) | 216,064 | 128 | 9.199 | 9.155 | -3.1% |
+# | Transformer | 216,064 | 128 | 9.199 | 9.155 | -3.1% |
 # | PerceiverAR | 216,064 | 64 | 9.477 | 9.450 | 0 |
 # | s-Split | 216,064 | 64 | 9.525 | 9.496 | +0.5% |
 # | Double | 216,064 | 64 | 9.565 | 9.538 | +0.9% |

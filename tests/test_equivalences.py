@@ -1,6 +1,6 @@
 """Degenerate settings in which two architectures must compute the same thing.
 
-Each equivalence is derived in its docstring from the patterns and the sub-layer rules (SPEC 2);
+Each equivalence is derived in its docstring from the patterns and the sub-layer rules (docs/official-code.md#architectures);
 the tests then check it numerically at model level in float64.
 """
 import numpy as np
@@ -32,7 +32,7 @@ def test_ecp_with_two_half_segments_is_causal_full_attention():
     """ECP, n = 2m: block 0 is causal on [0, m); block 1's queries m..2m-1 see keys [0, 2m) with
     key <= query, i.e. plain causality. So the attention equals full causal attention, and when
     to_out_0 = to_out the sub-layers coincide; all other conventions (K = V raw, RoPE in layer 0,
-    no kv LayerNorm) are shared with minicp's "transformer" (SPEC C1)."""
+    no kv LayerNorm) are shared with minicp's "transformer" (docs/official-code.md#full-attention-ecp-conventions)."""
     ecp = ModelConfig(arch="ecp", seq_len=16, half_segment=8, **BASE)
     full = ModelConfig(arch="transformer", seq_len=16, **BASE)
     params = init_params(ecp, seed=1, dtype="float64")
@@ -81,9 +81,9 @@ def test_compressed_with_identity_projection_is_double():
 
 
 def test_perceiver_ar_layers_after_the_first_are_causal_full_attention():
-    """PerceiverAR layers k >= 1 run plain causal attention over the L latent rows (SPEC 2.1). So a
+    """PerceiverAR layers k >= 1 run plain causal attention over the L latent rows (docs/official-code.md#perceiverar). So a
     PerceiverAR model equals: its own first layer, then a "transformer" of length L with kv LayerNorm
-    (SPEC C2's conventions) on the latent stream. Checked block by block with minicp.nn.model.block."""
+    (PerceiverAR's conventions, docs/official-code.md#full-attention-perceiverar-conventions) on the latent stream. Checked block by block with minicp.nn.model.block."""
     from minicp.nn.model import block
     n, L = 12, 6
     par = ModelConfig(arch="perceiver_ar", seq_len=n, latent=L, **BASE)

@@ -57,7 +57,7 @@ def test_official_perplexity_matches_an_explicit_window_loop(arch, truncate):
 
 
 def test_official_windows_score_tokens_twice_when_latent_is_n():
-    """SPEC 3 quirk: with L = n nearly every target is scored in two windows."""
+    """Official evaluation quirk (docs/official-code.md#evaluation-windows): with L = n nearly every target is scored in two windows."""
     counts = np.zeros(1000, int)
     for _, first, stop in E.official_windows(1000, 64, 64):
         counts[first:stop] += 1
@@ -138,7 +138,7 @@ def test_perplexity_errors():
 
 def test_official_top_k_count():
     assert G.top_k_count(256) == 25                 # int(0.0999... * 256)
-    assert G.top_k_count(28996) == 2899             # SPEC 3
+    assert G.top_k_count(28996) == 2899             # docs/official-code.md#wrapper-generation-evaluation-training
     assert G.top_k_count(5) == 1                    # official would be 0 (and fail)
     assert G.top_k_count(256, filter_thres=0.0) == 256
     assert G.top_k_count(256, top_k=3) == 3

@@ -1,4 +1,4 @@
-"""The CuPy backend against the CPU float64 reference (issue 5).
+"""The CuPy backend against the CPU float64 reference.
 
 Run on a machine with an NVIDIA GPU and CuPy:  ``python -m pytest -m gpu tests/test_gpu.py``.
 Elsewhere every test that needs a GPU is *skipped* (CuPy imports fine on machines without one, so the

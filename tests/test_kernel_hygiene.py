@@ -1,4 +1,4 @@
-"""Static checks on the differentiable code (AUTOGRAD-CUPY.md's traps).
+"""Static checks on the differentiable code (autograd's traps).
 
 Plain NumPy applied to a traced value does not fail: it silently builds an object array of boxes,
 10^4 times slower. So the kernels may use plain NumPy (imported as ``onp``) only to build host-side

@@ -80,7 +80,7 @@ def test_one_group_is_causal_attention():
     np.testing.assert_allclose(out[:, 0], full[:, 0], rtol=1e-12)
 
 
-# ---------------------------------------------------------------------------- patterns and counts (SPEC 5)
+# ---------------------------------------------------------------------------- patterns and counts (docs/attention-steps.md#per-layer-formulas)
 
 @pytest.mark.parametrize("n,g", [(8, 2), (16, 4), (24, 8), (12, 12), (64, 16)])
 def test_counts_match_closed_forms(n, g):
@@ -123,7 +123,7 @@ def test_head_patterns_layout():
 
 @pytest.mark.parametrize("n,m", [(8, 2), (16, 4), (24, 4), (12, 6), (32, 8)])
 def test_ecp_identity_of_computed_counts(n, m):
-    """SPEC 5 / B16: ECP(m) = S2-varlen(g = 2m) = S2-roll - m^2, per head, summed over heads."""
+    """docs/attention-steps.md#per-layer-formulas, docs/official-code.md#ecp-versus-longlora-cost: ECP(m) = S2-varlen(g = 2m) = S2-roll - m^2, per head, summed over heads."""
     for h in (2, 4):
         s2 = sum(p.computed() for p in A.patterns("longlora", n, h, group=2 * m, shift="varlen"))
         ecp = sum(p.computed() for p in A.patterns("ecp", n, h, half_segment=m))
@@ -132,7 +132,7 @@ def test_ecp_identity_of_computed_counts(n, m):
         assert roll - ecp == h * m * m
 
 
-# ---------------------------------------------------------------------------- receptive fields (SPEC 8)
+# ---------------------------------------------------------------------------- receptive fields (docs/receptive-fields.md)
 
 def reach(n, masks, layers):
     """R[i, j]: input j can influence stream position i after ``layers`` layers (residual included)."""

@@ -1,4 +1,4 @@
-"""Whole-model properties: causality, SPEC section 8's history rows, gradients, dtypes, parameters."""
+"""Whole-model properties: causality, docs/receptive-fields.md's history rows, gradients, dtypes, parameters."""
 import numpy as np
 import pytest
 from autograd import grad
@@ -51,7 +51,7 @@ def test_trained_rows_are_causal(cfg, data):
 
 
 def test_longlora_roll_leaks_the_future_and_varlen_does_not():
-    """SPEC 2.6: with the roll shift, tokens 0..u-1 of shifted heads see the last u tokens."""
+    """docs/official-code.md#longlora-s2-attn: with the roll shift, tokens 0..u-1 of shifted heads see the last u tokens."""
     for shift, leaks in (("roll", True), ("varlen", False)):
         cfg = example_config("longlora", layers=1, shift=shift)
         params = init_params(cfg, seed=0, dtype="float64")
@@ -126,7 +126,7 @@ def test_parameter_counts_reproduce_table_2():
     for layers, printed in ((12, "129.60"), (18, "172.12"), (24, "214.64")):
         n = count_params(ModelConfig.preset(f"table2-ecp-{layers}L"))
         assert f"{int(n / 1e4) / 100:.2f}" == printed
-        # SPEC 7's closed form l(12 D^2 + 11 D + 2 d) + 2 V D + V + 2 D, derived independently
+        # docs/official-code.md#ecp-model-size's closed form l(12 D^2 + 11 D + 2 d) + 2 V D + V + 2 D, derived independently
         D, d, V = 768, 128, 28996
         assert n == layers * (12 * D * D + 11 * D + 2 * d) + 2 * V * D + V + 2 * D
 

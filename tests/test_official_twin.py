@@ -1,6 +1,6 @@
 """minicp against an independent PyTorch twin of the official modules (minicp/torch_twin.py).
 
-The twin was written from SPEC and checked, outside this repo, against the official model code
+The twin was written from the notes in docs/official-code.md and checked, outside this repo, against the official model code
 (max logit difference 8.9e-16 in float64). Here the same state_dict goes into both, and the logits
 and the wrapper loss must agree to 1e-10 in float64 (the issue asks for 1e-5). Skipped without torch.
 """

@@ -1,7 +1,7 @@
-"""The Perceiver family: PerceiverAR, Double, s-Split and Compressed Double Attention (SPEC 2.1-2.4).
+"""The Perceiver family: PerceiverAR, Double, s-Split and Compressed Double Attention (docs/official-code.md#architectures).
 
 Each explicit head-level kernel is held against the dense O(n^2) reference applied to the mask of the
-declared pattern; the pattern's counts against SPEC section 5's closed forms (an independent
+declared pattern; the pattern's counts against docs/attention-steps.md#per-layer-formulas's closed forms (an independent
 derivation); the score matrices the kernel really builds against the pattern; gradients against finite
 differences; the sub-layers inside the model (shapes, Compressed's sequence-axis projection, the
 residual options); and every argument check.
@@ -52,7 +52,7 @@ def cases(draw, arch, later):
 
 
 def spec_counts(arch, later, s):
-    """(computed, unmasked) score entries per head, written out from SPEC section 5's table."""
+    """(computed, unmasked) score entries per head, written out from docs/attention-steps.md#per-layer-formulas's table."""
     L = s["L"]
     tri = L * (L + 1) // 2
     if arch == "perceiver_ar":
@@ -231,7 +231,7 @@ def test_model_loss_gradient_matches_finite_differences(arch):
 
 def test_official_parameter_names_and_shapes():
     cfg = tiny_config("compressed")
-    for layer in range(cfg.layers):                                 # projection_hist in every layer (B11)
+    for layer in range(cfg.layers):                                 # projection_hist in every layer (dead code after layer 0)
         spec = compressed.param_spec(cfg, layer)
         assert list(spec) == ["norm", "to_q", "to_kv", "w_out", "projection_hist"]
         assert spec["projection_hist"] == ("linear", cfg.compressed, cfg.history, True)
@@ -305,13 +305,13 @@ def test_residuals():
             assert MODULES[arch].skip(x, tiny_config(arch), layer) is x
     official = tiny_config("compressed")                            # n 11, L 4, H 7, p 3
     paper = tiny_config("compressed", compressed_residual="paper")
-    np.testing.assert_array_equal(compressed.skip(x, official, 0), x[:, :7])    # B1: x[:, :p+L]
+    np.testing.assert_array_equal(compressed.skip(x, official, 0), x[:, :7])    # official first-layer residual: x[:, :p+L]
     np.testing.assert_array_equal(compressed.skip(x, paper, 0), x[:, [0, 1, 2, 7, 8, 9, 10]])
     np.testing.assert_array_equal(compressed.skip(x[:, :7], paper, 1), x[:, :7])
 
 
 def test_compressed_residual_options_in_the_model():
-    """The two residuals give different models when p < H and the same one when p = H (B1 vanishes)."""
+    """The two residuals give different models when p < H and the same one when p = H (the first-layer residual quirk vanishes)."""
     tokens = np.random.default_rng(11).integers(0, 11, (2, 11))
     for p, same in ((3, False), (7, True)):
         cfg = tiny_config("compressed", compressed=p)

@@ -1,5 +1,5 @@
 """Self-checks of minicp.torch_twin, the PyTorch oracle: state_dict names and shapes, output shapes,
-causality, and a few exact equivalences SPEC states. Tiny configs, float64; runs in a few seconds."""
+causality, and a few exact equivalences derived in docs/. Tiny configs, float64; runs in a few seconds."""
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,7 +16,7 @@ def tiny(arch, **kw):
 
 
 def expected_shapes(arch, H=N // 2, p=N // 4):
-    """The official state_dict (SPEC section 1), written out by hand for the tiny config."""
+    """The official state_dict (docs/official-code.md#shared-pieces), written out by hand for the tiny config."""
     out_name = "w_out" if arch in ("perceiver_ar", "compressed") else "to_out"
     shapes = {"token_emb.weight": (V, D)}
     for i in range(LAYERS):
@@ -52,7 +52,7 @@ def test_state_dict_names_and_shapes(arch):
 
 
 def rows_and_positions(arch, model):
-    """(logit rows that are causal, the stream position of each): SPEC sections 2 and 8."""
+    """(logit rows that are causal, the stream position of each): docs/receptive-fields.md#summary-table."""
     H, L, p = model.history, model.latent, model.compressed
     if arch in ("transformer", "ecp"):
         return list(range(N)), list(range(N))
@@ -86,7 +86,7 @@ def test_output_shapes_and_causality(arch):
 
 
 def test_transformer_is_ecp_with_two_blocks_and_shared_out():
-    """SPEC 2.0 C1: official ECP with num_segments = 2 and to_out_0 := to_out is plain causal attention."""
+    """docs/official-code.md#full-attention-ecp-conventions: official ECP with num_segments = 2 and to_out_0 := to_out is plain causal attention."""
     full = tiny("transformer", seed=2)
     ecp = tiny("ecp", half_segment=N // 2, seed=5)
     sd = dict(full.state_dict())
@@ -103,7 +103,7 @@ def test_transformer_is_ecp_with_two_blocks_and_shared_out():
 @pytest.mark.parametrize("m", [2, 4, 8])
 def test_ecp_blockwise_equals_dense_mask(m, layer_index):
     """The O(n m) blocked ECP layer equals a dense n x n masked attention where row i sees keys
-    [m * max(0, i // m - 1), i] (SPEC 2.5), with to_out_0 on the first block and to_out after."""
+    [m * max(0, i // m - 1), i] (docs/official-code.md#ecp), with to_out_0 on the first block and to_out after."""
     layer = T.build_attention_layer("ecp", dim=D, heads=HEADS, seq_len=N, half_segment=m,
                                     layer_index=layer_index, dtype=torch.float64, seed=3)
     x = torch.randn(2, N, D, dtype=torch.float64, generator=torch.Generator().manual_seed(5))

@@ -1,4 +1,4 @@
-"""Perplexity two ways: exactly as the official code computes it, and every token once (SPEC section 3, B14).
+"""Perplexity two ways: exactly as the official code computes it, and every token once (docs/official-code.md#wrapper-generation-evaluation-training; docs/official-code.md#evaluation-protocol).
 
 Both read one token stream of T tokens through windows of n + 1 tokens. A window starting at ``begin``
 feeds tokens ``begin .. begin + n - 1`` to the model, and model row j (input position begin + j)

@@ -1,4 +1,4 @@
-"""Sampling from a trained model: the official wrapper's top-k sampling, for prompts of any length (SPEC 3).
+"""Sampling from a trained model: the official wrapper's top-k sampling, for prompts of any length (docs/official-code.md#wrapper-generation-evaluation-training).
 
 Each new token, as the official ``AutoRegressiveWrapper.generate``:
 

@@ -1,4 +1,4 @@
-"""Training: AdamW as the official main, checkpoints in .npz, exact resume (SPEC section 3).
+"""Training: AdamW as the official main, checkpoints in .npz, exact resume (docs/official-code.md#wrapper-generation-evaluation-training).
 
 The optimiser is in ``minicp/optim.py`` and the checkpoint format in ``minicp/checkpoint.py``; this
 module is the loop, the data sampler and ``minicp train``.
@@ -32,7 +32,7 @@ windows with ``sampling="random"``), a 2-D array of ready-made rows (num, n + 1)
 continues with the first rows of the next one, so every micro-batch is full.
 
 What is left out, on purpose: dropout (minicp is a deterministic reference; the official runs use p = 0.05
-on attention probabilities and after the FF GELU) and the official test-set model selection (SPEC B14).
+on attention probabilities and after the FF GELU) and the official test-set model selection (docs/official-code.md#evaluation-protocol).
 
 Checkpoints are ``.npz`` files (``numpy.load(..., allow_pickle=False)``), written to a temporary file in the
 same directory and renamed over the target, so a crash never leaves half a file. They hold the parameters

@@ -1,4 +1,4 @@
-"""The whole language model: embedding -> pre-norm blocks -> logits (SPEC sections 1 and 3).
+"""The whole language model: embedding -> pre-norm blocks -> logits (docs/official-code.md).
 
     x = token_emb[tokens]                      (b, n, D), no position embedding (RoPE only)
     for each layer k:
@@ -7,7 +7,7 @@
     logits = Linear(LN(x))                     (b, rows, V), biased, no weight tying
 
 ``skip`` is the identity except where the stream shrinks in the first layer (PerceiverAR keeps the
-last L rows, Compressed the first p + L: SPEC bug B1).
+last L rows, Compressed the first p + L: the quirk in docs/official-code.md#compressed-first-layer-residual).
 
 Parameters are nested dicts (and a list of layers) whose paths are the official state_dict names:
 ``params["layers"][3][0]["fn"]["to_q"]["weight"]`` is ``layers.3.0.fn.to_q.weight``. ``flatten`` and

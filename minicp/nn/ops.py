@@ -15,7 +15,10 @@ import functools
 import math
 
 import numpy as onp  # host-side constants only (masks, angles); never applied to traced values
-from autograd.extend import Box, defvjp_argnums, primitive
+from autograd.core import SparseObject, vspace
+from autograd.extend import Box, defvjp, defvjp_argnums, primitive
+from autograd.numpy.numpy_boxes import ArrayBox
+from autograd.numpy.numpy_vjps import untake
 from autograd.tracer import getval
 
 from minicp import backend as B
@@ -314,8 +317,6 @@ def _basic_index(idx):
 
 
 def _scatter_add(g, idx, vs):
-    from autograd.core import SparseObject
-    from autograd.numpy.numpy_vjps import untake
     if isinstance(g, Box):
         return untake(g, idx, vs)
     if _basic_index(idx):
@@ -335,9 +336,6 @@ def _scatter_add(g, idx, vs):
 
 
 def _register_fast_getitem_vjp():
-    from autograd.core import vspace
-    from autograd.extend import defvjp
-    from autograd.numpy.numpy_boxes import ArrayBox
     defvjp(ArrayBox.__getitem__, lambda ans, A, idx: lambda g: _scatter_add(g, idx, vspace(A)))
 
 

@@ -1,4 +1,4 @@
-"""Pieces of the attention sub-layer that all architectures share (SPEC section 1).
+"""Pieces of the attention sub-layer that all architectures share (docs/official-code.md#shared-pieces).
 
 ``project`` turns the LayerNormed stream into per-head q, k, v exactly as the official layers do:
 

@@ -1,5 +1,5 @@
 """Compressed Double Attention: Double Attention whose history is squeezed to p slots after layer 0
-(paper section 4.2, Figure 3, eq. 13 onwards; SPEC 2.3).
+(paper section 4.2, Figure 3, eq. 13 onwards; docs/official-code.md#compressed-double).
 
 The idea. Double Attention pays H^2 for the history in every layer. Here layer 0 runs Double Attention
 on the full stream (history H x H unmasked, latent L x n causal) and then compresses the H history
@@ -22,22 +22,22 @@ Block picture (# visible, \\ causal, . never computed):
             latent L  [ #        |   \\ ]                latent L [ #        |   \\ ]
         -> O_h (H rows) --projection_hist--> O_c (p rows); cat([O_c, O_lat]) -> w_out
 
-Official conventions and quirks (SPEC 2.3, section 4):
+Official conventions and quirks (docs/official-code.md#compressed-double and #quirks-and-departures):
 
-* K = V = LN_d(to_kv(x)) (SPEC B4, B5); RoPE in layer 0 only, q_hist at 0..H-1, q_lat at H..n-1,
-  kv at 0..n-1 (SPEC B6); the output projection is called ``w_out``.
+* K = V = LN_d(to_kv(x)) (docs/official-code.md#k-equals-v, docs/official-code.md#extra-kv-layernorm); RoPE in layer 0 only, q_hist at 0..H-1, q_lat at H..n-1,
+  kv at 0..n-1 (docs/official-code.md#rope-placement); the output projection is called ``w_out``.
 * ``projection_hist`` (weight (p, H), bias (p,)) exists in **every** layer's state_dict but only layer 0
-  uses it (SPEC B11).
+  uses it (docs/official-code.md#dead-code).
 * The order is attend-then-compress: layer 0 still costs H^2 + L n; the paper's prose reads as
-  compress-then-attend (SPEC B2).
-* Layer 0's residual is ``x[:, 0:p+L]`` (SPEC **B1**): latent row t (token H + t) gets the residual of
+  compress-then-attend (docs/official-code.md#compressed-attend-then-compress).
+* Layer 0's residual is ``x[:, 0:p+L]`` (docs/official-code.md#compressed-first-layer-residual): latent row t (token H + t) gets the residual of
   token p + t, off by H - p. ``ModelConfig(compressed_residual="paper")`` gives the expected
   cat([x[:, :p], x[:, H:]]) instead (slots keep x[:, :p], latents their own tokens).
-* The official code drops out only the latent probabilities, not the history ones (SPEC B12); minicp
+* The official code drops out only the latent probabilities, not the history ones (docs/official-code.md#compressed-history-dropout); minicp
   has no dropout, so this is moot here.
-* Main hard-codes p = n // 4, unlike the paper's configurations (SPEC B3); minicp's default is the same.
+* Main hard-codes p = n // 4, unlike the paper's configurations (docs/official-code.md#compressed-compression-size); minicp's default is the same.
 
-Cost in score entries per head (SPEC section 5; the H p weights of the compression are not counted):
+Cost in score entries per head (docs/attention-steps.md#per-layer-formulas; the H p weights of the compression are not counted):
 
     layer 0:   computed L n + H^2           unmasked L H + L (L + 1) / 2 + H^2
     layer k:   computed L (p + L) + p^2     unmasked L p + L (L + 1) / 2 + p^2
@@ -113,7 +113,7 @@ def pattern_kwargs(cfg, layer):
 
 def param_spec(cfg, layer):
     """Parameters of ``layers.i.0.fn`` (``w_out``, not ``to_out``). ``projection_hist`` is in every
-    layer and used only in layer 0 (SPEC B11)."""
+    layer and used only in layer 0 (docs/official-code.md#dead-code)."""
     return {**common.projection_params(cfg, out="w_out"),
             "projection_hist": ("linear", cfg.compressed, cfg.history, True)}   # Linear(H, p): weight (p, H)
 
@@ -143,7 +143,7 @@ def attention_layer(p, x, cfg, layer):
 def skip(x, cfg, layer):
     """The residual the sub-layer output is added to.
 
-    Layer 0, official (SPEC B1): x[:, :p+L], so latent row t carries token p + t's residual.
+    Layer 0, official (docs/official-code.md#compressed-first-layer-residual): x[:, :p+L], so latent row t carries token p + t's residual.
     Layer 0, ``compressed_residual="paper"``: cat([x[:, :p], x[:, H:]]), each latent row its own token.
     Layers >= 1: x.
     """

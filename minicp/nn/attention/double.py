@@ -1,11 +1,11 @@
 """Double Attention: PerceiverAR's latent path plus a history that keeps attending to itself (paper
-section 4.1, Figure 2(b); SPEC 2.2).
+section 4.1, Figure 2(b); docs/official-code.md#double).
 
 The idea. PerceiverAR reads the history once, in layer 0, and then drops it. Double Attention keeps
 the whole stream of n = H + L rows in every layer and computes two attentions per head:
 
 * history: the H history queries attend to the H history keys with **no mask** (history tokens see
-  each other in both directions: they are never scored, so this cannot leak a target; SPEC B18);
+  each other in both directions: they are never scored, so this cannot leak a target; docs/official-code.md#bidirectional-history-rows);
 * latent: the L latent queries attend to all n keys, every history key visible and the latent keys
   causally (the same L x n block as PerceiverAR's first layer).
 
@@ -18,16 +18,16 @@ Block picture (# visible, \\ causal, . never computed):
     queries history   [ #  ]     |    .
             latent L  [ #        |   \\ ]
 
-Official conventions (SPEC 2.2 and section 1):
+Official conventions (docs/official-code.md#double and docs/official-code.md#shared-pieces):
 
-* K = V = LN_d(to_kv(x)), one D-wide projection (SPEC B4) with the per-head LayerNorm (SPEC B5).
-* RoPE in **every** layer, at positions 0..n-1 (unlike the other architectures; SPEC B6). The config
+* K = V = LN_d(to_kv(x)), one D-wide projection (docs/official-code.md#k-equals-v) with the per-head LayerNorm (docs/official-code.md#extra-kv-layernorm).
+* RoPE in **every** layer, at positions 0..n-1 (unlike the other architectures; docs/official-code.md#rope-placement). The config
   sets ``rope_all_layers=True`` for this architecture; ``common.project`` applies it.
 * One shared output projection ``to_out`` over cat([O_history, O_latent]) along the sequence axis;
-  residual ``x + out`` in every layer. ``x_cxt, x_lat`` in the official forward are dead code (B11).
+  residual ``x + out`` in every layer. ``x_cxt, x_lat`` in the official forward are dead code (docs/official-code.md#dead-code).
 * Dropout (on both probability matrices in the official code) is not modelled: minicp has no dropout.
 
-Cost in score entries per head per layer (SPEC section 5):
+Cost in score entries per head per layer (docs/attention-steps.md#per-layer-formulas):
 
     computed  L n + H^2          unmasked  L H + L (L + 1) / 2 + H^2
 

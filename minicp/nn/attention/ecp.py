@@ -1,4 +1,4 @@
-"""ECP: Efficient Context propagating Perceiver (paper section 5, Figures 1 and 6; SPEC 2.5).
+"""ECP: Efficient Context propagating Perceiver (paper section 5, Figures 1 and 6; docs/official-code.md#ecp).
 
 The idea. Cut the sequence into half segments of m tokens (the paper's segment is s = 2m; the
 official code calls m its "segment" and has N_s = n / m of them). Then, in every layer:
@@ -20,7 +20,7 @@ Block picture for N_s = 4 (each cell is m x m; # visible, \\ causal, . never com
             2         [#] [\\]
             3             [#] [\\]
 
-Official conventions (SPEC 2.5): K = V = raw to_kv output (the per-head LayerNorm is computed and
+Official conventions (docs/official-code.md#ecp): K = V = raw to_kv output (the per-head LayerNorm is computed and
 never used), RoPE in layer 0 only at global positions, and the first half segment has its own output
 projection ``to_out_0``; rows m..n-1 go through ``to_out``.
 
@@ -109,7 +109,7 @@ def pattern_kwargs(cfg, layer):
 
 def param_spec(cfg, layer):
     """Parameters of ``layers.i.0.fn``: the shared ones plus ``to_out_0``, the first half segment's own
-    output projection. ``norm`` is in the official state_dict but unused (SPEC B5)."""
+    output projection. ``norm`` is in the official state_dict but unused (docs/official-code.md#extra-kv-layernorm)."""
     return {**common.projection_params(cfg), "to_out_0": ("linear", cfg.dim, cfg.dim, True)}
 
 

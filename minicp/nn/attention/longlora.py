@@ -1,4 +1,4 @@
-"""LongLoRA's S2-Attn, shifted sparse attention (Chen et al. 2023; SPEC 2.6): the paper's comparison point.
+"""LongLoRA's S2-Attn, shifted sparse attention (Chen et al. 2023; docs/official-code.md#longlora-s2-attn): the paper's comparison point.
 
 The idea. Cut the sequence into groups of g tokens (LongLoRA: g = n / 4) and let every token attend,
 causally, only inside its own group. Alone that would wall the groups off from each other, so half of
@@ -29,7 +29,7 @@ Block picture for n = 2g (each cell is u x u; \\ causal, # visible, . never comp
             2    .  .  \\  .          .  #  \\  .          .  #  \\  .
             3    .  .  #  \\          .  .  .  \\          .  .  .  \\
 
-Cost per head per layer (SPEC section 5), score entries computed [unmasked]:
+Cost per head per layer (docs/attention-steps.md#per-layer-formulas), score entries computed [unmasked]:
 
     unshifted head, or any head with roll:  n g                 [n (g+1) / 2]
     shifted head, varlen:                   n g - g^2 / 2       [(n/g - 1) g (g+1) / 2 + u (u+1)]
@@ -38,12 +38,12 @@ so a whole layer costs h (n g - g^2/4) with varlen and h n g with roll: linear i
 
 Identity with ECP. With g = 2m (u = m) the varlen S2-Attn and ECP with half segment m have the same
 computed count per layer, h m (2n - m), and the same receptive field, [m max(0, floor(i/m) - k), i]
-after k layers (SPEC sections 5 and 8, bug B16): ECP's m x 2m PAR block covers in one head what S2
+after k layers (docs/attention-steps.md#ecp-and-longlora; docs/official-code.md#ecp-versus-longlora-cost): ECP's m x 2m PAR block covers in one head what S2
 covers with two heads of g x g groups offset by m. (Unmasked counts differ: ECP ~ 1.5 n m, S2 ~ n m.)
 The roll variant computes h m^2 more entries per layer (ECP = S2-roll minus m^2 per head) and
 its first rows see the future.
 
-Conventions (SPEC 2.6, ModelConfig's "longlora" defaults): LLaMA's separate K and V (``to_kv`` is
+Conventions (docs/official-code.md#longlora-s2-attn, ModelConfig's "longlora" defaults): LLaMA's separate K and V (``to_kv`` is
 2D wide: rows 0..D-1 = k_proj.weight, rows D..2D-1 = v_proj.weight), RoPE in the halves style in
 every layer at the tokens' true positions 0..n-1, applied **before** any shifting. LLaMA's o_proj has no
 bias; minicp keeps its block's biased ``to_out`` (set its bias to 0 to load LLaMA weights).

@@ -1,5 +1,5 @@
 """PerceiverAR: cross-attend once from the latent rows, then work on the latents only (paper section 3,
-eqs. 4-7, Figure 2(a); the baseline of Table 1; SPEC 2.1).
+eqs. 4-7, Figure 2(a); the baseline of Table 1; docs/official-code.md#perceiverar).
 
 The idea. Split the n input tokens into a history of H = n - L tokens and the last L tokens, the
 *latents*. The first layer computes only the L latent query rows: each one sees every history key and,
@@ -18,17 +18,17 @@ Block picture (# visible, \\ causal, . never computed):
 
 Only the latent rows are computed, so the head-level output of layer 0 has L rows (positions H..n-1).
 
-Official conventions (SPEC 2.1 and section 1):
+Official conventions (docs/official-code.md#perceiverar and docs/official-code.md#shared-pieces):
 
-* K = V = LN_d(to_kv(x)): one D-wide projection (SPEC B4) and a per-head LayerNorm applied to the
-  rotated kv (SPEC B5); ``common.project`` does both.
-* RoPE in layer 0 only (SPEC B6); the latent queries keep their true positions H..n-1, the keys
+* K = V = LN_d(to_kv(x)): one D-wide projection (docs/official-code.md#k-equals-v) and a per-head LayerNorm applied to the
+  rotated kv (docs/official-code.md#extra-kv-layernorm); ``common.project`` does both.
+* RoPE in layer 0 only (docs/official-code.md#rope-placement); the latent queries keep their true positions H..n-1, the keys
   0..n-1. Layers k >= 1 have no position signal at all.
 * The output projection is called ``w_out``; layer 0's residual is ``x[:, -L:]`` (the right positions),
   later layers add ``x``. Logits come out for the L latent positions H..n-1.
 * The official model applies dropout to the attention probabilities; minicp has no dropout.
 
-Cost in score entries per head (SPEC section 5):
+Cost in score entries per head (docs/attention-steps.md#per-layer-formulas):
 
     layer 0:   computed L n          unmasked L H + L (L + 1) / 2
     layer k:   computed L^2          unmasked L (L + 1) / 2

@@ -1,12 +1,12 @@
 """s-Split Double Attention: Double Attention with the history cut into independent segments (paper
-section 4.3, Figure 4; SPEC 2.4).
+section 4.3, Figure 4; docs/official-code.md#s-split).
 
 The idea. Double Attention's history costs H^2 score entries per layer. s-Split cuts the history into
 N_h = H / c contiguous segments of c tokens and lets each history query see only the keys of its own
 segment, with no mask inside it: N_h blocks of c x c, H c entries in all. The latent rows are exactly
 Double Attention's: they see every history key and, causally, the latent keys. Every layer is
 identical and the stream stays n rows long. A history token never sees outside its own segment, in
-any layer (SPEC section 8); only the latent rows mix the segments.
+any layer (docs/receptive-fields.md); only the latent rows mix the segments.
 
 Block picture for N_h = 3 (# visible, \\ causal, . never computed):
 
@@ -16,19 +16,19 @@ Block picture for N_h = 3 (# visible, \\ causal, . never computed):
             seg 2      .   .  [#]          |    .
             latent L  [#   #   #           |   \\ ]
 
-Official conventions (SPEC 2.4 and section 1):
+Official conventions (docs/official-code.md#s-split and docs/official-code.md#shared-pieces):
 
 * The official argument ``num_segments`` counts **history** segments, N_h = H / c, and its segment c is
   a *full* segment (the paper's s-Split "s" is c). minicp's ``split`` is c; H must be a multiple of it.
-* K = V = LN_d(to_kv(x)) (SPEC B4, B5); RoPE in **layer 0 only**, at positions 0..n-1 (SPEC B6;
+* K = V = LN_d(to_kv(x)) (docs/official-code.md#k-equals-v, docs/official-code.md#extra-kv-layernorm); RoPE in **layer 0 only**, at positions 0..n-1 (docs/official-code.md#rope-placement;
   unlike Double Attention, which rotates in every layer).
 * One shared output projection ``to_out`` over cat([O_history, O_latent]); residual ``x + out``.
-  ``x_cxt, x_lat`` and ``self.num_segments = num_segments,`` (a tuple) are dead code (SPEC B11).
-* History rows are bidirectional inside their segment (SPEC B18: never scored, so harmless).
+  ``x_cxt, x_lat`` and ``self.num_segments = num_segments,`` (a tuple) are dead code (docs/official-code.md#dead-code).
+* History rows are bidirectional inside their segment (docs/official-code.md#bidirectional-history-rows: never scored, so harmless).
 * Dropout (on both probability matrices in the official code) is not modelled.
-* Table 8's s-Split row (77%) cannot be reproduced from this cost (SPEC B17, section 6).
+* Table 8's s-Split row (77%) cannot be reproduced from this cost (docs/official-code.md#table-8-inconsistencies, docs/attention-steps.md#s-split-row).
 
-Cost in score entries per head per layer (SPEC section 5):
+Cost in score entries per head per layer (docs/attention-steps.md#per-layer-formulas):
 
     computed  L n + H c          unmasked  L H + L (L + 1) / 2 + H c
 """

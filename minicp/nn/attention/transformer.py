@@ -1,4 +1,4 @@
-"""The canonical causal Transformer attention (paper section 2, eqs. 1-3; SPEC 2.0).
+"""The canonical causal Transformer attention (paper section 2, eqs. 1-3; docs/official-code.md#canonical-transformer).
 
     S = q k^T / sqrt(d)      (n x n)
     S[i, j] = -inf for j > i (causal mask)
@@ -7,11 +7,13 @@
 Every query sees every earlier key, so one layer costs n^2 score entries per head, of which
 n(n+1)/2 are unmasked. This is the yardstick all other architectures are measured against.
 
-The official repository has no full-attention model. minicp's "transformer" is SPEC's variant C1:
+The official repository has no full-attention model. minicp's "transformer" is the full-attention model with ECP's conventions
+(docs/official-code.md#full-attention-ecp-conventions):
 ECP's conventions (K = V = raw to_kv, RoPE in layer 0 only, no per-head kv LayerNorm) with a single
 output projection ``to_out``. ECP with two half segments computes exactly this when its ``to_out_0``
 equals ``to_out`` (tests/test_equivalences.py derives and checks that). ModelConfig's
-``kv_layernorm=True`` gives SPEC's C2 and adding ``rope_all_layers=True`` gives C3.
+``kv_layernorm=True`` gives PerceiverAR's conventions (docs/official-code.md#full-attention-perceiverar-conventions)
+and adding ``rope_all_layers=True`` gives Double's (docs/official-code.md#full-attention-double-conventions).
 """
 from minicp.nn import ops
 from minicp.nn.attention import common
@@ -37,7 +39,7 @@ def pattern_kwargs(cfg, layer):
 
 
 def param_spec(cfg, layer):
-    """Parameters of ``layers.i.0.fn``; ``norm`` is used only with kv_layernorm=True (SPEC C2/C3)."""
+    """Parameters of ``layers.i.0.fn``; ``norm`` is used only with kv_layernorm=True (docs/official-code.md#full-attention-perceiverar-conventions, docs/official-code.md#full-attention-double-conventions)."""
     return common.projection_params(cfg)
 
 
