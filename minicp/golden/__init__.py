@@ -63,8 +63,16 @@ additive 0 / -inf) and ``row_ranges`` (key intervals per query row, linear in n)
 """
 from minicp.golden.check import WORK_LIMIT, assert_matches_golden, attention_work, check_golden, load_golden
 from minicp.golden.io import read_golden, save_golden
-from minicp.golden.make import (FORMAT, FORMAT_VERSION, INPUT_MODES, MASK_LIMIT, Golden, block_arrays, make_golden,
-                                tolerance_config)
+from minicp.golden.make import (
+                                FORMAT,
+                                FORMAT_VERSION,
+                                INPUT_MODES,
+                                MASK_LIMIT,
+                                Golden,
+                                block_arrays,
+                                make_golden,
+                                tolerance_config,
+)
 from minicp.golden.masks import MASK_CONVENTIONS, mask_export, row_ranges
 from minicp.golden.model import make_model_golden
 from minicp.testing.dtypes import DTYPES, STORAGE, round_to_bfloat16, to_storage

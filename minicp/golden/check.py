@@ -7,8 +7,7 @@ from minicp.golden.io import read_golden
 from minicp.golden.make import FORMAT, FORMAT_VERSION, INPUTS, Golden, block_arrays
 from minicp.golden.model import model_expected_arrays, model_recomputed
 from minicp.nn.model import param_spec
-from minicp.testing.check import LAYOUTS, case_context, raise_or_return, run_kernel
-from minicp.testing.check import judge_case
+from minicp.testing.check import LAYOUTS, case_context, judge_case, raise_or_return, run_kernel
 from minicp.testing.compare import compare
 from minicp.testing.dtypes import DTYPES, EPS, STORAGE, is_bfloat16_exact
 from minicp.testing.reference import reference_case

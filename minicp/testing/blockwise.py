@@ -49,21 +49,24 @@ def _softmax(S, rnd):
     return rnd(E / onp.sum(E, axis=-1, keepdims=True))
 
 
-def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK):
+def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK,
+                     intermediates=True):
     """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d).
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
     when ``dout`` (b, h, R, d) is given; float64 arrays holding values of the plain dtype implementation
-    (exact float64 for dtype="float64")."""
-    rnd = rounder(dtype)
+    (exact float64 for dtype="float64"). ``intermediates=False``: the *accurate* implementation, float32
+    arithmetic throughout and only the inputs and results rounded to the dtype."""
+    rnd_io = rounder(dtype)
+    rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
-    q, k, v = (rnd(onp.asarray(x, dtype=ct)) for x in (q, k, v))
+    q, k, v = (rnd_io(onp.asarray(x, dtype=ct)) for x in (q, k, v))
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     out = onp.zeros((b, h, len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
     if grads:
-        dout = rnd(onp.asarray(dout, dtype=ct))
+        dout = rnd_io(onp.asarray(dout, dtype=ct))
         dq, dk, dv = onp.zeros_like(q), onp.zeros_like(k), onp.zeros_like(v)
     for head, r, c, diagonal, _ in plan:
         out_index = onp.searchsorted(rows, r)
@@ -87,10 +90,10 @@ def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=N
                 dq[:, head, rr] += dS @ K
                 _add_rows(dk, head, cc, onp.swapaxes(dS, -1, -2) @ Qs)
                 _add_rows(dv, head, cc, onp.swapaxes(P, -1, -2) @ dO)
-    result = {"out": rnd(out).astype(onp.float64)}
+    result = {"out": rnd_io(out).astype(onp.float64)}
     if grads:
-        result.update(dq=rnd(rnd(dq) * ct(scale)).astype(onp.float64), dk=rnd(dk).astype(onp.float64),
-                      dv=rnd(dv).astype(onp.float64))
+        result.update(dq=rnd_io(rnd(dq) * ct(scale)).astype(onp.float64), dk=rnd_io(dk).astype(onp.float64),
+                      dv=rnd_io(dv).astype(onp.float64))
     return result
 
 

@@ -52,7 +52,7 @@ def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes
             verdicts[key] = compare(got, case[key], name=key, dtype=case["case"]["dtype"], rtol=rtol, atol=atol,
                                     note=note, actual_dtype=(actual_dtypes or {}).get(key))
             continue
-        v = judge(key, got, case[key], case["floor_" + key], case["case"]["dtype"],
+        v = judge(key, got, case[key], case["floor_" + key], case["case"]["dtype"], accurate=case["accurate_" + key],
                   groups=block_groups(case["plan"], case["rows"], key))
         v.actual_dtype = (actual_dtypes or {}).get(key, dtype_name(got))
         v.message += f"\n  {note}"

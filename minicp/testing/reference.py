@@ -17,7 +17,7 @@ import os
 import numpy as onp
 
 from minicp.testing.blockwise import attention_blocks, block_plan
-from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
+from minicp.testing.dtypes import check_dtype, to_storage
 from minicp.testing.files import atomic_savez
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
@@ -25,7 +25,7 @@ from minicp.validate import boolean, nonnegative_int, positive_int
 
 __all__ = ["CASE_VERSION", "MEMORY_CACHE", "case_key", "seeded_inputs", "reference_case", "reference_arrays", "clear_cache"]
 
-CASE_VERSION = 1
+CASE_VERSION = 2
 MEMORY_CACHE = 4
 CACHE_ENV = "MINICP_REFERENCE_CACHE"
 _MEMORY = collections.OrderedDict()
@@ -57,12 +57,16 @@ def _compute(case, stored, rows, plan, grads, rope):
     name = case["dtype"]
     q, k, v, dout = (stored[key].astype(onp.float64) for key in ("q", "k", "v", "dout"))
     result = {}
-    for label, dt in (("", "float64"), ("floor_", "float32" if name == "float64" else name)):
+    passes = [("", "float64", True), ("floor_", "float32" if name == "float64" else name, True)]
+    if name not in ("float64", "float32"):
+        passes.append(("accurate_", name, False))
+    for label, dt, intermediates in passes:
         if rope:
             qr, kr = ((rope_reference(x, rope) if dt == "float64" else rope_plain(x, rope, dt)) for x in (q, k))
         else:
             qr, kr = q, k
-        r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout if grads else None)
+        r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout if grads else None,
+                             intermediates=intermediates)
         if rope and grads:
             for key in ("dq", "dk"):
                 r[key] = (rope_reference(r[key], rope, inverse=True) if dt == "float64"
@@ -72,6 +76,8 @@ def _compute(case, stored, rows, plan, grads, rope):
         for key in [k for k in result if k.startswith("floor_")]:
             ref = result[key[len("floor_"):]]
             result[key] = ref + (result[key] - ref) * 2.0 ** -29
+    for key in [k for k in result if k.startswith("floor_")]:     # float32 / float64: plain is accurate
+        result.setdefault("accurate_" + key[len("floor_"):], result[key])
     return result
 
 
