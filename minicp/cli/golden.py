@@ -5,7 +5,9 @@ import time
 
 from minicp.analysis import kernel_pattern
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
-from minicp.golden import DTYPES, MASK_LIMIT, load_golden, make_golden, make_model_golden, save_golden
+from minicp.golden import (DTYPES, INPUT_MODES, MASK_LIMIT, WORK_LIMIT, load_golden, make_golden, make_model_golden,
+                           save_golden)
+from minicp.validate import half_segment_from
 
 
 EXAMPLES = """\
@@ -20,14 +22,18 @@ examples:
   minicp golden --model --arch ecp --seq-len 256 --segment 64 --heads 4 --head-dim 32 --layers 2 -o model.npz
   minicp golden --model --preset tiny-ecp -o tiny.npz
 
+  # compact: inputs regenerated from the recorded seed (verified by sha256)
+  minicp golden --arch ecp --seq-len 16384 --segment 256 --heads 8 --inputs seed -o ecp16k.npz
+
   # read a file back and verify it (shapes, pattern, recomputed outputs)
   minicp golden --check ecp.npz
+  minicp golden --check ecp16k.npz --check-grads --allow-large
   python -c "import numpy as np; z = np.load('ecp.npz'); print(z.files)"
 
 pattern arguments per architecture: ecp --segment/--half-segment [--partial]; perceiver_ar --latent
 [--layer]; double --latent; s_split --latent --split; compressed --latent --compressed [--layer];
 longlora --group [--shift]; transformer none. The dense mask is stored only for n <= --mask-limit;
-bfloat16 is stored as float32 holding bfloat16 values (see minicp/golden.py).
+bfloat16 is stored as float32 holding bfloat16 values (see minicp/golden/__init__.py).
 """
 
 # CLI option -> (pattern-arg name, ModelConfig field)
@@ -62,6 +68,8 @@ def _parser():
     g.add_argument("--compressed", type=int, help="compressed: compressed history length p")
     g.add_argument("--group", type=int, help="longlora: group size g")
     g.add_argument("--shift", choices=("varlen", "roll"), help="longlora: shifted-head variant (default varlen)")
+    g.add_argument("--inputs", choices=INPUT_MODES, default="stored",
+                   help="stored: q, k, v, dout in the file; seed: regenerated from the recorded seed (half the size)")
     g.add_argument("--mask-limit", type=int, default=MASK_LIMIT,
                    help=f"store the dense mask only for n <= this (default {MASK_LIMIT})")
     m = p.add_argument_group("model level")
@@ -73,17 +81,13 @@ def _parser():
     c = p.add_argument_group("reading")
     c.add_argument("--check", metavar="PATH", help="load PATH, verify it and print a summary (writes nothing)")
     c.add_argument("--check-grads", action="store_true", help="also recompute and compare the gradients")
+    c.add_argument("--allow-large", action="store_true",
+                   help=f"check files whose recomputation exceeds {WORK_LIMIT:.0e} multiply-adds (refused otherwise)")
     return p
 
 
 def _segment_args(args):
-    if args.segment is not None and args.segment % 2:
-        raise ValueError(f"--segment {args.segment} must be even (the code's block is half a segment)")
-    if args.segment is not None and args.half_segment is not None and args.segment != 2 * args.half_segment:
-        raise ValueError(f"--segment {args.segment} must equal 2 * --half-segment {args.half_segment}; give one")
-    if args.half_segment is not None:
-        return args.half_segment
-    return None if args.segment is None else args.segment // 2
+    return half_segment_from(args.segment, args.half_segment, required=False)
 
 
 def _summary(golden, path):
@@ -109,7 +113,8 @@ def main(argv=None):
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         if args.check:
-            golden = load_golden(args.check, check=True, check_grads=args.check_grads)
+            golden = load_golden(args.check, check=True, check_grads=args.check_grads,
+                                 max_work=None if args.allow_large else WORK_LIMIT)
             print(_summary(golden, args.check))
             print("  OK: shapes, dtypes, pattern and recomputed "
                   + ("outputs and gradients" if args.check_grads else "outputs") + " agree")
@@ -157,7 +162,8 @@ def _attention_golden(args, half):
         raise ValueError(f"arch {args.arch!r} needs {', '.join(flags)}")
     return make_golden(args.arch, seq_len=args.seq_len, heads=1 if args.heads is None else args.heads,
                        head_dim=64 if args.head_dim is None else args.head_dim, batch=args.batch,
-                       dtype=args.dtype, seed=args.seed, mask_limit=args.mask_limit, **pattern_args)
+                       dtype=args.dtype, seed=args.seed, mask_limit=args.mask_limit, inputs=args.inputs,
+                       **pattern_args)
 
 
 def _model_config(args, half):

@@ -266,3 +266,28 @@ def test_argument_validation(kwargs, match):
 def test_unknown_arch():
     with pytest.raises(ValueError, match="arch"):
         mt.assert_matches_reference(dense_kernel("transformer"), "flash", seq_len=8, heads=1, head_dim=4)
+
+
+def test_readme_example_runs():
+    """examples/test_my_kernel.py (the README's ten-line pytest file) passes."""
+    pytest.importorskip("torch")
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(root / "examples" / "test_my_kernel.py")], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cases_cover_the_edges():
+    labels = {c.label for c in mt.cases("ecp")}
+    assert {"one half segment (n = m)", "two half segments", "partial last block", "odd head dim"} <= labels
+    assert any(c.kwargs["rope"] == "halves" for c in mt.cases("longlora", rope=True))
+    assert any(c.kwargs.get("latent") == 1 for c in mt.cases("perceiver_ar"))
+
+
+def test_bnhd_layout_and_segment_spelling():
+    def fn(q, k, v):                                      # (b, n, h, d)
+        return np.swapaxes(dense_kernel("ecp", half_segment=4)(*(np.swapaxes(x, 1, 2) for x in (q, k, v))), 1, 2)
+    mt.assert_matches_reference(fn, "ecp", seq_len=16, heads=2, head_dim=4, segment=8, layout="bnhd")

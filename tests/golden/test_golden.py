@@ -20,7 +20,7 @@ from minicp.config import ARCHITECTURES
 from strategies import model_configs
 from strategies import HEAD_CASES
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CASES = HEAD_CASES
 
@@ -370,7 +370,7 @@ def test_cli_model_and_preset(tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["--arch", "ecp", "--seq-len", "16", "-o", "x.npz"], "needs --segment or --half-segment"),
     (["--arch", "ecp", "--seq-len", "16", "--segment", "5", "-o", "x.npz"], "must be even"),
-    (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--half-segment", "2", "-o", "x.npz"], "2 \\* --half-segment"),
+    (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--half-segment", "2", "-o", "x.npz"], "must equal 2 \\* half_segment"),
     (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--latent", "4", "-o", "x.npz"], "--latent does not apply"),
     (["--arch", "double", "--seq-len", "16", "--layers", "2", "-o", "x.npz"], "--layers applies to --model"),
     (["--seq-len", "16", "-o", "x.npz"], "--arch is required"),

@@ -1,0 +1,163 @@
+"""``assert_matches_reference``: run a kernel on a seeded case and judge every tensor against the reference."""
+import json
+
+import numpy as onp
+
+from minicp.testing.compare import MismatchError, check_tolerance, compare
+from minicp.testing.convert import to_numpy_any
+from minicp.testing.dtypes import check_dtype, dtype_name
+from minicp.testing.files import atomic_write_text
+from minicp.testing.reference import reference_case
+from minicp.testing.verdict import Report, judge
+from minicp.testing.where import describe_positions
+from minicp.validate import boolean, choice
+
+__all__ = ["LAYOUTS", "assert_matches_reference", "judge_case", "block_groups"]
+
+LAYOUTS = ("bhnd", "bnhd")
+GRADS = ("dq", "dk", "dv")
+
+
+def block_groups(plan, rows, tensor):
+    """Declared blocks of a tensor for the report: query blocks (out: output-row indices, dq: positions) or
+    key blocks (dk, dv: the distinct key ranges), as [(label, head, indices)]."""
+    if tensor in ("out", "dq"):
+        index = (lambda r: onp.searchsorted(rows, r)) if tensor == "out" else (lambda r: r)
+        return [(f"h{hd} {name}", hd, index(r)) for hd, r, _, _, name in plan]
+    seen, groups = set(), []
+    for hd, _, c, _, name in plan:
+        key = (hd, c.tobytes())
+        if key not in seen:
+            seen.add(key)
+            groups.append((f"h{hd} keys {describe_positions(c)}", hd, c))
+    return groups
+
+
+def case_context(arch, given, resolved, case, extra=""):
+    args = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    defaults = ", ".join(f"{k}={v!r}" for k, v in resolved.items() if k not in given)
+    rope = f", rope {case['rope']}" if case["rope"] else ""
+    return (f"reference: minicp {arch}({args})" + (f" [defaults: {defaults}]" if defaults else "")
+            + f", batch {case['batch']}, heads {case['heads']}, seq_len {case['seq_len']}, head_dim "
+              f"{case['head_dim']}, dtype {case['dtype']}, seed {case['seed']}{rope}{extra}")
+
+
+def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None):
+    """``Report`` of ``results`` (name -> NumPy array) against a ``reference_case`` dict. With ``rtol`` or
+    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets."""
+    verdicts = {}
+    for key, got in results.items():
+        note = context + ("; gradients of sum(out * dout)" if key in GRADS else "")
+        if rtol is not None or atol is not None:
+            verdicts[key] = compare(got, case[key], name=key, dtype=case["case"]["dtype"], rtol=rtol, atol=atol,
+                                    note=note, actual_dtype=(actual_dtypes or {}).get(key))
+            continue
+        v = judge(key, got, case[key], case["floor_" + key], case["case"]["dtype"], accurate=case["accurate_" + key],
+                  groups=block_groups(case["plan"], case["rows"], key))
+        v.actual_dtype = (actual_dtypes or {}).get(key, dtype_name(got))
+        v.message += f"\n  {note}"
+        verdicts[key] = v
+    return Report(context, verdicts)
+
+
+def _validate(fn, check_grads, grad_fn, array_fn, layout, report_path):
+    if not callable(fn):
+        raise ValueError(f"fn must be callable (q, k, v) -> out, got {type(fn).__name__}")
+    try:
+        check_grads = boolean("check_grads", check_grads)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    if check_grads and not callable(grad_fn):
+        raise ValueError("check_grads=True needs grad_fn(q, k, v, dout) -> (dq, dk, dv)")
+    if grad_fn is not None and not callable(grad_fn):
+        raise ValueError(f"grad_fn must be callable (q, k, v, dout) -> (dq, dk, dv), got {type(grad_fn).__name__}")
+    if array_fn is not None and not callable(array_fn):
+        raise ValueError(f"array_fn must be callable (numpy array) -> your array type, got {type(array_fn).__name__}")
+    choice("layout", layout, LAYOUTS)
+    if report_path is not None and not isinstance(report_path, str):
+        raise ValueError(f"report_path must be a path string or None, got {report_path!r}")
+    return check_grads
+
+
+def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
+    """Call ``fn`` (and ``grad_fn``) on the case's inputs; returns (name -> NumPy (b, h, ., d), actual dtypes)."""
+    swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
+    convert = array_fn or (lambda a: a.copy())
+    inputs = [convert(onp.ascontiguousarray(swap(case[key]))) for key in ("q", "k", "v")]
+    rows, n = case["rows"], case["case"]["seq_len"]
+    raw = fn(*inputs)
+    dtypes = {"out": dtype_name(raw)}
+    out = swap(to_numpy_any(raw))
+    if out.ndim == 4 and out.shape[2] == n and len(rows) != n:
+        out = out[:, :, rows]                                  # a dense-mask kernel returned every row
+    results = {"out": out}
+    if check_grads:
+        grads = grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"]))))
+        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
+            raise ValueError(f"grad_fn must return (dq, dk, dv), got {type(grads).__name__}"
+                             + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else ""))
+        for key, got in zip(GRADS, grads):
+            dtypes[key] = dtype_name(got)
+            results[key] = swap(to_numpy_any(got))
+    return results, dtypes
+
+
+def raise_or_return(report, report_path=None):
+    """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
+    if report_path is not None:
+        atomic_write_text(report_path, json.dumps(_report_dict(report), indent=1))
+    failed = [v for v in report.verdicts.values() if not v.ok]
+    if failed:
+        message = "\n".join([v.message for v in failed] + [f"({len(failed)} of {len(report.verdicts)} tensors "
+                                                            f"failed; passing: " + ", ".join(
+                                                                v.message.split("\n")[0] for v in
+                                                                report.verdicts.values() if v.ok) + ")"])
+        err = MismatchError(message, failed[0])
+        err.report = report
+        raise err
+    return report
+
+
+def _report_dict(report):
+    if all(hasattr(v, "max_share") for v in report.verdicts.values()):
+        return report.to_dict()
+    return {"ok": report.ok, "context": report.context,
+            "tensors": {k: {"ok": v.ok, "message": v.message} for k, v in report.verdicts.items()}}
+
+
+def assert_matches_reference(fn, arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0,
+                             check_grads=False, grad_fn=None, array_fn=None, rtol=None, atol=None, layout="bhnd",
+                             rope=None, report_path=None, cache_dir=None, **pattern_args):
+    """Run ``fn(q, k, v)`` on a seeded case and judge it against minicp's float64 reference.
+
+    fn        your kernel: q, k, v -> out, (batch, heads, seq_len, head_dim) with ``layout="bhnd"`` or
+              (batch, seq_len, heads, head_dim) with ``layout="bnhd"``. ``out`` may hold only the computed
+              rows or all seq_len rows (the computed ones are compared). Scale d^-0.5 inside; do not
+              pre-scale q. With ``rope`` ("interleaved" or "halves") fn receives unrotated q, k and must
+              apply RoPE at positions 0..n-1 itself.
+    arch      architecture; ``**pattern_args`` its pattern arguments (ecp: ``segment`` or ``half_segment``,
+              ``partial``; perceiver_ar: ``latent``, ``layer``; double: ``latent``; s_split: ``latent``,
+              ``split``; compressed: ``latent``, ``compressed``, ``layer``; longlora: ``group``, ``shift``).
+    dtype     "float64", "float32", "bfloat16" or "float16": the inputs are rounded to it, and the budgets are
+              those of the plain implementation in it (see minicp.testing.verdict). bfloat16 inputs arrive as
+              float32 arrays holding bfloat16 values; convert them in ``array_fn``.
+    array_fn  converts each NumPy input before the call (``minicp.testing.torch.arrays`` for PyTorch).
+    check_grads  also judge gradients of sum(out * dout): ``grad_fn(q, k, v, dout) -> (dq, dk, dv)``.
+    rtol, atol   use the fixed element-wise test instead of the budgets.
+    report_path  also write the JSON report there.
+
+    Every tensor is judged before anything is raised: ``MismatchError`` lists each failing tensor (per head,
+    per declared block, rows over budget); ``.comparison`` is the first failing verdict, ``.report`` all.
+    Returns the ``Report`` (name -> verdict) when all pass.
+    """
+    check_grads = _validate(fn, check_grads, grad_fn, array_fn, layout, report_path)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
+    name = dtype_name(dtype)
+    check_dtype(name)
+    case = reference_case(arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=name,
+                          seed=seed, grads=check_grads, rope=rope, cache_dir=cache_dir, **pattern_args)
+    given = {k: v for k, v in pattern_args.items()}
+    context = case_context(arch, given, case["case"]["pattern_args"], case["case"])
+    results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
+    report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
+    return raise_or_return(report, report_path)

@@ -1,0 +1,49 @@
+"""PyTorch adapters for ``assert_matches_reference`` / ``assert_matches_golden`` (imports torch).
+
+    import minicp.testing as mt
+    from minicp.testing import torch as mtt
+    mt.assert_matches_reference(my_attn, "ecp", seq_len=1024, heads=8, head_dim=64, segment=256,
+                                dtype="bfloat16", check_grads=True, **mtt.adapters(my_attn, "bfloat16"))
+
+``arrays`` converts the NumPy inputs (exact for bfloat16), ``grad_fn`` turns a differentiable kernel into
+``(q, k, v, dout) -> (dq, dk, dv)``; ``adapters`` gives both as keyword arguments. Layouts are handled by
+``assert_matches_reference(layout="bnhd")``: the adapters never transpose.
+"""
+import torch
+
+from minicp.testing.dtypes import check_dtype
+
+__all__ = ["TORCH_DTYPES", "torch_dtype", "arrays", "grad_fn", "adapters"]
+
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                "float16": torch.float16}
+
+
+def torch_dtype(dtype):
+    """torch dtype of a minicp dtype name (or a torch dtype)."""
+    return dtype if isinstance(dtype, torch.dtype) else TORCH_DTYPES[check_dtype(dtype)]
+
+
+def arrays(dtype="float32", device="cpu"):
+    """``array_fn``: NumPy -> torch tensor of ``dtype`` on ``device`` (bfloat16 inputs convert exactly)."""
+    tdt = torch_dtype(dtype)
+    return lambda a: torch.from_numpy(a).to(device=device, dtype=tdt)
+
+
+def grad_fn(fn, rows=None):
+    """``grad_fn(q, k, v, dout) -> (dq, dk, dv)`` for a differentiable torch ``fn(q, k, v)``.
+
+    ``rows``: for a kernel returning all n rows where the architecture computes fewer (PerceiverAR's first
+    layer), the computed rows that dout belongs to (``minicp.analysis.kernel_pattern.rows``)."""
+    def grads(q, k, v, dout):
+        q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+        out = fn(q, k, v)
+        if rows is not None:
+            out = out[:, :, torch.as_tensor(rows)]
+        return torch.autograd.grad(out, (q, k, v), grad_outputs=dout)
+    return grads
+
+
+def adapters(fn, dtype="float32", device="cpu", rows=None):
+    """dict(array_fn=..., grad_fn=...) for ``assert_matches_reference(fn, ..., **adapters(fn, dtype))``."""
+    return {"array_fn": arrays(dtype, device), "grad_fn": grad_fn(fn, rows)}

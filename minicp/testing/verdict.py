@@ -1,0 +1,215 @@
+"""The tolerance model: a kernel's error against the float64 reference, measured in units of the rounding floor.
+
+For each tensor (out, dq, dk, dv) three arrays are at hand: the float64 reference R, the *plain
+implementation in the kernel's dtype* F (``minicp.testing.blockwise``: every intermediate rounded to the
+dtype), and the kernel's result A. With e_A = |A - R| and e_F = |F - R| (element-wise):
+
+    max budget  B_max = C_MAX * max(e_F) + FLOOR_ULPS * eps * rms(R)      (FlashAttention's test)
+    rms budget  B_rms = C_RMS * rms(e_G) + FLOOR_ULPS * eps * rms(R)      (catches errors spread thin)
+
+where e_G = |G - R| is the error of the *accurate* implementation G: float32 arithmetic, only inputs and
+results rounded to the dtype (for float32 G = F). F sets the worst element a correct kernel may reach;
+G is the rounding floor no kernel in that dtype can beat, and a correct kernel stays within a small
+multiple of it in rms, while a kernel that keeps its softmax state in bfloat16 does not.
+    pass  <=>   max(e_A) <= B_max  and  rms(e_A) <= B_rms  and  every non-finite R matched exactly
+
+The floor grows with reduction length, with RoPE angles at large positions and with the dtype, because
+the plain implementation suffers the same roundings; a kernel that adds error everywhere (softmax state
+kept in low precision) moves the rms, a kernel wrong somewhere (masks, offsets, heads) moves the max.
+docs/tolerances.md explains the constants and the measurements behind them.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as onp
+
+from minicp.testing.compare import nonfinite_mismatch
+from minicp.testing.dtypes import EPS
+from minicp.testing.where import describe_positions
+
+__all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets"]
+
+C_MAX = 5.0          # docs/tolerances.md
+C_RMS = 2.5
+FLOOR_ULPS = 0.0625
+ZERO_ULPS = 16.0           # a tensor whose reference is exactly zero (n = 1: dq = dk = 0) may carry this
+MAX_LISTED = 8
+
+
+@dataclass
+class TensorVerdict:
+    """The verdict on one tensor: errors, budgets, shares (error / budget) and where the errors lie."""
+    name: str
+    dtype: str
+    shape: tuple
+    ok: bool
+    max_err: float
+    rms_err: float
+    max_budget: float
+    rms_budget: float
+    floor_max: float
+    floor_rms: float
+    max_share: float
+    rms_share: float
+    bad_fraction: float
+    nonfinite_bad: int
+    worst_index: tuple
+    worst_expected: float
+    worst_actual: float
+    per_head: list = field(default_factory=list)
+    per_block: list = field(default_factory=list)
+    bad_rows: str = "none"
+    bad_ranges: list = field(default_factory=list)
+    actual_dtype: str = ""
+    message: str = ""
+
+
+def _rms(a):
+    return float(onp.sqrt(onp.mean(onp.square(a)))) if a.size else 0.0
+
+
+def _err(x, reference, finite):
+    e = onp.abs(onp.where(finite, x - reference, 0.0))
+    return onp.where(onp.isfinite(e), e, 0.0)
+
+
+def budgets(reference, floor, dtype, accurate=None):
+    """(B_max, B_rms, max(e_F), rms(e_G)) for one tensor; non-finite reference entries are left out."""
+    finite = onp.isfinite(reference)
+    e_f = _err(floor, reference, finite)
+    e_g = e_f if accurate is None else _err(accurate, reference, finite)
+    scale = _rms(onp.where(finite, reference, 0.0))
+    absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]   # unit-scale inputs
+    f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
+    return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
+
+
+def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2):
+    """``TensorVerdict`` for ``actual`` against ``reference`` (float64) with the budgets of ``floor``.
+
+    Arrays are (b, h, rows, d). ``groups``: optional [(label, head, row indices)] of declared blocks
+    (query blocks for out/dq, key blocks for dk/dv) to report shares per block."""
+    a, r = onp.asarray(actual, dtype=onp.float64), onp.asarray(reference, dtype=onp.float64)
+    if a.shape != r.shape:
+        msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
+        return TensorVerdict(name, dtype, r.shape, False, onp.inf, onp.inf, 0, 0, 0, 0, onp.inf, onp.inf, 1.0, 0,
+                             (), 0.0, 0.0, message=msg)
+    b_max, b_rms, f_max, f_rms = budgets(r, onp.asarray(floor, dtype=onp.float64), dtype,
+                                         None if accurate is None else onp.asarray(accurate, dtype=onp.float64))
+    nf_bad = nonfinite_mismatch(a, r)
+    with onp.errstate(invalid="ignore", over="ignore"):
+        err = onp.where(onp.isfinite(r), onp.abs(a - r), 0.0)
+    err = onp.where(onp.isnan(err) | nf_bad, onp.inf, err)
+    bad = err > b_max
+    i = onp.unravel_index(int(onp.argmax(err)), err.shape) if err.size else ()
+    max_err, rms_err = (float(err[i]) if err.size else 0.0), _rms(err)
+    v = TensorVerdict(name, dtype, tuple(r.shape), False, max_err, rms_err, b_max, b_rms, f_max, f_rms,
+                      _share(max_err, b_max), _share(rms_err, b_rms), float(bad.mean()) if bad.size else 0.0,
+                      int(nf_bad.sum()), tuple(int(j) for j in i), float(r[i]) if err.size else 0.0,
+                      float(a[i]) if err.size else 0.0)
+    v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
+    v.per_head = [_part(f"head {hd}", err[:, hd], bad[:, hd], b_max, b_rms) for hd in range(err.shape[1])]
+    if groups:
+        v.per_block = [_part(label, err[:, hd][:, rows], bad[:, hd][:, rows], b_max, b_rms)
+                       for label, hd, rows in groups]
+    v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)] if bad.any() else []
+    v.bad_rows = describe_positions(onp.nonzero(bad.any(axis=tuple(j for j in range(bad.ndim) if j != row_axis)))[0])
+    v.message = _message(v)
+    return v
+
+
+def _share(err, budget):
+    if budget > 0:
+        return err / budget
+    return 0.0 if err == 0 else onp.inf
+
+
+def _part(label, err, bad, b_max, b_rms):
+    return {"where": label, "max_share": _share(float(err.max()) if err.size else 0.0, b_max),
+            "rms_share": _share(_rms(err), b_rms), "bad_fraction": float(bad.mean()) if bad.size else 0.0}
+
+
+def _message(v):
+    status = "OK," if v.ok else "out of tolerance:"
+    lines = [f"{v.name}: {status} max err {v.max_err:.3g} = {100 * v.max_share:.0f}% of the max budget "
+             f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {100 * v.rms_share:.0f}% of the rms budget "
+             f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"]
+    if v.ok:
+        return lines[0]
+    lines.append(f"  {100 * v.bad_fraction:.3g}% of elements over the max budget; worst {tuple(v.worst_index)}: "
+                 f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}")
+    if v.nonfinite_bad:
+        lines.append(f"  {v.nonfinite_bad} element(s) where the reference is +-inf or NaN and actual differs")
+    lines.append(f"  rows over budget: {v.bad_rows}")
+    if v.bad_ranges:
+        lines.append("  bad elements lie in " + " x ".join(f"[{lo}..{hi}]" for lo, hi in v.bad_ranges)
+                     + " (index range per axis)")
+    lines.append("  per head: " + _parts_text(v.per_head))
+    if v.per_block:
+        lines.append("  per block: " + _parts_text(v.per_block))
+    return "\n".join(lines)
+
+
+def _parts_text(parts):
+    bad = [p for p in parts if p["max_share"] > 1 or p["rms_share"] > 1]
+    shown = (bad or sorted(parts, key=lambda p: -p["rms_share"]))[:MAX_LISTED]
+    text = ", ".join(f"{p['where']} max {100 * p['max_share']:.0f}% rms {100 * p['rms_share']:.0f}% "
+                     f"bad {100 * p['bad_fraction']:.2g}%" for p in shown)
+    more = len(bad) - len(shown) if bad else 0
+    return (f"{len(bad)} of {len(parts)} over budget: " if bad else "all within budget, largest: ") + text + \
+        (f", ... {more} more" if more > 0 else "")
+
+
+@dataclass
+class Report:
+    """Verdicts of every tensor of one check (collect mode). ``ok``, ``message``, ``to_json()``."""
+    context: str
+    verdicts: dict
+
+    @property
+    def ok(self):
+        return all(v.ok for v in self.verdicts.values())
+
+    @property
+    def failed(self):
+        return [k for k, v in self.verdicts.items() if not v.ok]
+
+    @property
+    def message(self):
+        head = "all tensors within budget" if self.ok else f"{', '.join(self.failed)} out of budget"
+        return "\n".join([f"{head} ({self.context})"] + [v.message for v in self.verdicts.values()])
+
+    def __getitem__(self, key):
+        return self.verdicts[key]
+
+    def __iter__(self):
+        return iter(self.verdicts)
+
+    def __len__(self):
+        return len(self.verdicts)
+
+    def keys(self):
+        return self.verdicts.keys()
+
+    def values(self):
+        return self.verdicts.values()
+
+    def items(self):
+        return self.verdicts.items()
+
+    def to_dict(self):
+        return {"ok": self.ok, "context": self.context, "constants": {"C_MAX": C_MAX, "C_RMS": C_RMS,
+                "FLOOR_ULPS": FLOOR_ULPS}, "tensors": {k: _jsonable(asdict(v)) for k, v in self.verdicts.items()}}
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not onp.isfinite(x):
+        return str(x)
+    return x
