@@ -12,6 +12,7 @@ attention-step ratio (computed score entries / n^2), the same two for the attent
 torch is installed, the time of minicp/torch_twin.py's PyTorch layer with the same weights and the
 ratio minicp / torch (< 1 means minicp is faster).
 """
+
 import argparse
 import os
 import sys
@@ -27,6 +28,7 @@ from minicp.nn.model import unflatten  # noqa: E402
 
 try:
     import torch
+
     from minicp import torch_twin
 except ImportError:
     torch = None
@@ -35,9 +37,15 @@ ARCHS = ["transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp"
 
 
 def config(arch, n):
-    extra = {"perceiver_ar": dict(latent=n // 2), "double": dict(latent=n // 2),
-             "compressed": dict(latent=n // 2, compressed=n // 4), "s_split": dict(latent=n // 2, split=256),
-             "ecp": dict(segment=512), "longlora": dict(group=n // 4), "transformer": {}}[arch]
+    extra = {
+        "perceiver_ar": dict(latent=n // 2),
+        "double": dict(latent=n // 2),
+        "compressed": dict(latent=n // 2, compressed=n // 4),
+        "s_split": dict(latent=n // 2, split=256),
+        "ecp": dict(segment=512),
+        "longlora": dict(group=n // 4),
+        "transformer": {},
+    }[arch]
     return ModelConfig(arch=arch, vocab=256, dim=512, heads=8, layers=1, seq_len=n, **extra)
 
 
@@ -54,10 +62,16 @@ def layer_params(cfg, rng):
     """Random weights for one attention sub-layer (or the twin's, so both run the same layer)."""
     if torch is not None and cfg.arch != "longlora":
         twin = torch_twin.build_attention_layer(
-            cfg.arch, dim=cfg.dim, heads=cfg.heads, seq_len=cfg.seq_len, dtype=torch.float32,
+            cfg.arch,
+            dim=cfg.dim,
+            heads=cfg.heads,
+            seq_len=cfg.seq_len,
+            dtype=torch.float32,
             latent=cfg.latent if cfg.arch not in ("ecp", "transformer") else None,
-            compressed=cfg.compressed, split=cfg.split,
-            half_segment=cfg.half_segment if cfg.arch == "ecp" else None)
+            compressed=cfg.compressed,
+            split=cfg.split,
+            half_segment=cfg.half_segment if cfg.arch == "ecp" else None,
+        )
         state = {k: v.numpy() for k, v in twin.state_dict().items() if not k.endswith("freqs")}
         return unflatten(state), twin
     spec = module(cfg.arch).param_spec(cfg, 0)
@@ -82,9 +96,13 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     if torch is not None:
         torch.set_num_threads(os.cpu_count())
-    print(f"attention sub-layer forward, batch 1, D 512, 8 heads, float32; torch {'%s' % torch.__version__ if torch else 'not installed'}")
-    head = (f"{'n':>6} {'arch':<13}{'ms':>9}{'time/full':>10}{'steps/full':>11}{'core ms':>9}{'core/full':>10}"
-            f"{'peak MiB':>10}{'torch ms':>10}{'minicp/torch':>13}")
+    print(
+        f"attention sub-layer forward, batch 1, D 512, 8 heads, float32; torch {f'{torch.__version__}' if torch else 'not installed'}"
+    )
+    head = (
+        f"{'n':>6} {'arch':<13}{'ms':>9}{'time/full':>10}{'steps/full':>11}{'core ms':>9}{'core/full':>10}"
+        f"{'peak MiB':>10}{'torch ms':>10}{'minicp/torch':>13}"
+    )
     print(head + "\n" + "-" * len(head))
     results = []
     for n in args.sizes:
@@ -95,7 +113,7 @@ def main(argv=None):
             params, twin = layer_params(cfg, rng)
             x = rng.standard_normal((1, n, cfg.dim)).astype(np.float32)
             run = lambda: mod.attention_layer(params, x, cfg, 0)
-            run()                                                              # warm-up
+            run()  # warm-up
             ms = 1e3 * best_time(run, args.repeat)
             tracemalloc.start()
             run()
@@ -116,22 +134,38 @@ def main(argv=None):
                     np.testing.assert_allclose(twin(xt).numpy(), run(), rtol=2e-3, atol=2e-3)  # same layer
                     torch_ms = 1e3 * best_time(lambda: twin(xt), args.repeat)
                 ratio = ms / torch_ms
-            row = dict(n=n, arch=arch, ms=ms, time_ratio=ms / full_ms if full_ms else float("nan"),
-                       core_ms=core_ms, core_ratio=core_ms / full_core_ms if full_ms else float("nan"),
-                       step_ratio=steps / n**2, peak_mib=peak, torch_ms=torch_ms, minicp_over_torch=ratio)
+            row = dict(
+                n=n,
+                arch=arch,
+                ms=ms,
+                time_ratio=ms / full_ms if full_ms else float("nan"),
+                core_ms=core_ms,
+                core_ratio=core_ms / full_core_ms if full_ms else float("nan"),
+                step_ratio=steps / n**2,
+                peak_mib=peak,
+                torch_ms=torch_ms,
+                minicp_over_torch=ratio,
+            )
             results.append(row)
-            print(f"{n:>6} {arch:<13}{ms:>9.1f}{row['time_ratio']:>10.3f}{row['step_ratio']:>11.3f}"
-                  f"{core_ms:>9.1f}{row['core_ratio']:>10.3f}{peak:>10.1f}"
-                  f"{torch_ms:>10.1f}{ratio:>13.2f}", flush=True)
+            print(
+                f"{n:>6} {arch:<13}{ms:>9.1f}{row['time_ratio']:>10.3f}{row['step_ratio']:>11.3f}"
+                f"{core_ms:>9.1f}{row['core_ratio']:>10.3f}{peak:>10.1f}"
+                f"{torch_ms:>10.1f}{ratio:>13.2f}",
+                flush=True,
+            )
     ecp = [r for r in results if r["arch"] == "ecp"]
     if ecp:
         last = ecp[-1]
-        print(f"\nECP at n={last['n']}: time ratio {last['time_ratio']:.3f} vs step ratio {last['step_ratio']:.3f}"
-              f" -> {last['time_ratio'] / last['step_ratio']:.2f}x (target <= 1.5x); attention core alone:"
-              f" {last['core_ratio']:.3f} -> {last['core_ratio'] / last['step_ratio']:.2f}x")
+        print(
+            f"\nECP at n={last['n']}: time ratio {last['time_ratio']:.3f} vs step ratio {last['step_ratio']:.3f}"
+            f" -> {last['time_ratio'] / last['step_ratio']:.2f}x (target <= 1.5x); attention core alone:"
+            f" {last['core_ratio']:.3f} -> {last['core_ratio'] / last['step_ratio']:.2f}x"
+        )
         if len(ecp) > 1:
             growth = [b["peak_mib"] / a["peak_mib"] for a, b in zip(ecp, ecp[1:])]
-            print("ECP peak memory growth per doubling of n: " + ", ".join(f"{g:.2f}x" for g in growth) + " (linear = 2x)")
+            print(
+                "ECP peak memory growth per doubling of n: " + ", ".join(f"{g:.2f}x" for g in growth) + " (linear = 2x)"
+            )
     return results
 
 

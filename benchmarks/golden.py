@@ -6,6 +6,7 @@ Times, in one process: the kernel's forward + backward (PyTorch SDPA over ECP's 
 ``assert_matches_reference`` cold (reference, plain and accurate floors computed), warm (the in-process
 cache), and from the disk cache in a fresh cache state. Results: benchmarks/results/golden-cpu.txt.
 """
+
 import argparse
 import os
 import tempfile
@@ -60,10 +61,12 @@ def main():
         t = time.perf_counter()
         mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
         timings[label] = time.perf_counter() - t
-        print(f"check {label:<34} {timings[label]:6.2f} s = {timings[label] / kernel:4.2f}x the kernel "
-              f"(includes running the kernel once)")
+        print(
+            f"check {label:<34} {timings[label]:6.2f} s = {timings[label] / kernel:4.2f}x the kernel "
+            f"(includes running the kernel once)"
+        )
     size = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
-    print(f"disk cache: {size / 2 ** 20:.0f} MiB in {cache}")
+    print(f"disk cache: {size / 2**20:.0f} MiB in {cache}")
 
 
 if __name__ == "__main__":

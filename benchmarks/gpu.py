@@ -24,6 +24,7 @@ ECP FLOPs (matmuls only, masked entries included because they are computed):
 
 ``--dry-run`` runs the same code on the CPU (NumPy backend, PyTorch on CPU, small sizes) to check it.
 """
+
 import argparse
 import json
 import os
@@ -36,28 +37,41 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from minicp import ModelConfig, backend as B  # noqa: E402
+from minicp import ModelConfig  # noqa: E402
+from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import module  # noqa: E402
 from minicp.nn.model import unflatten  # noqa: E402
 
 ARCHS = ["transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora"]
-MEMORY_LIMIT = 125e9          # bytes we let one side's score tensors take on a 141 GB H200
+MEMORY_LIMIT = 125e9  # bytes we let one side's score tensors take on a 141 GB H200
 
 
 def config(arch, n, dim, heads):
-    extra = {"perceiver_ar": dict(latent=n // 2), "double": dict(latent=n // 2),
-             "compressed": dict(latent=n // 2, compressed=n // 4), "s_split": dict(latent=n // 2, split=256),
-             "ecp": dict(segment=512), "longlora": dict(group=n // 4), "transformer": {}}[arch]
+    extra = {
+        "perceiver_ar": dict(latent=n // 2),
+        "double": dict(latent=n // 2),
+        "compressed": dict(latent=n // 2, compressed=n // 4),
+        "s_split": dict(latent=n // 2, split=256),
+        "ecp": dict(segment=512),
+        "longlora": dict(group=n // 4),
+        "transformer": {},
+    }[arch]
     return ModelConfig(arch=arch, vocab=256, dim=dim, heads=heads, layers=1, seq_len=n, **extra)
 
 
 def score_bytes(cfg):
     """float32 bytes of the largest score tensor one attend() call of layer 0 materialises."""
     n, h, L, H = cfg.seq_len, cfg.heads, cfg.latent, cfg.history
-    entries = {"transformer": n * n, "perceiver_ar": L * n, "double": max(H * H, L * n),
-               "compressed": max(H * H, L * n), "s_split": max(H * (cfg.split or 1), L * n),
-               "ecp": 2 * n * (cfg.half_segment or 1), "longlora": n * (cfg.group or 1) // 2}[cfg.arch]
+    entries = {
+        "transformer": n * n,
+        "perceiver_ar": L * n,
+        "double": max(H * H, L * n),
+        "compressed": max(H * H, L * n),
+        "s_split": max(H * (cfg.split or 1), L * n),
+        "ecp": 2 * n * (cfg.half_segment or 1),
+        "longlora": n * (cfg.group or 1) // 2,
+    }[cfg.arch]
     return 4 * h * entries
 
 
@@ -73,12 +87,21 @@ def layer_weights(cfg, seed=0):
     """Host float32 weights of one sub-layer, and the PyTorch twin holding the same ones (or None)."""
     if cfg.arch != "longlora":
         import torch
+
         from minicp import torch_twin
+
         twin = torch_twin.build_attention_layer(
-            cfg.arch, dim=cfg.dim, heads=cfg.heads, seq_len=cfg.seq_len, dtype=torch.float32, seed=seed,
+            cfg.arch,
+            dim=cfg.dim,
+            heads=cfg.heads,
+            seq_len=cfg.seq_len,
+            dtype=torch.float32,
+            seed=seed,
             latent=cfg.latent if cfg.arch not in ("ecp", "transformer") else None,
-            compressed=cfg.compressed, split=cfg.split,
-            half_segment=cfg.half_segment if cfg.arch == "ecp" else None)
+            compressed=cfg.compressed,
+            split=cfg.split,
+            half_segment=cfg.half_segment if cfg.arch == "ecp" else None,
+        )
         flat = {k: v.numpy() for k, v in twin.state_dict().items() if not k.endswith("freqs")}
         return flat, twin
     rng = np.random.default_rng(seed)
@@ -99,6 +122,7 @@ def layer_weights(cfg, seed=0):
 # Timing
 # ----------------------------------------------------------------------------------------------------
 
+
 class Clock:
     """Times one call of fn on 'cupy' (CUDA events), 'torch' (CUDA events) or 'cpu' (host clock)."""
 
@@ -106,9 +130,11 @@ class Clock:
         self.kind = kind
         if kind == "cupy":
             import cupy
+
             self.cupy = cupy
         elif kind == "torch":
             import torch
+
             self.torch = torch
 
     def sync(self):
@@ -162,6 +188,7 @@ def free_memory(dry):
         return
     import cupy
     import torch
+
     cupy.get_default_memory_pool().free_all_blocks()
     cupy.get_default_pinned_memory_pool().free_all_blocks()
     torch.cuda.empty_cache()
@@ -175,26 +202,40 @@ def is_oom(e):
 # Machine, ceilings, profile
 # ----------------------------------------------------------------------------------------------------
 
+
 def machine_info(dry):
     info = dict(host=platform.node(), python=platform.python_version(), numpy=np.__version__)
     import torch
+
     info["torch"] = torch.__version__
     if dry:
         info["device"] = "CPU (dry run)"
         return info
     import cupy
+
     props = cupy.cuda.runtime.getDeviceProperties(0)
-    info.update(device=props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
-                multiprocessors=props["multiProcessorCount"], memory_gib=round(props["totalGlobalMem"] / 2**30, 1),
-                cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-                cuda_driver=cupy.cuda.runtime.driverGetVersion(),
-                cupy_tf32=os.environ.get("CUPY_TF32", "unset (off)"),
-                torch_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
-                torch_float32_matmul_precision=torch.get_float32_matmul_precision())
+    info.update(
+        device=props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+        multiprocessors=props["multiProcessorCount"],
+        memory_gib=round(props["totalGlobalMem"] / 2**30, 1),
+        cupy=cupy.__version__,
+        cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+        cuda_driver=cupy.cuda.runtime.driverGetVersion(),
+        cupy_tf32=os.environ.get("CUPY_TF32", "unset (off)"),
+        torch_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+        torch_float32_matmul_precision=torch.get_float32_matmul_precision(),
+    )
     try:
         info["nvidia_smi"] = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
-             "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except Exception as e:  # pragma: no cover
         info["nvidia_smi"] = f"unavailable: {e}"
     return info
@@ -206,6 +247,7 @@ def ceilings(dry):
         return {}
     import cupy
     import torch
+
     out = {}
     rng = np.random.default_rng(1)
     a_host = rng.standard_normal((8192, 8192), dtype=np.float32)
@@ -216,7 +258,7 @@ def ceilings(dry):
     t = Clock("torch").measure(lambda: at @ bt, warmup=2, repeat=10)
     out["torch_sgemm_8192_tflops"] = 2 * 8192**3 / (t["ms"] * 1e-3) / 1e12
     del a, b, at, bt
-    src = cupy.random.default_rng(1).standard_normal(2**28, dtype=np.float32)     # 1 GiB, random (not zeros)
+    src = cupy.random.default_rng(1).standard_normal(2**28, dtype=np.float32)  # 1 GiB, random (not zeros)
     dst = cupy.empty_like(src)
     t = Clock("cupy").measure(lambda: dst.__setitem__(Ellipsis, src), warmup=2, repeat=10)
     out["copy_tb_per_s"] = 2 * src.nbytes / (t["ms"] * 1e-3) / 1e12
@@ -230,6 +272,7 @@ def check_fused_kernels():
     off for this run (and the failure recorded), so that one device call still measures the rest."""
     status = {}
     rng = np.random.default_rng(3)
+
     def softmax_check(J):
         s = rng.standard_normal((2, 3, 64, J)).astype(np.float32) * 3
         mask = B.constant(ops.causal_mask(64, J, J - 64))
@@ -250,7 +293,7 @@ def check_fused_kernels():
             B.fused_kernels = True
             status[kernel] = f"FAILED: {type(e).__name__}: {e}"[:300]
     if status["softmax float4"].startswith("FAILED"):
-        B._vec4_softmax = False                      # the scalar warp kernel takes these rows
+        B._vec4_softmax = False  # the scalar warp kernel takes these rows
     if status["softmax warp"].startswith("FAILED") or status["softmax block"].startswith("FAILED"):
         B._cupy_fused_softmax = lambda s, mask: None
         status["softmax"] = "fused softmax turned off for this run"
@@ -277,7 +320,9 @@ def profile_ecp(n, dim, heads, path):
     import cupy
     import torch
     from torch.profiler import ProfilerActivity, profile
+
     from minicp.nn.attention import common, ecp
+
     cfg = config("ecp", n, dim, heads)
     flat, twin = layer_weights(cfg)
     p = unflatten({k: B.asarray(v) for k, v in flat.items()})
@@ -294,7 +339,8 @@ def profile_ecp(n, dim, heads, path):
     o = ops.merge_heads(ecp.attention(q, k, v, half_segment=cfg.half_segment, scale=1.0))
     m = cfg.half_segment
     stages["output projections (to_out_0, to_out, concat)"] = lambda: B.xp.concatenate(
-        [ops.linear(o[:, :m], p["to_out_0"]), ops.linear(o[:, m:], p["to_out"])], axis=1)
+        [ops.linear(o[:, :m], p["to_out_0"]), ops.linear(o[:, m:], p["to_out"])], axis=1
+    )
     N = n // m
     Qp = q.reshape(1, heads, N, m, -1)[:, :, 1:]
     Kp = B.xp.concatenate([k.reshape(1, heads, N, m, -1)[:, :, :-1], k.reshape(1, heads, N, m, -1)[:, :, 1:]], axis=3)
@@ -304,7 +350,7 @@ def profile_ecp(n, dim, heads, path):
     stages["  PAR blocks: fused masked softmax (in place)"] = lambda: B.masked_softmax_(S, mask)
     stages["  PAR blocks: P v"] = lambda: S @ Kp
     stages["whole sub-layer"] = lambda: mod.attention_layer(p, x, cfg, 0)
-    q_heads = ops.split_heads(ops.linear(x, p["to_q"]), heads)           # strided view, as in project
+    q_heads = ops.split_heads(ops.linear(x, p["to_q"]), heads)  # strided view, as in project
     stages["  RoPE of q (fused kernel)"] = lambda: ops.rope(q_heads, np.arange(n))
     for name, fn in stages.items():
         t = clock.measure(fn, warmup=2, repeat=20)
@@ -319,8 +365,10 @@ def profile_ecp(n, dim, heads, path):
     B.fused_kernels = True
     del S, Kp, Qp
     sort = "self_device_time_total"
-    for label, fn, sync in (("minicp on CuPy", lambda: mod.attention_layer(p, x, cfg, 0), cupy.cuda.Device().synchronize),
-                            ("PyTorch twin", None, torch.cuda.synchronize)):
+    for label, fn, sync in (
+        ("minicp on CuPy", lambda: mod.attention_layer(p, x, cfg, 0), cupy.cuda.Device().synchronize),
+        ("PyTorch twin", None, torch.cuda.synchronize),
+    ):
         if fn is None:
             twin = twin.cuda()
             xt = torch.from_numpy(x_host).cuda()
@@ -350,16 +398,29 @@ def profile_ecp(n, dim, heads, path):
 # Main loop
 # ----------------------------------------------------------------------------------------------------
 
+
 def run_one(arch, n, args, dry):
     import torch
+
     cfg = config(arch, n, args.dim, args.heads)
-    row = dict(arch=arch, n=n, dim=args.dim, heads=args.heads,
-               segment=cfg.segment if arch == "ecp" else None, score_gb=score_bytes(cfg) / 1e9)
+    row = dict(
+        arch=arch,
+        n=n,
+        dim=args.dim,
+        heads=args.heads,
+        segment=cfg.segment if arch == "ecp" else None,
+        score_gb=score_bytes(cfg) / 1e9,
+    )
     mod = module(arch)
     flat, twin = layer_weights(cfg)
     x_host = np.random.default_rng(n).standard_normal((1, n, args.dim)).astype(np.float32)
-    flops = ecp_flops(n, args.dim, cfg.half_segment) if arch == "ecp" else \
-        transformer_flops(n, args.dim) if arch == "transformer" else None
+    flops = (
+        ecp_flops(n, args.dim, cfg.half_segment)
+        if arch == "ecp"
+        else transformer_flops(n, args.dim)
+        if arch == "transformer"
+        else None
+    )
     row["gflop"] = flops / 1e9 if flops else None
     out_minicp = None
     if score_bytes(cfg) > MEMORY_LIMIT:
@@ -376,7 +437,9 @@ def run_one(arch, n, args, dry):
             if arch in args.unfused_archs:
                 B.fused_kernels = False
                 try:
-                    row["minicp_unfused"] = clock.measure(lambda: mod.attention_layer(p, x, cfg, 0), args.warmup, args.repeat)
+                    row["minicp_unfused"] = clock.measure(
+                        lambda: mod.attention_layer(p, x, cfg, 0), args.warmup, args.repeat
+                    )
                 finally:
                     B.fused_kernels = True
         except Exception as e:
@@ -414,34 +477,53 @@ def run_one(arch, n, args, dry):
 
 
 def fmt_ms(cell):
-    return f"{cell['ms']:.2f}" if isinstance(cell, dict) else ("n/a" if cell is None else "skipped" if "skipped" in cell else "OOM" if "memory" in cell else "n/a")
+    return (
+        f"{cell['ms']:.2f}"
+        if isinstance(cell, dict)
+        else ("n/a" if cell is None else "skipped" if "skipped" in cell else "OOM" if "memory" in cell else "n/a")
+    )
 
 
 def markdown(result):
     info, rows = result["machine"], result["results"]
-    lines = [f"Machine: {info.get('device')} ({info.get('nvidia_smi', '')}); CuPy {info.get('cupy')}, "
-             f"PyTorch {info.get('torch')}, NumPy {info.get('numpy')}. Batch 1, D {result['settings']['dim']}, "
-             f"{result['settings']['heads']} heads, float32 (full FP32 matmuls on both sides), forward of the "
-             "layer-0 attention sub-layer, CUDA-event median after warm-up.", ""]
+    lines = [
+        f"Machine: {info.get('device')} ({info.get('nvidia_smi', '')}); CuPy {info.get('cupy')}, "
+        f"PyTorch {info.get('torch')}, NumPy {info.get('numpy')}. Batch 1, D {result['settings']['dim']}, "
+        f"{result['settings']['heads']} heads, float32 (full FP32 matmuls on both sides), forward of the "
+        "layer-0 attention sub-layer, CUDA-event median after warm-up.",
+        "",
+    ]
     if result.get("ceilings"):
         c = result["ceilings"]
-        lines += [f"Ceilings measured in the same run: FP32 SGEMM 8192^3 {c['cupy_sgemm_8192_tflops']:.1f} TFLOP/s (CuPy), "
-                  f"{c['torch_sgemm_8192_tflops']:.1f} TFLOP/s (PyTorch); device copy {c['copy_tb_per_s']:.2f} TB/s.", ""]
+        lines += [
+            f"Ceilings measured in the same run: FP32 SGEMM 8192^3 {c['cupy_sgemm_8192_tflops']:.1f} TFLOP/s (CuPy), "
+            f"{c['torch_sgemm_8192_tflops']:.1f} TFLOP/s (PyTorch); device copy {c['copy_tb_per_s']:.2f} TB/s.",
+            "",
+        ]
     ecp = [r for r in rows if r["arch"] == "ecp"]
     if ecp:
-        lines += ["ECP (segment 512, half segment 256), FLOPs = 6nD^2 + 4Dm(2n - m):", "",
-                  "| n | CuPy ms | CuPy, fused kernels off ms | PyTorch ms | CuPy / PyTorch | CuPy TFLOP/s | PyTorch TFLOP/s | rel. diff |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "ECP (segment 512, half segment 256), FLOPs = 6nD^2 + 4Dm(2n - m):",
+            "",
+            "| n | CuPy ms | CuPy, fused kernels off ms | PyTorch ms | CuPy / PyTorch | CuPy TFLOP/s | PyTorch TFLOP/s | rel. diff |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in ecp:
             tf = lambda side: f"{r[side]['tflops']:.1f}" if isinstance(r.get(side), dict) else "n/a"
             ratio = f"{r['minicp_over_torch']:.2f}" if "minicp_over_torch" in r else "n/a"
             err = f"{r['rel_err_vs_torch']:.1e}" if "rel_err_vs_torch" in r else "n/a"
-            lines.append(f"| {r['n']} | {fmt_ms(r.get('minicp'))} | {fmt_ms(r.get('minicp_unfused'))} | {fmt_ms(r.get('torch'))} "
-                         f"| {ratio} | {tf('minicp')} | {tf('torch')} | {err} |")
+            lines.append(
+                f"| {r['n']} | {fmt_ms(r.get('minicp'))} | {fmt_ms(r.get('minicp_unfused'))} | {fmt_ms(r.get('torch'))} "
+                f"| {ratio} | {tf('minicp')} | {tf('torch')} | {err} |"
+            )
         lines.append("")
     sizes = sorted({r["n"] for r in rows})
-    lines += ["Every architecture, CuPy ms / PyTorch ms (CuPy / PyTorch):", "",
-              "| arch | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    lines += [
+        "Every architecture, CuPy ms / PyTorch ms (CuPy / PyTorch):",
+        "",
+        "| arch | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
     for arch in dict.fromkeys(r["arch"] for r in rows):
         cells = []
         for n in sizes:
@@ -463,7 +545,12 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--archs", nargs="+", default=ARCHS)
-    ap.add_argument("--unfused-archs", nargs="*", default=["ecp"], help="also time these with B.fused_kernels = False (array-op softmax and RoPE)")
+    ap.add_argument(
+        "--unfused-archs",
+        nargs="*",
+        default=["ecp"],
+        help="also time these with B.fused_kernels = False (array-op softmax and RoPE)",
+    )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--profile-n", type=int, default=32768, help="profile ECP at this n (0: no profile)")
@@ -474,9 +561,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     dry = args.dry_run
     B.use_backend("numpy" if dry else "cupy")
-    result = dict(machine=machine_info(dry), settings=dict(dim=args.dim, heads=args.heads, batch=1, dtype="float32",
-                                                           warmup=args.warmup, repeat=args.repeat, ecp_segment=512),
-                  ceilings=ceilings(dry), results=[])
+    result = dict(
+        machine=machine_info(dry),
+        settings=dict(
+            dim=args.dim,
+            heads=args.heads,
+            batch=1,
+            dtype="float32",
+            warmup=args.warmup,
+            repeat=args.repeat,
+            ecp_segment=512,
+        ),
+        ceilings=ceilings(dry),
+        results=[],
+    )
     print(json.dumps(result["machine"]), "\n", json.dumps(result["ceilings"]), flush=True)
 
     def save():
@@ -495,7 +593,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             try:
                 row = run_one(arch, n, args, dry)
-            except Exception as e:                  # record it and go on: one device call, many rows
+            except Exception as e:  # record it and go on: one device call, many rows
                 traceback.print_exc()
                 row = dict(arch=arch, n=n, error=f"{type(e).__name__}: {e}"[:500])
                 free_memory(dry)

@@ -9,6 +9,7 @@ blocks, where no fixed point is reached within 48 layers) prints the best of ``-
 how many intervals the widest row needs, and the first layer after which the last row sees every
 earlier token.
 """
+
 import argparse
 import time
 
@@ -47,8 +48,10 @@ def main(argv=None):
             best = min(best, time.perf_counter() - start)
         worst = max(worst, best)
         full = next((k for k, r in enumerate(receptive_field_by_layer(cfg)) if k and r.sees_all_past()[-1]), None)
-        print(f"{name:<20}{best * 1e3:>11.1f}{int(rf.num_intervals().max()):>19}   "
-              f"{'never (within %d)' % args.layers if full is None else '%d layer(s)' % full}")
+        print(
+            f"{name:<20}{best * 1e3:>11.1f}{int(rf.num_intervals().max()):>19}   "
+            f"{f'never (within {args.layers})' if full is None else f'{full} layer(s)'}"
+        )
     print(f"\nslowest: {worst * 1e3:.0f} ms ({'under' if worst < 1 else 'OVER'} the 1 s target)")
     return 0 if worst < 1 else 1
 

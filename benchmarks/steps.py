@@ -8,6 +8,7 @@ Prints the mean time per call (timeit, best of 5 repeats of 200 calls) for every
 architecture at n = 10^3, ..., 10^9 with ModelConfig's default sizes (latent n/2, ECP segment n/4,
 LongLoRA group n/4, ...), and the count itself at n = 10^9 as an exact integer.
 """
+
 import argparse
 import timeit
 
@@ -17,6 +18,7 @@ from minicp.config import ARCHITECTURES
 
 def time_call(arch, n, layers, heads, count):
     """Mean seconds per call."""
+
     def call():
         return count_attention_steps(arch, seq_len=n, layers=layers, heads=heads, count=count)
 
@@ -31,10 +33,12 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=48)
     ap.add_argument("--heads", type=int, default=24, help="even (LongLoRA shifts half the heads)")
     args = ap.parse_args(argv)
-    sizes = [10 ** k for k in range(3, 10)]
-    print(f"count_attention_steps(arch, seq_len=n, layers={args.layers}, heads={args.heads}, count={args.count!r}): "
-          "mean time per call in microseconds")
-    header = f"{'arch':<14}" + "".join(f"{'n=1e%d' % k:>10}" for k in range(3, 10)) + "   count at n=1e9"
+    sizes = [10**k for k in range(3, 10)]
+    print(
+        f"count_attention_steps(arch, seq_len=n, layers={args.layers}, heads={args.heads}, count={args.count!r}): "
+        "mean time per call in microseconds"
+    )
+    header = f"{'arch':<14}" + "".join(f"{f'n=1e{k}':>10}" for k in range(3, 10)) + "   count at n=1e9"
     print(header)
     print("-" * len(header))
     worst = 0.0

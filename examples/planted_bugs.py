@@ -19,6 +19,7 @@ i.e. causal, reaching back to the start of the previous half segment. We plant:
 
 Run:  python examples/planted_bugs.py      (NumPy only; about a second)
 """
+
 import sys
 
 import numpy as np
@@ -28,19 +29,20 @@ import minicp.testing as mt
 from minicp.nn import ops
 from minicp.nn.attention import ecp as ecp_module
 
-CASE = dict(seq_len=512, heads=4, head_dim=32, half_segment=64)       # paper segment s = 128
+CASE = dict(seq_len=512, heads=4, head_dim=32, half_segment=64)  # paper segment s = 128
 
 
 # ----------------------------------------------------------------------------------------------------
 # The kernel author's code: attention with a hand-written mask predicate
 # ----------------------------------------------------------------------------------------------------
 
+
 def masked_attention(q, k, v, allowed):
     """softmax(q k^T / sqrt(d), masked by allowed(q_idx, kv_idx)) v; q, k, v (b, h, n, d) NumPy arrays."""
     n, d = q.shape[2], q.shape[3]
     idx = np.arange(n)
-    mask = allowed(idx[:, None], idx[None, :])                            # (n, n), True = attend
-    s = (q * d ** -0.5) @ np.swapaxes(k, -1, -2)
+    mask = allowed(idx[:, None], idx[None, :])  # (n, n), True = attend
+    s = (q * d**-0.5) @ np.swapaxes(k, -1, -2)
     s = np.where(mask, s, -np.inf)
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     return (p / p.sum(axis=-1, keepdims=True)) @ v
@@ -50,11 +52,11 @@ def ecp_predicate(m):
     return lambda q_idx, kv_idx: (kv_idx <= q_idx) & (kv_idx >= np.maximum(0, (q_idx // m - 1) * m))
 
 
-def off_by_one_predicate(m):                                              # BUG 1: > instead of >=
+def off_by_one_predicate(m):  # BUG 1: > instead of >=
     return lambda q_idx, kv_idx: (kv_idx <= q_idx) & (kv_idx > (q_idx // m - 1) * m)
 
 
-def no_previous_half_segment_predicate(m):                                # BUG 2: only the own half segment
+def no_previous_half_segment_predicate(m):  # BUG 2: only the own half segment
     return lambda q_idx, kv_idx: (kv_idx <= q_idx) & (kv_idx >= (q_idx // m) * m)
 
 
@@ -69,11 +71,12 @@ def check_head_level(predicate, case=CASE):
 # Fused RoPE + ECP sub-layer (for bug 3)
 # ----------------------------------------------------------------------------------------------------
 
+
 def rope_interleaved(x, base=10000.0):
     """The official ECP code's RoPE: rotate pairs (x_2i, x_2i+1) by position * base^(-2i/d)."""
     n, d = x.shape[-2], x.shape[-1]
     theta = (1.0 / np.float32(base) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))).astype(x.dtype)
-    ang = np.arange(n, dtype=x.dtype)[:, None] * theta                    # (n, d/2)
+    ang = np.arange(n, dtype=x.dtype)[:, None] * theta  # (n, d/2)
     even, odd = x[..., 0::2], x[..., 1::2]
     out = np.empty_like(x)
     out[..., 0::2] = even * np.cos(ang) - odd * np.sin(ang)
@@ -81,25 +84,26 @@ def rope_interleaved(x, base=10000.0):
     return out
 
 
-def rope_halves(x, base=10000.0):                                         # BUG 3: LLaMA's convention
+def rope_halves(x, base=10000.0):  # BUG 3: LLaMA's convention
     """HF LLaMA's RoPE: rotate pairs (x_i, x_{i+d/2}); right for LongLoRA, wrong for ECP."""
     n, d = x.shape[-2], x.shape[-1]
     theta = (1.0 / np.float32(base) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))).astype(x.dtype)
     ang = np.arange(n, dtype=x.dtype)[:, None] * theta
-    first, second = x[..., : d // 2], x[..., d // 2:]
-    return np.concatenate([first * np.cos(ang) - second * np.sin(ang),
-                           second * np.cos(ang) + first * np.sin(ang)], axis=-1)
+    first, second = x[..., : d // 2], x[..., d // 2 :]
+    return np.concatenate(
+        [first * np.cos(ang) - second * np.sin(ang), second * np.cos(ang) + first * np.sin(ang)], axis=-1
+    )
 
 
 def ecp_sublayer(p, x, cfg, rope):
     """The ECP attention sub-layer of layer 0 in NumPy: x (b, n, D) -> (b, n, D), K = V, RoPE, to_out_0."""
     b, n, D = x.shape
     h, d, m = cfg.heads, cfg.head_dim, cfg.half_segment
-    heads = lambda t: t.reshape(b, n, h, d).transpose(0, 2, 1, 3)           # (b, h, n, d)
+    heads = lambda t: t.reshape(b, n, h, d).transpose(0, 2, 1, 3)  # (b, h, n, d)
     q = heads(x @ p["to_q"]["weight"].T)
     kv = heads(x @ p["to_kv"]["weight"].T)
-    q, kv = rope(q), rope(kv)                                                # layer 0: RoPE on q and kv
-    o = masked_attention(q, kv, kv, ecp_predicate(m))                        # K = V
+    q, kv = rope(q), rope(kv)  # layer 0: RoPE on q and kv
+    o = masked_attention(q, kv, kv, ecp_predicate(m))  # K = V
     o = o.transpose(0, 2, 1, 3).reshape(b, n, D)
     first = o[:, :m] @ p["to_out_0"]["weight"].T + p["to_out_0"]["bias"]
     rest = o[:, m:] @ p["to_out"]["weight"].T + p["to_out"]["bias"]
@@ -108,8 +112,15 @@ def ecp_sublayer(p, x, cfg, rope):
 
 def check_sublayer(rope, dtype="float32"):
     """Compare the rotated q and the sub-layer output with minicp (layer 0 of a small ECP model)."""
-    cfg = minicp.ModelConfig(arch="ecp", vocab=64, dim=CASE["heads"] * CASE["head_dim"], heads=CASE["heads"],
-                             layers=1, seq_len=256, half_segment=32)
+    cfg = minicp.ModelConfig(
+        arch="ecp",
+        vocab=64,
+        dim=CASE["heads"] * CASE["head_dim"],
+        heads=CASE["heads"],
+        layers=1,
+        seq_len=256,
+        half_segment=32,
+    )
     params = minicp.init_params(cfg, seed=0, dtype="float64")
     p = params["layers"][0][0]["fn"]
     x = np.random.default_rng(1).standard_normal((2, cfg.seq_len, cfg.dim))

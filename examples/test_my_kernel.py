@@ -1,4 +1,5 @@
 """Check a PyTorch attention kernel on every edge case of an architecture:  pytest examples/test_my_kernel.py"""
+
 import pytest
 import torch.nn.functional as F
 
@@ -6,7 +7,7 @@ import minicp.testing as mt
 from minicp.testing import torch as mtt
 
 
-def my_kernel(q, k, v):                           # yours here: (b, h, n, d) -> (b, h, n, d)
+def my_kernel(q, k, v):  # yours here: (b, h, n, d) -> (b, h, n, d)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 

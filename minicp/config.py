@@ -17,6 +17,7 @@ Departures from the official code are explicit fields (``None`` means "what the 
 for this architecture"): ``separate_kv``, ``kv_layernorm``, ``rope_all_layers``, ``rope_style``,
 ``compressed_residual``, ``partial_segments``.
 """
+
 import dataclasses
 from dataclasses import dataclass
 
@@ -30,41 +31,41 @@ ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split
 # conventions with a single output projection.
 _OFFICIAL = {
     #                 separate_kv kv_layernorm rope_all_layers rope_style
-    "transformer":   (False,      False,       False,          "interleaved"),
-    "perceiver_ar":  (False,      True,        False,          "interleaved"),
-    "double":        (False,      True,        True,           "interleaved"),
-    "compressed":    (False,      True,        False,          "interleaved"),
-    "s_split":       (False,      True,        False,          "interleaved"),
-    "ecp":           (False,      False,       False,          "interleaved"),
-    "longlora":      (True,       False,       True,           "halves"),
+    "transformer": (False, False, False, "interleaved"),
+    "perceiver_ar": (False, True, False, "interleaved"),
+    "double": (False, True, True, "interleaved"),
+    "compressed": (False, True, False, "interleaved"),
+    "s_split": (False, True, False, "interleaved"),
+    "ecp": (False, False, False, "interleaved"),
+    "longlora": (True, False, True, "halves"),
 }
 PERCEIVER_FAMILY = ("perceiver_ar", "double", "compressed", "s_split")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "ecp"                 # one of ARCHITECTURES
-    vocab: int = 256                  # V, token ids are 0..V-1
-    dim: int = 128                    # D, model width
-    heads: int = 4                    # h, D must divide into h heads of d = D / h
-    layers: int = 4                   # l
-    seq_len: int = 512                # n
-    latent: int = None                # L (None: n for ecp/transformer/longlora, n/2 for the Perceiver family)
-    compressed: int = None            # p (compressed only; None: n // 4 as the official main)
-    split: int = None                 # c (s_split only; None: H / 2)
-    segment: int = None               # s = 2m (ecp only; None: n / 4, i.e. N_s = 8)
-    half_segment: int = None          # m; give segment or half_segment, not both
-    group: int = None                 # g (longlora only; None: n / 4 as LongLoRA)
-    shift: str = "varlen"             # longlora shifted heads: "varlen" (no leak) or "roll" (official wrap)
-    ff_mult: int = 4                  # feed-forward width = ff_mult * D
-    separate_kv: bool = None          # K and V from one (2D, D) to_kv instead of K = V
-    kv_layernorm: bool = None         # per-head LayerNorm on the key/value tensor
-    rope_all_layers: bool = None      # RoPE in every layer instead of layer 0 only
-    rope_style: str = None            # "interleaved" (official) or "halves" (LLaMA)
-    compressed_residual: str = "official"   # "official" (x[:, :p+L], docs/official-code.md#compressed-first-layer-residual) or "paper" (latent gets x[:, H:])
-    partial_segments: bool = False    # ecp: allow n not divisible by m (partial last half segment)
+    arch: str = "ecp"  # one of ARCHITECTURES
+    vocab: int = 256  # V, token ids are 0..V-1
+    dim: int = 128  # D, model width
+    heads: int = 4  # h, D must divide into h heads of d = D / h
+    layers: int = 4  # l
+    seq_len: int = 512  # n
+    latent: int = None  # L (None: n for ecp/transformer/longlora, n/2 for the Perceiver family)
+    compressed: int = None  # p (compressed only; None: n // 4 as the official main)
+    split: int = None  # c (s_split only; None: H / 2)
+    segment: int = None  # s = 2m (ecp only; None: n / 4, i.e. N_s = 8)
+    half_segment: int = None  # m; give segment or half_segment, not both
+    group: int = None  # g (longlora only; None: n / 4 as LongLoRA)
+    shift: str = "varlen"  # longlora shifted heads: "varlen" (no leak) or "roll" (official wrap)
+    ff_mult: int = 4  # feed-forward width = ff_mult * D
+    separate_kv: bool = None  # K and V from one (2D, D) to_kv instead of K = V
+    kv_layernorm: bool = None  # per-head LayerNorm on the key/value tensor
+    rope_all_layers: bool = None  # RoPE in every layer instead of layer 0 only
+    rope_style: str = None  # "interleaved" (official) or "halves" (LLaMA)
+    compressed_residual: str = "official"  # "official" (x[:, :p+L], docs/official-code.md#compressed-first-layer-residual) or "paper" (latent gets x[:, H:])
+    partial_segments: bool = False  # ecp: allow n not divisible by m (partial last half segment)
     rope_base: float = 10000.0
-    eps: float = 1e-5                 # LayerNorm epsilon
+    eps: float = 1e-5  # LayerNorm epsilon
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen: fill derived defaults once
@@ -95,8 +96,10 @@ class ModelConfig:
         if self.latent > n:
             raise ValueError(f"latent {self.latent} must be at most seq_len {n}")
         if arch == "compressed" and self.latent >= n:
-            raise ValueError(f"latent {self.latent} must be smaller than seq_len {n} for compressed (history H = n - L >= 1 "
-                             f"to compress; perceiver_ar, double and s_split accept latent = seq_len)")
+            raise ValueError(
+                f"latent {self.latent} must be smaller than seq_len {n} for compressed (history H = n - L >= 1 "
+                f"to compress; perceiver_ar, double and s_split accept latent = seq_len)"
+            )
 
         # per-architecture sizes; a size given to an architecture that has no use for it is an error
         self._only_for("compressed", "compressed")
@@ -109,10 +112,12 @@ class ModelConfig:
                 set_("compressed", max(1, min(n // 4, self.history)))
             positive_int("compressed", self.compressed)
             if self.compressed > self.history:
-                raise ValueError(f"compressed {self.compressed} must be at most history {self.history} (= seq_len - latent)")
+                raise ValueError(
+                    f"compressed {self.compressed} must be at most history {self.history} (= seq_len - latent)"
+                )
         if arch == "s_split":
             if self.split is None:
-                set_("split", max(1, self.history // 2 if self.history % 2 == 0 else self.history))   # H = 0: unused
+                set_("split", max(1, self.history // 2 if self.history % 2 == 0 else self.history))  # H = 0: unused
             positive_int("split", self.split)
             if self.history % self.split:
                 raise ValueError(f"history {self.history} (= seq_len - latent) is not divisible by split {self.split}")
@@ -136,7 +141,9 @@ class ModelConfig:
         n = self.seq_len
         if self.segment is not None and self.half_segment is not None:
             if self.segment != 2 * self.half_segment:
-                raise ValueError(f"segment {self.segment} must equal 2 * half_segment {self.half_segment}; give one of them")
+                raise ValueError(
+                    f"segment {self.segment} must equal 2 * half_segment {self.half_segment}; give one of them"
+                )
         elif self.segment is not None:
             positive_int("segment", self.segment)
             if self.segment % 2:
@@ -148,7 +155,9 @@ class ModelConfig:
         set_("segment", 2 * self.half_segment)
         m = self.half_segment
         if n % m and not self.partial_segments:
-            raise ValueError(f"seq_len {n} is not divisible by half_segment {m} (set partial_segments=True for a partial last block)")
+            raise ValueError(
+                f"seq_len {n} is not divisible by half_segment {m} (set partial_segments=True for a partial last block)"
+            )
         if n < 2 * m and not self.partial_segments:
             raise ValueError(f"seq_len {n} must hold at least two half segments of {m} (official num_segments >= 2)")
 
@@ -204,6 +213,7 @@ class ModelConfig:
 # The paper's configurations (vocab 28996 = BERT-base-cased word pieces, as the official main)
 # ----------------------------------------------------------------------------------------------------
 
+
 def _presets():
     p = {}
     bert = 28996
@@ -223,7 +233,9 @@ def _presets():
         p[f"table1-{c}-compressed"] = dict(base, arch="compressed", compressed=256 if c == "C" else 512)
     # Table 2: ECP with 12/18/24 layers, D 768 (d 128); n 2048 with segment 512 as the official main
     for layers in (12, 18, 24):
-        p[f"table2-ecp-{layers}L"] = dict(arch="ecp", vocab=bert, dim=768, heads=6, layers=layers, seq_len=2048, segment=512)
+        p[f"table2-ecp-{layers}L"] = dict(
+            arch="ecp", vocab=bert, dim=768, heads=6, layers=layers, seq_len=2048, segment=512
+        )
     # Table 6: ECP on Wikitext-103, 6 layers, D 768; SL in {1024, 2048} x S in {512, 256, 128}
     for n in (1024, 2048):
         for s in (512, 256, 128):

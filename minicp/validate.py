@@ -15,7 +15,13 @@ import numbers
 import operator
 
 __all__ = [
-    "positive_int", "nonnegative_int", "integer", "boolean", "real", "choice", "half_segment_from",
+    "positive_int",
+    "nonnegative_int",
+    "integer",
+    "boolean",
+    "real",
+    "choice",
+    "half_segment_from",
 ]
 
 
@@ -55,7 +61,7 @@ def boolean(name, value):
     """``value`` if it is a real bool (or a NumPy bool); truthy strings such as "no" are refused."""
     if isinstance(value, bool):
         return value
-    if type(value).__name__ == "bool_":          # numpy.bool_ without importing NumPy here
+    if type(value).__name__ == "bool_":  # numpy.bool_ without importing NumPy here
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
@@ -96,7 +102,9 @@ def half_segment_from(segment=None, half_segment=None, *, required=True):
         if s % 2:
             raise ValueError(f"segment {s} must be even: the paper's segment s holds two half segments of m = s / 2")
         if half_segment is not None and positive_int("half_segment", half_segment) != s // 2:
-            raise ValueError(f"segment {s} and half_segment {half_segment} disagree: segment must equal "
-                             f"2 * half_segment; give one of them")
+            raise ValueError(
+                f"segment {s} and half_segment {half_segment} disagree: segment must equal "
+                f"2 * half_segment; give one of them"
+            )
         return s // 2
     return positive_int("half_segment", half_segment)

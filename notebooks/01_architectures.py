@@ -35,7 +35,7 @@ from IPython.display import display
 
 import minicp
 from minicp import viz
-from minicp.nn.attention import module, patterns
+from minicp.nn.attention import module
 from minicp.nn.reference import dense_attention
 
 # %% [markdown]
@@ -57,8 +57,10 @@ display(viz.patterns_figure(n=32, latent=12, compressed=6, split=5, half_segment
 # %%
 ecp = module("ecp").pattern(16, half_segment=4)
 for blk in ecp.blocks:
-    print(f"{blk.name:<7} rows {blk.rows.min():>2}..{blk.rows.max():<2}  cols {blk.cols.min():>2}..{blk.cols.max():<2}"
-          f"  diagonal {blk.diagonal}  computed {blk.computed():>2}  unmasked {blk.unmasked():>2}")
+    print(
+        f"{blk.name:<7} rows {blk.rows.min():>2}..{blk.rows.max():<2}  cols {blk.cols.min():>2}..{blk.cols.max():<2}"
+        f"  diagonal {blk.diagonal}  computed {blk.computed():>2}  unmasked {blk.unmasked():>2}"
+    )
 print("per head and layer: computed", ecp.computed(), "= m(2n - m) =", 4 * (2 * 16 - 4), "| unmasked", ecp.unmasked())
 
 # %% [markdown]
@@ -155,9 +157,15 @@ display(viz.pattern_figure("longlora", 24, group=8, shift="roll"))
 # %%
 rng = np.random.default_rng(0)
 n, heads, d = 24, 2, 8
-sizes = {"transformer": {}, "perceiver_ar": dict(latent=8), "double": dict(latent=8),
-         "compressed": dict(latent=8, compressed=4), "s_split": dict(latent=8, split=4),
-         "ecp": dict(half_segment=4), "longlora": dict(group=8, shift="roll")}
+sizes = {
+    "transformer": {},
+    "perceiver_ar": dict(latent=8),
+    "double": dict(latent=8),
+    "compressed": dict(latent=8, compressed=4),
+    "s_split": dict(latent=8, split=4),
+    "ecp": dict(half_segment=4),
+    "longlora": dict(group=8, shift="roll"),
+}
 q, k, v = (rng.standard_normal((1, heads, n, d)) for _ in range(3))
 for arch, kw in sizes.items():
     fast = minicp.attention(arch, q, k, v, **kw)

@@ -35,8 +35,12 @@ import numpy as np
 from IPython.display import HTML, display
 
 from minicp import ModelConfig, init_params, viz
-from minicp.analysis.receptive import (closed_form, empirical_receptive_field, influence, receptive_field,
-                              receptive_field_by_layer)
+from minicp.analysis.receptive import (
+    empirical_receptive_field,
+    influence,
+    receptive_field,
+    receptive_field_by_layer,
+)
 
 # %% [markdown]
 # ## The API
@@ -49,8 +53,10 @@ rf = receptive_field("ecp", seq_len=64, half_segment=8, layers=2)
 for row in (5, 12, 37, 63):
     print(rf.describe(row))
 i, m, k = np.arange(64), 8, 2
-print("matches m·max(0, i//m - k) .. i for every row:",
-      np.array_equal(rf.lo, m * np.maximum(0, i // m - k)) and np.array_equal(rf.hi, i))
+print(
+    "matches m·max(0, i//m - k) .. i for every row:",
+    np.array_equal(rf.lo, m * np.maximum(0, i // m - k)) and np.array_equal(rf.hi, i),
+)
 
 # %% [markdown]
 # ## Figure 1(b-d): ECP's sparse pattern, then the growing receptive field
@@ -101,12 +107,14 @@ configs = {
     "perceiver_ar": ModelConfig(arch="perceiver_ar", seq_len=16, latent=6, **small),
     "double": ModelConfig(arch="double", seq_len=16, latent=6, **small),
     "compressed (official residual)": ModelConfig(arch="compressed", seq_len=18, latent=6, compressed=4, **small),
-    "compressed (paper residual)": ModelConfig(arch="compressed", seq_len=18, latent=6, compressed=4,
-                                               compressed_residual="paper", **small),
+    "compressed (paper residual)": ModelConfig(
+        arch="compressed", seq_len=18, latent=6, compressed=4, compressed_residual="paper", **small
+    ),
     "s_split": ModelConfig(arch="s_split", seq_len=18, latent=6, split=4, **small),
     "ecp": ModelConfig(arch="ecp", seq_len=20, half_segment=4, **small),
-    "ecp (partial last half segment)": ModelConfig(arch="ecp", seq_len=18, half_segment=4,
-                                                   partial_segments=True, **small),
+    "ecp (partial last half segment)": ModelConfig(
+        arch="ecp", seq_len=18, half_segment=4, partial_segments=True, **small
+    ),
     "longlora varlen": ModelConfig(arch="longlora", seq_len=16, group=4, **small),
     "longlora roll": ModelConfig(arch="longlora", seq_len=16, group=4, shift="roll", **small),
 }
@@ -156,8 +164,10 @@ u = cfg.group // 2
 for k in (1, 2, 3):
     analytic = receptive_field(cfg, layers=k).sees_future()
     measured = empirical_receptive_field(params, cfg, layers=k).sees_future()
-    print(f"k={k}: rows that see the future {np.nonzero(analytic)[0].tolist()} (k·u = {k * u}); "
-          f"Jacobian agrees: {np.array_equal(analytic, measured)}")
+    print(
+        f"k={k}: rows that see the future {np.nonzero(analytic)[0].tolist()} (k·u = {k * u}); "
+        f"Jacobian agrees: {np.array_equal(analytic, measured)}"
+    )
 
 # %% [markdown]
 # ## At Table 8's size

@@ -33,9 +33,9 @@ import numpy as np
 from IPython.display import display
 
 from minicp import ModelConfig, init_params, viz
+from minicp.analysis.steps import count_attention_steps, evaluate_formula, format_table7, format_table8, table7, table8
 from minicp.nn import ops
 from minicp.nn.model import forward
-from minicp.analysis.steps import count_attention_steps, evaluate_formula, format_table7, format_table8, table7, table8
 
 # %% [markdown]
 # ## Table 7: the formulas
@@ -51,14 +51,22 @@ print(format_table7())
 
 # %%
 sizes = dict(n=1024, l=8, h=8, L=512, H=512, p=128, c=256, m=64, g=128, u=64)
-kw = {"transformer": {}, "perceiver_ar": dict(latent=512), "double": dict(latent=512),
-      "compressed": dict(latent=512, compressed=128), "s_split": dict(latent=512, split=256),
-      "ecp": dict(half_segment=64), "longlora roll": dict(group=128, shift="roll"),
-      "longlora varlen": dict(group=128, shift="varlen")}
+kw = {
+    "transformer": {},
+    "perceiver_ar": dict(latent=512),
+    "double": dict(latent=512),
+    "compressed": dict(latent=512, compressed=128),
+    "s_split": dict(latent=512, split=256),
+    "ecp": dict(half_segment=64),
+    "longlora roll": dict(group=128, shift="roll"),
+    "longlora varlen": dict(group=128, shift="varlen"),
+}
 for arch, computed, unmasked in table7():
     base = arch.split()[0]
-    counts = [count_attention_steps(base, seq_len=1024, layers=8, heads=8, count=c, **kw[arch])
-              for c in ("computed", "unmasked")]
+    counts = [
+        count_attention_steps(base, seq_len=1024, layers=8, heads=8, count=c, **kw[arch])
+        for c in ("computed", "unmasked")
+    ]
     same = [evaluate_formula(f, **sizes) == v for f, v in zip((computed, unmasked), counts)]
     print(f"{arch:<16} computed {counts[0]:>12,} {same[0]}   unmasked {counts[1]:>12,} {same[1]}")
 
@@ -70,14 +78,16 @@ for arch, computed, unmasked in table7():
 
 # %%
 small = dict(vocab=11, dim=8, heads=2, layers=3)
-configs = [ModelConfig(arch="transformer", seq_len=32, **small),
-           ModelConfig(arch="perceiver_ar", seq_len=32, latent=12, **small),
-           ModelConfig(arch="double", seq_len=32, latent=12, **small),
-           ModelConfig(arch="compressed", seq_len=32, latent=12, compressed=5, **small),
-           ModelConfig(arch="s_split", seq_len=32, latent=12, split=5, **small),
-           ModelConfig(arch="ecp", seq_len=32, half_segment=4, **small),
-           ModelConfig(arch="longlora", seq_len=32, group=8, **small),
-           ModelConfig(arch="longlora", seq_len=32, group=8, shift="roll", **small)]
+configs = [
+    ModelConfig(arch="transformer", seq_len=32, **small),
+    ModelConfig(arch="perceiver_ar", seq_len=32, latent=12, **small),
+    ModelConfig(arch="double", seq_len=32, latent=12, **small),
+    ModelConfig(arch="compressed", seq_len=32, latent=12, compressed=5, **small),
+    ModelConfig(arch="s_split", seq_len=32, latent=12, split=5, **small),
+    ModelConfig(arch="ecp", seq_len=32, half_segment=4, **small),
+    ModelConfig(arch="longlora", seq_len=32, group=8, **small),
+    ModelConfig(arch="longlora", seq_len=32, group=8, shift="roll", **small),
+]
 tokens = np.random.default_rng(0).integers(0, 11, (1, 32))
 for cfg in configs:
     with ops.record_scores() as shapes:
@@ -145,5 +155,7 @@ for count in ("computed", "unmasked"):
     ecp = count_attention_steps("ecp", seq_len=n, layers=l, heads=h, half_segment=m, count=count)
     varlen = count_attention_steps("longlora", seq_len=n, layers=l, heads=h, group=2 * m, count=count)
     roll = count_attention_steps("longlora", seq_len=n, layers=l, heads=h, group=2 * m, shift="roll", count=count)
-    print(f"{count:<9} ECP m={m}: {ecp:>13,}   S2 varlen g={2 * m}: {varlen:>13,}   S2 roll: {roll:>13,}"
-          f"   ECP/roll = {ecp / roll:.3f}")
+    print(
+        f"{count:<9} ECP m={m}: {ecp:>13,}   S2 varlen g={2 * m}: {varlen:>13,}   S2 roll: {roll:>13,}"
+        f"   ECP/roll = {ecp / roll:.3f}"
+    )

@@ -41,7 +41,7 @@ import os
 
 FULL = os.environ.get("MINICP_FULL", "0") == "1"
 WORKERS = int(os.environ.get("MINICP_WORKERS", "0")) or ((os.cpu_count() or 1) if FULL else 1)
-if WORKERS > 1:      # one BLAS thread per worker process (set before NumPy is imported)
+if WORKERS > 1:  # one BLAS thread per worker process (set before NumPy is imported)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
@@ -55,14 +55,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minicp import ModelConfig, count_params, forward
+from minicp.analysis.receptive import receptive_field
 from minicp.lm import data as D
 from minicp.lm import evaluate as E
 from minicp.lm import train as T
 from minicp.lm.generate import generate
-from minicp.analysis.receptive import receptive_field
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-OUT = ROOT / "figures" if FULL else Path(tempfile.mkdtemp(prefix="minicp-04-"))   # the short run keeps figures/ untouched
+OUT = (
+    ROOT / "figures" if FULL else Path(tempfile.mkdtemp(prefix="minicp-04-"))
+)  # the short run keeps figures/ untouched
 print(f"{'FULL' if FULL else 'short'} version, {WORKERS} worker process(es), outputs in {OUT}")
 
 
@@ -96,15 +98,22 @@ else:
 
 
 def lag_config(k):
-    return ModelConfig(arch="ecp", vocab=LAG["vocab"], dim=LAG["dim"], heads=LAG["heads"], layers=k,
-                       seq_len=LAG["n"], half_segment=LAG["m"])
+    return ModelConfig(
+        arch="ecp",
+        vocab=LAG["vocab"],
+        dim=LAG["dim"],
+        heads=LAG["heads"],
+        layers=k,
+        seq_len=LAG["n"],
+        half_segment=LAG["m"],
+    )
 
 
 def predicted_accuracy(k, lag):
     """Accuracy if every copy inside the receptive field is learned and every other one is a guess."""
     n, vocab = LAG["n"], LAG["vocab"]
-    reach = receptive_field(lag_config(k)).mask()            # (n, n): reach[i, j] = token j can reach row i
-    rows = np.arange(lag - 1, n)                             # input positions whose target is a copy
+    reach = receptive_field(lag_config(k)).mask()  # (n, n): reach[i, j] = token j can reach row i
+    rows = np.arange(lag - 1, n)  # input positions whose target is a copy
     share = reach[rows, rows + 1 - lag].mean()
     return float(share + (1 - share) / vocab)
 
@@ -113,21 +122,31 @@ def run_lag(job):
     k, lag = job
     cfg, n, vocab = lag_config(k), LAG["n"], LAG["vocab"]
     start = time.perf_counter()
-    result = T.train(cfg, lambda rng, b: D.lag_copy(b, n, lag, vocab, rng)[0],
-                     T.TrainConfig(steps=LAG["steps"], batch=LAG["batch"], grad_accum=1, lr=LAG["lr"], seed=0),
-                     progress=False)
-    tokens, mask = D.lag_copy(256, n, lag, vocab, rng=np.random.default_rng(12345))   # held-out rows
+    result = T.train(
+        cfg,
+        lambda rng, b: D.lag_copy(b, n, lag, vocab, rng)[0],
+        T.TrainConfig(steps=LAG["steps"], batch=LAG["batch"], grad_accum=1, lr=LAG["lr"], seed=0),
+        progress=False,
+    )
+    tokens, mask = D.lag_copy(256, n, lag, vocab, rng=np.random.default_rng(12345))  # held-out rows
     logits = np.asarray(forward(result.params, tokens[:, :-1], cfg))
-    return dict(layers=k, lag=lag, accuracy=D.copy_accuracy(logits, tokens, mask),
-                predicted=predicted_accuracy(k, lag), final_loss=result.history[-1]["loss"],
-                seconds=time.perf_counter() - start)
+    return dict(
+        layers=k,
+        lag=lag,
+        accuracy=D.copy_accuracy(logits, tokens, mask),
+        predicted=predicted_accuracy(k, lag),
+        final_loss=result.history[-1]["loss"],
+        seconds=time.perf_counter() - start,
+    )
 
 
-jobs = [(k, lag) for k in sorted(LAYERS, reverse=True) for lag in LAGS]   # deepest first: they take longest
+jobs = [(k, lag) for k in sorted(LAYERS, reverse=True) for lag in LAGS]  # deepest first: they take longest
 start = time.perf_counter()
 lag_results = sorted(pmap(run_lag, jobs), key=lambda r: (r["layers"], r["lag"]))
-print(f"{len(jobs)} lag-copy runs in {time.perf_counter() - start:.0f} s (m = {LAG['m']}, n = {LAG['n']}, "
-      f"chance = {1 / LAG['vocab']:.3f})\n")
+print(
+    f"{len(jobs)} lag-copy runs in {time.perf_counter() - start:.0f} s (m = {LAG['m']}, n = {LAG['n']}, "
+    f"chance = {1 / LAG['vocab']:.3f})\n"
+)
 print("layers  lag  reach(lag-1 <= k m?)  accuracy  predicted")
 for r in lag_results:
     k, lag = r["layers"], r["lag"]
@@ -141,20 +160,34 @@ colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
 dense = np.arange(1, min(LAG["n"], max(max(LAGS), (max(LAYERS) + 1) * m) + 2) + 1)
 for k in LAYERS:
     rs = [r for r in lag_results if r["layers"] == k]
-    ax.plot([r["lag"] for r in rs], [r["accuracy"] for r in rs], "o-", color=colors[k], label=f"k = {k} layers (trained)")
-    ax.plot(dense, [predicted_accuracy(k, lag) for lag in dense], "--", color=colors[k], alpha=0.5,
-            label=f"k = {k}: receptive-field prediction")
+    ax.plot(
+        [r["lag"] for r in rs], [r["accuracy"] for r in rs], "o-", color=colors[k], label=f"k = {k} layers (trained)"
+    )
+    ax.plot(
+        dense,
+        [predicted_accuracy(k, lag) for lag in dense],
+        "--",
+        color=colors[k],
+        alpha=0.5,
+        label=f"k = {k}: receptive-field prediction",
+    )
     ax.axvline(k * m + 1, color=colors[k], lw=0.8, ls=":")
 right = max(max(LAGS), (max(LAYERS) + 1) * m) + 2
 ax.axhline(1 / vocab, color="grey", lw=0.8)
 ax.text(0.5, 1 / vocab + 0.01, "chance", va="bottom", color="grey", fontsize=8)
-ax.set(xlabel="lag (target = the token lag positions back)", ylabel="copy accuracy (held-out rows)",
-       xlim=(0, right), ylim=(0, 1.05),
-       title=f"Lag-copy with ECP, half segment m = {m}, n = {LAG['n']}: dotted lines at lag = k m + 1")
+ax.set(
+    xlabel="lag (target = the token lag positions back)",
+    ylabel="copy accuracy (held-out rows)",
+    xlim=(0, right),
+    ylim=(0, 1.05),
+    title=f"Lag-copy with ECP, half segment m = {m}, n = {LAG['n']}: dotted lines at lag = k m + 1",
+)
 ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-caption = (f"minicp notebooks/04_training.ipynb ({'MINICP_FULL=1' if FULL else 'short version'}): "
-           f"ECP D={LAG['dim']} h={LAG['heads']} n={LAG['n']} m={m} vocab={vocab}, "
-           f"{LAG['steps']} AdamW steps x {LAG['batch']} rows, lr {LAG['lr']}, seed 0; 256 held-out rows")
+caption = (
+    f"minicp notebooks/04_training.ipynb ({'MINICP_FULL=1' if FULL else 'short version'}): "
+    f"ECP D={LAG['dim']} h={LAG['heads']} n={LAG['n']} m={m} vocab={vocab}, "
+    f"{LAG['steps']} AdamW steps x {LAG['batch']} rows, lr {LAG['lr']}, seed 0; 256 held-out rows"
+)
 fig.text(0.99, 0.005, caption, ha="right", va="bottom", fontsize=6, color="grey")
 fig.tight_layout(rect=(0, 0.03, 1, 1))
 fig.savefig(OUT / "lag_copy_accuracy.png", dpi=120)
@@ -195,31 +228,55 @@ VALID = SPLITS["valid"] if BUDGET["valid_tokens"] is None else SPLITS["valid"][:
 def arch_config(arch):
     n = BUDGET["n"]
     sizes = {"ecp": dict(half_segment=n // 8), "longlora": dict(group=n // 4), "compressed": dict(compressed=n // 4)}
-    return ModelConfig(arch=arch, vocab=256, dim=BUDGET["dim"], heads=BUDGET["heads"], layers=BUDGET["layers"],
-                       seq_len=n, **sizes.get(arch, {}))
+    return ModelConfig(
+        arch=arch,
+        vocab=256,
+        dim=BUDGET["dim"],
+        heads=BUDGET["heads"],
+        layers=BUDGET["layers"],
+        seq_len=n,
+        **sizes.get(arch, {}),
+    )
 
 
 def run_arch(arch):
     cfg = arch_config(arch)
     start = time.perf_counter()
-    result = T.train(cfg, SPLITS["train"], T.TrainConfig(steps=BUDGET["steps"], batch=BUDGET["batch"], grad_accum=1,
-                                                        lr=BUDGET["lr"], seed=0), progress=False)
+    result = T.train(
+        cfg,
+        SPLITS["train"],
+        T.TrainConfig(steps=BUDGET["steps"], batch=BUDGET["batch"], grad_accum=1, lr=BUDGET["lr"], seed=0),
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     ppl = E.perplexities(result.params, VALID, cfg, batch=16)
-    return dict(arch=arch, params=count_params(cfg), latent=cfg.latent, official=ppl["official"],
-                every_token_once=ppl["every_token_once"], train_loss=float(np.mean([h["loss"] for h in result.history[-20:]])),
-                seconds=seconds, weights=result.params if arch == "ecp" else None)
+    return dict(
+        arch=arch,
+        params=count_params(cfg),
+        latent=cfg.latent,
+        official=ppl["official"],
+        every_token_once=ppl["every_token_once"],
+        train_loss=float(np.mean([h["loss"] for h in result.history[-20:]])),
+        seconds=seconds,
+        weights=result.params if arch == "ecp" else None,
+    )
 
 
-print(f"train {len(SPLITS['train']):,} tokens, valid {len(VALID):,} tokens; n = {BUDGET['n']}, D = {BUDGET['dim']}, "
-      f"{BUDGET['layers']} layers, {BUDGET['heads']} heads, {BUDGET['steps']} steps x {BUDGET['batch']} rows")
+print(
+    f"train {len(SPLITS['train']):,} tokens, valid {len(VALID):,} tokens; n = {BUDGET['n']}, D = {BUDGET['dim']}, "
+    f"{BUDGET['layers']} layers, {BUDGET['heads']} heads, {BUDGET['steps']} steps x {BUDGET['batch']} rows"
+)
 start = time.perf_counter()
 arch_results = pmap(run_arch, list(ARCHS))
 print(f"trained and evaluated {len(ARCHS)} models in {time.perf_counter() - start:.0f} s\n")
-print(f"{'architecture':14s} {'params':>9s} {'L':>4s} {'train loss':>10s} {'ppl official':>12s} {'ppl every-token-once':>20s}")
+print(
+    f"{'architecture':14s} {'params':>9s} {'L':>4s} {'train loss':>10s} {'ppl official':>12s} {'ppl every-token-once':>20s}"
+)
 for r in sorted(arch_results, key=lambda r: r["every_token_once"]):
-    print(f"{r['arch']:14s} {r['params']:9,d} {r['latent']:4d} {r['train_loss']:10.4f} {r['official']:12.3f} "
-          f"{r['every_token_once']:20.3f}")
+    print(
+        f"{r['arch']:14s} {r['params']:9,d} {r['latent']:4d} {r['train_loss']:10.4f} {r['official']:12.3f} "
+        f"{r['every_token_once']:20.3f}"
+    )
 
 # %% [markdown]
 # Two perplexities, because they answer different questions (`minicp.lm.evaluate`'s docstring has the details).
@@ -279,7 +336,10 @@ print(repr(prompt + D.decode(sample)))
 summary = {
     "version": "full" if FULL else "short",
     "lag_copy": {"settings": LAG, "results": lag_results},
-    "architectures": {"settings": BUDGET, "results": [{k: v for k, v in r.items() if k != "weights"} for r in arch_results]},
+    "architectures": {
+        "settings": BUDGET,
+        "results": [{k: v for k, v in r.items() if k != "weights"} for r in arch_results],
+    },
 }
 (OUT / "04_training_results.json").write_text(json.dumps(summary, indent=1))
 print(f"wrote {OUT / 'lag_copy_accuracy.png'} and {OUT / '04_training_results.json'}")

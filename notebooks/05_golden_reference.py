@@ -28,9 +28,12 @@
 # Everything below runs on the CPU in a few seconds.
 
 # %%
-import tempfile, pathlib
-import numpy as np
+import json
+import pathlib
+import tempfile
+
 import matplotlib.pyplot as plt
+import numpy as np
 
 import minicp
 import minicp.testing as mt
@@ -51,8 +54,10 @@ workdir = pathlib.Path(tempfile.mkdtemp())
 # %%
 n, m = 64, 8
 for blk in kp.blocks("ecp", n, half_segment=m)[:4]:
-    print(f"{blk['name']:<8} rows [{blk['row_start']}, {blk['row_stop']})  cols [{blk['col_start']}, {blk['col_stop']})"
-          f"  diagonal {blk['diagonal']}")
+    print(
+        f"{blk['name']:<8} rows [{blk['row_start']}, {blk['row_stop']})  cols [{blk['col_start']}, {blk['col_stop']})"
+        f"  diagonal {blk['diagonal']}"
+    )
 
 # %% [markdown]
 # The predicate is built in closed form from the block list (a union of rectangles with a `kv_idx - q_idx <= c`
@@ -69,12 +74,18 @@ print(kp.allowed_fn("ecp", 32, half_segment=8).source)
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-for ax, (title, arch, args, heads, h) in zip(axes, [
+for ax, (title, arch, args, heads, h) in zip(
+    axes,
+    [
         ("ECP, m = 8", "ecp", dict(half_segment=8), 1, 0),
         ("PerceiverAR layer 0, L = 24", "perceiver_ar", dict(latent=24), 1, 0),
-        ("LongLoRA roll, shifted head", "longlora", dict(group=16, shift="roll"), 2, 1)]):
+        ("LongLoRA roll, shifted head", "longlora", dict(group=16, shift="roll"), 2, 1),
+    ],
+):
     ax.imshow(kp.dense_mask(arch, n, heads, **args)[h], cmap="Greys", interpolation="nearest")
-    ax.set_title(title, fontsize=10); ax.set_xlabel("key kv_idx"); ax.set_ylabel("query q_idx")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("key kv_idx")
+    ax.set_ylabel("query q_idx")
 fig.tight_layout()
 plt.show()
 
@@ -107,9 +118,9 @@ print({k: g.config[k] for k in ("arch", "pattern_args", "segment", "dtype", "see
 # recomputed in float64 from the stored inputs.
 
 # %%
-with np.load(path) as z:                       # any NumPy, no minicp needed
+with np.load(path) as z:  # any NumPy, no minicp needed
     print(sorted(z.files)[:6], "...")
-    import json; print(json.loads(str(z["config"]))["pattern_args"])
+    print(json.loads(str(z["config"]))["pattern_args"])
 g2 = golden.load_golden(path, check=True, check_grads=True)
 print(g2)
 
@@ -120,16 +131,20 @@ print(g2)
 # Here is a kernel author's ECP in plain NumPy: dense scores and the hand-written predicate. `assert_matches_reference`
 # generates the same seeded inputs as the golden file, calls the function, and compares with tolerances chosen by dtype.
 
+
 # %%
 def my_ecp(q, k, v, m=64):
     n, d = q.shape[-2:]
     i = np.arange(n)
     mask = (i[None, :] <= i[:, None]) & (i[None, :] >= np.maximum(0, (i[:, None] // m - 1) * m))
-    s = np.where(mask, (q * d ** -0.5) @ np.swapaxes(k, -1, -2), -np.inf)
+    s = np.where(mask, (q * d**-0.5) @ np.swapaxes(k, -1, -2), -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     return (p / p.sum(-1, keepdims=True)) @ v
 
-results = mt.assert_matches_reference(my_ecp, "ecp", seq_len=512, heads=4, head_dim=32, dtype="float32", half_segment=64)
+
+results = mt.assert_matches_reference(
+    my_ecp, "ecp", seq_len=512, heads=4, head_dim=32, dtype="float32", half_segment=64
+)
 print(results["out"].message)
 
 # %% [markdown]
@@ -149,14 +164,16 @@ for name, (rtol, atol) in mt.TOLERANCES.items():
 # tolerances, the fraction of bad elements and the index range where they lie: rows 64 onward, i.e. from the second half
 # segment on, which points straight at the "previous half segment" part of the mask.
 
+
 # %%
 def off_by_one(q, k, v, m=64):
     n, d = q.shape[-2:]
     i = np.arange(n)
-    mask = (i[None, :] <= i[:, None]) & (i[None, :] > (i[:, None] // m - 1) * m)     # BUG: > instead of >=
-    s = np.where(mask, (q * d ** -0.5) @ np.swapaxes(k, -1, -2), -np.inf)
+    mask = (i[None, :] <= i[:, None]) & (i[None, :] > (i[:, None] // m - 1) * m)  # BUG: > instead of >=
+    s = np.where(mask, (q * d**-0.5) @ np.swapaxes(k, -1, -2), -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
     return (p / p.sum(-1, keepdims=True)) @ v
+
 
 try:
     mt.assert_matches_reference(off_by_one, "ecp", seq_len=512, heads=4, head_dim=32, half_segment=64)
@@ -174,10 +191,15 @@ except mt.MismatchError as e:
 
 # %%
 x = np.array([1.0 + 2**-8, 1.0 + 3 * 2**-8, np.pi])
-print(golden.round_to_bfloat16(x))            # ties go to even: 1.0, 1.015625; pi -> 3.140625
+print(golden.round_to_bfloat16(x))  # ties go to even: 1.0, 1.015625; pi -> 3.140625
 gb = golden.make_golden("ecp", seq_len=128, heads=2, head_dim=16, dtype="bfloat16", half_segment=16)
-print(gb.config["dtype"], gb.config["storage_dtype"], gb["q"].dtype,
-      "low 16 bits all zero:", not (gb["q"].view(np.uint32) & 0xFFFF).any())
+print(
+    gb.config["dtype"],
+    gb.config["storage_dtype"],
+    gb["q"].dtype,
+    "low 16 bits all zero:",
+    not (gb["q"].view(np.uint32) & 0xFFFF).any(),
+)
 
 # %% [markdown]
 # ## 6 · Whole-model golden files
@@ -191,5 +213,27 @@ cfg = minicp.ModelConfig(arch="ecp", vocab=64, dim=32, heads=2, layers=2, seq_le
 gm = golden.make_model_golden(cfg, batch=2, seed=0)
 print(gm, "loss", float(gm["loss"]))
 print([k for k in gm.keys() if k.startswith("param/layers.0.0")])
-assert cli_golden.main(["--model", "--arch", "ecp", "--seq-len", "64", "--segment", "16", "--heads", "2",
-                    "--head-dim", "16", "--layers", "2", "--vocab", "64", "-o", str(workdir / "model.npz")]) == 0
+assert (
+    cli_golden.main(
+        [
+            "--model",
+            "--arch",
+            "ecp",
+            "--seq-len",
+            "64",
+            "--segment",
+            "16",
+            "--heads",
+            "2",
+            "--head-dim",
+            "16",
+            "--layers",
+            "2",
+            "--vocab",
+            "64",
+            "-o",
+            str(workdir / "model.npz"),
+        ]
+    )
+    == 0
+)

@@ -1,4 +1,5 @@
 """Hypothesis strategies for small, valid minicp configurations of every architecture."""
+
 import numpy as np
 from hypothesis import strategies as st
 

@@ -1,4 +1,5 @@
 """The README's first Python example runs as printed."""
+
 import pathlib
 import re
 

@@ -1,4 +1,5 @@
 """Every invalid configuration or input raises ValueError naming the parameter and the rule."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,10 @@ CONFIG_CASES = [
     (dict(arch="compressed", seq_len=16, latent=16), "latent 16 must be smaller than seq_len 16"),
     (dict(arch="double", seq_len=16, latent=17), "latent 17 must be at most seq_len 16"),
     (dict(arch="compressed", seq_len=16, latent=8, compressed=9), "compressed 9 must be at most history 8"),
-    (dict(arch="s_split", seq_len=16, latent=4, split=5), "history 12 (= seq_len - latent) is not divisible by split 5"),
+    (
+        dict(arch="s_split", seq_len=16, latent=4, split=5),
+        "history 12 (= seq_len - latent) is not divisible by split 5",
+    ),
     (dict(arch="ecp", seq_len=16, split=4), "split applies to arch 's_split' only"),
     (dict(arch="double", seq_len=16, segment=4), "segment/half_segment apply to arch 'ecp' only"),
     (dict(arch="longlora", seq_len=16, group=6), "seq_len 16 is not divisible by group 6"),

@@ -5,12 +5,14 @@ alone: one layer is a dependency relation between its output rows and its input 
 compose (``minicp.analysis.receptive`` explains the rules; docs/receptive-fields.md states them per
 architecture). ``closed_form`` is an independent statement of the answer for the tests and notebooks.
 """
+
 import numpy as onp
 
 from minicp import backend as B
 from minicp.analysis.intervals import BIG, ReceptiveField, normalize, points, range_union, union
 from minicp.config import ARCHITECTURES, ModelConfig
-from minicp.nn.attention import module as arch_module, patterns as arch_patterns
+from minicp.nn.attention import module as arch_module
+from minicp.nn.attention import patterns as arch_patterns
 from minicp.validate import choice, half_segment_from, integer, nonnegative_int, positive_int
 
 __all__ = ["METHODS", "receptive_field", "receptive_field_by_layer", "closed_form"]
@@ -22,6 +24,7 @@ METHODS = ("intervals", "dense")
 # Arguments
 # ====================================================================================================
 
+
 def _resolve(config_or_arch, layers, sizes):
     """(ModelConfig, k) from a config or an architecture name plus sizes (ModelConfig's defaults).
 
@@ -30,8 +33,10 @@ def _resolve(config_or_arch, layers, sizes):
     given = {k: v for k, v in sizes.items() if v is not None}
     if isinstance(config_or_arch, ModelConfig):
         if given:
-            raise ValueError(f"{', '.join(given)} must not be given together with a ModelConfig "
-                             f"(use config.replace({next(iter(given))}=...))")
+            raise ValueError(
+                f"{', '.join(given)} must not be given together with a ModelConfig "
+                f"(use config.replace({next(iter(given))}=...))"
+            )
         cfg = config_or_arch
         k = cfg.layers if layers is None else nonnegative_int("layers", layers)
         return cfg, k
@@ -43,7 +48,7 @@ def _resolve(config_or_arch, layers, sizes):
     if layers is None:
         raise ValueError("layers is required when the first argument is an architecture name")
     k = nonnegative_int("layers", layers)
-    heads = positive_int("heads", given.pop("heads", 2))   # does not change the answer; LongLoRA needs it even
+    heads = positive_int("heads", given.pop("heads", 2))  # does not change the answer; LongLoRA needs it even
     half_segment = half_segment_from(given.pop("segment", None), given.pop("half_segment", None), required=False)
     if half_segment is not None:
         given["half_segment"] = half_segment
@@ -57,6 +62,7 @@ def _resolve(config_or_arch, layers, sizes):
 # One layer as a dependency relation (from the declared patterns and skip)
 # ====================================================================================================
 
+
 def _pattern_intervals(pattern):
     """Key intervals per query row of one head's Pattern: (n, J) starts/stops; uncomputed rows empty.
 
@@ -68,11 +74,13 @@ def _pattern_intervals(pattern):
     n = pattern.n
     cols = [b.cols for b in pattern.blocks]
     ncols = onp.array([len(c) for c in cols])
-    steps = onp.concatenate([onp.diff(onp.concatenate(cols)) != 1, [False]])   # a break after this key
-    ends = onp.cumsum(ncols) - 1                                                 # each block's last key
-    steps[ends] = False                                                          # block boundaries are fine
-    breaks = onp.concatenate([[0], onp.cumsum(steps)])[onp.concatenate([ends + 1])] - \
-        onp.concatenate([[0], onp.cumsum(steps)])[ends + 1 - ncols]
+    steps = onp.concatenate([onp.diff(onp.concatenate(cols)) != 1, [False]])  # a break after this key
+    ends = onp.cumsum(ncols) - 1  # each block's last key
+    steps[ends] = False  # block boundaries are fine
+    breaks = (
+        onp.concatenate([[0], onp.cumsum(steps)])[onp.concatenate([ends + 1])]
+        - onp.concatenate([[0], onp.cumsum(steps)])[ends + 1 - ncols]
+    )
     simple = [b for b, k in zip(pattern.blocks, breaks) if k == 0]
     other = [b for b, k in zip(pattern.blocks, breaks) if k != 0]
     starts = onp.full((n, 1), BIG, dtype=onp.int64)
@@ -89,7 +97,7 @@ def _pattern_intervals(pattern):
         starts[rows, 0] = onp.where(visible > 0, first, BIG)
         stops[rows, 0] = onp.where(visible > 0, first + visible, BIG)
     for blk in other:
-        breaks = onp.nonzero(onp.diff(blk.cols) != 1)[0] + 1        # maximal runs of consecutive keys
+        breaks = onp.nonzero(onp.diff(blk.cols) != 1)[0] + 1  # maximal runs of consecutive keys
         runs = list(zip(onp.concatenate([[0], breaks]), onp.concatenate([breaks, [len(blk.cols)]])))
         i, j = blk.shape
         local = onp.arange(i)
@@ -117,7 +125,7 @@ class _Layer:
         kwargs = mod.pattern_kwargs(cfg, layer)
         pats = arch_patterns(cfg.arch, n_in, heads, **kwargs)
         self.n_in = n_in
-        self.patterns = list({id(p): p for p in pats}.values())       # heads sharing a Pattern count once
+        self.patterns = list({id(p): p for p in pats}.values())  # heads sharing a Pattern count once
         # residual row of every output row: run skip on the row indices themselves
         index = onp.arange(n_in, dtype=onp.float64).reshape(1, n_in, 1)
         self.residual = onp.asarray(B.to_numpy(mod.skip(index, cfg, layer)))[0, :, 0].astype(onp.int64)
@@ -131,18 +139,21 @@ class _Layer:
             self.slot_sources = onp.arange(H)
         else:
             if len(computed) != R_out:
-                raise AssertionError(f"{cfg.arch} layer {layer}: {len(computed)} computed query rows but skip "
-                                     f"keeps {R_out} rows")
+                raise AssertionError(
+                    f"{cfg.arch} layer {layer}: {len(computed)} computed query rows but skip keeps {R_out} rows"
+                )
             self.query = computed
             self.slot_sources = None
         self.R_out = R_out
 
     def dependencies(self):
         """(starts, stops) over input rows for every output row."""
-        keys = union(*[_pattern_intervals(p) for p in self.patterns])             # (n_in, J) per query row
+        keys = union(*[_pattern_intervals(p) for p in self.patterns])  # (n_in, J) per query row
         q = self.query
-        out_keys = (onp.where(q[:, None] >= 0, keys[0][onp.maximum(q, 0)], BIG),
-                    onp.where(q[:, None] >= 0, keys[1][onp.maximum(q, 0)], BIG))
+        out_keys = (
+            onp.where(q[:, None] >= 0, keys[0][onp.maximum(q, 0)], BIG),
+            onp.where(q[:, None] >= 0, keys[1][onp.maximum(q, 0)], BIG),
+        )
         parts = [out_keys, points(q), points(self.residual)]
         if self.slot_sources is not None:
             src = self.slot_sources
@@ -182,15 +193,40 @@ def _layer_key(layer):
 # Public functions
 # ====================================================================================================
 
-def receptive_field_by_layer(config_or_arch, *, layers=None, seq_len=None, heads=None, latent=None,
-                             compressed=None, split=None, segment=None, half_segment=None, group=None,
-                             shift=None, partial=None, compressed_residual=None, method="intervals"):
+
+def receptive_field_by_layer(
+    config_or_arch,
+    *,
+    layers=None,
+    seq_len=None,
+    heads=None,
+    latent=None,
+    compressed=None,
+    split=None,
+    segment=None,
+    half_segment=None,
+    group=None,
+    shift=None,
+    partial=None,
+    compressed_residual=None,
+    method="intervals",
+):
     """[R_0, R_1, ..., R_k]: the receptive field after 0, 1, ..., k layers (same arguments as
     ``receptive_field``). Costs the same as computing R_k alone."""
     method = choice("method", method, METHODS)
-    sizes = dict(seq_len=seq_len, heads=heads, latent=latent, compressed=compressed, split=split,
-                 segment=segment, half_segment=half_segment, group=group, shift=shift, partial=partial,
-                 compressed_residual=compressed_residual)
+    sizes = dict(
+        seq_len=seq_len,
+        heads=heads,
+        latent=latent,
+        compressed=compressed,
+        split=split,
+        segment=segment,
+        half_segment=half_segment,
+        group=group,
+        shift=shift,
+        partial=partial,
+        compressed_residual=compressed_residual,
+    )
     cfg, k = _resolve(config_or_arch, layers, sizes)
     heads = cfg.heads
     n = cfg.seq_len
@@ -236,8 +272,8 @@ def _compose(cur, dep):
     R, J = ds.shape
     real = ds < BIG
     lo = onp.where(real, ds, 1).ravel()
-    hi = onp.where(real, de - 1, 0).ravel()                       # lo > hi: empty query
-    s, e = range_union(cur[0], cur[1], lo, hi)                    # (R * J, K)
+    hi = onp.where(real, de - 1, 0).ravel()  # lo > hi: empty query
+    s, e = range_union(cur[0], cur[1], lo, hi)  # (R * J, K)
     return normalize(s.reshape(R, -1), e.reshape(R, -1))
 
 
@@ -247,9 +283,23 @@ def _make(cfg, k, positions, cur, method):
     return ReceptiveField.from_mask(cur, positions.copy(), cfg.arch, k, cfg)
 
 
-def receptive_field(config_or_arch, *, layers=None, seq_len=None, heads=None, latent=None, compressed=None,
-                    split=None, segment=None, half_segment=None, group=None, shift=None, partial=None,
-                    compressed_residual=None, method="intervals"):
+def receptive_field(
+    config_or_arch,
+    *,
+    layers=None,
+    seq_len=None,
+    heads=None,
+    latent=None,
+    compressed=None,
+    split=None,
+    segment=None,
+    half_segment=None,
+    group=None,
+    shift=None,
+    partial=None,
+    compressed_residual=None,
+    method="intervals",
+):
     """The input positions that can influence each output row after ``layers`` layers.
 
     ``config_or_arch``: a ``ModelConfig`` (``layers`` defaults to its own; give no sizes), or an
@@ -264,10 +314,22 @@ def receptive_field(config_or_arch, *, layers=None, seq_len=None, heads=None, la
     >>> rf.intervals(37)                     # [8 max(0, 37 // 8 - 2), 37]
     [(16, 37)]
     """
-    return receptive_field_by_layer(config_or_arch, layers=layers, seq_len=seq_len, heads=heads, latent=latent,
-                                    compressed=compressed, split=split, segment=segment, half_segment=half_segment,
-                                    group=group, shift=shift, partial=partial,
-                                    compressed_residual=compressed_residual, method=method)[-1]
+    return receptive_field_by_layer(
+        config_or_arch,
+        layers=layers,
+        seq_len=seq_len,
+        heads=heads,
+        latent=latent,
+        compressed=compressed,
+        split=split,
+        segment=segment,
+        half_segment=half_segment,
+        group=group,
+        shift=shift,
+        partial=partial,
+        compressed_residual=compressed_residual,
+        method=method,
+    )[-1]
 
 
 def closed_form(config, row, layers):
@@ -318,4 +380,3 @@ def _merge_closed(intervals):
         else:
             merged.append((a, b))
     return merged
-

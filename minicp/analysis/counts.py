@@ -40,6 +40,7 @@ last full half segment plus itself causally), per head and layer:
 The Tables 7 and 8 built on these counts live in ``minicp.analysis.tables``; ``minicp.analysis.steps``
 re-exports both modules. Command line: ``minicp steps --help``.
 """
+
 from dataclasses import dataclass
 
 from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
@@ -55,20 +56,22 @@ __all__ = ["COUNTS", "SHIFTS", "Sizes", "resolve", "count_attention_steps", "ful
 # Resolving the sizes (validation and defaults come from ModelConfig)
 # ----------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Sizes:
     """The sizes one count depends on, defaults filled in and validated (``resolve`` builds it)."""
+
     arch: str
-    n: int                 # seq_len
-    l: int                 # layers
-    h: int                 # heads
-    L: int                 # latent
-    p: int = None          # compressed (compressed only)
-    c: int = None          # split (s_split only)
-    m: int = None          # half segment (ecp only); the paper's segment is s = 2m
+    n: int  # seq_len
+    l: int  # layers
+    h: int  # heads
+    L: int  # latent
+    p: int = None  # compressed (compressed only)
+    c: int = None  # split (s_split only)
+    m: int = None  # half segment (ecp only); the paper's segment is s = 2m
     partial: bool = False  # ecp: n need not be a multiple of m
-    g: int = None          # group (longlora only)
-    shift: str = None      # longlora only
+    g: int = None  # group (longlora only)
+    shift: str = None  # longlora only
 
     @property
     def H(self):
@@ -84,8 +87,11 @@ class Sizes:
         if self.c is not None:
             parts.append(f"c={self.c} ({self.H // self.c} history segments)")
         if self.m is not None:
-            parts.append(f"s={2 * self.m} (half segment m={self.m}, {-(-self.n // self.m)} blocks"
-                         + (", partial last" if self.n % self.m else "") + ")")
+            parts.append(
+                f"s={2 * self.m} (half segment m={self.m}, {-(-self.n // self.m)} blocks"
+                + (", partial last" if self.n % self.m else "")
+                + ")"
+            )
         if self.g is not None:
             parts.append(f"g={self.g} shift={self.shift}")
         return " ".join(parts)
@@ -94,13 +100,18 @@ class Sizes:
 def _from_config(cfg):
     arch = cfg.arch
     return Sizes(
-        arch=arch, n=cfg.seq_len, l=cfg.layers, h=cfg.heads, L=cfg.latent,
+        arch=arch,
+        n=cfg.seq_len,
+        l=cfg.layers,
+        h=cfg.heads,
+        L=cfg.latent,
         p=cfg.compressed if arch == "compressed" else None,
         c=cfg.split if arch == "s_split" else None,
         m=cfg.half_segment if arch == "ecp" else None,
         partial=bool(cfg.partial_segments) if arch == "ecp" else False,
         g=cfg.group if arch == "longlora" else None,
-        shift=cfg.shift if arch == "longlora" else None)
+        shift=cfg.shift if arch == "longlora" else None,
+    )
 
 
 def _flag(name, value):
@@ -116,12 +127,27 @@ def _refuse_sizes_with_config(**sizes):
     defaults = dict(layers=1, heads=1, shift="varlen", partial=False)
     given = [name for name, value in sizes.items() if value != defaults.get(name)]
     if given:
-        raise ValueError(f"{', '.join(given)} must not be given together with a ModelConfig "
-                         f"(use config.replace({given[0]}=...) instead)")
+        raise ValueError(
+            f"{', '.join(given)} must not be given together with a ModelConfig "
+            f"(use config.replace({given[0]}=...) instead)"
+        )
 
 
-def resolve(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, compressed=None, split=None,
-            segment=None, half_segment=None, group=None, shift="varlen", partial=False):
+def resolve(
+    arch_or_config,
+    *,
+    seq_len=None,
+    layers=1,
+    heads=1,
+    latent=None,
+    compressed=None,
+    split=None,
+    segment=None,
+    half_segment=None,
+    group=None,
+    shift="varlen",
+    partial=False,
+):
     """Validate the arguments of ``count_attention_steps`` and fill in ModelConfig's defaults -> ``Sizes``.
 
     ECP's segment may be given as ``segment`` s (paper units, even) or ``half_segment`` m = s / 2, or
@@ -129,9 +155,19 @@ def resolve(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, com
     offending parameter.
     """
     if isinstance(arch_or_config, ModelConfig):
-        _refuse_sizes_with_config(seq_len=seq_len, layers=layers, heads=heads, latent=latent, compressed=compressed,
-                                  split=split, segment=segment, half_segment=half_segment, group=group, shift=shift,
-                                  partial=partial)
+        _refuse_sizes_with_config(
+            seq_len=seq_len,
+            layers=layers,
+            heads=heads,
+            latent=latent,
+            compressed=compressed,
+            split=split,
+            segment=segment,
+            half_segment=half_segment,
+            group=group,
+            shift=shift,
+            partial=partial,
+        )
         return _from_config(arch_or_config)
 
     arch = choice("arch", arch_or_config, ARCHITECTURES)
@@ -139,21 +175,36 @@ def resolve(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, com
         raise ValueError("seq_len is required when the first argument is an architecture name")
     n = positive_int("seq_len", seq_len)
     layers, heads = positive_int("layers", layers), positive_int("heads", heads)
-    latent, compressed, split, group = (None if value is None else positive_int(name, value) for name, value in (
-        ("latent", latent), ("compressed", compressed), ("split", split), ("group", group)))
+    latent, compressed, split, group = (
+        None if value is None else positive_int(name, value)
+        for name, value in (("latent", latent), ("compressed", compressed), ("split", split), ("group", group))
+    )
     half_segment = half_segment_from(segment, half_segment, required=False)
     if latent is not None and arch not in PERCEIVER_FAMILY and latent != n:
-        raise ValueError(f"latent applies to {', '.join(PERCEIVER_FAMILY)} only: every one of the n positions "
-                         f"of {arch!r} attends (got latent {latent}, seq_len {n})")
+        raise ValueError(
+            f"latent applies to {', '.join(PERCEIVER_FAMILY)} only: every one of the n positions "
+            f"of {arch!r} attends (got latent {latent}, seq_len {n})"
+        )
     shift = choice("shift", shift, SHIFTS)
     if shift != "varlen" and arch != "longlora":
         raise ValueError(f"shift applies to arch 'longlora' only, not {arch!r}")
     if _flag("partial", partial) and arch != "ecp":
         raise ValueError(f"partial applies to arch 'ecp' only, not {arch!r}")
     try:
-        cfg = ModelConfig(arch=arch, seq_len=n, layers=layers, heads=heads, dim=2 * heads, latent=latent,
-                          compressed=compressed, split=split, half_segment=half_segment,
-                          group=group, shift=shift, partial_segments=partial)
+        cfg = ModelConfig(
+            arch=arch,
+            seq_len=n,
+            layers=layers,
+            heads=heads,
+            dim=2 * heads,
+            latent=latent,
+            compressed=compressed,
+            split=split,
+            half_segment=half_segment,
+            group=group,
+            shift=shift,
+            partial_segments=partial,
+        )
     except ValueError as err:  # speak this function's language, not ModelConfig's
         raise ValueError(str(err).replace("set partial_segments=True", "pass partial=True")) from None
     return _from_config(cfg)
@@ -163,6 +214,7 @@ def resolve(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, com
 # Closed forms
 # ----------------------------------------------------------------------------------------------------
 
+
 def _tri(k):
     """Unmasked entries of a causal k x k block: k(k+1)/2."""
     return k * (k + 1) // 2
@@ -171,7 +223,7 @@ def _tri(k):
 def _ecp_per_head(n, m, computed):
     """ECP, one head and layer: ATTN m x m, PAR m x 2m per later half segment, a partial last r x (m + r)."""
     full, r = divmod(n, m)
-    if full == 0:                               # shorter than one half segment: plain causal
+    if full == 0:  # shorter than one half segment: plain causal
         return n * n if computed else _tri(n)
     if computed:
         return m * m + (full - 1) * 2 * m * m + r * (m + r)
@@ -184,9 +236,9 @@ def _longlora_per_layer(z, computed):
     unshifted = n * g if computed else n * (g + 1) // 2
     if z.shift == "roll":
         shifted = unshifted
-    else:                                       # groups [0,u), (n/g - 1) full groups, [n-u, n)
+    else:  # groups [0,u), (n/g - 1) full groups, [n-u, n)
         shifted = n * g - g * g // 2 if computed else (n // g - 1) * _tri(g) + 2 * _tri(u)
-    return (z.h // 2) * unshifted + (z.h - z.h // 2) * shifted     # heads h//2 onwards are shifted
+    return (z.h // 2) * unshifted + (z.h - z.h // 2) * shifted  # heads h//2 onwards are shifted
 
 
 def _layer_counts(z, count):
@@ -217,9 +269,23 @@ def _layer_counts(z, count):
     return h * first, h * rest
 
 
-def count_attention_steps(arch_or_config, *, seq_len=None, layers=1, heads=1, latent=None, compressed=None,
-                          split=None, segment=None, half_segment=None, group=None, shift="varlen",
-                          count="computed", per_layer=False, partial=False):
+def count_attention_steps(
+    arch_or_config,
+    *,
+    seq_len=None,
+    layers=1,
+    heads=1,
+    latent=None,
+    compressed=None,
+    split=None,
+    segment=None,
+    half_segment=None,
+    group=None,
+    shift="varlen",
+    count="computed",
+    per_layer=False,
+    partial=False,
+):
     """Exact number of attention score entries of a whole model (all heads, all layers).
 
     ``arch_or_config``: an architecture name (one of ``minicp.ARCHITECTURES``) with the sizes as keywords,
@@ -243,8 +309,20 @@ def count_attention_steps(arch_or_config, *, seq_len=None, layers=1, heads=1, la
     """
     count = choice("count", count, COUNTS)
     per_layer = _flag("per_layer", per_layer)
-    z = resolve(arch_or_config, seq_len=seq_len, layers=layers, heads=heads, latent=latent, compressed=compressed,
-                split=split, segment=segment, half_segment=half_segment, group=group, shift=shift, partial=partial)
+    z = resolve(
+        arch_or_config,
+        seq_len=seq_len,
+        layers=layers,
+        heads=heads,
+        latent=latent,
+        compressed=compressed,
+        split=split,
+        segment=segment,
+        half_segment=half_segment,
+        group=group,
+        shift=shift,
+        partial=partial,
+    )
     first, rest = _layer_counts(z, count)
     if per_layer:
         return [first] + [rest] * (z.l - 1)

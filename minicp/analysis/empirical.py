@@ -5,6 +5,7 @@ row j, in float64; masked scores have probability exactly 0, so a structural zer
 and "can influence" is simply J != 0 (``empirical_receptive_field``). The test suite compares it
 with the analytic ``minicp.analysis.analytic.receptive_field`` for every architecture.
 """
+
 import autograd
 import autograd.numpy as anp
 import numpy as onp
@@ -52,18 +53,18 @@ def _jacobian_max(p, x0, config, k, chunk):
     pairs = [(o, c) for o in range(rows) for c in range(D)]
     result = onp.zeros((rows, n))
     for start in range(0, len(pairs), chunk):
-        batch = pairs[start:start + chunk]
+        batch = pairs[start : start + chunk]
         cot = onp.zeros((len(batch), rows, D))
         cot[onp.arange(len(batch)), [o for o, _ in batch], [c for _, c in batch]] = 1.0
 
-        def f(X):
+        def f(X, cot=cot):
             h = X
             for layer in range(k):
                 h = M.block(p["layers"][layer], h, config, layer)
             return anp.sum(h * cot)
 
-        G = autograd.grad(f)(onp.repeat(x0[None], len(batch), axis=0))         # (batch, n, D)
-        mag = onp.abs(G).max(axis=2)                                            # (batch, n)
+        G = autograd.grad(f)(onp.repeat(x0[None], len(batch), axis=0))  # (batch, n, D)
+        mag = onp.abs(G).max(axis=2)  # (batch, n)
         for (o, _), row in zip(batch, mag):
             result[o] = onp.maximum(result[o], row)
     return result
@@ -88,7 +89,7 @@ def influence(params, config, *, layers=None, tokens=None, seed=0, chunk=512):
     tokens = _checked_tokens(tokens, config, seed)
     with B.backend("numpy"):
         p = _to_float64(params)
-        x0 = p["token_emb"]["weight"][tokens[0]]                                    # (n, D)
+        x0 = p["token_emb"]["weight"][tokens[0]]  # (n, D)
         return _jacobian_max(p, x0, config, k, chunk)
 
 

@@ -7,6 +7,7 @@ A family of R interval sets is two int64 arrays ``starts``, ``stops`` of shape (
 ``minicp.analysis.analytic`` composes layers with; they are internal to ``minicp.analysis`` (the
 public face is ``ReceptiveField``, whose ``intervals(row)`` are closed ``(lo, hi)`` pairs).
 """
+
 from dataclasses import dataclass
 
 import numpy as onp
@@ -16,12 +17,13 @@ from minicp.validate import integer, positive_int
 
 __all__ = ["ReceptiveField"]
 
-BIG = onp.iinfo(onp.int64).max // 4           # padding for unused interval slots (sorts last)
+BIG = onp.iinfo(onp.int64).max // 4  # padding for unused interval slots (sorts last)
 
 
 # ====================================================================================================
 # Interval sets, vectorised over rows
 # ====================================================================================================
+
 
 def normalize(starts, stops):
     """Sort, drop empties and merge overlapping or touching intervals, row by row. (R, J) -> (R, K).
@@ -31,12 +33,12 @@ def normalize(starts, stops):
     sorted stop exactly when E[i] < S[i + 1]. Merged intervals are [S at a gap's right, E at its left).
     """
     R, w = starts.shape
-    if w > 12:                                                       # wide: NumPy's row sort
+    if w > 12:  # wide: NumPy's row sort
         empty = starts >= stops
         S = onp.sort(onp.where(empty, BIG, starts), axis=1)
         E = onp.sort(onp.where(empty, BIG, stops), axis=1)
         S, E = list(S.T), list(E.T)
-    else:                                                            # narrow: column-wise network
+    else:  # narrow: column-wise network
         S, E = [], []
         for i in range(w):
             empty = starts[:, i] >= stops[:, i]
@@ -45,7 +47,7 @@ def normalize(starts, stops):
         S, E = _sort_columns(S), _sort_columns(E)
     out_s, out_e = [S[0]], []
     for i in range(w - 1):
-        gap = E[i] < S[i + 1]                                        # the union has a gap after E[i]
+        gap = E[i] < S[i + 1]  # the union has a gap after E[i]
         out_e.append(onp.where(gap, E[i], BIG))
         out_s.append(onp.where(gap, S[i + 1], BIG))
     out_e.append(E[-1])
@@ -110,7 +112,7 @@ def range_union(starts, stops, lo, hi):
     for t in range(1, int(level.max(initial=0)) + 1):
         s, e = levels[-1]
         half, size = 1 << (t - 1), n_rows - (1 << t) + 1
-        levels.append(union((s[:size], e[:size]), (s[half:half + size], e[half:half + size])))
+        levels.append(union((s[:size], e[:size]), (s[half : half + size], e[half : half + size])))
     K = max(s.shape[1] for s, _ in levels)
     table_s = onp.full((len(levels), n_rows, K), BIG, dtype=onp.int64)
     table_e = onp.full((len(levels), n_rows, K), BIG, dtype=onp.int64)
@@ -129,6 +131,7 @@ def range_union(starts, stops, lo, hi):
 # The result
 # ====================================================================================================
 
+
 @dataclass(frozen=True, eq=False)
 class ReceptiveField:
     """For each output row of the stream after ``layers`` layers, the input token positions (0..n-1)
@@ -137,12 +140,13 @@ class ReceptiveField:
     ``positions[row]`` is the token position the row stands for (its query position): row = token for
     most architectures, H + t for PerceiverAR's latent row t, and -1 for Compressed's p slots.
     """
+
     arch: str
-    n: int                         # input tokens
-    layers: int                    # k
-    positions: onp.ndarray         # (rows,) token position of each output row, -1 for a compressed slot
-    starts: onp.ndarray            # (rows, K) half-open interval starts, padded with a huge sentinel
-    stops: onp.ndarray             # (rows, K) half-open interval stops
+    n: int  # input tokens
+    layers: int  # k
+    positions: onp.ndarray  # (rows,) token position of each output row, -1 for a compressed slot
+    starts: onp.ndarray  # (rows, K) half-open interval starts, padded with a huge sentinel
+    stops: onp.ndarray  # (rows, K) half-open interval stops
     config: ModelConfig = None
 
     # ---- construction ------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class ReceptiveField:
         rows, n = mask.shape
         padded = onp.zeros((rows, n + 2), dtype=onp.int8)
         padded[:, 1:-1] = mask
-        edges = onp.diff(padded, axis=1)                                 # +1 at starts, -1 at stops
+        edges = onp.diff(padded, axis=1)  # +1 at starts, -1 at stops
         r0, s = onp.nonzero(edges == 1)
         r1, e = onp.nonzero(edges == -1)
         count = onp.bincount(r0, minlength=rows)
@@ -222,7 +226,7 @@ class ReceptiveField:
         cols = onp.arange(self.n)
         out = onp.zeros((self.rows, self.n), dtype=bool)
         for k in range(self.starts.shape[1]):
-            out |= (cols >= self.starts[:, k:k + 1]) & (cols < self.stops[:, k:k + 1])
+            out |= (cols >= self.starts[:, k : k + 1]) & (cols < self.stops[:, k : k + 1])
         return out
 
     def sees_future(self):
@@ -255,6 +259,7 @@ class ReceptiveField:
     __hash__ = None
 
     def __repr__(self):
-        return (f"ReceptiveField(arch={self.arch!r}, n={self.n}, layers={self.layers}, rows={self.rows}, "
-                f"max intervals per row={int(self.num_intervals().max(initial=0))})")
-
+        return (
+            f"ReceptiveField(arch={self.arch!r}, n={self.n}, layers={self.layers}, rows={self.rows}, "
+            f"max intervals per row={int(self.num_intervals().max(initial=0))})"
+        )

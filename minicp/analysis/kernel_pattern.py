@@ -33,6 +33,7 @@ False in every form. FlexAttention returns zeros for such rows, SDPA zeros or Na
 PyTorch version and backend; compare only the computed rows (``rows(...)``), which is what
 ``minicp.testing`` does.
 """
+
 import inspect
 
 import numpy as onp
@@ -47,6 +48,7 @@ __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_ar
 # ----------------------------------------------------------------------------------------------------
 # Argument handling
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_args_for(arch):
     """(required, optional) keyword names of ``arch``'s pattern arguments.
@@ -64,22 +66,23 @@ def pattern_args_for(arch):
 
 def _patterns_checked(arch, n, heads, args):
     """Validate every argument (ValueError naming it) and return one Pattern per head."""
-    _module(arch)                                             # ValueError for an unknown arch
+    _module(arch)  # ValueError for an unknown arch
     n = positive_int("n", n)
     heads = positive_int("heads", heads)
     required, optional = pattern_args_for(arch)
     args = _segment_as_half_segment(args, required + optional)
     unknown = sorted(set(args) - set(required) - set(optional))
     if unknown:
-        raise ValueError(f"unknown pattern argument(s) {unknown} for arch {arch!r}; "
-                         f"it takes {list(required) + list(optional)}")
+        raise ValueError(
+            f"unknown pattern argument(s) {unknown} for arch {arch!r}; it takes {list(required) + list(optional)}"
+        )
     missing = [a for a in required if a not in args]
     if missing:
         hint = " (or segment = 2 * half_segment)" if missing == ["half_segment"] else ""
         raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}{hint}")
     try:
         return _patterns(arch, n, heads, **args)
-    except TypeError as e:                                   # a wrongly typed argument deep inside
+    except TypeError as e:  # a wrongly typed argument deep inside
         raise ValueError(f"invalid pattern arguments {args} for arch {arch!r}: {e}") from e
 
 
@@ -111,6 +114,7 @@ def _contiguous(positions):
 # The three exports
 # ----------------------------------------------------------------------------------------------------
 
+
 def blocks(arch, n, heads=1, **pattern_args):
     """The block list, one dict per (head, block), heads in order and blocks in computation order.
 
@@ -129,9 +133,19 @@ def blocks(arch, n, heads=1, **pattern_args):
         for blk in pat.blocks:
             rs, re = _contiguous(blk.rows)
             cs, ce = _contiguous(blk.cols)
-            out.append(dict(head=h, name=blk.name, rows=blk.rows.copy(), cols=blk.cols.copy(),
-                            diagonal=None if blk.diagonal is None else int(blk.diagonal),
-                            row_start=rs, row_stop=re, col_start=cs, col_stop=ce))
+            out.append(
+                dict(
+                    head=h,
+                    name=blk.name,
+                    rows=blk.rows.copy(),
+                    cols=blk.cols.copy(),
+                    diagonal=None if blk.diagonal is None else int(blk.diagonal),
+                    row_start=rs,
+                    row_stop=re,
+                    col_start=cs,
+                    col_stop=ce,
+                )
+            )
     return out
 
 
@@ -162,9 +176,9 @@ def _terms(pattern):
                 if blk.diagonal is not None:
                     # local col (coff + kv - cs) <= local row (roff + q - rs) + diagonal
                     c = roff - rs + blk.diagonal - coff + cs
-                    if cs - (re - 1) > c:                       # smallest kv - q already too large
+                    if cs - (re - 1) > c:  # smallest kv - q already too large
                         continue
-                    if (ce - 1) - rs <= c:                      # largest kv - q fits: no constraint
+                    if (ce - 1) - rs <= c:  # largest kv - q fits: no constraint
                         c = None
                 terms.append((rs, re, cs, ce, c))
     return terms
@@ -200,14 +214,17 @@ def _any_term(q_idx, kv_idx, terms):
         if c is not None:
             t = t & (kv_idx - q_idx <= c)
         result = t if result is None else (result | t)
-    return result if result is not None else (q_idx < 0) & (q_idx >= 0)     # empty pattern: all False
+    return result if result is not None else (q_idx < 0) & (q_idx >= 0)  # empty pattern: all False
 
 
 def _allowed_source(arch, n, heads, pattern_args, groups):
     """The predicate ``allowed_fn`` builds, as plain Python source (one line per term)."""
-    lines = ["def allowed(q_idx, kv_idx, head=0):",
-             f'    """minicp.analysis.kernel_pattern.allowed_fn({arch!r}, n={n}, heads={heads}, '
-             + ", ".join(f"{k}={v!r}" for k, v in sorted(pattern_args.items())) + ')"""']
+    lines = [
+        "def allowed(q_idx, kv_idx, head=0):",
+        f'    """minicp.analysis.kernel_pattern.allowed_fn({arch!r}, n={n}, heads={heads}, '
+        + ", ".join(f"{k}={v!r}" for k, v in sorted(pattern_args.items()))
+        + ')"""',
+    ]
     if len(groups) == 1:
         body = "\n        | ".join(f"({_term_source(t)})" for t in groups[0][1])
         lines.append(f"    return (\n          {body}\n    )")
@@ -249,8 +266,8 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
             if h.size and (h.min() < 0 or h.max() >= heads):
                 raise ValueError(f"head must lie in [0, {heads}), got {head!r:.60}")
         if isinstance(q_idx, int) and isinstance(kv_idx, int):
-            q_idx = onp.int64(q_idx)                           # keep & | elementwise, not Python bool ops
-        if len(groups) == 1:                                  # head does not matter; broadcast against it
+            q_idx = onp.int64(q_idx)  # keep & | elementwise, not Python bool ops
+        if len(groups) == 1:  # head does not matter; broadcast against it
             result = _any_term(q_idx, kv_idx, groups[0][1])
             return result if isinstance(head, (int, onp.integer)) else result & (head >= 0)
         result = None
@@ -266,8 +283,10 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
     allowed.source = _allowed_source(arch, n, heads, pattern_args, groups)
     allowed.terms = groups
     allowed.n, allowed.heads, allowed.arch = n, heads, arch
-    allowed.__doc__ = (f"True where query q_idx may attend to key kv_idx for {arch} "
-                       f"(n={n}, heads={heads}, {pattern_args}); see minicp.analysis.kernel_pattern.allowed_fn.")
+    allowed.__doc__ = (
+        f"True where query q_idx may attend to key kv_idx for {arch} "
+        f"(n={n}, heads={heads}, {pattern_args}); see minicp.analysis.kernel_pattern.allowed_fn."
+    )
     return allowed
 
 
@@ -277,5 +296,6 @@ def mask_mod(arch, n, heads=1, **pattern_args):
 
     def mask_mod(b, h, q_idx, kv_idx):
         return allowed(q_idx, kv_idx, h)
+
     mask_mod.source = allowed.source
     return mask_mod

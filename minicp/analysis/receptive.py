@@ -37,9 +37,17 @@ The code lives in three modules by role, all re-exported here: ``minicp.analysis
 Intervals are **closed**, ``(lo, hi)`` with lo <= hi, as docs/receptive-fields.md writes them: ECP's
 row i after k layers is [m max(0, floor(i/m) - k), i].
 """
+
 from minicp.analysis.analytic import METHODS, closed_form, receptive_field, receptive_field_by_layer
 from minicp.analysis.empirical import empirical_receptive_field, influence
 from minicp.analysis.intervals import ReceptiveField
 
-__all__ = ["ReceptiveField", "receptive_field", "receptive_field_by_layer", "empirical_receptive_field",
-           "influence", "closed_form", "METHODS"]
+__all__ = [
+    "ReceptiveField",
+    "receptive_field",
+    "receptive_field_by_layer",
+    "empirical_receptive_field",
+    "influence",
+    "closed_form",
+    "METHODS",
+]

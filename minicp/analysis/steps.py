@@ -15,10 +15,34 @@ modules by role:
 
 Command line: ``minicp steps --help`` (``minicp.cli.steps``).
 """
-from minicp.analysis.counts import COUNTS, SHIFTS, Sizes, count_attention_steps, full_attention_steps, resolve
-from minicp.analysis.tables import (TABLE7_NOTATION, TABLE8_PAPER, TABLE8_SIZES, evaluate_formula, format_steps,
-                                    format_table7, format_table8, table7, table8)
 
-__all__ = ["COUNTS", "SHIFTS", "Sizes", "resolve", "count_attention_steps", "full_attention_steps",
-           "evaluate_formula", "table7", "format_table7", "TABLE7_NOTATION", "table8", "format_table8",
-           "TABLE8_SIZES", "TABLE8_PAPER", "format_steps"]
+from minicp.analysis.counts import COUNTS, SHIFTS, Sizes, count_attention_steps, full_attention_steps, resolve
+from minicp.analysis.tables import (
+    TABLE7_NOTATION,
+    TABLE8_PAPER,
+    TABLE8_SIZES,
+    evaluate_formula,
+    format_steps,
+    format_table7,
+    format_table8,
+    table7,
+    table8,
+)
+
+__all__ = [
+    "COUNTS",
+    "SHIFTS",
+    "Sizes",
+    "resolve",
+    "count_attention_steps",
+    "full_attention_steps",
+    "evaluate_formula",
+    "table7",
+    "format_table7",
+    "TABLE7_NOTATION",
+    "table8",
+    "format_table8",
+    "TABLE8_SIZES",
+    "TABLE8_PAPER",
+    "format_steps",
+]

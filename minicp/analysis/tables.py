@@ -8,6 +8,7 @@
 
 The counts themselves come from ``minicp.analysis.counts``.
 """
+
 import ast
 import operator
 from fractions import Fraction
@@ -16,15 +17,29 @@ from minicp.analysis.counts import count_attention_steps, full_attention_steps, 
 from minicp.config import PERCEIVER_FAMILY
 from minicp.validate import boolean
 
-__all__ = ["evaluate_formula", "table7", "format_table7", "TABLE7_NOTATION", "table8", "format_table8",
-           "TABLE8_SIZES", "TABLE8_PAPER", "format_steps"]
+__all__ = [
+    "evaluate_formula",
+    "table7",
+    "format_table7",
+    "TABLE7_NOTATION",
+    "table8",
+    "format_table8",
+    "TABLE8_SIZES",
+    "TABLE8_PAPER",
+    "format_steps",
+]
 
 # ----------------------------------------------------------------------------------------------------
 # Formulas as text that can be evaluated ("·" is multiplication, "²" a square; exact rationals)
 # ----------------------------------------------------------------------------------------------------
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: operator.pow}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
 
 
 def evaluate_formula(text, **values):
@@ -65,17 +80,18 @@ _TABLE7 = (
     ("transformer", "l·h·n²", "l·h·n·(n + 1)/2"),
     ("perceiver_ar", "h·(L·n + (l - 1)·L²)", "h·(L·H + l·L·(L + 1)/2)"),
     ("double", "l·h·(L·n + H²)", "l·h·(L·H + L·(L + 1)/2 + H²)"),
-    ("compressed", "h·(L·n + H² + (l - 1)·(L·(p + L) + p²))",
-     "h·(L·H + H² + (l - 1)·(L·p + p²) + l·L·(L + 1)/2)"),
+    ("compressed", "h·(L·n + H² + (l - 1)·(L·(p + L) + p²))", "h·(L·H + H² + (l - 1)·(L·p + p²) + l·L·(L + 1)/2)"),
     ("s_split", "l·h·(L·n + H·c)", "l·h·(L·H + L·(L + 1)/2 + H·c)"),
     ("ecp", "l·h·m·(2·n - m)", "l·h·(n·(m + 1)/2 + m·(n - m))"),
     ("longlora roll", "l·h·n·g", "l·h·n·(g + 1)/2"),
     ("longlora varlen", "l·h·(n·g - g²/4)", "l·(h/2)·(n·(g + 1)/2 + (n/g - 1)·g·(g + 1)/2 + u·(u + 1))"),
 )
 
-TABLE7_NOTATION = ("n sequence length, l layers, h heads, L latent, H = n - L history, p compressed length, "
-                   "c s-Split history segment, s ECP segment (paper units) and m = s/2 the code's half segment "
-                   "(n a multiple of m), g LongLoRA group and u = g/2 (formulas for even h, h/2 heads shifted; an odd h shifts heads h//2 onwards)")
+TABLE7_NOTATION = (
+    "n sequence length, l layers, h heads, L latent, H = n - L history, p compressed length, "
+    "c s-Split history segment, s ECP segment (paper units) and m = s/2 the code's half segment "
+    "(n a multiple of m), g LongLoRA group and u = g/2 (formulas for even h, h/2 heads shifted; an odd h shifts heads h//2 onwards)"
+)
 
 
 def table7():
@@ -91,13 +107,19 @@ def table7():
 def format_table7():
     """Printable Table 7."""
     rows = [("architecture", "computed entries (whole model)", "unmasked entries (whole model)")] + table7()
-    lines = ["Table 7: attention steps (score entries), code-faithful closed forms "
-             "(docs/attention-steps.md#per-layer-formulas)", ""]
+    lines = [
+        "Table 7: attention steps (score entries), code-faithful closed forms "
+        "(docs/attention-steps.md#per-layer-formulas)",
+        "",
+    ]
     lines += _grid(rows)
-    lines += ["", "Notation: " + TABLE7_NOTATION + ".",
-              "computed = entries of every score matrix materialised (masked ones included); "
-              "unmasked = entries that survive the mask.",
-              "ECP with s = 2m equals LongLoRA varlen with g = 2m in computed entries (Table 2-style identity)."]
+    lines += [
+        "",
+        "Notation: " + TABLE7_NOTATION + ".",
+        "computed = entries of every score matrix materialised (masked ones included); "
+        "unmasked = entries that survive the mask.",
+        "ECP with s = 2m equals LongLoRA varlen with g = 2m in computed entries (Table 2-style identity).",
+    ]
     return "\n".join(lines)
 
 
@@ -142,7 +164,7 @@ def _alt(name, formula, **extra):
     value = evaluate_formula(formula, **values)
     full = t["l"] * t["h"] * t["n"] ** 2
     shown = formula + "".join(f" with {k} = {v}" for k, v in extra.items())
-    return dict(name=name, formula=shown, value=value, millions=value // 10 ** 6, percent=100 * value / full)
+    return dict(name=name, formula=shown, value=value, millions=value // 10**6, percent=100 * value / full)
 
 
 def _alternatives(arch):
@@ -204,41 +226,53 @@ def _explain(arch, computed, unmasked, full, alts):
 
     code = f"code-faithful {_fmt_int(computed)} ({pct(computed)}) [unmasked {_fmt_int(unmasked)}]"
     if arch == "perceiver_ar":
-        return (f"{code}: h·(L·n + (l-1)·L²), latent x all n keys in layer 0, L x L after; "
-                f"the paper truncates {computed / 1e6:.2f}M to 4932M and {pct(computed)} to 25%.")
+        return (
+            f"{code}: h·(L·n + (l-1)·L²), latent x all n keys in layer 0, L x L after; "
+            f"the paper truncates {computed / 1e6:.2f}M to 4932M and {pct(computed)} to 25%."
+        )
     if arch == "double":
         return f"{code}: l·h·(L·n + H²), latent x all n keys plus unmasked H x H history in every layer."
     if arch == "transformer":
         half = _find(alts, "causal half (unmasked)")
-        return (f"{code}: l·h·n², the whole n x n matrix (not the causal half "
-                f"{half['millions']}M = {half['formula']}).")
+        return f"{code}: l·h·n², the whole n x n matrix (not the causal half {half['millions']}M = {half['formula']})."
     if arch == "compressed":
-        a, b, c, d = (_find(alts, k) for k in ("non-code p/2", "non-code p=128", "non-code H²/s",
-                                               "compress first (prose)"))
-        return (f"{code} = h·(L·n + H² + (l-1)·(L·(p+L) + p²)), {100 * (computed / 9682e6 - 1):+.0f}% vs the paper. "
-                f"The printed 9682M is reproduced only by the non-code formula {a['formula']} = "
-                f"{_fmt_int(a['value'])} ({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
-                f"also = {c['formula']}; no code-faithful (L, p) gives it. Prose reading 'compress first' "
-                f"{d['formula']} = {d['millions']}M.")
+        a, b, c, d = (
+            _find(alts, k) for k in ("non-code p/2", "non-code p=128", "non-code H²/s", "compress first (prose)")
+        )
+        return (
+            f"{code} = h·(L·n + H² + (l-1)·(L·(p+L) + p²)), {100 * (computed / 9682e6 - 1):+.0f}% vs the paper. "
+            f"The printed 9682M is reproduced only by the non-code formula {a['formula']} = "
+            f"{_fmt_int(a['value'])} ({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
+            f"also = {c['formula']}; no code-faithful (L, p) gives it. Prose reading 'compress first' "
+            f"{d['formula']} = {d['millions']}M."
+        )
     if arch == "s_split":
-        a, b, c, d = (_find(alts, k) for k in ("code c=128", "code c=512", "nearest: Double-like + H s/2",
-                                               "Double plus the split"))
-        return (f"{code} with c = s = 256 (l·h·(L·n + H·c)), {100 * (computed / 14858e6 - 1):+.0f}% vs the paper; "
-                f"c = 128: {a['value'] / 1e6:.1f}M, c = 512: {b['value'] / 1e6:.1f}M. No formula fits: a count above "
-                f"Double needs the H² term kept; nearest {c['formula']} = {_fmt_int(c['value'])} "
-                f"({100 * (c['value'] / 14858e6 - 1):+.2f}%), {d['formula']} = {_fmt_int(d['value'])} "
-                f"({100 * (d['value'] / 14858e6 - 1):+.1f}%). The printed 77% also disagrees with 14858/19327 = "
-                f"{100 * 14858 / 19327:.2f}% under the table's truncation rule. Treat as an error in the paper.")
+        a, b, c, d = (
+            _find(alts, k)
+            for k in ("code c=128", "code c=512", "nearest: Double-like + H s/2", "Double plus the split")
+        )
+        return (
+            f"{code} with c = s = 256 (l·h·(L·n + H·c)), {100 * (computed / 14858e6 - 1):+.0f}% vs the paper; "
+            f"c = 128: {a['value'] / 1e6:.1f}M, c = 512: {b['value'] / 1e6:.1f}M. No formula fits: a count above "
+            f"Double needs the H² term kept; nearest {c['formula']} = {_fmt_int(c['value'])} "
+            f"({100 * (c['value'] / 14858e6 - 1):+.2f}%), {d['formula']} = {_fmt_int(d['value'])} "
+            f"({100 * (d['value'] / 14858e6 - 1):+.1f}%). The printed 77% also disagrees with 14858/19327 = "
+            f"{100 * 14858 / 19327:.2f}% under the table's truncation rule. Treat as an error in the paper."
+        )
     if arch == "ecp":
-        a, b, c, d = (_find(alts, k) for k in ("code, reading m = s", "exact fit (contrived)", "nearest simple",
-                                               "LongLoRA-like n x 2s"))
-        return (f"{code} with s = 256 -> half segment m = 128 (l·h·m·(2n - m)), "
-                f"{100 * (computed / 2452e6 - 1):+.1f}% vs the paper. Nearest readings: code with m = s = 256 "
-                f"{_fmt_int(a['value'])} ({a['percent']:.2f}%, {100 * (a['value'] / 2452e6 - 1):+.1f}%); "
-                f"{c['formula']} = {_fmt_int(c['value'])} ({100 * (c['value'] / 2452e6 - 1):+.2f}%); "
-                f"{d['formula']} = {d['value'] / 1e6:.1f}M (= LongLoRA g = 2s); only exact fit "
-                f"{b['formula']} = {_fmt_int(b['value'])} (contrived). The printed 12% fits these but not the "
-                f"paper's own s/2 x s blocks ({pct(computed)}).")
+        a, b, c, d = (
+            _find(alts, k)
+            for k in ("code, reading m = s", "exact fit (contrived)", "nearest simple", "LongLoRA-like n x 2s")
+        )
+        return (
+            f"{code} with s = 256 -> half segment m = 128 (l·h·m·(2n - m)), "
+            f"{100 * (computed / 2452e6 - 1):+.1f}% vs the paper. Nearest readings: code with m = s = 256 "
+            f"{_fmt_int(a['value'])} ({a['percent']:.2f}%, {100 * (a['value'] / 2452e6 - 1):+.1f}%); "
+            f"{c['formula']} = {_fmt_int(c['value'])} ({100 * (c['value'] / 2452e6 - 1):+.2f}%); "
+            f"{d['formula']} = {d['value'] / 1e6:.1f}M (= LongLoRA g = 2s); only exact fit "
+            f"{b['formula']} = {_fmt_int(b['value'])} (contrived). The printed 12% fits these but not the "
+            f"paper's own s/2 x s blocks ({pct(computed)})."
+        )
     if arch == "longlora":
         return "comparison point, not in the paper's table (roll: every head n·g; varlen shifted heads: n·g - g²/2)."
     raise AssertionError(arch)
@@ -265,11 +299,19 @@ def _paper_row(full, label, arch, millions, percent):
     computed = count_attention_steps(arch, **kw)
     unmasked = count_attention_steps(arch, count="unmasked", **kw)
     alts = _alternatives(arch)
-    exact = computed // 10 ** 6 == millions
-    return dict(label=label, arch=arch, paper_millions=millions, paper_percent=percent,
-                computed=computed, unmasked=unmasked, percent_of_full=100 * computed / full,
-                verdict="exact" if exact else "not reproduced",
-                explanation=_explain(arch, computed, unmasked, full, alts), alternatives=alts)
+    exact = computed // 10**6 == millions
+    return dict(
+        label=label,
+        arch=arch,
+        paper_millions=millions,
+        paper_percent=percent,
+        computed=computed,
+        unmasked=unmasked,
+        percent_of_full=100 * computed / full,
+        verdict="exact" if exact else "not reproduced",
+        explanation=_explain(arch, computed, unmasked, full, alts),
+        alternatives=alts,
+    )
 
 
 def _longlora_row(full, g):
@@ -278,12 +320,19 @@ def _longlora_row(full, g):
     computed = count_attention_steps("longlora", **kw)
     unmasked = count_attention_steps("longlora", count="unmasked", **kw)
     varlen = count_attention_steps("longlora", **dict(kw, shift="varlen"))
-    return dict(label=f"LongLoRA S2-Attn g={g} (roll)", arch="longlora", paper_millions=None,
-                paper_percent=None, computed=computed, unmasked=unmasked,
-                percent_of_full=100 * computed / full, verdict="comparison",
-                explanation=_explain("longlora", computed, unmasked, full, [])
-                + f" varlen: {_fmt_int(varlen)} (= ECP with s = {g}).",
-                alternatives=[])
+    return dict(
+        label=f"LongLoRA S2-Attn g={g} (roll)",
+        arch="longlora",
+        paper_millions=None,
+        paper_percent=None,
+        computed=computed,
+        unmasked=unmasked,
+        percent_of_full=100 * computed / full,
+        verdict="comparison",
+        explanation=_explain("longlora", computed, unmasked, full, [])
+        + f" varlen: {_fmt_int(varlen)} (= ECP with s = {g}).",
+        alternatives=[],
+    )
 
 
 def format_table8(explain=True):
@@ -294,13 +343,27 @@ def format_table8(explain=True):
     rows = [head]
     for r in table8():
         paper = "-" if r["paper_millions"] is None else f"{r['paper_millions']}M {r['paper_percent']}%"
-        rows.append((r["label"], paper, _fmt_int(r["computed"]), f"{r['percent_of_full']:.2f}%",
-                     _fmt_int(r["unmasked"]), r["verdict"]))
-    lines = [f"Table 8: attention steps, n = {t['n']}, l = {t['l']}, h = {t['h']}, s = {t['s']} (ECP half segment "
-             f"m = {t['s'] // 2}), p = {t['p']}, L = {t['L']}, s-Split c = {t['s']}", ""]
+        rows.append(
+            (
+                r["label"],
+                paper,
+                _fmt_int(r["computed"]),
+                f"{r['percent_of_full']:.2f}%",
+                _fmt_int(r["unmasked"]),
+                r["verdict"],
+            )
+        )
+    lines = [
+        f"Table 8: attention steps, n = {t['n']}, l = {t['l']}, h = {t['h']}, s = {t['s']} (ECP half segment "
+        f"m = {t['s'] // 2}), p = {t['p']}, L = {t['L']}, s-Split c = {t['s']}",
+        "",
+    ]
     lines += _grid(rows, right={1, 2, 3, 4})
-    lines += ["", "The paper truncates to millions and percent (e.g. 4932.50M -> 4932M, 25.52% -> 25%). "
-              "'exact': the code-faithful computed count truncates to the printed value."]
+    lines += [
+        "",
+        "The paper truncates to millions and percent (e.g. 4932.50M -> 4932M, 25.52% -> 25%). "
+        "'exact': the code-faithful computed count truncates to the printed value.",
+    ]
     if explain:
         lines.append("")
         for r in table8():
@@ -311,6 +374,7 @@ def format_table8(explain=True):
 # ----------------------------------------------------------------------------------------------------
 # Any configuration
 # ----------------------------------------------------------------------------------------------------
+
 
 def _runs_of_equal_layers(comp, unm):
     """[(first, last)] runs of consecutive layers with the same (computed, unmasked) counts."""
@@ -338,14 +402,14 @@ def format_steps(arch_or_config, **kwargs):
     causal = z.l * z.h * (z.n * (z.n + 1) // 2)
     rows = [("layers", "computed / layer", "unmasked / layer", "% of full layer")]
     for a, b in _runs_of_equal_layers(comp, unm):
-        rows.append((f"{a}" if a == b else f"{a}-{b}", _fmt_int(comp[a]), _fmt_int(unm[a]),
-                     _pct(comp[a], full_layer)))
+        rows.append((f"{a}" if a == b else f"{a}-{b}", _fmt_int(comp[a]), _fmt_int(unm[a]), _pct(comp[a], full_layer)))
     lines = [f"Attention steps for {z.describe()}", ""]
     lines += _grid(rows, right={1, 2, 3}, strip=False)
     total_c, total_u = sum(comp), sum(unm)
-    lines += ["",
-              f"total computed: {_fmt_int(total_c)} ({_pct(total_c, full)} of full attention l·h·n² = "
-              f"{_fmt_int(full)})",
-              f"total unmasked: {_fmt_int(total_u)} ({_pct(total_u, causal)} of causal full l·h·n(n+1)/2 = "
-              f"{_fmt_int(causal)})"]
+    lines += [
+        "",
+        f"total computed: {_fmt_int(total_c)} ({_pct(total_c, full)} of full attention l·h·n² = {_fmt_int(full)})",
+        f"total unmasked: {_fmt_int(total_u)} ({_pct(total_u, causal)} of causal full l·h·n(n+1)/2 = "
+        f"{_fmt_int(causal)})",
+    ]
     return "\n".join(lines)

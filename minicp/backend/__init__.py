@@ -33,6 +33,7 @@ backend is active:
 Why not ``from minicp.backend import xp``: that binds the module once at import time, and a later
 ``use_backend`` would never reach it. Write ``from minicp import backend as B`` and use ``B.xp``.
 """
+
 import collections
 import contextlib
 import os
@@ -43,11 +44,11 @@ from minicp.backend import cuda
 
 BACKENDS = ("numpy", "cupy")
 
-name = None      # "numpy" or "cupy"
-xp = None        # the array module: autograd.numpy or cupy
-special = None   # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
+name = None  # "numpy" or "cupy"
+xp = None  # the array module: autograd.numpy or cupy
+special = None  # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
 
-fused_kernels = True     # CuPy only: use the fused softmax and RoPE kernels where they apply
+fused_kernels = True  # CuPy only: use the fused softmax and RoPE kernels where they apply
 
 
 def use_backend(which="numpy"):
@@ -68,14 +69,18 @@ def use_backend(which="numpy"):
             import cupy as _xp
             import cupyx.scipy.special as _sp
         except ImportError as e:
-            raise RuntimeError("backend 'cupy' needs CuPy, which is not installed: "
-                               "pip install 'minicp[gpu]' (or cupy-cuda12x / cupy-cuda13x to match "
-                               "your CUDA driver)") from e
+            raise RuntimeError(
+                "backend 'cupy' needs CuPy, which is not installed: "
+                "pip install 'minicp[gpu]' (or cupy-cuda12x / cupy-cuda13x to match "
+                "your CUDA driver)"
+            ) from e
         try:
             count = _xp.cuda.runtime.getDeviceCount()
         except Exception as e:
-            raise RuntimeError(f"backend 'cupy': CuPy is installed but no usable NVIDIA GPU was found "
-                               f"({type(e).__name__}: {e}); use backend 'numpy'") from e
+            raise RuntimeError(
+                f"backend 'cupy': CuPy is installed but no usable NVIDIA GPU was found "
+                f"({type(e).__name__}: {e}); use backend 'numpy'"
+            ) from e
         if count < 1:
             raise RuntimeError("backend 'cupy': CuPy is installed but CUDA reports no GPU; use backend 'numpy'")
     if which != name:
@@ -98,6 +103,7 @@ def gpu_available():
     """True when CuPy imports *and* the driver reports at least one GPU."""
     try:
         import cupy
+
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
@@ -110,7 +116,7 @@ def to_numpy(a):
     The one host converter of the project. bfloat16 (and other dtypes NumPy lacks) come back as
     float32, exactly. Nothing is imported. Raises ValueError when no route works.
     """
-    a = getattr(a, "_value", a)                                   # autograd ArrayBox
+    a = getattr(a, "_value", a)  # autograd ArrayBox
     if isinstance(a, _onp.ndarray):
         return _standard_dtype(a.copy())
     if isinstance(a, (_onp.generic, int, float, bool, complex, list, tuple)):
@@ -118,16 +124,16 @@ def to_numpy(a):
     if type(a).__module__.startswith("cupy") and callable(getattr(a, "get", None)):
         return _standard_dtype(a.get())
     if callable(getattr(a, "detach", None)):
-        a = a.detach()                                            # torch: tensors that require grad
+        a = a.detach()  # torch: tensors that require grad
     errors = []
     out = _from_dlpack(a, errors)
-    if out is None and callable(getattr(a, "cpu", None)):       # torch / JAX on an accelerator
+    if out is None and callable(getattr(a, "cpu", None)):  # torch / JAX on an accelerator
         try:
             a = a.cpu()
             out = _from_dlpack(a, errors)
         except Exception as e:  # pragma: no cover - depends on the library
             errors.append(f"cpu(): {type(e).__name__}: {e}")
-    if out is None:                                               # a dtype NumPy lacks, e.g. bfloat16
+    if out is None:  # a dtype NumPy lacks, e.g. bfloat16
         widened = None
         try:
             if callable(getattr(a, "float", None)):
@@ -141,7 +147,7 @@ def to_numpy(a):
     if out is not None:
         return _standard_dtype(out)
     try:
-        return _standard_dtype(_onp.array(a, copy=True))          # __array__
+        return _standard_dtype(_onp.array(a, copy=True))  # __array__
     except Exception as e:
         errors.append(f"__array__: {type(e).__name__}: {e}")
     raise ValueError(f"cannot convert {type(a).__name__} to a NumPy array ({'; '.join(errors)})")
@@ -177,7 +183,7 @@ def asarray(a, dtype=None):
 # ----------------------------------------------------------------------------------------------------
 
 _CACHE_SIZE = 16
-_constants = collections.OrderedDict()   # id(host array) -> (host array, backend array)
+_constants = collections.OrderedDict()  # id(host array) -> (host array, backend array)
 
 
 def constant(a):
@@ -212,6 +218,7 @@ def clear_cache():
 # Fused kernels: masked softmax (in place) and RoPE
 # ----------------------------------------------------------------------------------------------------
 
+
 def masked_softmax_(s, mask=None):
     """Softmax of ``s`` over its last axis, **in place**; entries where ``mask`` is False become 0.
 
@@ -225,7 +232,7 @@ def masked_softmax_(s, mask=None):
             return done
     if mask is not None:
         xp.copyto(s, -xp.inf, where=xp.logical_not(mask))
-    s -= xp.max(s, axis=-1, keepdims=True)               # stable: the row max is a visible entry
+    s -= xp.max(s, axis=-1, keepdims=True)  # stable: the row max is a visible entry
     xp.exp(s, out=s)
     s /= xp.sum(s, axis=-1, keepdims=True)
     return s

@@ -5,6 +5,7 @@ Only ``minicp.backend`` calls these, and only while the backend is ``"cupy"`` wi
 caller then computes the same thing with array operations. The kernel sources are plain CUDA C with a
 few words (T, EXP, ITEMS, ...) filled in per dtype before NVRTC compiles them once.
 """
+
 import re
 
 import numpy as _onp
@@ -30,19 +31,24 @@ def fused_rope(x, cos, sin, style):
     if style == "halves":
         first, second, y_first, y_second = x[..., :half], x[..., half:], y[..., :half], y[..., half:]
     else:
-        first, second = x[..., 0:2 * half:2], x[..., 1:2 * half:2]
-        y_first, y_second = y[..., 0:2 * half:2], y[..., 1:2 * half:2]
+        first, second = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+        y_first, y_second = y[..., 0 : 2 * half : 2], y[..., 1 : 2 * half : 2]
         if d % 2:
-            y[..., -1] = x[..., -1]                       # odd last channel: not rotated
+            y[..., -1] = x[..., -1]  # odd last channel: not rotated
     _rope_kernel()(first, second, cos, sin, y_first, y_second)
     return y
 
 
 _KERNEL_TYPES = {
-    "float32": dict(T="float", EXP="expf", NEG_INF_VALUE="__int_as_float(0xff800000)",
-                    NAN_VALUE="__int_as_float(0x7fc00000)"),
-    "float64": dict(T="double", EXP="exp", NEG_INF_VALUE="__longlong_as_double((long long)0xfff0000000000000ULL)",
-                    NAN_VALUE="__longlong_as_double((long long)0x7ff8000000000000ULL)"),
+    "float32": dict(
+        T="float", EXP="expf", NEG_INF_VALUE="__int_as_float(0xff800000)", NAN_VALUE="__int_as_float(0x7fc00000)"
+    ),
+    "float64": dict(
+        T="double",
+        EXP="exp",
+        NEG_INF_VALUE="__longlong_as_double((long long)0xfff0000000000000ULL)",
+        NAN_VALUE="__longlong_as_double((long long)0x7ff8000000000000ULL)",
+    ),
 }
 
 # Rows of up to 1024 entries (ECP's m x 2m blocks, LongLoRA's groups): one warp per row, the row in
@@ -136,7 +142,7 @@ extern "C" __global__ void KERNEL_NAME(
 }
 """
 
-_vec4_softmax = True     # float4 variant of the warp kernel where it applies
+_vec4_softmax = True  # float4 variant of the warp kernel where it applies
 
 # Longer rows (full attention, the Perceiver family's latent rows): one thread block per row. Pass 1
 # keeps a running (max, sum of exp) per thread over the visible entries (online softmax), a warp-
@@ -193,7 +199,9 @@ def _raw_kernel(kernel_name, source, dtype_name, **words):
     xp = _cupy()
     """Compile ``source`` with T, EXP, ... filled in for ``dtype_name`` (NVRTC, once; CuPy caches on disk)."""
     words = dict(_KERNEL_TYPES[dtype_name], **words)
-    words["KERNEL_NAME"] = "_".join([kernel_name, dtype_name] + [f"{k}{v}" for k, v in sorted(words.items()) if k == "ITEMS"])
+    words["KERNEL_NAME"] = "_".join(
+        [kernel_name, dtype_name] + [f"{k}{v}" for k, v in sorted(words.items()) if k == "ITEMS"]
+    )
     if words["KERNEL_NAME"] not in _kernels:
         src = re.sub(r"\b(" + "|".join(words) + r")\b", lambda mo: str(words[mo.group(1)]), source)
         _kernels[words["KERNEL_NAME"]] = xp.RawKernel(src, words["KERNEL_NAME"])
@@ -207,7 +215,7 @@ def fused_softmax(s, mask):
         return None
     J = s.shape[-1]
     rows = s.size // J
-    if rows >= 2 ** 31:
+    if rows >= 2**31:
         return None
     if mask is None:
         device = xp.cuda.Device().id
@@ -217,20 +225,32 @@ def fused_softmax(s, mask):
     else:
         mask = xp.asarray(mask)
         # the kernels read mask row (row % mask_rows): the mask must equal the trailing axes of s
-        if (mask.dtype != _onp.bool_ or mask.ndim < 1 or mask.shape != s.shape[s.ndim - mask.ndim:]
-                or not mask.flags.c_contiguous):
+        if (
+            mask.dtype != _onp.bool_
+            or mask.ndim < 1
+            or mask.shape != s.shape[s.ndim - mask.ndim :]
+            or not mask.flags.c_contiguous
+        ):
             return None
         has_mask, mask_rows = 1, mask.size // J
     args = (s, mask, _onp.int32(has_mask), _onp.int64(mask_rows), _onp.int32(J), _onp.int64(rows))
     warps = 4
-    if (_vec4_softmax and s.dtype.name == "float32" and J <= 1024 and J % 128 == 0 and s.data.ptr % 16 == 0
-            and (not has_mask or mask.data.ptr % 4 == 0)):
+    if (
+        _vec4_softmax
+        and s.dtype.name == "float32"
+        and J <= 1024
+        and J % 128 == 0
+        and s.data.ptr % 16 == 0
+        and (not has_mask or mask.data.ptr % 4 == 0)
+    ):
         _raw_kernel("minicp_softmax_warp_vec4", _SOFTMAX_WARP_VEC4_SOURCE, "float32", ITEMS=J // 32)(
-            (-(-rows // warps),), (32 * warps,), args)
+            (-(-rows // warps),), (32 * warps,), args
+        )
     elif J <= 1024:
-        items = 1 << max(0, (-(-J // 32) - 1).bit_length())             # next power of two >= J / 32
+        items = 1 << max(0, (-(-J // 32) - 1).bit_length())  # next power of two >= J / 32
         _raw_kernel("minicp_softmax_warp", _SOFTMAX_WARP_SOURCE, s.dtype.name, ITEMS=items)(
-            (-(-rows // warps),), (32 * warps,), args)
+            (-(-rows // warps),), (32 * warps,), args
+        )
     else:
         threads = 256 if J <= 4096 else 1024
         _raw_kernel("minicp_softmax_block", _SOFTMAX_BLOCK_SOURCE, s.dtype.name)((rows,), (threads,), args)
@@ -251,7 +271,10 @@ def _rope_kernel():
     xp = _cupy()
     if "rope" not in _kernels:
         _kernels["rope"] = xp.ElementwiseKernel(
-            "T a, T b, T c, T s", "T ya, T yb",
+            "T a, T b, T c, T s",
+            "T ya, T yb",
             "ya = sub_rn(mul_rn(a, c), mul_rn(b, s)); yb = add_rn(mul_rn(b, c), mul_rn(a, s));",
-            "minicp_rope", preamble=_ROPE_PREAMBLE)
+            "minicp_rope",
+            preamble=_ROPE_PREAMBLE,
+        )
     return _kernels["rope"]

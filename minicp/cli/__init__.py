@@ -3,6 +3,7 @@
 Each command is one small module in this package; this file only dispatches (importing just the command
 asked for, so ``minicp --help`` stays fast).
 """
+
 import importlib
 import sys
 
@@ -20,7 +21,8 @@ COMMANDS = {
 }
 
 USAGE = "usage: minicp <command> [options]     (minicp <command> --help for each)\n\ncommands:\n" + "\n".join(
-    f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()
+)
 
 
 def main(argv=None):

@@ -1,11 +1,11 @@
 """``minicp eval``: perplexities of a checkpoint, the official way and every token once."""
+
 import argparse
 import sys
 
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
-
 
 EVAL_EXAMPLES = """\
 examples:
@@ -22,12 +22,17 @@ n - stride + 1 tokens of context, and is comparable across architectures.
 
 def main(argv=None):
     """`minicp eval`: perplexities of a checkpoint on a corpus split."""
-    p = argparse.ArgumentParser(prog="minicp eval", description="Perplexity of a trained checkpoint, "
-                                "computed the official way and every-token-once.",
-                                epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="minicp eval",
+        description="Perplexity of a trained checkpoint, computed the official way and every-token-once.",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", help="a .npz checkpoint written by `minicp train`")
     p.add_argument("--corpus", default="pydoc", help="'pydoc' (default), a UTF-8 text file or wikitext:<dir>")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="valid", help="which 90/5/5 split (default valid)")
+    p.add_argument(
+        "--split", choices=("train", "valid", "test"), default="valid", help="which 90/5/5 split (default valid)"
+    )
     p.add_argument("--stride", type=int, default=None, help="every-token-once stride S (default min(L, n/2))")
     p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first so many tokens of the split")
@@ -40,8 +45,11 @@ def main(argv=None):
     if args.max_tokens:
         ids = ids[: args.max_tokens]
     cfg = ck["config"]
-    print(f"{args.checkpoint}: {cfg.arch}, step {ck['step']}, n = {cfg.seq_len}, L = {cfg.latent}; "
-          f"{len(ids):,} {args.split} tokens", file=sys.stderr)
+    print(
+        f"{args.checkpoint}: {cfg.arch}, step {ck['step']}, n = {cfg.seq_len}, L = {cfg.latent}; "
+        f"{len(ids):,} {args.split} tokens",
+        file=sys.stderr,
+    )
     try:
         print_perplexities(ck["params"], ids, cfg, batch=args.batch, stride=args.stride, split=args.split)
     except ValueError as e:

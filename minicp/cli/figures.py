@@ -1,4 +1,5 @@
 """``minicp figures``: regenerate every image in figures/."""
+
 import argparse
 import time
 
@@ -7,8 +8,9 @@ from minicp.viz import FIGURES, make_all
 
 def main(argv=None):
     """``minicp figures``: regenerate every image in figures/ (or --out DIR)."""
-    ap = argparse.ArgumentParser(prog="minicp figures", description="Regenerate the images in figures/.",
-                                 epilog="figures: " + ", ".join(FIGURES))
+    ap = argparse.ArgumentParser(
+        prog="minicp figures", description="Regenerate the images in figures/.", epilog="figures: " + ", ".join(FIGURES)
+    )
     ap.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures)")
     ap.add_argument("--only", nargs="+", metavar="FILE", choices=list(FIGURES), help="make only these files")
     ap.add_argument("--quick", action="store_true", help="smaller animations (for tests)")

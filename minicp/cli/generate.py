@@ -1,11 +1,11 @@
 """``minicp generate``: continue a text prompt with a trained checkpoint (byte-level tokens)."""
+
 import argparse
 import sys
 
 from minicp.lm import data as D
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.generate import generate
-
 
 GENERATE_EXAMPLES = """\
 examples:
@@ -22,16 +22,21 @@ shorter than the model's sequence length are fed to each architecture.
 
 def main(argv=None):
     """`minicp generate`: continue a text prompt with a trained checkpoint (byte-level tokens)."""
-    p = argparse.ArgumentParser(prog="minicp generate", description="Continue a prompt with a trained "
-                                "minicp checkpoint (byte-level text).",
-                                epilog=GENERATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="minicp generate",
+        description="Continue a prompt with a trained minicp checkpoint (byte-level text).",
+        epilog=GENERATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("checkpoint", help="a .npz checkpoint written by `minicp train`")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", default="\n", help="prompt text (default: a newline)")
     src.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file")
     p.add_argument("--tokens", type=int, default=200, help="bytes to generate (default 200)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, 0 = greedy (default 1.0)")
-    p.add_argument("--filter-thres", type=float, default=0.9, help="official top-k: keep int((1 - thres) * V) logits (default 0.9)")
+    p.add_argument(
+        "--filter-thres", type=float, default=0.9, help="official top-k: keep int((1 - thres) * V) logits (default 0.9)"
+    )
     p.add_argument("--top-k", type=int, default=None, help="keep this many logits instead (overrides --filter-thres)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eos", type=int, default=None, help="stop at this token id (e.g. 10 for a newline)")
@@ -45,8 +50,17 @@ def main(argv=None):
     if ids.size == 0:
         raise SystemExit("error: the prompt is empty; give at least one character")
     try:
-        out = generate(ck["params"], ids, ck["config"], args.tokens, temperature=args.temperature,
-                       top_k=args.top_k, filter_thres=args.filter_thres, seed=args.seed, eos=args.eos)
+        out = generate(
+            ck["params"],
+            ids,
+            ck["config"],
+            args.tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            filter_thres=args.filter_thres,
+            seed=args.seed,
+            eos=args.eos,
+        )
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     sys.stdout.write(text + D.decode(out) + "\n")

@@ -1,14 +1,22 @@
 """``minicp golden``: write golden test vectors (.npz) for kernel authors, or check one."""
+
 import argparse
 import sys
 import time
 
 from minicp.analysis import kernel_pattern
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
-from minicp.golden import (DTYPES, INPUT_MODES, MASK_LIMIT, WORK_LIMIT, load_golden, make_golden, make_model_golden,
-                           save_golden)
+from minicp.golden import (
+    DTYPES,
+    INPUT_MODES,
+    MASK_LIMIT,
+    WORK_LIMIT,
+    load_golden,
+    make_golden,
+    make_model_golden,
+    save_golden,
+)
 from minicp.validate import half_segment_from
-
 
 EXAMPLES = """\
 examples:
@@ -38,18 +46,25 @@ bfloat16 is stored as float32 holding bfloat16 values (see minicp/golden/__init_
 
 # CLI option -> (pattern-arg name, ModelConfig field)
 _PATTERN_OPTIONS = {
-    "latent": ("latent", "latent"), "layer": ("layer", None), "split": ("split", "split"),
-    "compressed": ("compressed", "compressed"), "group": ("group", "group"), "shift": ("shift", "shift"),
+    "latent": ("latent", "latent"),
+    "layer": ("layer", None),
+    "split": ("split", "split"),
+    "compressed": ("compressed", "compressed"),
+    "group": ("group", "group"),
+    "shift": ("shift", "shift"),
     "partial": ("partial", "partial_segments"),
 }
 
 
 def _parser():
     p = argparse.ArgumentParser(
-        prog="minicp golden", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        prog="minicp golden",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
         description="Write golden test vectors (.npz, no pickle) for an attention kernel or the whole model: "
-                    "seeded inputs, float64 reference outputs and gradients stored in the requested dtype, "
-                    "the attention pattern and a JSON config. Or --check an existing file.")
+        "seeded inputs, float64 reference outputs and gradients stored in the requested dtype, "
+        "the attention pattern and a JSON config. Or --check an existing file.",
+    )
     p.add_argument("--arch", choices=ARCHITECTURES, help="architecture (default: from --preset, else required)")
     p.add_argument("--seq-len", type=int, help="sequence length n")
     p.add_argument("--heads", type=int, help="number of heads h (default 1; model level: 4)")
@@ -68,10 +83,18 @@ def _parser():
     g.add_argument("--compressed", type=int, help="compressed: compressed history length p")
     g.add_argument("--group", type=int, help="longlora: group size g")
     g.add_argument("--shift", choices=("varlen", "roll"), help="longlora: shifted-head variant (default varlen)")
-    g.add_argument("--inputs", choices=INPUT_MODES, default="stored",
-                   help="stored: q, k, v, dout in the file; seed: regenerated from the recorded seed (half the size)")
-    g.add_argument("--mask-limit", type=int, default=MASK_LIMIT,
-                   help=f"store the dense mask only for n <= this (default {MASK_LIMIT})")
+    g.add_argument(
+        "--inputs",
+        choices=INPUT_MODES,
+        default="stored",
+        help="stored: q, k, v, dout in the file; seed: regenerated from the recorded seed (half the size)",
+    )
+    g.add_argument(
+        "--mask-limit",
+        type=int,
+        default=MASK_LIMIT,
+        help=f"store the dense mask only for n <= this (default {MASK_LIMIT})",
+    )
     m = p.add_argument_group("model level")
     m.add_argument("--model", action="store_true", help="whole model: tokens, params, logits, loss, gradients")
     m.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME", help="a ModelConfig preset (implies --model)")
@@ -81,8 +104,11 @@ def _parser():
     c = p.add_argument_group("reading")
     c.add_argument("--check", metavar="PATH", help="load PATH, verify it and print a summary (writes nothing)")
     c.add_argument("--check-grads", action="store_true", help="also recompute and compare the gradients")
-    c.add_argument("--allow-large", action="store_true",
-                   help=f"check files whose recomputation exceeds {WORK_LIMIT:.0e} multiply-adds (refused otherwise)")
+    c.add_argument(
+        "--allow-large",
+        action="store_true",
+        help=f"check files whose recomputation exceeds {WORK_LIMIT:.0e} multiply-adds (refused otherwise)",
+    )
     return p
 
 
@@ -92,11 +118,15 @@ def _segment_args(args):
 
 def _summary(golden, path):
     c = golden.config
-    lines = [f"{path}: {c['kind']} golden, arch {c['arch']}, dtype {c['dtype']} (stored {c['storage_dtype']}), "
-             f"seed {c['seed']}, minicp {c['minicp_version']}"]
+    lines = [
+        f"{path}: {c['kind']} golden, arch {c['arch']}, dtype {c['dtype']} (stored {c['storage_dtype']}), "
+        f"seed {c['seed']}, minicp {c['minicp_version']}"
+    ]
     if c["kind"] == "attention":
-        lines.append(f"  pattern_args {c['pattern_args']}, batch {c['batch']}, heads {c['heads']}, "
-                     f"seq_len {c['seq_len']}, head_dim {c['head_dim']}, out rows {c['out_rows']}, mask {c['mask']}")
+        lines.append(
+            f"  pattern_args {c['pattern_args']}, batch {c['batch']}, heads {c['heads']}, "
+            f"seq_len {c['seq_len']}, head_dim {c['head_dim']}, out rows {c['out_rows']}, mask {c['mask']}"
+        )
     for key, (shape, dt) in c["arrays"].items():
         if c["kind"] == "model" and key.startswith(("param/", "grad/")):
             continue
@@ -113,11 +143,15 @@ def main(argv=None):
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         if args.check:
-            golden = load_golden(args.check, check=True, check_grads=args.check_grads,
-                                 max_work=None if args.allow_large else WORK_LIMIT)
+            golden = load_golden(
+                args.check, check=True, check_grads=args.check_grads, max_work=None if args.allow_large else WORK_LIMIT
+            )
             print(_summary(golden, args.check))
-            print("  OK: shapes, dtypes, pattern and recomputed "
-                  + ("outputs and gradients" if args.check_grads else "outputs") + " agree")
+            print(
+                "  OK: shapes, dtypes, pattern and recomputed "
+                + ("outputs and gradients" if args.check_grads else "outputs")
+                + " agree"
+            )
             return 0
         if not args.output:
             parser.error("-o/--output is required (or --check PATH)")
@@ -154,16 +188,28 @@ def _attention_golden(args, half):
     for pname in pattern_args:
         if pname not in required + optional:
             flag = "--segment/--half-segment" if pname == "half_segment" else "--" + pname.replace("_", "-")
-            raise ValueError(f"{flag} does not apply to arch {args.arch!r} (its pattern arguments: "
-                             f"{', '.join(required + optional) or 'none'})")
+            raise ValueError(
+                f"{flag} does not apply to arch {args.arch!r} (its pattern arguments: "
+                f"{', '.join(required + optional) or 'none'})"
+            )
     missing = [pname for pname in required if pname not in pattern_args]
     if missing:
-        flags = ["--segment or --half-segment" if m_ == "half_segment" else "--" + m_.replace("_", "-") for m_ in missing]
+        flags = [
+            "--segment or --half-segment" if m_ == "half_segment" else "--" + m_.replace("_", "-") for m_ in missing
+        ]
         raise ValueError(f"arch {args.arch!r} needs {', '.join(flags)}")
-    return make_golden(args.arch, seq_len=args.seq_len, heads=1 if args.heads is None else args.heads,
-                       head_dim=64 if args.head_dim is None else args.head_dim, batch=args.batch,
-                       dtype=args.dtype, seed=args.seed, mask_limit=args.mask_limit, inputs=args.inputs,
-                       **pattern_args)
+    return make_golden(
+        args.arch,
+        seq_len=args.seq_len,
+        heads=1 if args.heads is None else args.heads,
+        head_dim=64 if args.head_dim is None else args.head_dim,
+        batch=args.batch,
+        dtype=args.dtype,
+        seed=args.seed,
+        mask_limit=args.mask_limit,
+        inputs=args.inputs,
+        **pattern_args,
+    )
 
 
 def _model_config(args, half):

@@ -6,16 +6,26 @@ from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 def add_model_arguments(parser):
     """--preset / --arch and size flags shared by train, eval and generate."""
     g = parser.add_argument_group("model (ignored when a checkpoint already fixes the model)")
-    g.add_argument("--preset", default=None, help="start from a named configuration (default tiny-ecp: D 128, "
-                   "4 layers, 4 heads, n 512, m 64); the paper's are table1-A-double-L512, table6-ecp-SL2048-S512, ... "
-                   "(all names: python -c 'import minicp; print(sorted(minicp.PRESETS))'); other model flags override it")
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="start from a named configuration (default tiny-ecp: D 128, "
+        "4 layers, 4 heads, n 512, m 64); the paper's are table1-A-double-L512, table6-ecp-SL2048-S512, ... "
+        "(all names: python -c 'import minicp; print(sorted(minicp.PRESETS))'); other model flags override it",
+    )
     g.add_argument("--arch", choices=ARCHITECTURES, default=None, help="architecture (default ecp)")
-    for name, help_ in (("vocab", "vocabulary size V (byte corpora: 256)"), ("dim", "model width D"),
-                        ("heads", "attention heads h"), ("layers", "layers l"), ("seq-len", "sequence length n"),
-                        ("latent", "latent length L (Perceiver family; default n/2)"),
-                        ("half-segment", "ECP half segment m (the official block; paper segment s = 2m)"),
-                        ("compressed", "Compressed: history compressed to p rows"),
-                        ("split", "s-Split: history segment length c"), ("group", "LongLoRA group g")):
+    for name, help_ in (
+        ("vocab", "vocabulary size V (byte corpora: 256)"),
+        ("dim", "model width D"),
+        ("heads", "attention heads h"),
+        ("layers", "layers l"),
+        ("seq-len", "sequence length n"),
+        ("latent", "latent length L (Perceiver family; default n/2)"),
+        ("half-segment", "ECP half segment m (the official block; paper segment s = 2m)"),
+        ("compressed", "Compressed: history compressed to p rows"),
+        ("split", "s-Split: history segment length c"),
+        ("group", "LongLoRA group g"),
+    ):
         g.add_argument(f"--{name}", type=int, default=None, help=help_)
 
 
@@ -25,9 +35,24 @@ def model_config_from_args(args):
     if args.preset is not None and args.preset not in PRESETS:
         raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
     if args.arch is not None and args.arch != fields.get("arch"):
-        fields = {k: v for k, v in fields.items() if k not in ("half_segment", "segment", "latent", "compressed", "split", "group")}
+        fields = {
+            k: v
+            for k, v in fields.items()
+            if k not in ("half_segment", "segment", "latent", "compressed", "split", "group")
+        }
         fields["arch"] = args.arch
-    for flag in ("vocab", "dim", "heads", "layers", "seq_len", "latent", "half_segment", "compressed", "split", "group"):
+    for flag in (
+        "vocab",
+        "dim",
+        "heads",
+        "layers",
+        "seq_len",
+        "latent",
+        "half_segment",
+        "compressed",
+        "split",
+        "group",
+    ):
         value = getattr(args, flag)
         if value is not None:
             fields[flag] = value

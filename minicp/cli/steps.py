@@ -1,9 +1,9 @@
 """``minicp steps``: count attention steps exactly, for any configuration or the paper's Tables 7 and 8."""
+
 import argparse
 
 from minicp.analysis.steps import COUNTS, SHIFTS, count_attention_steps, format_steps, format_table7, format_table8
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
-
 
 _EPILOG = """\
 examples:
@@ -25,12 +25,18 @@ is the half segment m = s/2, --half-segment).
 
 def _parser():
     ap = argparse.ArgumentParser(
-        prog="minicp steps", description="Count attention steps (score entries) exactly, in closed form.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="minicp steps",
+        description="Count attention steps (score entries) exactly, in closed form.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     what = ap.add_mutually_exclusive_group()
     what.add_argument("--arch", choices=ARCHITECTURES, help="architecture to count (give its sizes below)")
-    what.add_argument("--preset", metavar="NAME",
-                      help="a paper configuration from minicp.PRESETS, e.g. table8-ecp (size options override it)")
+    what.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="a paper configuration from minicp.PRESETS, e.g. table8-ecp (size options override it)",
+    )
     what.add_argument("--table8", action="store_true", help="print the paper's Table 8 reconciled with the code")
     what.add_argument("--table7", action="store_true", help="print Table 7: closed forms per architecture")
     sizes = ap.add_argument_group("sizes (defaults as ModelConfig)")
@@ -46,14 +52,25 @@ def _parser():
     sizes.add_argument("--group", type=int, metavar="G", help="LongLoRA group g (even, divides n; default n/4)")
     sizes.add_argument("--shift", choices=SHIFTS, help="LongLoRA shifted heads: varlen (default) or roll")
     out = ap.add_argument_group("output")
-    out.add_argument("--count", choices=COUNTS,
-                     help="print only this total as a bare integer (default: a report with both counts)")
+    out.add_argument(
+        "--count", choices=COUNTS, help="print only this total as a bare integer (default: a report with both counts)"
+    )
     out.add_argument("--per-layer", action="store_true", help="with --count: one integer per layer")
     return ap
 
 
-_SIZE_OPTS = ("seq_len", "layers", "heads", "latent", "compressed", "split", "segment", "half_segment", "group",
-              "shift")
+_SIZE_OPTS = (
+    "seq_len",
+    "layers",
+    "heads",
+    "latent",
+    "compressed",
+    "split",
+    "segment",
+    "half_segment",
+    "group",
+    "shift",
+)
 
 
 def main(argv=None):

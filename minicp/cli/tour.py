@@ -4,14 +4,15 @@ For one sequence length it builds each architecture's model, runs a forward pass
 loss, checks the explicit blockwise attention against the dense masked reference, and prints the
 attention-step counts declared by each pattern next to full attention's.
 """
+
 import argparse
 import time
 
 import numpy as onp
 
 from minicp import ModelConfig
-from minicp.nn.attention import module, patterns
 from minicp.config import ARCHITECTURES
+from minicp.nn.attention import module, patterns
 from minicp.nn.model import count_params, forward, init_params, loss
 from minicp.nn.reference import dense_attention
 
@@ -19,9 +20,15 @@ from minicp.nn.reference import dense_attention
 def tour_config(arch, seq_len, dim, heads, layers, vocab=256):
     """The sizes the tour uses: L = n/2, p = n/4, c = H/2, ECP s = n/4 (m = n/8), S2 g = n/4."""
     n = seq_len
-    extra = {"perceiver_ar": dict(latent=n // 2), "double": dict(latent=n // 2),
-             "compressed": dict(latent=n // 2, compressed=n // 4), "s_split": dict(latent=n // 2, split=n // 4),
-             "ecp": dict(segment=n // 4), "longlora": dict(group=n // 4), "transformer": {}}[arch]
+    extra = {
+        "perceiver_ar": dict(latent=n // 2),
+        "double": dict(latent=n // 2),
+        "compressed": dict(latent=n // 2, compressed=n // 4),
+        "s_split": dict(latent=n // 2, split=n // 4),
+        "ecp": dict(segment=n // 4),
+        "longlora": dict(group=n // 4),
+        "transformer": {},
+    }[arch]
     return ModelConfig(arch=arch, vocab=vocab, dim=dim, heads=heads, layers=layers, seq_len=n, **extra)
 
 
@@ -45,7 +52,7 @@ def run(seq_len=256, dim=64, heads=4, layers=2, seed=0, out=print):
         cfg = tour_config(arch, seq_len, dim, heads, layers)
         params = init_params(cfg, seed=seed)
         tokens = rng.integers(0, cfg.vocab, (2, seq_len + 1))
-        forward(params, tokens[:1, :-1], cfg)                      # warm-up (first calls load scipy)
+        forward(params, tokens[:1, :-1], cfg)  # warm-up (first calls load scipy)
         t0 = time.perf_counter()
         logits = forward(params, tokens[:, :-1], cfg)
         ms = 1e3 * (time.perf_counter() - t0)
@@ -58,17 +65,22 @@ def run(seq_len=256, dim=64, heads=4, layers=2, seed=0, out=print):
         steps = steps_per_head(cfg)
         full = full or seq_len * seq_len * layers
         sizes = " ".join(f"{k}={v}" for k, v in args.items() if k not in ("layer", "partial"))
-        out(f"{arch:<13}{sizes:<27}{count_params(cfg) / 1e6:>8.2f}M{str(logits.shape):>16}{value:>8.3f}"
-            f"{steps:>12,.0f}{100 * steps / full:>7.1f}%{err:>18.1e}{ms:>8.1f}")
-    out("\nsteps/head: attention score entries computed per head over all layers (masked ones included);"
+        out(
+            f"{arch:<13}{sizes:<27}{count_params(cfg) / 1e6:>8.2f}M{str(logits.shape):>16}{value:>8.3f}"
+            f"{steps:>12,.0f}{100 * steps / full:>7.1f}%{err:>18.1e}{ms:>8.1f}"
+        )
+    out(
+        "\nsteps/head: attention score entries computed per head over all layers (masked ones included);"
         "\n% full: against n^2 per layer. Loss ~ ln(256) = 5.545 at initialisation."
         "\n\nNext: minicp steps --table8 (the paper's Table 8 reconciled), minicp figures, "
-        "minicp train --steps 100, notebooks/.")
+        "minicp train --steps 100, notebooks/."
+    )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="minicp tour", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="minicp tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seq-len", type=int, default=256, help="sequence length n (divisible by 8; default 256)")
     ap.add_argument("--dim", type=int, default=64, help="model width D (default 64)")
     ap.add_argument("--heads", type=int, default=4, help="attention heads (even; default 4)")

@@ -61,24 +61,47 @@ Judging a kernel with a file: ``assert_matches_golden(fn, path, grad_fn=...)`` (
 ``minicp.testing``; docs/tolerances.md). Other mask conventions: ``mask_export`` (True = masked,
 additive 0 / -inf) and ``row_ranges`` (key intervals per query row, linear in n).
 """
+
 from minicp.golden.check import WORK_LIMIT, assert_matches_golden, attention_work, check_golden, load_golden
 from minicp.golden.io import read_golden, save_golden
 from minicp.golden.make import (
-                                FORMAT,
-                                FORMAT_VERSION,
-                                INPUT_MODES,
-                                MASK_LIMIT,
-                                Golden,
-                                block_arrays,
-                                make_golden,
-                                tolerance_config,
+    FORMAT,
+    FORMAT_VERSION,
+    INPUT_MODES,
+    MASK_LIMIT,
+    Golden,
+    block_arrays,
+    make_golden,
+    tolerance_config,
 )
 from minicp.golden.masks import MASK_CONVENTIONS, mask_export, row_ranges
 from minicp.golden.model import make_model_golden
 from minicp.testing.dtypes import DTYPES, STORAGE, round_to_bfloat16, to_storage
 from minicp.testing.reference import reference_arrays
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "DTYPES", "STORAGE", "MASK_LIMIT", "INPUT_MODES", "WORK_LIMIT", "Golden",
-           "round_to_bfloat16", "to_storage", "reference_arrays", "make_golden", "make_model_golden", "save_golden",
-           "load_golden", "read_golden", "check_golden", "assert_matches_golden", "attention_work", "block_arrays",
-           "tolerance_config", "mask_export", "row_ranges", "MASK_CONVENTIONS"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "DTYPES",
+    "STORAGE",
+    "MASK_LIMIT",
+    "INPUT_MODES",
+    "WORK_LIMIT",
+    "Golden",
+    "round_to_bfloat16",
+    "to_storage",
+    "reference_arrays",
+    "make_golden",
+    "make_model_golden",
+    "save_golden",
+    "load_golden",
+    "read_golden",
+    "check_golden",
+    "assert_matches_golden",
+    "attention_work",
+    "block_arrays",
+    "tolerance_config",
+    "mask_export",
+    "row_ranges",
+    "MASK_CONVENTIONS",
+]

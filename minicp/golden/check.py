@@ -1,4 +1,5 @@
 """Verifying golden files (``check_golden``, ``load_golden``) and judging a kernel with one (``assert_matches_golden``)."""
+
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
@@ -15,7 +16,7 @@ from minicp.validate import boolean, choice, real
 
 __all__ = ["WORK_LIMIT", "attention_work", "check_golden", "load_golden", "assert_matches_golden"]
 
-WORK_LIMIT = 5e10          # multiply-adds of a recomputation (forward + backward); about a minute in NumPy
+WORK_LIMIT = 5e10  # multiply-adds of a recomputation (forward + backward); about a minute in NumPy
 
 
 def _fail(source, message):
@@ -25,8 +26,9 @@ def _fail(source, message):
 def attention_work(config):
     """Multiply-adds to recompute an attention file's reference with gradients: 4 matmuls of every block's
     rows x visible columns x head_dim (forward S and O, backward dP, dS products), times batch."""
-    blocks = kernel_pattern.blocks(config["arch"], int(config["seq_len"]), int(config["heads"]),
-                                   **config["pattern_args"])
+    blocks = kernel_pattern.blocks(
+        config["arch"], int(config["seq_len"]), int(config["heads"]), **config["pattern_args"]
+    )
     pairs = sum(len(b["rows"]) * len(b["cols"]) for b in blocks)
     return 6.0 * pairs * int(config["head_dim"]) * int(config["batch"])
 
@@ -114,8 +116,11 @@ def _check_mask(g, arch, pa, h, n, source):
     expected = kernel_pattern.dense_mask(arch, n, h, **pa)
     if not onp.array_equal(onp.broadcast_to(mask, expected.shape), expected):
         bad = onp.argwhere(onp.broadcast_to(mask, expected.shape) != expected)[0]
-        _fail(source, f"'mask' differs from the pattern recomputed from the config, first at (head, q, kv) = "
-                      f"{tuple(int(i) for i in bad)}: stored {bool(mask[min(bad[0], heads_in_mask - 1), bad[1], bad[2]])}")
+        _fail(
+            source,
+            f"'mask' differs from the pattern recomputed from the config, first at (head, q, kv) = "
+            f"{tuple(int(i) for i in bad)}: stored {bool(mask[min(bad[0], heads_in_mask - 1), bad[1], bad[2]])}",
+        )
 
 
 def _check_attention(g, name, check_grads, source, max_work):
@@ -142,10 +147,14 @@ def _check_attention(g, name, check_grads, source, max_work):
     elif c.get("mask") != "omitted":
         _fail(source, f"config says mask {c.get('mask')!r} but the file has no 'mask'")
     if max_work is not None and attention_work(c) > max_work:
-        _fail(source, f"recomputing this case takes {attention_work(c):.2g} multiply-adds, more than max_work = "
-                      f"{max_work:.2g}; pass max_work=None (CLI: --allow-large) to check it anyway")
-    ref = reference_case(arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=int(c["seed"]),
-                         grads=True, **pa)
+        _fail(
+            source,
+            f"recomputing this case takes {attention_work(c):.2g} multiply-adds, more than max_work = "
+            f"{max_work:.2g}; pass max_work=None (CLI: --allow-large) to check it anyway",
+        )
+    ref = reference_case(
+        arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=int(c["seed"]), grads=True, **pa
+    )
     for key in INPUTS:
         if not onp.array_equal(g[key], ref[key]):
             _fail(source, f"stored input {key!r} is not the draw of seed {c['seed']} (see the config's 'rng')")
@@ -179,8 +188,20 @@ def load_golden(path, check=True, check_grads=False, max_work=WORK_LIMIT):
     return golden
 
 
-def assert_matches_golden(fn, path, *, grad_fn=None, check_grads=None, array_fn=None, layout="bhnd",
-                          report_path=None, check=True, max_work=WORK_LIMIT, rtol=None, atol=None):
+def assert_matches_golden(
+    fn,
+    path,
+    *,
+    grad_fn=None,
+    check_grads=None,
+    array_fn=None,
+    layout="bhnd",
+    report_path=None,
+    check=True,
+    max_work=WORK_LIMIT,
+    rtol=None,
+    atol=None,
+):
     """Judge ``fn(q, k, v)`` on a golden file's inputs, as ``minicp.testing.assert_matches_reference`` does.
 
     ``check_grads`` defaults to ``grad_fn is not None``. The file is verified first (``check``); the budgets
@@ -201,8 +222,17 @@ def assert_matches_golden(fn, path, *, grad_fn=None, check_grads=None, array_fn=
         raise ValueError(f"{path}: assert_matches_golden needs an attention-level file, got kind {c.get('kind')!r}")
     if check_grads and not check and max_work is not None and attention_work(c) > max_work:
         _fail(str(path), f"the case takes {attention_work(c):.2g} multiply-adds (> max_work); pass max_work=None")
-    case = reference_case(c["arch"], seq_len=c["seq_len"], heads=c["heads"], head_dim=c["head_dim"],
-                          batch=c["batch"], dtype=c["dtype"], seed=c["seed"], grads=True, **c["pattern_args"])
+    case = reference_case(
+        c["arch"],
+        seq_len=c["seq_len"],
+        heads=c["heads"],
+        head_dim=c["head_dim"],
+        batch=c["batch"],
+        dtype=c["dtype"],
+        seed=c["seed"],
+        grads=True,
+        **c["pattern_args"],
+    )
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)

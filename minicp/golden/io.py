@@ -1,4 +1,5 @@
 """Writing and reading golden files: atomic, no pickle, clear errors for truncated or malformed files."""
+
 import json
 import os
 import zipfile
@@ -39,7 +40,9 @@ def read_golden(path):
     except ValueError as e:
         raise ValueError(f"{path}: not a minicp golden file (unreadable without pickle: {e})") from e
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise ValueError(f"{path}: cannot read as .npz, truncated or not a zip archive ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"{path}: cannot read as .npz, truncated or not a zip archive ({type(e).__name__}: {e})"
+        ) from e
     if "config" not in arrays:
         raise ValueError(f"{path}: no 'config' entry; not a minicp golden file")
     try:
@@ -56,11 +59,20 @@ def read_golden(path):
 def regenerate_inputs(config, source):
     """q, k, v, dout of an attention file from its recorded case, verified against ``input_sha256``."""
     try:
-        inputs = seeded_inputs(int(config["seed"]), int(config["batch"]), int(config["heads"]), int(config["seq_len"]),
-                               int(config["head_dim"]), int(config["out_rows"]), config["dtype"])
+        inputs = seeded_inputs(
+            int(config["seed"]),
+            int(config["batch"]),
+            int(config["heads"]),
+            int(config["seq_len"]),
+            int(config["head_dim"]),
+            int(config["out_rows"]),
+            config["dtype"],
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}: cannot regenerate the inputs from the config ({type(e).__name__}: {e})") from e
     if input_digest(inputs) != config.get("input_sha256"):
-        raise ValueError(f"{source}: inputs regenerated from seed {config.get('seed')} do not match the recorded "
-                         "input_sha256 (a different NumPy random stream, or an edited config)")
+        raise ValueError(
+            f"{source}: inputs regenerated from seed {config.get('seed')} do not match the recorded "
+            "input_sha256 (a different NumPy random stream, or an edited config)"
+        )
     return inputs

@@ -1,4 +1,5 @@
 """Attention-level golden cases: ``Golden`` and ``make_golden``."""
+
 import hashlib
 import importlib.metadata
 
@@ -12,8 +13,18 @@ from minicp.testing.reference import reference_case
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS
 from minicp.validate import choice, nonnegative_int
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MASK_LIMIT", "INPUT_MODES", "Golden", "make_golden", "tolerance_config",
-           "input_digest", "block_arrays", "minicp_version"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MASK_LIMIT",
+    "INPUT_MODES",
+    "Golden",
+    "make_golden",
+    "tolerance_config",
+    "input_digest",
+    "block_arrays",
+    "minicp_version",
+]
 
 FORMAT, FORMAT_VERSION = "minicp-golden", 1
 MASK_LIMIT = 8192
@@ -42,8 +53,11 @@ class Golden:
 
     def __repr__(self):
         c = self.config
-        what = (f"arch={c.get('arch')!r}, pattern_args={c.get('pattern_args')}" if self.kind == "attention"
-                else f"arch={c.get('model_config', {}).get('arch')!r}")
+        what = (
+            f"arch={c.get('arch')!r}, pattern_args={c.get('pattern_args')}"
+            if self.kind == "attention"
+            else f"arch={c.get('model_config', {}).get('arch')!r}"
+        )
         return f"Golden({self.kind}, {what}, dtype={c.get('dtype')!r}, {len(self.arrays)} arrays)"
 
 
@@ -90,22 +104,41 @@ def _same_pattern(a, b):
         return True
     return len(a.blocks) == len(b.blocks) and all(
         x.diagonal == y.diagonal and onp.array_equal(x.rows, y.rows) and onp.array_equal(x.cols, y.cols)
-        for x, y in zip(a.blocks, b.blocks))
+        for x, y in zip(a.blocks, b.blocks)
+    )
 
 
 def tolerance_config(name):
     """Every number a reader needs to judge a kernel as ``minicp.testing`` does (no prose to parse)."""
     rtol, atol = TOLERANCES[name]
-    return {"model": "budget", "C_MAX": C_MAX, "C_RMS": C_RMS, "FLOOR_ULPS": FLOOR_ULPS,
-            "budget_max": "C_MAX * max|F - R| + FLOOR_ULPS * eps * rms(R)",
-            "budget_rms": "C_RMS * rms|F - R| + FLOOR_ULPS * eps * rms(R)",
-            "floor": f"F: the plain implementation in {name} (minicp.testing.blockwise)",
-            "rtol": rtol, "atol": atol, "grad_atol_factor": "max(1, rms(expected))",
-            "test": "|actual - expected| <= atol + rtol * |expected|"}
+    return {
+        "model": "budget",
+        "C_MAX": C_MAX,
+        "C_RMS": C_RMS,
+        "FLOOR_ULPS": FLOOR_ULPS,
+        "budget_max": "C_MAX * max|F - R| + FLOOR_ULPS * eps * rms(R)",
+        "budget_rms": "C_RMS * rms|F - R| + FLOOR_ULPS * eps * rms(R)",
+        "floor": f"F: the plain implementation in {name} (minicp.testing.blockwise)",
+        "rtol": rtol,
+        "atol": atol,
+        "grad_atol_factor": "max(1, rms(expected))",
+        "test": "|actual - expected| <= atol + rtol * |expected|",
+    }
 
 
-def make_golden(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, mask_limit=MASK_LIMIT,
-                inputs="stored", **pattern_args):
+def make_golden(
+    arch,
+    *,
+    seq_len,
+    heads,
+    head_dim,
+    batch=1,
+    dtype="float32",
+    seed=0,
+    mask_limit=MASK_LIMIT,
+    inputs="stored",
+    **pattern_args,
+):
     """Attention-level golden case (see the package docstring for the keys). Returns a ``Golden``.
 
     ``mask_limit``: the dense mask is stored only when seq_len <= mask_limit. ``inputs="seed"`` leaves q,
@@ -117,8 +150,9 @@ def make_golden(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", see
     choice("inputs", inputs, INPUT_MODES)
     given = normalize_pattern_args(arch, pattern_args)
     resolved = resolved_pattern_args(arch, seq_len, heads, given)
-    ref = reference_case(arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=name,
-                         seed=seed, grads=True, **given)
+    ref = reference_case(
+        arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=name, seed=seed, grads=True, **given
+    )
     n, h = int(seq_len), int(heads)
     arrays = {key: ref[key] for key in ("q", "k", "v", "dout", "rows")}
     for key in ("out", "dq", "dk", "dv"):
@@ -132,26 +166,40 @@ def make_golden(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", see
     blocks, block_names = block_arrays(arch, n, h, resolved)
     arrays.update(blocks)
     config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "attention",
-        "arch": arch, "pattern_args": given, "resolved_pattern_args": resolved,
-        "batch": int(batch), "heads": h, "seq_len": n, "head_dim": int(head_dim), "out_rows": len(ref["rows"]),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "attention",
+        "arch": arch,
+        "pattern_args": given,
+        "resolved_pattern_args": resolved,
+        "batch": int(batch),
+        "heads": h,
+        "seq_len": n,
+        "head_dim": int(head_dim),
+        "out_rows": len(ref["rows"]),
         "scale": int(head_dim) ** -0.5,
-        "dtype": name, "storage_dtype": STORAGE[name], "compute_dtype": "float64",
-        "seed": int(seed), "inputs": inputs, "input_sha256": input_digest(arrays),
+        "dtype": name,
+        "storage_dtype": STORAGE[name],
+        "compute_dtype": "float64",
+        "seed": int(seed),
+        "inputs": inputs,
+        "input_sha256": input_digest(arrays),
         "rng": "numpy.random.default_rng(seed).standard_normal: q, k, v (b,h,n,d), then dout (b,h,R,d); "
-               "rounded to dtype; references computed in float64 from the rounded inputs",
+        "rounded to dtype; references computed in float64 from the rounded inputs",
         "objective": "gradients of sum(out * dout)",
-        "mask": mask_mode, "mask_limit": mask_limit, "mask_convention": "True = query i may attend to key j",
+        "mask": mask_mode,
+        "mask_limit": mask_limit,
+        "mask_convention": "True = query i may attend to key j",
         "block_names": block_names,
         "tolerance": tolerance_config(name),
         "minicp_version": minicp_version(),
     }
     if arch == "ecp":
-        config["segment"] = 2 * int(resolved["half_segment"])      # the paper's s, for reference
+        config["segment"] = 2 * int(resolved["half_segment"])  # the paper's s, for reference
     if inputs == "seed":
         for key in INPUTS:
             arrays.pop(key)
     config["arrays"] = {key: [list(a.shape), a.dtype.name] for key, a in arrays.items()}
     if inputs == "seed":
-        arrays.update({key: ref[key] for key in INPUTS})           # in memory the case is complete
+        arrays.update({key: ref[key] for key in INPUTS})  # in memory the case is complete
     return Golden(arrays, config)

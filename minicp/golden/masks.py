@@ -1,4 +1,5 @@
 """Mask exports in the conventions kernels use: True = attend, True = masked, additive, row ranges."""
+
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
@@ -32,7 +33,7 @@ def row_ranges(arch, n, heads=1, **pattern_args):
     for blk in kernel_pattern.blocks(arch, n, heads, **pattern_args):
         cols, diagonal = blk["cols"], blk["diagonal"]
         for i, row in enumerate(blk["rows"]):
-            visible = cols if diagonal is None else cols[:max(0, min(len(cols), i + diagonal + 1))]
+            visible = cols if diagonal is None else cols[: max(0, min(len(cols), i + diagonal + 1))]
             per_row[blk["head"]][row].extend(_runs(onp.sort(visible)))
     width = max(1, max(len(r) for head in per_row for r in head))
     out = onp.full((heads, n, width, 2), -1, dtype=onp.int64)

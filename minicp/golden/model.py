@@ -1,4 +1,5 @@
 """Model-level golden cases: tokens, every parameter (official names), logits, loss and its gradients."""
+
 import dataclasses
 
 import autograd
@@ -35,14 +36,21 @@ def make_model_golden(config, *, batch=1, dtype="float32", seed=0):
     for key in stored:
         arrays[f"grad/{key}"] = to_storage(onp.asarray(grads[key]), name)
     cfg = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
-        "model_config": dataclasses.asdict(config), "arch": config.arch,
-        "batch": b, "dtype": name, "storage_dtype": STORAGE[name], "compute_dtype": "float64", "seed": seed,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "model",
+        "model_config": dataclasses.asdict(config),
+        "arch": config.arch,
+        "batch": b,
+        "dtype": name,
+        "storage_dtype": STORAGE[name],
+        "compute_dtype": "float64",
+        "seed": seed,
         "inputs": "stored",
         "rng": "params: minicp.init_params(config, seed) in float64, rounded to dtype; tokens: "
-               "numpy.random.default_rng(seed + 1).integers(0, vocab, (b, seq_len + 1))",
+        "numpy.random.default_rng(seed + 1).integers(0, vocab, (b, seq_len + 1))",
         "objective": "logits = forward(params, tokens[:, :-1]); loss = minicp.loss(params, tokens) "
-                     "(mean cross-entropy of the last `latent` positions); grad/* = d loss / d param",
+        "(mean cross-entropy of the last `latent` positions); grad/* = d loss / d param",
         "param_names": list(stored),
         "tolerance": tolerance_config(name),
         "minicp_version": minicp_version(),
@@ -53,8 +61,11 @@ def make_model_golden(config, *, batch=1, dtype="float32", seed=0):
 
 def model_expected_arrays(config, batch, storage):
     """name -> (shape, dtype) every model file must hold."""
-    out = {"tokens": ((batch, config.seq_len + 1), "int64"),
-           "logits": ((batch, config.out_len, config.vocab), storage), "loss": ((), storage)}
+    out = {
+        "tokens": ((batch, config.seq_len + 1), "int64"),
+        "logits": ((batch, config.out_len, config.vocab), storage),
+        "loss": ((), storage),
+    }
     for key, shape in param_spec(config).items():
         out[f"param/{key}"] = (shape, storage)
         out[f"grad/{key}"] = (shape, storage)

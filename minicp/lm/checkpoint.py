@@ -8,6 +8,7 @@ renames it over the target, so a crash never leaves half a file; ``load_checkpoi
 ``allow_pickle=False`` and raises ``CheckpointError`` (a ValueError) for anything missing, truncated,
 corrupt or mismatched.
 """
+
 import dataclasses
 import json
 import os
@@ -17,8 +18,8 @@ import zipfile
 import numpy as np
 
 from minicp import backend as B
-from minicp.nn import model as M
 from minicp.config import ModelConfig
+from minicp.nn import model as M
 
 FORMAT = "minicp-checkpoint-1"
 
@@ -41,6 +42,7 @@ def _jsonable(obj):
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------
 
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the run (nothing is written when this is raised)."""
 
@@ -54,8 +56,9 @@ def config_from_dict(d):
     return ModelConfig(**d)
 
 
-def save_checkpoint(path, params, opt_state=None, *, config, train_config=None, step=0, sampler_state=None,
-                    history=None):
+def save_checkpoint(
+    path, params, opt_state=None, *, config, train_config=None, step=0, sampler_state=None, history=None
+):
     """Write a checkpoint atomically: a temporary file in the same directory, fsync, then rename."""
     flat = M.flatten(params)
     arrays = {f"param/{k}": np.asarray(B.to_numpy(v)) for k, v in flat.items()}
@@ -73,7 +76,7 @@ def save_checkpoint(path, params, opt_state=None, *, config, train_config=None, 
         "sampler": sampler_meta,
         "history": history or [],
     }
-    arrays["meta"] = np.array(json.dumps(_jsonable(meta)))       # a 0-d unicode array: no pickle
+    arrays["meta"] = np.array(json.dumps(_jsonable(meta)))  # a 0-d unicode array: no pickle
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), suffix=".npz", dir=directory)
@@ -111,16 +114,23 @@ def load_checkpoint(path, config=None):
     except json.JSONDecodeError as e:
         raise CheckpointError(f"checkpoint {path!r} has unreadable metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path!r} has format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}"
+        )
     try:
         saved_cfg = config_from_dict(meta["model_config"])
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path!r} carries an invalid model config ({e})") from None
     if config is not None and saved_cfg != config:
-        diff = {k: (getattr(saved_cfg, k), getattr(config, k)) for k in config_to_dict(config)
-                if getattr(saved_cfg, k) != getattr(config, k)}
-        raise CheckpointError(f"checkpoint {path!r} was written for a different model: "
-                              + ", ".join(f"{k} = {a!r} in the file, {b!r} requested" for k, (a, b) in diff.items()))
+        diff = {
+            k: (getattr(saved_cfg, k), getattr(config, k))
+            for k in config_to_dict(config)
+            if getattr(saved_cfg, k) != getattr(config, k)
+        }
+        raise CheckpointError(
+            f"checkpoint {path!r} was written for a different model: "
+            + ", ".join(f"{k} = {a!r} in the file, {b!r} requested" for k, (a, b) in diff.items())
+        )
     spec = M.param_spec(saved_cfg)
     groups = {"param": {}, "adam_m": {}, "adam_v": {}}
     others = {}
@@ -132,20 +142,37 @@ def load_checkpoint(path, config=None):
             continue
         missing = [k for k in spec if k not in found]
         extra = [k for k in found if k not in spec]
-        bad = [f"{k} {found[k].shape} (expected {spec[k]})" for k in spec if k in found and tuple(found[k].shape) != tuple(spec[k])]
+        bad = [
+            f"{k} {found[k].shape} (expected {spec[k]})"
+            for k in spec
+            if k in found and tuple(found[k].shape) != tuple(spec[k])
+        ]
         if missing or extra or bad:
-            raise CheckpointError(f"checkpoint {path!r} does not match its model config in {head}: "
-                                  + "; ".join(filter(None, [missing and f"missing {missing[:5]}",
-                                                            extra and f"unexpected {extra[:5]}",
-                                                            bad and f"wrong shape {bad[:5]}"])))
+            raise CheckpointError(
+                f"checkpoint {path!r} does not match its model config in {head}: "
+                + "; ".join(
+                    filter(
+                        None,
+                        [
+                            missing and f"missing {missing[:5]}",
+                            extra and f"unexpected {extra[:5]}",
+                            bad and f"wrong shape {bad[:5]}",
+                        ],
+                    )
+                )
+            )
     opt_state = None
     if groups["adam_m"]:
         if not groups["adam_v"]:
             raise CheckpointError(f"checkpoint {path!r} has first AdamW moments but no second ones")
         opt_state = {"step": int(meta.get("adam_step", 0)), "m": groups["adam_m"], "v": groups["adam_v"]}
     params = M.unflatten({k: B.asarray(groups["param"][k]) for k in spec})
-    return {"params": params, "opt_state": opt_state, "config": saved_cfg, "train_config": meta.get("train_config"),
-            "step": int(meta.get("step", 0)), "sampler": (meta.get("sampler", {}), others),
-            "history": meta.get("history", [])}
-
-
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "config": saved_cfg,
+        "train_config": meta.get("train_config"),
+        "step": int(meta.get("step", 0)),
+        "sampler": (meta.get("sampler", {}), others),
+        "history": meta.get("history", []),
+    }

@@ -44,16 +44,28 @@ target, i.e. ``lag - 1`` positions before the input position ``i``. ``target_mas
 exactly for those positions (``i >= lag - 1``); the others are random and unpredictable, so a model
 that learned nothing scores ``1 / vocab`` on the masked positions. ``copy_accuracy`` scores it.
 """
+
 import os
 
 import numpy as np
 
 __all__ = [
-    "VOCAB", "encode", "decode", "CORPORA", "WIKITEXT_SPLITS", "load_corpus", "split_tokens", "load_tokens",
-    "random_windows", "chunks", "batches", "lag_copy", "copy_accuracy",
+    "VOCAB",
+    "encode",
+    "decode",
+    "CORPORA",
+    "WIKITEXT_SPLITS",
+    "load_corpus",
+    "split_tokens",
+    "load_tokens",
+    "random_windows",
+    "chunks",
+    "batches",
+    "lag_copy",
+    "copy_accuracy",
 ]
 
-VOCAB = 256                                   # byte-level tokenizer: ids 0..255
+VOCAB = 256  # byte-level tokenizer: ids 0..255
 CORPORA = ("pydoc", "text", "wikitext")
 WIKITEXT_SPLITS = ("train", "valid", "test")  # files wiki.<split>.raw
 
@@ -74,8 +86,9 @@ def _positive_int(name, value):
 
 def _generator(name, value):
     if not isinstance(value, np.random.Generator):
-        raise ValueError(f"{name} must be a numpy.random.Generator (e.g. np.random.default_rng(0)), "
-                         f"got {type(value).__name__}")
+        raise ValueError(
+            f"{name} must be a numpy.random.Generator (e.g. np.random.default_rng(0)), got {type(value).__name__}"
+        )
     return value
 
 
@@ -83,7 +96,7 @@ def _ids(value, name="ids"):
     """``value`` as a 1-D integer array (no copy when it already is one)."""
     arr = np.asarray(value)
     if arr.size == 0 and arr.dtype.kind not in "iu":
-        arr = arr.astype(np.int64)                       # [] comes out of asarray as float64
+        arr = arr.astype(np.int64)  # [] comes out of asarray as float64
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of token ids, got shape {arr.shape}")
     if arr.dtype.kind not in "iu":
@@ -107,8 +120,9 @@ def encode(text):
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"text must be encodable as UTF-8 (lone surrogate {text[err.start]!r} "
-                         f"at index {err.start})") from None
+        raise ValueError(
+            f"text must be encodable as UTF-8 (lone surrogate {text[err.start]!r} at index {err.start})"
+        ) from None
     return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
 
 
@@ -134,8 +148,10 @@ def _read_utf8(path, name="path"):
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{name} {str(path)!r} must be UTF-8 text: byte 0x{data[err.start]:02x} "
-                         f"at offset {err.start} is not valid UTF-8") from None
+        raise ValueError(
+            f"{name} {str(path)!r} must be UTF-8 text: byte 0x{data[err.start]:02x} "
+            f"at offset {err.start} is not valid UTF-8"
+        ) from None
 
 
 def load_corpus(name="pydoc", path=None):
@@ -160,6 +176,7 @@ def load_corpus(name="pydoc", path=None):
         if path is not None:
             raise ValueError(f"path must be None for name 'pydoc' (got {path!r})")
         from pydoc_data.topics import topics
+
         return "\n\n".join(topics[key].strip("\n") for key in sorted(topics)) + "\n"
     if path is None or not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"path must be a file path (str or os.PathLike) for name {name!r}, got {path!r}")
@@ -170,8 +187,10 @@ def load_corpus(name="pydoc", path=None):
         files = {split: os.path.join(path, f"wiki.{split}.raw") for split in WIKITEXT_SPLITS}
         missing = [os.path.basename(f) for f in files.values() if not os.path.isfile(f)]
         if missing:
-            raise FileNotFoundError(f"path {str(path)!r} is a directory without {', '.join(missing)} "
-                                    f"(WikiText-103 raw needs wiki.train.raw, wiki.valid.raw, wiki.test.raw)")
+            raise FileNotFoundError(
+                f"path {str(path)!r} is a directory without {', '.join(missing)} "
+                f"(WikiText-103 raw needs wiki.train.raw, wiki.valid.raw, wiki.test.raw)"
+            )
         return {split: _read_utf8(f) for split, f in files.items()}
     return _read_utf8(path)
 
@@ -203,8 +222,9 @@ def split_tokens(ids, fractions=(0.9, 0.05, 0.05)):
     b = int(np.floor(n * (fr[0] + fr[1])))
     b = min(b, n)
     if not 0 < a < b < n:
-        raise ValueError(f"ids of length {n} is too short: fractions {tuple(fr)} give an empty split "
-                         f"(sizes {a}, {b - a}, {n - b})")
+        raise ValueError(
+            f"ids of length {n} is too short: fractions {tuple(fr)} give an empty split (sizes {a}, {b - a}, {n - b})"
+        )
     return {"train": arr[:a], "valid": arr[a:b], "test": arr[b:]}
 
 
@@ -259,7 +279,7 @@ def batches(ids, seq_len, batch, rng=None, shuffle=True, drop_last=False):
 
     def epoch():
         for start in range(0, stop, b):
-            yield all_chunks[order[start:start + b]]
+            yield all_chunks[order[start : start + b]]
 
     return epoch()
 
@@ -307,23 +327,29 @@ def copy_accuracy(logits_or_preds, tokens, mask):
     """
     tok = np.asarray(tokens)
     if tok.ndim != 2 or tok.shape[1] < 2 or tok.dtype.kind not in "iu":
-        raise ValueError(f"tokens must be an integer array (num, seq_len + 1) with seq_len >= 1, "
-                         f"got shape {tok.shape} dtype {tok.dtype}")
+        raise ValueError(
+            f"tokens must be an integer array (num, seq_len + 1) with seq_len >= 1, "
+            f"got shape {tok.shape} dtype {tok.dtype}"
+        )
     shape = (tok.shape[0], tok.shape[1] - 1)
     out = np.asarray(logits_or_preds)
     if out.ndim == 3:
         if out.shape[:2] != shape:
-            raise ValueError(f"logits_or_preds logits of shape {out.shape} must be {shape + ('V',)} "
-                             f"to match tokens {tok.shape}")
+            raise ValueError(
+                f"logits_or_preds logits of shape {out.shape} must be {shape + ('V',)} to match tokens {tok.shape}"
+            )
         preds = out.argmax(axis=-1)
     elif out.ndim == 2:
         if out.shape != shape or out.dtype.kind not in "iu":
-            raise ValueError(f"logits_or_preds predictions must be an integer array of shape {shape} "
-                             f"to match tokens {tok.shape}, got shape {out.shape} dtype {out.dtype}")
+            raise ValueError(
+                f"logits_or_preds predictions must be an integer array of shape {shape} "
+                f"to match tokens {tok.shape}, got shape {out.shape} dtype {out.dtype}"
+            )
         preds = out
     else:
-        raise ValueError(f"logits_or_preds must be logits (num, seq_len, V) or predictions "
-                         f"(num, seq_len), got shape {out.shape}")
+        raise ValueError(
+            f"logits_or_preds must be logits (num, seq_len, V) or predictions (num, seq_len), got shape {out.shape}"
+        )
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         raise ValueError(f"mask must be a bool array, got dtype {m.dtype}")
@@ -343,7 +369,7 @@ def load_tokens(corpus="pydoc", fractions=(0.9, 0.05, 0.05)):
     if corpus == "pydoc":
         return split_tokens(encode(load_corpus("pydoc")), fractions)
     if corpus.startswith("wikitext:"):
-        texts = load_corpus("wikitext", corpus[len("wikitext:"):])
+        texts = load_corpus("wikitext", corpus[len("wikitext:") :])
         if isinstance(texts, dict):
             return {k: encode(v) for k, v in texts.items()}
         return split_tokens(encode(texts), fractions)

@@ -31,6 +31,7 @@ not a mean of window means. Smaller strides give more context and cost n / S for
 
 Both functions evaluate windows in batches (``batch`` windows per forward pass) and accumulate in float64.
 """
+
 import math
 import sys
 
@@ -39,10 +40,10 @@ import numpy as np
 from minicp import backend as B
 from minicp.nn import model as M
 
-
 # ----------------------------------------------------------------------------------------------------
 # Which targets each window scores
 # ----------------------------------------------------------------------------------------------------
+
 
 def official_windows(T, n, latent):
     """[(begin, first, stop)]: window tokens begin .. begin + n, scoring targets first .. stop - 1 (all L)."""
@@ -68,10 +69,10 @@ def every_token_once_windows(T, n, latent, stride=None):
         raise ValueError(f"stride must be between 1 and latent L = {L}, got {stride!r}")
     if T < n + 1:
         raise ValueError(f"the stream has {T} tokens, fewer than one window of seq_len + 1 = {n + 1}")
-    out, scored_to = [], n - L + 1            # next target not yet scored
+    out, scored_to = [], n - L + 1  # next target not yet scored
     begin = 0
     while True:
-        begin = min(begin, T - n - 1)         # the last window is flush with the end
+        begin = min(begin, T - n - 1)  # the last window is flush with the end
         stop = begin + n + 1
         if stop > scored_to:
             out.append((begin, max(scored_to, begin + n - L + 1), stop))
@@ -84,6 +85,7 @@ def every_token_once_windows(T, n, latent, stride=None):
 # ----------------------------------------------------------------------------------------------------
 # Scoring
 # ----------------------------------------------------------------------------------------------------
+
 
 def window_nll(params, windows, config):
     """Per-target negative log-likelihoods (b, L) of rows ``windows`` (b, n + 1), float64.
@@ -122,7 +124,7 @@ def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=
     windows = official_windows(len(ids), n, L)
     means = []
     for start in range(0, len(windows), batch):
-        rows = np.stack([ids[b: b + n + 1] for b, _, _ in windows[start: start + batch]])
+        rows = np.stack([ids[b : b + n + 1] for b, _, _ in windows[start : start + batch]])
         means.extend(window_nll(params, rows, config).mean(axis=1))
     mean = float(np.mean(means))
     if details:
@@ -143,11 +145,11 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
     total, count = 0.0, 0
     counts = np.zeros(T, dtype=np.int64) if details else None
     for start in range(0, len(windows), batch):
-        chunk = windows[start: start + batch]
-        nll = window_nll(params, np.stack([ids[b: b + n + 1] for b, _, _ in chunk]), config)   # (b, L)
+        chunk = windows[start : start + batch]
+        nll = window_nll(params, np.stack([ids[b : b + n + 1] for b, _, _ in chunk]), config)  # (b, L)
         for row, (b, first, stop) in zip(nll, chunk):
             # column j of row scores target b + n - L + 1 + j; keep targets first .. stop - 1
-            keep = row[first - (b + n - L + 1):]
+            keep = row[first - (b + n - L + 1) :]
             total += float(keep.sum())
             count += len(keep)
             if counts is not None:
@@ -160,8 +162,10 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
 
 def perplexities(params, ids, config, *, batch=8, stride=None):
     """Both numbers: {"official": ..., "every_token_once": ...}."""
-    return {"official": perplexity_official(params, ids, config, batch=batch),
-            "every_token_once": perplexity_every_token_once(params, ids, config, batch=batch, stride=stride)}
+    return {
+        "official": perplexity_official(params, ids, config, batch=batch),
+        "every_token_once": perplexity_every_token_once(params, ids, config, batch=batch, stride=stride),
+    }
 
 
 METHODS = ("every_token_once", "official")
@@ -189,8 +193,14 @@ def print_perplexities(params, ids, config, *, batch=8, stride=None, split="vali
     res = perplexities(params, ids, config, batch=batch, stride=stride)
     n, L = config.seq_len, config.latent
     S = min(L, max(1, n // 2)) if stride is None else stride
-    print(f"{split} perplexity, official recipe   : {res['official']:.4f}  (windows every n/2 = {n // 2}, "
-          f"mean of window means over all L = {L} targets; depends on L)", file=file)
-    print(f"{split} perplexity, every token once  : {res['every_token_once']:.4f}  (stride {S}, each target "
-          f"scored once with >= {n - S + 1} tokens of context after the first window)", file=file)
+    print(
+        f"{split} perplexity, official recipe   : {res['official']:.4f}  (windows every n/2 = {n // 2}, "
+        f"mean of window means over all L = {L} targets; depends on L)",
+        file=file,
+    )
+    print(
+        f"{split} perplexity, every token once  : {res['every_token_once']:.4f}  (stride {S}, each target "
+        f"scored once with >= {n - S + 1} tokens of context after the first window)",
+        file=file,
+    )
     return res

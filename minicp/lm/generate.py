@@ -44,8 +44,8 @@ Where the official ``generate`` fails, minicp extends it:
 import numpy as np
 
 from minicp import backend as B
-from minicp.nn import model as M
 from minicp.config import PERCEIVER_FAMILY
+from minicp.nn import model as M
 
 
 def top_k_count(vocab, filter_thres=0.9, top_k=None):
@@ -59,7 +59,7 @@ def filter_top_k(logits, k):
     logits = np.asarray(logits, dtype=np.float64)
     if k >= logits.shape[-1]:
         return logits.copy()
-    keep = np.argsort(-logits, axis=-1, kind="stable")[:, :k]          # (b, k)
+    keep = np.argsort(-logits, axis=-1, kind="stable")[:, :k]  # (b, k)
     out = np.full_like(logits, -np.inf)
     rows = np.arange(logits.shape[0])[:, None]
     out[rows, keep] = logits[rows, keep]
@@ -77,7 +77,7 @@ def sample_next(logits, rng, *, temperature=1.0, k=None):
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     cdf = np.cumsum(p, axis=-1)
-    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]                   # one uniform per row
+    u = rng.random((logits.shape[0], 1)) * cdf[:, -1:]  # one uniform per row
     return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1).astype(np.int64)
 
 
@@ -86,7 +86,7 @@ def window_input(window, config, pad_id=0):
     b, t = window.shape
     n, arch = config.seq_len, config.arch
     if arch in PERCEIVER_FAMILY:
-        width = t if M.length_problem(config, t) is None else n     # as the official model where it runs
+        width = t if M.length_problem(config, t) is None else n  # as the official model where it runs
     elif arch == "longlora":
         width = -(-t // config.group) * config.group
     else:
@@ -94,7 +94,7 @@ def window_input(window, config, pad_id=0):
     if width > t:
         window = np.concatenate([np.full((b, width - t), pad_id, dtype=window.dtype), window], axis=1)
     if arch == "ecp" and t != n and n % config.half_segment == 0 and t == config.num_segments:
-        return window, config                                       # official: N_s blocks of one token
+        return window, config  # official: N_s blocks of one token
     if arch == "ecp" and (t % config.half_segment or t < 2 * config.half_segment) and not config.partial_segments:
         config = config.replace(partial_segments=True)
     return window, config
@@ -107,8 +107,20 @@ def next_token_logits(params, window, config, pad_id=0):
     return np.asarray(B.to_numpy(logits[:, -1]), dtype=np.float64)
 
 
-def generate(params, prompt, config, max_new_tokens, *, temperature=1.0, top_k=None, filter_thres=0.9,
-             seed=0, rng=None, eos=None, pad_id=0):
+def generate(
+    params,
+    prompt,
+    config,
+    max_new_tokens,
+    *,
+    temperature=1.0,
+    top_k=None,
+    filter_thres=0.9,
+    seed=0,
+    rng=None,
+    eos=None,
+    pad_id=0,
+):
     """Continue ``prompt`` ((t,) or (b, t) token ids, t >= 1) by up to ``max_new_tokens`` tokens.
 
     Returns only the new tokens, shaped like the prompt ((steps,) or (b, steps)). With ``eos``, a row that
@@ -123,8 +135,10 @@ def generate(params, prompt, config, max_new_tokens, *, temperature=1.0, top_k=N
     single = prompt.ndim == 1
     seq = prompt[None, :] if single else prompt
     if seq.ndim != 2 or seq.shape[1] < 1 or seq.dtype.kind not in "iu":
-        raise ValueError(f"prompt must be integer token ids of shape (t,) or (batch, t) with t >= 1, got "
-                         f"{prompt.dtype} {prompt.shape}")
+        raise ValueError(
+            f"prompt must be integer token ids of shape (t,) or (batch, t) with t >= 1, got "
+            f"{prompt.dtype} {prompt.shape}"
+        )
     if seq.min() < 0 or seq.max() >= config.vocab:
         raise ValueError(f"prompt ids must lie in [0, vocab={config.vocab})")
     if temperature < 0:
@@ -137,7 +151,7 @@ def generate(params, prompt, config, max_new_tokens, *, temperature=1.0, top_k=N
     done = np.zeros(len(seq), dtype=bool)
     new = []
     for _ in range(int(max_new_tokens)):
-        logits = next_token_logits(params, seq[:, -config.seq_len:], config, pad_id)
+        logits = next_token_logits(params, seq[:, -config.seq_len :], config, pad_id)
         tok = sample_next(logits, rng, temperature=temperature, k=k)
         if eos is not None:
             tok = np.where(done, eos, tok)

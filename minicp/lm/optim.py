@@ -9,6 +9,7 @@ For step t = 1, 2, ... (decoupled weight decay):
 
 plus ``clip_grad_norm`` (torch.nn.utils.clip_grad_norm_). Used by minicp.train.
 """
+
 import math
 
 import numpy as np
@@ -21,13 +22,14 @@ def decays(name, shape):
 
 def adamw_init(flat_params):
     """Optimiser state: zero first and second moments for every parameter, step 0."""
-    return {"step": 0,
-            "m": {k: np.zeros_like(v) for k, v in flat_params.items()},
-            "v": {k: np.zeros_like(v) for k, v in flat_params.items()}}
+    return {
+        "step": 0,
+        "m": {k: np.zeros_like(v) for k, v in flat_params.items()},
+        "v": {k: np.zeros_like(v) for k, v in flat_params.items()},
+    }
 
 
-def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1,
-               lr_no_decay=None):
+def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, lr_no_decay=None):
     """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy arrays).
 
     Weight decay is applied to the names for which ``decays`` is true. The two official parameter
@@ -39,8 +41,8 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
     beta1, beta2 = betas
     state["step"] += 1
     t = state["step"]
-    bias1 = 1.0 - beta1 ** t
-    bias2_sqrt = math.sqrt(1.0 - beta2 ** t)
+    bias1 = 1.0 - beta1**t
+    bias2_sqrt = math.sqrt(1.0 - beta2**t)
     lr_no_decay = lr if lr_no_decay is None else lr_no_decay
     for name, p in flat_params.items():
         g, m, v = flat_grads[name], state["m"][name], state["v"][name]
@@ -48,8 +50,8 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
         group_lr = lr if decayed else lr_no_decay
         step_size = group_lr / bias1
         if weight_decay and decayed:
-            p *= 1.0 - group_lr * weight_decay              # decoupled decay
-        m += (g - m) * (1.0 - beta1)                        # lerp(m, g, 1 - beta1)
+            p *= 1.0 - group_lr * weight_decay  # decoupled decay
+        m += (g - m) * (1.0 - beta1)  # lerp(m, g, 1 - beta1)
         v *= beta2
         v += (1.0 - beta2) * g * g
         denom = np.sqrt(v) / bias2_sqrt + eps
@@ -69,5 +71,3 @@ def clip_grad_norm(flat_grads, max_norm):
             for g in flat_grads.values():
                 g *= coef
     return norm
-
-

@@ -42,6 +42,7 @@ version, step, ModelConfig, TrainConfig, the generator's bit-generator state and
 restores all of it, so N steps + resume + N steps gives the same parameters, bit for bit, as 2N steps in
 one go (on the same machine and NumPy build).
 """
+
 import dataclasses
 import os
 import sys
@@ -52,13 +53,20 @@ import numpy as np
 from autograd import value_and_grad
 
 from minicp import backend as B
-from minicp.nn import model as M
 from minicp.config import ModelConfig
 
 # checkpoints and the optimiser live in their own modules; their names stay importable from here
-from minicp.lm.checkpoint import (FORMAT, CheckpointError, _jsonable, config_from_dict,  # noqa: F401
-                               config_to_dict, load_checkpoint, save_checkpoint)
+from minicp.lm.checkpoint import (  # noqa: F401
+    FORMAT,
+    CheckpointError,
+    _jsonable,
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
+from minicp.nn import model as M
 
 SAMPLINGS = ("chunks", "random")
 LR_SCHEDULES = ("official", "halve")
@@ -68,30 +76,38 @@ LR_SCHEDULES = ("official", "halve")
 # Options
 # ----------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything about a training run except the model. Defaults are the official main's."""
-    steps: int = 1000                 # optimiser steps
-    batch: int = 8                    # rows per micro-batch (official batch_size 8)
-    grad_accum: int = 2               # micro-batches per step, losses summed (official gradient_accumulate_every 2)
-    lr: float = 2e-4                  # initial learning rate
-    betas: tuple = (0.9, 0.95)        # AdamW (beta1, beta2)
-    eps: float = 1e-8                 # AdamW epsilon
-    weight_decay: float = 0.1         # decoupled decay on Linear weights only (see decays)
-    clip: float = 1.0                 # global gradient-norm clip; 0 or None disables
-    lr_halve_every: int = 100_000     # the learning rates drop every so many steps; 0 disables
-    lr_schedule: str = "official"     # "official": the official loop's two-group drop; "halve": both groups halve
-    seed: int = 0                     # parameter init (init_params) and the data generator
-    sampling: str = "chunks"          # 1-D streams: "chunks" (official shuffled epochs) or "random" windows
-    eval_every: int = 0               # validation loss every so many steps (0: never); needs valid data
-    eval_windows: int = 16            # validation chunks used for that loss
-    checkpoint_every: int = 0         # also save every so many steps (0: only at the end)
+
+    steps: int = 1000  # optimiser steps
+    batch: int = 8  # rows per micro-batch (official batch_size 8)
+    grad_accum: int = 2  # micro-batches per step, losses summed (official gradient_accumulate_every 2)
+    lr: float = 2e-4  # initial learning rate
+    betas: tuple = (0.9, 0.95)  # AdamW (beta1, beta2)
+    eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.1  # decoupled decay on Linear weights only (see decays)
+    clip: float = 1.0  # global gradient-norm clip; 0 or None disables
+    lr_halve_every: int = 100_000  # the learning rates drop every so many steps; 0 disables
+    lr_schedule: str = "official"  # "official": the official loop's two-group drop; "halve": both groups halve
+    seed: int = 0  # parameter init (init_params) and the data generator
+    sampling: str = "chunks"  # 1-D streams: "chunks" (official shuffled epochs) or "random" windows
+    eval_every: int = 0  # validation loss every so many steps (0: never); needs valid data
+    eval_windows: int = 16  # validation chunks used for that loss
+    checkpoint_every: int = 0  # also save every so many steps (0: only at the end)
 
     def __post_init__(self):
         for name in ("steps", "batch", "grad_accum"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < (0 if name == "steps" else 1)
+            ):
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}"
+                )
         for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -139,7 +155,7 @@ def learning_rates(tcfg, step):
     k = step // tcfg.lr_halve_every
     if k == 0:
         return tcfg.lr, tcfg.lr
-    return 2 * tcfg.lr / 4 ** k, tcfg.lr / 4 ** k
+    return 2 * tcfg.lr / 4**k, tcfg.lr / 4**k
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -174,6 +190,7 @@ def accumulated_loss_and_grad(params, micro_batches, config):
 # Data: an explicit, resumable sampler
 # ----------------------------------------------------------------------------------------------------
 
+
 class Sampler:
     """Micro-batches of (batch, n + 1) rows from a stream, a row array or a function, drawn from ``rng``.
 
@@ -192,12 +209,14 @@ class Sampler:
             raise ValueError(f"training data must be integer token ids, got dtype {arr.dtype}")
         if arr.ndim == 1:
             if len(arr) < seq_len + 1:
-                raise ValueError(f"training stream of {len(arr)} tokens is shorter than one row of seq_len + 1 = {seq_len + 1}")
+                raise ValueError(
+                    f"training stream of {len(arr)} tokens is shorter than one row of seq_len + 1 = {seq_len + 1}"
+                )
             if sampling == "random":
                 self.stream = arr
                 return
             num = len(arr) // (seq_len + 1)
-            arr = arr[: num * (seq_len + 1)].reshape(num, seq_len + 1)   # non-overlapping chunks (a view)
+            arr = arr[: num * (seq_len + 1)].reshape(num, seq_len + 1)  # non-overlapping chunks (a view)
         elif arr.ndim != 2 or arr.shape[1] != seq_len + 1:
             raise ValueError(f"training rows must have shape (num, seq_len + 1 = {seq_len + 1}), got {arr.shape}")
         self.rows = arr
@@ -208,8 +227,10 @@ class Sampler:
         if self.fn is not None:
             out = np.asarray(self.fn(self.rng, batch))
             if out.shape != (batch, self.seq_len + 1) or out.dtype.kind not in "iu":
-                raise ValueError(f"the sampling function must return integers of shape ({batch}, {self.seq_len + 1}), "
-                                 f"got {out.dtype} {out.shape}")
+                raise ValueError(
+                    f"the sampling function must return integers of shape ({batch}, {self.seq_len + 1}), "
+                    f"got {out.dtype} {out.shape}"
+                )
             return out
         if self.stream is not None:
             starts = self.rng.integers(0, len(self.stream) - self.seq_len, size=batch)
@@ -217,10 +238,10 @@ class Sampler:
         picked = []
         need = batch
         while need:
-            if self.pos == len(self.order):                  # new epoch: fresh random order of all rows
+            if self.pos == len(self.order):  # new epoch: fresh random order of all rows
                 self.order = self.rng.permutation(len(self.rows))
                 self.pos = 0
-            take = self.order[self.pos: self.pos + need]
+            take = self.order[self.pos : self.pos + need]
             self.pos += len(take)
             need -= len(take)
             picked.append(take)
@@ -239,7 +260,9 @@ class Sampler:
         if self.rows is not None:
             order = np.asarray(arrays["data/order"], dtype=np.int64)
             if order.size and (order.min() < 0 or order.max() >= len(self.rows)):
-                raise CheckpointError(f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}")
+                raise CheckpointError(
+                    f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}"
+                )
             self.order, self.pos = order, int(meta["pos"])
 
 
@@ -252,28 +275,40 @@ def make_rng(seed):
 # The training loop
 # ----------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class TrainResult:
-    params: dict            # nested parameters (official names)
-    opt_state: dict         # {"step", "m", "v"} with flat {name: array} moments
-    step: int               # optimiser steps done
-    history: list           # one dict per step: step, loss (mean over its micro-batches), lr, grad_norm
-                            # (before clipping), valid_loss (every eval_every steps)
-    tokens_per_s: float     # training tokens (rows * n, all micro-batches) per second in this call
+    params: dict  # nested parameters (official names)
+    opt_state: dict  # {"step", "m", "v"} with flat {name: array} moments
+    step: int  # optimiser steps done
+    history: list  # one dict per step: step, loss (mean over its micro-batches), lr, grad_norm
+    # (before clipping), valid_loss (every eval_every steps)
+    tokens_per_s: float  # training tokens (rows * n, all micro-batches) per second in this call
 
 
 def validation_loss(params, config, rows, batch=8):
     """Mean wrapper loss over ``rows`` (num, n + 1), in batches (each batch's mean weighted by its size)."""
     total, count = 0.0, 0
     for start in range(0, len(rows), batch):
-        chunk = rows[start: start + batch]
+        chunk = rows[start : start + batch]
         total += float(M.loss(params, chunk, config)) * len(chunk)
         count += len(chunk)
     return total / count
 
 
-def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, resume=False, overwrite=False,
-          progress=True, callback=None):
+def train(
+    config,
+    data,
+    tcfg=None,
+    *,
+    valid=None,
+    params=None,
+    checkpoint=None,
+    resume=False,
+    overwrite=False,
+    progress=True,
+    callback=None,
+):
     """Train ``config`` on ``data`` for ``tcfg.steps`` optimiser steps; returns a TrainResult.
 
     config:     ModelConfig.
@@ -307,40 +342,55 @@ def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, 
             raise ValueError("resume=True needs a checkpoint path")
         if params is not None:
             raise ValueError("give either params or resume=True, not both")
-        ck = load_checkpoint(checkpoint, config)          # raises before anything is written
+        ck = load_checkpoint(checkpoint, config)  # raises before anything is written
         params, opt_state, start, history = ck["params"], ck["opt_state"], ck["step"], ck["history"]
         if opt_state is None:
             raise CheckpointError(f"checkpoint {checkpoint!r} holds no optimiser state, so it cannot be resumed")
         if ck["train_config"] is not None:
             saved = TrainConfig(**{**ck["train_config"], "betas": tuple(ck["train_config"]["betas"])})
-            keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")   # may change between runs
+            keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")  # may change between runs
             changed = [k for k in dataclasses.asdict(tcfg) if k not in keep and getattr(saved, k) != getattr(tcfg, k)]
             if changed:
-                raise CheckpointError(f"checkpoint {checkpoint!r} was trained with different options: "
-                                      + ", ".join(f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed))
+                raise CheckpointError(
+                    f"checkpoint {checkpoint!r} was trained with different options: "
+                    + ", ".join(
+                        f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed
+                    )
+                )
         sampler.restore(*ck["sampler"])
     else:
         if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
-            raise FileExistsError(f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
-                                  f"or replace it (overwrite=True / --overwrite)")
+            raise FileExistsError(
+                f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
+                f"or replace it (overwrite=True / --overwrite)"
+            )
         params = M.init_params(config, seed=tcfg.seed) if params is None else params
         opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
 
-    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}   # our own, writable copies
+    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies
 
     def save(step):
         if checkpoint is not None:
-            save_checkpoint(checkpoint, M.unflatten(flat), opt_state, config=config, train_config=tcfg,
-                            step=step, sampler_state=sampler.state(), history=history)
+            save_checkpoint(
+                checkpoint,
+                M.unflatten(flat),
+                opt_state,
+                config=config,
+                train_config=tcfg,
+                step=step,
+                sampler_state=sampler.state(),
+                history=history,
+            )
 
     bar = None
     if progress and tcfg.steps > start:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=tcfg.steps, initial=start, desc=f"train {config.arch}", unit="step", dynamic_ncols=True)
     tokens = tcfg.grad_accum * tcfg.batch * n
     t0, done, step = time.perf_counter(), 0, start
-    before = sampler.state()           # the data state at the start of the step in progress
-    updating = False                   # True while adamw_step modifies params and moments in place
+    before = sampler.state()  # the data state at the start of the step in progress
+    updating = False  # True while adamw_step modifies params and moments in place
     try:
         while step < tcfg.steps:
             lr, lr_no_decay = learning_rates(tcfg, step)
@@ -348,14 +398,27 @@ def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, 
             loss_sum, grads = accumulated_loss_and_grad(M.unflatten(flat), micro, config)
             norm = clip_grad_norm(grads, tcfg.clip)
             updating = True
-            adamw_step(flat, grads, opt_state, lr=lr, betas=tcfg.betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay,
-                       lr_no_decay=lr_no_decay)
+            adamw_step(
+                flat,
+                grads,
+                opt_state,
+                lr=lr,
+                betas=tcfg.betas,
+                eps=tcfg.eps,
+                weight_decay=tcfg.weight_decay,
+                lr_no_decay=lr_no_decay,
+            )
             updating = False
             step += 1
             before = sampler.state()
             done += 1
-            info = {"step": step, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay,
-                    "grad_norm": norm}
+            info = {
+                "step": step,
+                "loss": loss_sum / tcfg.grad_accum,
+                "lr": lr,
+                "lr_no_decay": lr_no_decay,
+                "grad_norm": norm,
+            }
             if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
             history.append(info)
@@ -385,7 +448,12 @@ def train(config, data, tcfg=None, *, valid=None, params=None, checkpoint=None, 
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
-    if done or not resume:             # a resumed run that had nothing left to do leaves its file alone
+    if done or not resume:  # a resumed run that had nothing left to do leaves its file alone
         save(step)
-    return TrainResult(params=M.unflatten({k: B.asarray(v) for k, v in flat.items()}), opt_state=opt_state,
-                       step=step, history=history, tokens_per_s=done * tokens / elapsed if done else 0.0)
+    return TrainResult(
+        params=M.unflatten({k: B.asarray(v) for k, v in flat.items()}),
+        opt_state=opt_state,
+        step=step,
+        history=history,
+        tokens_per_s=done * tokens / elapsed if done else 0.0,
+    )

@@ -14,6 +14,7 @@ its Linear weights use torch's (out, in) layout, so loading is a checked key-for
   error names the layer), and its values are kept, under the same name, for that layer's RoPE;
 * anything else is an unexpected entry, and an error.
 """
+
 import os
 import warnings
 
@@ -24,19 +25,19 @@ from minicp.config import ModelConfig
 from minicp.nn import ops
 from minicp.nn.model import flatten, param_spec, unflatten
 
-CHECKPOINT_EXTRAS = ("epoch", "optimizer")     # what the official main saves next to 'state_dict'
-PREFIXES = ("module.", "model.")               # DataParallel, AutoRegressiveWrapper
+CHECKPOINT_EXTRAS = ("epoch", "optimizer")  # what the official main saves next to 'state_dict'
+PREFIXES = ("module.", "model.")  # DataParallel, AutoRegressiveWrapper
 
 
 def _as_numpy(value):
     """torch tensors (also on GPU, also float16 / bfloat16), numpy arrays, lists -> (numpy, source dtype name).
 
     Half-precision tensors are widened to float32 (exact); the returned name is the original dtype."""
-    if hasattr(value, "detach"):                    # torch.Tensor, without importing torch
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
         t = value.detach().cpu()
         name = str(t.dtype).replace("torch.", "")
         if name in ("bfloat16", "float16"):
-            t = t.float()                           # exact: every half value is a float32 value
+            t = t.float()  # exact: every half value is a float32 value
         return t.numpy(), name
     arr = onp.asarray(B.to_numpy(value))
     return arr, arr.dtype.name
@@ -47,7 +48,7 @@ def _ulp(values, dtype_name):
     v = onp.abs(onp.asarray(values, dtype=onp.float64))
     ulp32 = onp.spacing(v.astype(onp.float32)).astype(onp.float64)
     if dtype_name == "bfloat16":
-        return ulp32 * 2.0 ** 16
+        return ulp32 * 2.0**16
     if dtype_name == "float16":
         return onp.spacing(v.astype(onp.float16)).astype(onp.float64)
     return ulp32
@@ -73,7 +74,7 @@ def _strip_prefixes(names, notes):
         changed = False
         for prefix in PREFIXES:
             if all(k.startswith(prefix) for k in mapping):
-                mapping = {k[len(prefix):]: v for k, v in mapping.items()}
+                mapping = {k[len(prefix) :]: v for k, v in mapping.items()}
                 stripped.append(prefix)
                 changed = True
     if stripped:
@@ -101,8 +102,10 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     notes = []
     state_dict = _unwrap(state_dict, notes)
     if not hasattr(state_dict, "items"):
-        raise TypeError(f"state_dict must be a mapping of name -> array, an official checkpoint dict or a .pt path, "
-                        f"got {type(state_dict).__name__}")
+        raise TypeError(
+            f"state_dict must be a mapping of name -> array, an official checkpoint dict or a .pt path, "
+            f"got {type(state_dict).__name__}"
+        )
     bad_keys = [k for k in state_dict if not isinstance(k, str)]
     if bad_keys:
         raise TypeError(f"state_dict keys must be strings, got {bad_keys[:3]!r}")
@@ -130,7 +133,9 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     if missing:
         problems.append(f"missing {len(missing)}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        problems.append(
+            f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+        )
     if wrong:
         problems.append(f"wrong shape {len(wrong)}: {'; '.join(wrong[:8])}")
 
@@ -138,39 +143,56 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     theta = ops.rope_frequencies(d, config.rope_base).astype(onp.float64)
     kept = {}
     for name, value in sorted(freqs.items()):
-        layer = name[len("layers."):].split(".", 1)[0] if name.startswith("layers.") else None
-        if layer is None or not layer.isdigit() or int(layer) >= config.layers or name != f"layers.{layer}.0.fn.pos_emb.freqs":
+        layer = name[len("layers.") :].split(".", 1)[0] if name.startswith("layers.") else None
+        if (
+            layer is None
+            or not layer.isdigit()
+            or int(layer) >= config.layers
+            or name != f"layers.{layer}.0.fn.pos_emb.freqs"
+        ):
             problems.append(f"unexpected RoPE buffer {name}")
             continue
-        src = str(state_dict[names[name]].dtype).replace("torch.", "") if hasattr(state_dict[names[name]], "dtype") else "float32"
+        src = (
+            str(state_dict[names[name]].dtype).replace("torch.", "")
+            if hasattr(state_dict[names[name]], "dtype")
+            else "float32"
+        )
         value = onp.asarray(value, dtype=onp.float64)
         if value.shape != theta.shape:
-            problems.append(f"{name} (layer {layer}): RoPE buffer has shape {value.shape}, head_dim {d} implies {theta.shape}")
+            problems.append(
+                f"{name} (layer {layer}): RoPE buffer has shape {value.shape}, head_dim {d} implies {theta.shape}"
+            )
             continue
         off = onp.abs(value - theta) > _ulp(theta, src)
         if src in ("float32", "float64"):
             # torch's float32 pow (SIMD kernels) may be one ulp off the correctly rounded power, which the
             # reciprocal turns into up to two ulps of theta: accept 1 / (power +- one ulp) as well
-            power = (onp.float64(config.rope_base) ** (onp.arange(0, d - d % 2, 2, dtype=onp.float32)
-                                                       / onp.float32(d)).astype(onp.float64)).astype(onp.float32)
+            power = (
+                onp.float64(config.rope_base)
+                ** (onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)).astype(onp.float64)
+            ).astype(onp.float32)
             v32 = value.astype(onp.float32)
             for direction in (-onp.inf, onp.inf):
                 off &= v32 != onp.float32(1.0) / onp.nextafter(power, onp.float32(direction))
-            off |= v32.astype(onp.float64) != value                  # a float64 buffer must hold float32 values
+            off |= v32.astype(onp.float64) != value  # a float64 buffer must hold float32 values
         if off.any():
             i = int(onp.argmax(off))
-            problems.append(f"{name} (layer {layer}): RoPE frequencies differ by more than one ulp (of theta, or of the "
-                            f"float32 power base^(2i/d) it is the reciprocal of) from head_dim {d}, "
-                            f"base {config.rope_base} (entry {i}: {value[i]!r} vs {theta[i]!r})")
+            problems.append(
+                f"{name} (layer {layer}): RoPE frequencies differ by more than one ulp (of theta, or of the "
+                f"float32 power base^(2i/d) it is the reciprocal of) from head_dim {d}, "
+                f"base {config.rope_base} (entry {i}: {value[i]!r} vs {theta[i]!r})"
+            )
             continue
         kept[name] = value.astype(onp.float32) if src != "float64" else value
     if problems:
-        raise ValueError(f"state_dict does not match config ({config.arch}, dim {config.dim}, "
-                         f"layers {config.layers}): " + " | ".join(problems))
+        raise ValueError(
+            f"state_dict does not match config ({config.arch}, dim {config.dim}, "
+            f"layers {config.layers}): " + " | ".join(problems)
+        )
     for note in notes:
         warnings.warn(f"load_official_state_dict: {note}", UserWarning, stacklevel=2)
     flat = {name: B.asarray(params[name].astype(dtype)) for name in expected}
-    flat.update(kept)                                # host constants: RoPE reads them, nothing trains them
+    flat.update(kept)  # host constants: RoPE reads them, nothing trains them
     return unflatten(flat)
 
 

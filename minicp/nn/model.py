@@ -13,20 +13,21 @@ Parameters are nested dicts (and a list of layers) whose paths are the official 
 ``params["layers"][3][0]["fn"]["to_q"]["weight"]`` is ``layers.3.0.fn.to_q.weight``. ``flatten`` and
 ``unflatten`` convert between the two.
 """
+
 import math
 
 import numpy as onp
 from autograd.tracer import getval
 
 from minicp import backend as B
+from minicp.config import ModelConfig
 from minicp.nn import ops
 from minicp.nn.attention import module as arch_module
-from minicp.config import ModelConfig
-
 
 # ----------------------------------------------------------------------------------------------------
 # Parameters
 # ----------------------------------------------------------------------------------------------------
+
 
 def param_spec(cfg):
     """Flat dict: official state_dict name -> shape, in state_dict order."""
@@ -44,7 +45,7 @@ def param_spec(cfg):
             else:
                 spec[prefix + ".weight"] = (entry[1],)
                 spec[prefix + ".bias"] = (entry[1],)
-        spec[f"layers.{i}.0.norm.weight"] = (D,)          # PreNorm registers fn before norm
+        spec[f"layers.{i}.0.norm.weight"] = (D,)  # PreNorm registers fn before norm
         spec[f"layers.{i}.0.norm.bias"] = (D,)
         spec[f"layers.{i}.1.fn.net.0.weight"] = (F, D)
         spec[f"layers.{i}.1.fn.net.0.bias"] = (F,)
@@ -112,14 +113,17 @@ def unflatten(flat):
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
-    root["layers"] = [[layer[str(j)] for j in range(len(layer))]
-                      for _, layer in sorted(root.get("layers", {}).items(), key=lambda kv: int(kv[0]))]
+    root["layers"] = [
+        [layer[str(j)] for j in range(len(layer))]
+        for _, layer in sorted(root.get("layers", {}).items(), key=lambda kv: int(kv[0]))
+    ]
     return root
 
 
 # ----------------------------------------------------------------------------------------------------
 # Forward pass and loss
 # ----------------------------------------------------------------------------------------------------
+
 
 def _check_config(cfg):
     if not isinstance(cfg, ModelConfig):
@@ -147,18 +151,24 @@ def length_problem(cfg, t, official_broadcast=False):
     if arch == "perceiver_ar" and H and t != n:
         if t == H + 1 and official_broadcast:
             return None
-        return (f"tokens length {t} must equal seq_len {n} for perceiver_ar with history {H} (seq_len - latent "
-                f"{cfg.latent}), as in the official model: its layer 0 keeps query rows {H}.. ({t - H} rows here) and adds "
-                f"the residual x[:, -latent:] ({min(t, cfg.latent)} rows). At length H + 1 = {H + 1} the official code "
-                f"broadcasts its single row onto the residual rows; pass official_broadcast=True to follow that quirk. "
-                f"With latent = seq_len (no history) every length works")
+        return (
+            f"tokens length {t} must equal seq_len {n} for perceiver_ar with history {H} (seq_len - latent "
+            f"{cfg.latent}), as in the official model: its layer 0 keeps query rows {H}.. ({t - H} rows here) and adds "
+            f"the residual x[:, -latent:] ({min(t, cfg.latent)} rows). At length H + 1 = {H + 1} the official code "
+            f"broadcasts its single row onto the residual rows; pass official_broadcast=True to follow that quirk. "
+            f"With latent = seq_len (no history) every length works"
+        )
     if arch == "s_split" and t <= H and t % (H // cfg.split):
-        return (f"tokens length {t}: s_split with history {H} in {H // cfg.split} segments needs t > {H} or t a multiple "
-                f"of {H // cfg.split} (the official code cuts the first min(t, H) rows into num_segments equal segments)")
+        return (
+            f"tokens length {t}: s_split with history {H} in {H // cfg.split} segments needs t > {H} or t a multiple "
+            f"of {H // cfg.split} (the official code cuts the first min(t, H) rows into num_segments equal segments)"
+        )
     if arch == "compressed" and t != n and not (cfg.compressed == H and t >= H):
-        return (f"tokens length {t} must equal seq_len {n} for compressed, as in the official model (its layer-0 "
-                f"output has compressed + t - history rows, its residual x[:, :compressed + latent] min(t, compressed + "
-                f"latent); they agree only for t = seq_len, or for t >= history when compressed = history)")
+        return (
+            f"tokens length {t} must equal seq_len {n} for compressed, as in the official model (its layer-0 "
+            f"output has compressed + t - history rows, its residual x[:, :compressed + latent] min(t, compressed + "
+            f"latent); they agree only for t = seq_len, or for t >= history when compressed = history)"
+        )
     return None
 
 
@@ -199,14 +209,20 @@ def forward(params, tokens, config, *, official_broadcast=False):
     _check_config(config)
     tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
     t = tokens.shape[1]
-    if (config.arch == "ecp" and t != config.seq_len and config.seq_len % config.half_segment == 0
-            and t == config.num_segments):
-        config = config.replace(segment=2, half_segment=1, partial_segments=False)   # official: N_s blocks of t / N_s = 1
-    x = params["token_emb"]["weight"][B.asarray(tokens)]                 # (b, t, D)
+    if (
+        config.arch == "ecp"
+        and t != config.seq_len
+        and config.seq_len % config.half_segment == 0
+        and t == config.num_segments
+    ):
+        config = config.replace(
+            segment=2, half_segment=1, partial_segments=False
+        )  # official: N_s blocks of t / N_s = 1
+    x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
     for layer, p in enumerate(params["layers"]):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
-    return ops.linear(x, params["to_logits"]["1"])                       # (b, rows, V)
+    return ops.linear(x, params["to_logits"]["1"])  # (b, rows, V)
 
 
 def log_softmax(logits):
@@ -229,9 +245,9 @@ def loss(params, tokens, config, *, official_broadcast=False):
     b, n1 = tokens.shape
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
     L = min(config.latent, logits.shape[1])
-    logits = logits[:, -L:]                                             # (b, L, V)
+    logits = logits[:, -L:]  # (b, L, V)
     targets = B.asarray(tokens[:, -L:])
-    logp = log_softmax(logits)                                          # (b, L, V)
+    logp = log_softmax(logits)  # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
-    picked = logp[rows, cols, targets]                                  # (b, L) log p(target)
-    return -B.xp.sum(picked) * (1.0 / picked.size)                      # mean; float32 stays float32
+    picked = logp[rows, cols, targets]  # (b, L) log p(target)
+    return -B.xp.sum(picked) * (1.0 / picked.size)  # mean; float32 stays float32

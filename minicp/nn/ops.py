@@ -10,6 +10,7 @@ The one op with a hand-written gradient is ``attend``: softmax(q k^T + mask) v. 
 probabilities P once and reuses them for all three gradients, and it is written with ``B.xp`` so the
 same function serves as the GPU backward (``attend_vjp``).
 """
+
 import contextlib
 import functools
 import math
@@ -23,18 +24,18 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 
-
 # ----------------------------------------------------------------------------------------------------
 # Dense layers
 # ----------------------------------------------------------------------------------------------------
 
+
 def linear(x, p):
     """PyTorch ``nn.Linear``: y = x W^T + b.  x (..., in), p = {"weight": (out, in), "bias"?: (out,)}."""
     w = p["weight"]
-    if x.ndim > 2:          # one 2-D matrix product: NumPy's stacked-matmul path is several times slower
+    if x.ndim > 2:  # one 2-D matrix product: NumPy's stacked-matmul path is several times slower
         y = B.xp.reshape(B.xp.reshape(x, (-1, x.shape[-1])) @ w.T, (*x.shape[:-1], w.shape[0]))
     else:
-        y = x @ w.T                                         # (..., out)
+        y = x @ w.T  # (..., out)
     if "bias" in p:
         y = y + p["bias"]
     return y
@@ -43,9 +44,9 @@ def linear(x, p):
 def layer_norm(x, p, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis: biased variance, eps inside the square root."""
     xp = B.xp
-    inv = 1.0 / x.shape[-1]             # sum * (1/D), not mean: autograd's mean VJP turns float32 into float64
+    inv = 1.0 / x.shape[-1]  # sum * (1/D), not mean: autograd's mean VJP turns float32 into float64
     mean = xp.sum(x, axis=-1, keepdims=True) * inv
-    var = xp.sum((x - mean) ** 2, axis=-1, keepdims=True) * inv   # biased, as torch
+    var = xp.sum((x - mean) ** 2, axis=-1, keepdims=True) * inv  # biased, as torch
     return (x - mean) / xp.sqrt(var + eps) * p["weight"] + p["bias"]
 
 
@@ -58,17 +59,18 @@ def gelu(x):
 # Heads
 # ----------------------------------------------------------------------------------------------------
 
+
 def split_heads(x, heads):
     """'b n (h d) -> b h n d': head j owns channels j*d .. (j+1)*d - 1, as the official rearrange."""
     b, n, D = x.shape
     d = D // heads
-    return B.xp.swapaxes(B.xp.reshape(x, (b, n, heads, d)), 1, 2)    # (b, h, n, d)
+    return B.xp.swapaxes(B.xp.reshape(x, (b, n, heads, d)), 1, 2)  # (b, h, n, d)
 
 
 def merge_heads(x):
     """'b h n d -> b n (h d)', the inverse of ``split_heads``."""
     b, h, n, d = x.shape
-    return B.xp.reshape(B.xp.swapaxes(x, 1, 2), (b, n, h * d))       # (b, n, D)
+    return B.xp.reshape(B.xp.swapaxes(x, 1, 2), (b, n, h * d))  # (b, n, D)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -95,9 +97,9 @@ def rope_frequencies(d, base=10000.0):
         ok = False
     if not ok:
         raise ValueError(f"base must be a positive number, got {base!r}")
-    exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)          # float32, as torch
-    power = (onp.float64(base) ** exponents.astype(onp.float64)).astype(onp.float32)       # rounded once
-    return onp.float32(1.0) / power                                                         # (d//2,) float32
+    exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)  # float32, as torch
+    power = (onp.float64(base) ** exponents.astype(onp.float64)).astype(onp.float32)  # rounded once
+    return onp.float32(1.0) / power  # (d//2,) float32
 
 
 def positive_int_dim(d):
@@ -118,8 +120,8 @@ def rope_angles(positions, d, dtype, base=10000.0, freqs=None):
     theta = rope_frequencies(d, base) if freqs is None else onp.asarray(freqs)
     if theta.shape != (d // 2,):
         raise ValueError(f"freqs must have shape ({d // 2},) for head dim {d}, got {theta.shape}")
-    theta = theta.astype(dtype)                                                          # (d//2,)
-    return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]                # (n, d//2)
+    theta = theta.astype(dtype)  # (d//2,)
+    return onp.asarray(positions, dtype=dtype)[:, None] * theta[None, :]  # (n, d//2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -160,18 +162,20 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     pos = onp.asarray(positions)
     fkey = (None, None)
     if freqs is not None:
-        f = onp.asarray(B.to_numpy(getval(freqs)))                 # tobytes() is C-order for any layout
+        f = onp.asarray(B.to_numpy(getval(freqs)))  # tobytes() is C-order for any layout
         fkey = (f.tobytes(), f.dtype.str)
-    cos, sin = map(B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey))  # (n, d//2)
-    fused = B.fused_rope(x, cos, sin, style)        # CuPy: the same numbers in one kernel; None elsewhere
+    cos, sin = map(
+        B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey)
+    )  # (n, d//2)
+    fused = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere
     if fused is not None:
         return fused
     if style == "interleaved":
-        pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))     # (..., n, d//2, 2)
+        pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))  # (..., n, d//2, 2)
         even, odd = pairs[..., 0], pairs[..., 1]
         rotated = xp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
         rotated = xp.reshape(rotated, (*lead, n, 2 * half))
-        return rotated if d % 2 == 0 else xp.concatenate([rotated, x[..., 2 * half:]], axis=-1)
+        return rotated if d % 2 == 0 else xp.concatenate([rotated, x[..., 2 * half :]], axis=-1)
     first, second = x[..., :half], x[..., half:]
     return xp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
@@ -180,7 +184,7 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
 # Masked attention: softmax(q k^T + mask) v with a hand-written VJP
 # ----------------------------------------------------------------------------------------------------
 
-_score_log = None   # when a list, every attend() call appends the shape of the score tensor it built
+_score_log = None  # when a list, every attend() call appends the shape of the score tensor it built
 
 
 @contextlib.contextmanager
@@ -215,12 +219,12 @@ def _probs(q, k, mask):
     through the VJP below, which calls this).
     """
     xp = B.xp
-    s = q @ xp.swapaxes(k, -1, -2)                        # (..., i, j)
+    s = q @ xp.swapaxes(k, -1, -2)  # (..., i, j)
     if mask is not None:
         # -inf instead of the official -finfo.max: identical results because no row is fully masked
         # (patterns check that), and exp(-inf) is exactly 0 without overflow warnings.
         s = xp.where(mask, s, -xp.inf)
-    s = s - xp.max(s, axis=-1, keepdims=True)             # stable: the row max is always a visible entry
+    s = s - xp.max(s, axis=-1, keepdims=True)  # stable: the row max is always a visible entry
     e = xp.exp(s)
     return e / xp.sum(e, axis=-1, keepdims=True)
 
@@ -233,8 +237,8 @@ def _probs_fast(q, k, mask):
     same numbers; on CuPy one fused kernel (``B.masked_softmax_``), equal up to float rounding.
     """
     xp = B.xp
-    s = q @ xp.swapaxes(k, -1, -2)                        # (..., i, j), the only big allocation
-    return B.masked_softmax_(s, mask)                     # NumPy: the ops of _probs in place; CuPy: fused
+    s = q @ xp.swapaxes(k, -1, -2)  # (..., i, j), the only big allocation
+    return B.masked_softmax_(s, mask)  # NumPy: the ops of _probs in place; CuPy: fused
 
 
 def _traced(*arrays):
@@ -258,23 +262,23 @@ def attend(q, k, v, mask=None):
 def attend_vjp(g, q, k, v, mask=None):
     """Gradients (dq, dk, dv) of attend for the upstream gradient g (..., i, e), P computed once.
 
-        P = softmax(S), S = q k^T     dV = P^T g      dP = g V^T
-        dS = P * (dP - rowsum(dP * P))     dq = dS k     dk = dS^T q
+    P = softmax(S), S = q k^T     dV = P^T g      dP = g V^T
+    dS = P * (dP - rowsum(dP * P))     dq = dS k     dk = dS^T q
     """
     xp = B.xp
     mask = None if mask is None else B.constant(mask)
-    if _traced(g, q, k, v):                               # differentiating the VJP itself (order 2)
-        p = _probs(q, k, mask)                            # (..., i, j)
-        dp = g @ xp.swapaxes(v, -1, -2)                   # (..., i, j)
+    if _traced(g, q, k, v):  # differentiating the VJP itself (order 2)
+        p = _probs(q, k, mask)  # (..., i, j)
+        dp = g @ xp.swapaxes(v, -1, -2)  # (..., i, j)
         ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
     else:
         p = _probs_fast(q, k, mask)
-        ds = g @ xp.swapaxes(v, -1, -2)                   # dP, then turned into dS in place
+        ds = g @ xp.swapaxes(v, -1, -2)  # dP, then turned into dS in place
         ds -= xp.sum(ds * p, axis=-1, keepdims=True)
         ds *= p
-    dq = ds @ k                                           # (..., i, d)
-    dk = xp.swapaxes(ds, -1, -2) @ q                      # (..., j, d)
-    dv = xp.swapaxes(p, -1, -2) @ g                       # (..., j, e)
+    dq = ds @ k  # (..., i, d)
+    dk = xp.swapaxes(ds, -1, -2) @ q  # (..., j, d)
+    dv = xp.swapaxes(p, -1, -2) @ g  # (..., j, e)
     return dq, dk, dv
 
 
@@ -296,6 +300,7 @@ def _attend_vjp_maker(argnums, ans, args, kwargs):
     def vjp(g):
         grads = attend_vjp(g, q, k, v, mask)
         return tuple(_unbroadcast(grads[a], args[a].shape) for a in argnums)
+
     return vjp
 
 
@@ -311,6 +316,7 @@ defvjp_argnums(attend, _attend_vjp_maker)
 # of equal ids with one ``add.reduceat``. Everything else, and differentiating the VJP itself (boxed g),
 # keeps autograd's own rule. This re-registers the VJP of ``ArrayBox.__getitem__`` for the process.
 
+
 def _basic_index(idx):
     parts = idx if isinstance(idx, tuple) else (idx,)
     return all(p is None or p is Ellipsis or isinstance(p, (slice, int, onp.integer)) for p in parts)
@@ -320,17 +326,21 @@ def _scatter_add(g, idx, vs):
     if isinstance(g, Box):
         return untake(g, idx, vs)
     if _basic_index(idx):
+
         def add_into(A):
             A[idx] += g
             return A
+
         return SparseObject(vs, add_into)
     if isinstance(idx, onp.ndarray) and idx.dtype.kind in "iu" and len(vs.shape) == 2:
+
         def add_rows(A):
             ids = idx.ravel()
             order = onp.argsort(ids, kind="stable")
             rows, starts = onp.unique(ids[order], return_index=True)
             A[rows] += onp.add.reduceat(onp.reshape(g, (-1, vs.shape[1]))[order], starts, axis=0)
             return A
+
         return SparseObject(vs, add_rows)
     return untake(g, idx, vs)
 

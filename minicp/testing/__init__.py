@@ -41,6 +41,7 @@ float16     2e-3    2e-3    11-bit mantissa, eps 9.8e-4: rounding the output cos
 These fixed tolerances do not follow reduction length (long causal dk/dv, RoPE at large positions fail
 them with correct kernels) and cannot see error spread thinly; prefer the budgets.
 """
+
 from minicp.testing.cases import Case, cases
 from minicp.testing.check import LAYOUTS, assert_matches_reference, judge_case
 from minicp.testing.compare import TOLERANCES, Comparison, MismatchError, assert_close, compare, default_tolerances
@@ -50,7 +51,31 @@ from minicp.testing.reference import clear_cache, reference_arrays, reference_ca
 from minicp.testing.rope import ROPE_STYLES
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, Report, TensorVerdict, judge
 
-__all__ = ["TOLERANCES", "MismatchError", "Comparison", "default_tolerances", "dtype_name", "to_numpy_any",
-           "compare", "assert_close", "reference_case", "reference_arrays", "assert_matches_reference", "judge",
-           "judge_case", "Report", "TensorVerdict", "C_MAX", "C_RMS", "FLOOR_ULPS", "DTYPES", "LAYOUTS",
-           "ROPE_STYLES", "round_to_bfloat16", "to_storage", "clear_cache", "cases", "Case"]
+__all__ = [
+    "TOLERANCES",
+    "MismatchError",
+    "Comparison",
+    "default_tolerances",
+    "dtype_name",
+    "to_numpy_any",
+    "compare",
+    "assert_close",
+    "reference_case",
+    "reference_arrays",
+    "assert_matches_reference",
+    "judge",
+    "judge_case",
+    "Report",
+    "TensorVerdict",
+    "C_MAX",
+    "C_RMS",
+    "FLOOR_ULPS",
+    "DTYPES",
+    "LAYOUTS",
+    "ROPE_STYLES",
+    "round_to_bfloat16",
+    "to_storage",
+    "clear_cache",
+    "cases",
+    "Case",
+]

@@ -18,6 +18,7 @@ dq, dk, dv) rounded to the dtype, products accumulated in float32 (float64 for f
 straightforward PyTorch implementation in that dtype computes, and its error against the reference is
 the rounding floor that ``minicp.testing.verdict`` scales the budgets by.
 """
+
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
@@ -49,8 +50,9 @@ def _softmax(S, rnd):
     return rnd(E / onp.sum(E, axis=-1, keepdims=True))
 
 
-def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK,
-                     intermediates=True):
+def attention_blocks(
+    q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK, intermediates=True
+):
     """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d).
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
@@ -62,7 +64,7 @@ def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=N
     ct = onp.float64 if dtype == "float64" else onp.float32
     q, k, v = (rnd_io(onp.asarray(x, dtype=ct)) for x in (q, k, v))
     b, h, n, d = q.shape
-    scale = d ** -0.5 if scale is None else scale
+    scale = d**-0.5 if scale is None else scale
     out = onp.zeros((b, h, len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
     if grads:
@@ -72,11 +74,11 @@ def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=N
         out_index = onp.searchsorted(rows, r)
         for i0 in range(0, len(r), row_chunk):
             i1 = min(len(r), i0 + row_chunk)
-            cc = c[:_chunk_cols(len(c), i0, i1, diagonal)]
+            cc = c[: _chunk_cols(len(c), i0, i1, diagonal)]
             rr = r[i0:i1]
-            Qs = rnd(q[:, head, rr] * ct(scale))                       # (b, R', d)
-            K, V = k[:, head, cc], v[:, head, cc]                      # (b, C', d)
-            S = rnd(Qs @ onp.swapaxes(K, -1, -2))                      # (b, R', C')
+            Qs = rnd(q[:, head, rr] * ct(scale))  # (b, R', d)
+            K, V = k[:, head, cc], v[:, head, cc]  # (b, C', d)
+            S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, R', C')
             if diagonal is not None:
                 visible = onp.arange(len(cc))[None, :] <= onp.arange(i0, i1)[:, None] + diagonal
                 S = onp.where(visible, S, -onp.inf)
@@ -92,14 +94,17 @@ def attention_blocks(q, k, v, plan, rows, *, dtype="float64", dout=None, scale=N
                 _add_rows(dv, head, cc, onp.swapaxes(P, -1, -2) @ dO)
     result = {"out": rnd_io(out).astype(onp.float64)}
     if grads:
-        result.update(dq=rnd_io(rnd(dq) * ct(scale)).astype(onp.float64), dk=rnd_io(dk).astype(onp.float64),
-                      dv=rnd_io(dv).astype(onp.float64))
+        result.update(
+            dq=rnd_io(rnd(dq) * ct(scale)).astype(onp.float64),
+            dk=rnd_io(dk).astype(onp.float64),
+            dv=rnd_io(dv).astype(onp.float64),
+        )
     return result
 
 
 def _add_rows(target, head, cols, values):
     """target[:, head, cols] += values for the distinct cols of a block (a slice when contiguous)."""
     if len(cols) and cols[-1] - cols[0] + 1 == len(cols):
-        target[:, head, cols[0]:cols[-1] + 1] += values
+        target[:, head, cols[0] : cols[-1] + 1] += values
     else:
         target[:, head, cols] += values

@@ -1,4 +1,5 @@
 """``assert_matches_reference``: run a kernel on a seeded case and judge every tensor against the reference."""
+
 import json
 
 import numpy as onp
@@ -25,7 +26,7 @@ def block_groups(plan, rows, tensor):
         index = (lambda r: onp.searchsorted(rows, r)) if tensor == "out" else (lambda r: r)
         return [(f"h{hd} {name}", hd, index(r)) for hd, r, _, _, name in plan]
     seen, groups = set(), []
-    for hd, _, c, _, name in plan:
+    for hd, _, c, _, _name in plan:
         key = (hd, c.tobytes())
         if key not in seen:
             seen.add(key)
@@ -37,9 +38,12 @@ def case_context(arch, given, resolved, case, extra=""):
     args = ", ".join(f"{k}={v!r}" for k, v in given.items())
     defaults = ", ".join(f"{k}={v!r}" for k, v in resolved.items() if k not in given)
     rope = f", rope {case['rope']}" if case["rope"] else ""
-    return (f"reference: minicp {arch}({args})" + (f" [defaults: {defaults}]" if defaults else "")
-            + f", batch {case['batch']}, heads {case['heads']}, seq_len {case['seq_len']}, head_dim "
-              f"{case['head_dim']}, dtype {case['dtype']}, seed {case['seed']}{rope}{extra}")
+    return (
+        f"reference: minicp {arch}({args})"
+        + (f" [defaults: {defaults}]" if defaults else "")
+        + f", batch {case['batch']}, heads {case['heads']}, seq_len {case['seq_len']}, head_dim "
+        f"{case['head_dim']}, dtype {case['dtype']}, seed {case['seed']}{rope}{extra}"
+    )
 
 
 def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None):
@@ -49,11 +53,26 @@ def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes
     for key, got in results.items():
         note = context + ("; gradients of sum(out * dout)" if key in GRADS else "")
         if rtol is not None or atol is not None:
-            verdicts[key] = compare(got, case[key], name=key, dtype=case["case"]["dtype"], rtol=rtol, atol=atol,
-                                    note=note, actual_dtype=(actual_dtypes or {}).get(key))
+            verdicts[key] = compare(
+                got,
+                case[key],
+                name=key,
+                dtype=case["case"]["dtype"],
+                rtol=rtol,
+                atol=atol,
+                note=note,
+                actual_dtype=(actual_dtypes or {}).get(key),
+            )
             continue
-        v = judge(key, got, case[key], case["floor_" + key], case["case"]["dtype"], accurate=case["accurate_" + key],
-                  groups=block_groups(case["plan"], case["rows"], key))
+        v = judge(
+            key,
+            got,
+            case[key],
+            case["floor_" + key],
+            case["case"]["dtype"],
+            accurate=case["accurate_" + key],
+            groups=block_groups(case["plan"], case["rows"], key),
+        )
         v.actual_dtype = (actual_dtypes or {}).get(key, dtype_name(got))
         v.message += f"\n  {note}"
         verdicts[key] = v
@@ -89,13 +108,15 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
     dtypes = {"out": dtype_name(raw)}
     out = swap(to_numpy_any(raw))
     if out.ndim == 4 and out.shape[2] == n and len(rows) != n:
-        out = out[:, :, rows]                                  # a dense-mask kernel returned every row
+        out = out[:, :, rows]  # a dense-mask kernel returned every row
     results = {"out": out}
     if check_grads:
         grads = grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"]))))
         if not isinstance(grads, (tuple, list)) or len(grads) != 3:
-            raise ValueError(f"grad_fn must return (dq, dk, dv), got {type(grads).__name__}"
-                             + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else ""))
+            raise ValueError(
+                f"grad_fn must return (dq, dk, dv), got {type(grads).__name__}"
+                + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else "")
+            )
         for key, got in zip(GRADS, grads):
             dtypes[key] = dtype_name(got)
             results[key] = swap(to_numpy_any(got))
@@ -108,10 +129,15 @@ def raise_or_return(report, report_path=None):
         atomic_write_text(report_path, json.dumps(_report_dict(report), indent=1))
     failed = [v for v in report.verdicts.values() if not v.ok]
     if failed:
-        message = "\n".join([v.message for v in failed] + [f"({len(failed)} of {len(report.verdicts)} tensors "
-                                                            f"failed; passing: " + ", ".join(
-                                                                v.message.split("\n")[0] for v in
-                                                                report.verdicts.values() if v.ok) + ")"])
+        message = "\n".join(
+            [v.message for v in failed]
+            + [
+                f"({len(failed)} of {len(report.verdicts)} tensors "
+                f"failed; passing: "
+                + ", ".join(v.message.split("\n")[0] for v in report.verdicts.values() if v.ok)
+                + ")"
+            ]
+        )
         err = MismatchError(message, failed[0])
         err.report = report
         raise err
@@ -121,13 +147,34 @@ def raise_or_return(report, report_path=None):
 def _report_dict(report):
     if all(hasattr(v, "max_share") for v in report.verdicts.values()):
         return report.to_dict()
-    return {"ok": report.ok, "context": report.context,
-            "tensors": {k: {"ok": v.ok, "message": v.message} for k, v in report.verdicts.items()}}
+    return {
+        "ok": report.ok,
+        "context": report.context,
+        "tensors": {k: {"ok": v.ok, "message": v.message} for k, v in report.verdicts.items()},
+    }
 
 
-def assert_matches_reference(fn, arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0,
-                             check_grads=False, grad_fn=None, array_fn=None, rtol=None, atol=None, layout="bhnd",
-                             rope=None, report_path=None, cache_dir=None, **pattern_args):
+def assert_matches_reference(
+    fn,
+    arch,
+    *,
+    seq_len,
+    heads,
+    head_dim,
+    batch=1,
+    dtype="float32",
+    seed=0,
+    check_grads=False,
+    grad_fn=None,
+    array_fn=None,
+    rtol=None,
+    atol=None,
+    layout="bhnd",
+    rope=None,
+    report_path=None,
+    cache_dir=None,
+    **pattern_args,
+):
     """Run ``fn(q, k, v)`` on a seeded case and judge it against minicp's float64 reference.
 
     fn        your kernel: q, k, v -> out, (batch, heads, seq_len, head_dim) with ``layout="bhnd"`` or
@@ -154,8 +201,19 @@ def assert_matches_reference(fn, arch, *, seq_len, heads, head_dim, batch=1, dty
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)
     check_dtype(name)
-    case = reference_case(arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=name,
-                          seed=seed, grads=check_grads, rope=rope, cache_dir=cache_dir, **pattern_args)
+    case = reference_case(
+        arch,
+        seq_len=seq_len,
+        heads=heads,
+        head_dim=head_dim,
+        batch=batch,
+        dtype=name,
+        seed=seed,
+        grads=check_grads,
+        rope=rope,
+        cache_dir=cache_dir,
+        **pattern_args,
+    )
     given = {k: v for k, v in pattern_args.items()}
     context = case_context(arch, given, case["case"]["pattern_args"], case["case"])
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)

@@ -4,6 +4,7 @@ Test: ``|actual - expected| <= atol + rtol * |expected|`` for every element whos
 finite; where the expected value is +inf, -inf or NaN the actual value must be the same (same sign of
 infinity, NaN for NaN), otherwise the element fails. A non-finite reference never passes anything.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as onp
@@ -12,8 +13,16 @@ from minicp.testing.convert import to_numpy_any
 from minicp.testing.dtypes import dtype_name
 from minicp.testing.where import describe_positions, fmt_index
 
-__all__ = ["TOLERANCES", "MismatchError", "Comparison", "default_tolerances", "compare", "assert_close",
-           "check_tolerance", "nonfinite_mismatch"]
+__all__ = [
+    "TOLERANCES",
+    "MismatchError",
+    "Comparison",
+    "default_tolerances",
+    "compare",
+    "assert_close",
+    "check_tolerance",
+    "nonfinite_mismatch",
+]
 
 # dtype name -> (rtol, atol)
 TOLERANCES = {
@@ -37,13 +46,16 @@ def default_tolerances(dtype):
     """(rtol, atol) for a dtype name or dtype object; ValueError for a dtype with no default."""
     name = dtype_name(dtype)
     if name not in TOLERANCES:
-        raise ValueError(f"dtype {dtype!r} has no default tolerance; pass rtol and atol, or one of {sorted(TOLERANCES)}")
+        raise ValueError(
+            f"dtype {dtype!r} has no default tolerance; pass rtol and atol, or one of {sorted(TOLERANCES)}"
+        )
     return TOLERANCES[name]
 
 
 @dataclass
 class Comparison:
     """Everything ``compare`` measured. ``ok`` is True when every element is within tolerance."""
+
     name: str
     shape: tuple
     actual_dtype: str
@@ -118,17 +130,31 @@ def compare(actual, expected, *, name="tensor", dtype=None, rtol=None, atol=None
     rtol, atol = _tolerances(name, tol_dtype, rtol, atol)
     a, e = to_numpy_any(actual), to_numpy_any(expected)
     if a.shape != e.shape:
-        msg = (f"{name}: shape mismatch: actual {tuple(a.shape)} vs expected {tuple(e.shape)}"
-               f" (actual dtype {actual_dtype})" + (f"\n  {note}" if note else ""))
-        return Comparison(name, tuple(e.shape), actual_dtype, tol_dtype, rtol, atol, False, size=int(e.size),
-                          note=note, message=msg)
+        msg = (
+            f"{name}: shape mismatch: actual {tuple(a.shape)} vs expected {tuple(e.shape)}"
+            f" (actual dtype {actual_dtype})" + (f"\n  {note}" if note else "")
+        )
+        return Comparison(
+            name, tuple(e.shape), actual_dtype, tol_dtype, rtol, atol, False, size=int(e.size), note=note, message=msg
+        )
     if a.dtype.kind not in "biuf" or e.dtype.kind not in "biuf":
         raise ValueError(f"{name}: only real numeric arrays can be compared, got {a.dtype} and {e.dtype}")
     a64, e64 = a.astype(onp.float64), e.astype(onp.float64)
     diff, allowed, bad, nonfinite_bad = _elementwise(a64, e64, rtol, atol)
-    c = Comparison(name, tuple(e.shape), actual_dtype, tol_dtype, rtol, atol, not bool(bad.any()), size=int(a.size),
-                   n_bad=int(bad.sum()), n_nan=int((onp.isnan(a64) & ~onp.isnan(e64)).sum()),
-                   n_nonfinite_bad=int(nonfinite_bad.sum()), note=note)
+    c = Comparison(
+        name,
+        tuple(e.shape),
+        actual_dtype,
+        tol_dtype,
+        rtol,
+        atol,
+        not bool(bad.any()),
+        size=int(a.size),
+        n_bad=int(bad.sum()),
+        n_nan=int((onp.isnan(a64) & ~onp.isnan(e64)).sum()),
+        n_nonfinite_bad=int(nonfinite_bad.sum()),
+        note=note,
+    )
     if c.size:
         _worst(c, a64, e64, diff, allowed, rtol, atol)
         if c.n_bad:
@@ -143,7 +169,7 @@ def _elementwise(a64, e64, rtol, atol):
     with onp.errstate(invalid="ignore", over="ignore", divide="ignore"):
         finite = onp.isfinite(e64)
         diff = onp.where(finite, onp.abs(a64 - e64), 0.0)
-        diff = onp.where(onp.isnan(diff), onp.inf, diff)                 # NaN or inf in actual only: infinitely wrong
+        diff = onp.where(onp.isnan(diff), onp.inf, diff)  # NaN or inf in actual only: infinitely wrong
         allowed = onp.where(finite, atol + rtol * onp.abs(onp.where(finite, e64, 0.0)), 0.0)
         nonfinite_bad = nonfinite_mismatch(a64, e64)
         diff = onp.where(nonfinite_bad, onp.inf, diff)
@@ -158,7 +184,7 @@ def _worst(c, a64, e64, diff, allowed, rtol, atol):
         rel = onp.where(mag > 0, diff / onp.where(mag > 0, mag, 1.0), onp.where(diff > 0, onp.inf, 0.0))
     i_abs = onp.unravel_index(int(onp.argmax(diff)), diff.shape)
     i_worst = onp.unravel_index(int(onp.argmax(ratio)), ratio.shape)
-    big = rtol * mag >= atol                                      # where rtol, not atol, decides
+    big = rtol * mag >= atol  # where rtol, not atol, decides
     if not big.any():
         big = mag > 0
     c.max_abs, c.max_abs_index = float(diff[i_abs]), tuple(int(i) for i in i_abs)
@@ -173,8 +199,7 @@ def _message(c, expected_dtype, note):
     tol_text = f"rtol={c.rtol:.1e}, atol={c.atol:.1e} (dtype {c.dtype})"
     shape_text = f"shape {c.shape}, actual dtype {c.actual_dtype}, expected dtype {expected_dtype}"
     if c.ok:
-        return (f"{head}OK, {shape_text}; max abs err {c.max_abs:.3e}, max rel err {c.max_rel:.3e} "
-                f"within {tol_text}")
+        return f"{head}OK, {shape_text}; max abs err {c.max_abs:.3e}, max rel err {c.max_rel:.3e} within {tol_text}"
     allowed = c.atol + c.rtol * abs(c.worst_expected) if onp.isfinite(c.worst_expected) else 0.0
     lines = [
         f"{head}{c.n_bad} of {c.size} elements ({100 * c.bad_fraction:.3g}%) are out of tolerance",
@@ -184,8 +209,7 @@ def _message(c, expected_dtype, note):
         f"max rel err {c.max_rel:.4g} (over elements where rtol * |expected| >= atol)",
         f"  worst element {fmt_index(c.worst_index)}: expected {c.worst_expected:.8g}, actual {c.worst_actual:.8g} "
         f"(error {c.worst_ratio:.3g}x the allowed {allowed:.3g})",
-        "  bad elements lie in " + " x ".join(f"[{lo}..{hi}]" for lo, hi in c.bad_ranges)
-        + " (index range per axis)",
+        "  bad elements lie in " + " x ".join(f"[{lo}..{hi}]" for lo, hi in c.bad_ranges) + " (index range per axis)",
         "  bad indices per axis: " + "; ".join(f"axis {i}: {w}" for i, w in enumerate(c.bad_where)),
     ]
     if c.n_nan:

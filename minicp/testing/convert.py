@@ -1,4 +1,5 @@
 """``to_numpy_any``: a host NumPy array from NumPy, CuPy, PyTorch, JAX, ... without importing them."""
+
 import numpy as onp
 
 __all__ = ["to_numpy_any"]
@@ -13,7 +14,7 @@ def to_numpy_any(x):
     ``.float()`` / ``.astype('float32')`` if present and try again; finally ``numpy.asarray`` (``__array__``).
     bfloat16 values come back as float32 (exactly). Nothing is imported. Returns a copy the caller owns.
     """
-    x = getattr(x, "_value", x)                                  # autograd ArrayBox
+    x = getattr(x, "_value", x)  # autograd ArrayBox
     if isinstance(x, onp.ndarray):
         return _std(x.copy())
     if isinstance(x, (onp.generic, int, float, bool)):
@@ -21,21 +22,21 @@ def to_numpy_any(x):
     if type(x).__module__.startswith("cupy") and callable(getattr(x, "get", None)):
         return _std(x.get())
     if callable(getattr(x, "detach", None)):
-        x = x.detach()                                           # torch: tensors that require grad
+        x = x.detach()  # torch: tensors that require grad
     errors = []
     a = _from_dlpack(x, errors)
-    if a is None and callable(getattr(x, "cpu", None)):         # torch/JAX on an accelerator
+    if a is None and callable(getattr(x, "cpu", None)):  # torch/JAX on an accelerator
         try:
             x = x.cpu()
             a = _from_dlpack(x, errors)
         except Exception as e:  # pragma: no cover - depends on the library
             errors.append(f"cpu(): {type(e).__name__}: {e}")
-    if a is None:                                                # a dtype NumPy lacks, e.g. bfloat16
+    if a is None:  # a dtype NumPy lacks, e.g. bfloat16
         a = _widened(x, errors)
     if a is not None:
         return _std(a)
     try:
-        return _std(onp.array(x, copy=True))                     # __array__
+        return _std(onp.array(x, copy=True))  # __array__
     except Exception as e:
         errors.append(f"__array__: {type(e).__name__}: {e}")
     raise ValueError(f"cannot convert {type(x).__name__} to a NumPy array ({'; '.join(errors)})")

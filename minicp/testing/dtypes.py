@@ -2,18 +2,38 @@
 
 NumPy has no bfloat16: a bfloat16 array is stored as float32 holding exactly bfloat16 values.
 """
+
 import numpy as onp
 
-__all__ = ["DTYPES", "STORAGE", "EPS", "dtype_name", "check_dtype", "round_to_bfloat16", "to_storage",
-           "rounder", "is_bfloat16_exact"]
+__all__ = [
+    "DTYPES",
+    "STORAGE",
+    "EPS",
+    "dtype_name",
+    "check_dtype",
+    "round_to_bfloat16",
+    "to_storage",
+    "rounder",
+    "is_bfloat16_exact",
+]
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 STORAGE = {"float64": "float64", "float32": "float32", "bfloat16": "float32", "float16": "float16"}
-EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}   # ulp of 1
+EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "bfloat16": 2.0**-7, "float16": 2.0**-10}  # ulp of 1
 
-_ALIASES = {"f64": "float64", "double": "float64", "fp64": "float64", "f32": "float32", "float": "float32",
-            "fp32": "float32", "single": "float32", "bf16": "bfloat16", "f16": "float16", "fp16": "float16",
-            "half": "float16"}
+_ALIASES = {
+    "f64": "float64",
+    "double": "float64",
+    "fp64": "float64",
+    "f32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+    "single": "float32",
+    "bf16": "bfloat16",
+    "f16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
 
 
 def dtype_name(x):

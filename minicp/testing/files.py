@@ -1,4 +1,5 @@
 """Atomic .npz writing (temp file in the same directory + os.replace; never through a symlink)."""
+
 import os
 import tempfile
 

@@ -1,4 +1,5 @@
 """Pattern arguments: ``segment=`` / ``half_segment=`` alike, validation, and every default resolved."""
+
 import inspect
 
 from minicp.analysis import kernel_pattern

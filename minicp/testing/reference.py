@@ -9,6 +9,7 @@ Results are cached per case: in this process (the last ``MEMORY_CACHE`` cases), 
 ``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one .npz per case,
 named by a hash of the case.
 """
+
 import collections
 import hashlib
 import json
@@ -23,7 +24,15 @@ from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
 from minicp.validate import boolean, nonnegative_int, positive_int
 
-__all__ = ["CASE_VERSION", "MEMORY_CACHE", "case_key", "seeded_inputs", "reference_case", "reference_arrays", "clear_cache"]
+__all__ = [
+    "CASE_VERSION",
+    "MEMORY_CACHE",
+    "case_key",
+    "seeded_inputs",
+    "reference_case",
+    "reference_arrays",
+    "clear_cache",
+]
 
 CASE_VERSION = 2
 MEMORY_CACHE = 4
@@ -33,8 +42,19 @@ _MEMORY = collections.OrderedDict()
 
 def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope, pattern_args):
     """(canonical case dict, sha256 hex of its JSON): what the reference depends on, nothing else."""
-    case = {"version": CASE_VERSION, "arch": arch, "pattern_args": pattern_args, "seq_len": seq_len, "heads": heads,
-            "head_dim": head_dim, "batch": batch, "dtype": dtype, "seed": seed, "grads": grads, "rope": rope}
+    case = {
+        "version": CASE_VERSION,
+        "arch": arch,
+        "pattern_args": pattern_args,
+        "seq_len": seq_len,
+        "heads": heads,
+        "head_dim": head_dim,
+        "batch": batch,
+        "dtype": dtype,
+        "seed": seed,
+        "grads": grads,
+        "rope": rope,
+    }
     text = json.dumps(case, sort_keys=True)
     return case, hashlib.sha256(text.encode()).hexdigest()
 
@@ -65,24 +85,38 @@ def _compute(case, stored, rows, plan, grads, rope):
             qr, kr = ((rope_reference(x, rope) if dt == "float64" else rope_plain(x, rope, dt)) for x in (q, k))
         else:
             qr, kr = q, k
-        r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout if grads else None,
-                             intermediates=intermediates)
+        r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout if grads else None, intermediates=intermediates)
         if rope and grads:
             for key in ("dq", "dk"):
-                r[key] = (rope_reference(r[key], rope, inverse=True) if dt == "float64"
-                          else rope_plain(r[key], rope, dt, inverse=True).astype(onp.float64))
+                r[key] = (
+                    rope_reference(r[key], rope, inverse=True)
+                    if dt == "float64"
+                    else rope_plain(r[key], rope, dt, inverse=True).astype(onp.float64)
+                )
         result.update({label + key: val for key, val in r.items()})
-    if name == "float64":          # float64 rounding is float32's scaled by eps64 / eps32 = 2^-29
+    if name == "float64":  # float64 rounding is float32's scaled by eps64 / eps32 = 2^-29
         for key in [k for k in result if k.startswith("floor_")]:
-            ref = result[key[len("floor_"):]]
-            result[key] = ref + (result[key] - ref) * 2.0 ** -29
-    for key in [k for k in result if k.startswith("floor_")]:     # float32 / float64: plain is accurate
-        result.setdefault("accurate_" + key[len("floor_"):], result[key])
+            ref = result[key[len("floor_") :]]
+            result[key] = ref + (result[key] - ref) * 2.0**-29
+    for key in [k for k in result if k.startswith("floor_")]:  # float32 / float64: plain is accurate
+        result.setdefault("accurate_" + key[len("floor_") :], result[key])
     return result
 
 
-def reference_case(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=False, rope=None,
-                   cache_dir=None, **pattern_args):
+def reference_case(
+    arch,
+    *,
+    seq_len,
+    heads,
+    head_dim,
+    batch=1,
+    dtype="float32",
+    seed=0,
+    grads=False,
+    rope=None,
+    cache_dir=None,
+    **pattern_args,
+):
     """Inputs, float64 reference and plain-dtype floor of one seeded case (a dict of NumPy arrays).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
@@ -96,8 +130,9 @@ def reference_case(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", 
     seed, grads = nonnegative_int("seed", seed), boolean("grads", grads)
     name, rope = check_dtype(dtype), check_rope(rope, d)
     pa = resolved_pattern_args(arch, n, h, pattern_args)
-    case, key = case_key(arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=seed, grads=grads,
-                         rope=rope, pattern_args=pa)
+    case, key = case_key(
+        arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=seed, grads=grads, rope=rope, pattern_args=pa
+    )
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
         return dict(_MEMORY[key])
@@ -129,7 +164,7 @@ def _load_cached(cache_dir, key):
                 return None
             return {k: z[k] for k in z.files if k != "key"}
     except (OSError, ValueError, KeyError, EOFError):
-        return None                                            # a damaged cache entry is recomputed
+        return None  # a damaged cache entry is recomputed
 
 
 def _store_cached(cache_dir, key, computed):
@@ -139,12 +174,18 @@ def _store_cached(cache_dir, key, computed):
         atomic_savez(path, dict(computed, key=onp.asarray(key)), compressed=False)
 
 
-def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True,
-                     **pattern_args):
+def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):
     """q, k, v, dout (storage dtype), rows, out and with ``grads`` dq, dk, dv (float64): the golden values."""
-    case = reference_case(arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=dtype,
-                          seed=seed, grads=grads, **pattern_args)
+    case = reference_case(
+        arch,
+        seq_len=seq_len,
+        heads=heads,
+        head_dim=head_dim,
+        batch=batch,
+        dtype=dtype,
+        seed=seed,
+        grads=grads,
+        **pattern_args,
+    )
     keys = ("q", "k", "v", "dout", "rows", "out") + (("dq", "dk", "dv") if grads else ())
     return {key: case[key] for key in keys}
-
-

@@ -7,6 +7,7 @@ rotates back (angle -> -angle is exact). The plain implementation in a low dtype
 position * theta in float32, as a PyTorch RoPE does, so its floor includes the angle rounding that
 grows with the position.
 """
+
 import numpy as onp
 
 from minicp import backend as B
@@ -41,13 +42,13 @@ def _rotate(x, cos, sin, style, rnd):
     half = x.shape[-1] // 2
     out = x.copy()
     if style == "interleaved":
-        even, odd = x[..., 0:2 * half:2], x[..., 1:2 * half:2]
-        out[..., 0:2 * half:2] = rnd(even * cos - odd * sin)
-        out[..., 1:2 * half:2] = rnd(odd * cos + even * sin)
+        even, odd = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+        out[..., 0 : 2 * half : 2] = rnd(even * cos - odd * sin)
+        out[..., 1 : 2 * half : 2] = rnd(odd * cos + even * sin)
     else:
-        first, second = x[..., :half], x[..., half:2 * half]
+        first, second = x[..., :half], x[..., half : 2 * half]
         out[..., :half] = rnd(first * cos - second * sin)
-        out[..., half:2 * half] = rnd(second * cos + first * sin)
+        out[..., half : 2 * half] = rnd(second * cos + first * sin)
     return out
 
 
@@ -57,6 +58,6 @@ def rope_plain(x, style, dtype, inverse=False):
     rnd = rounder(dtype)
     ct = onp.float64 if dtype == "float64" else onp.float32
     n, d = x.shape[-2], x.shape[-1]
-    ang = ops.rope_angles(onp.arange(n), d, onp.dtype(ct))                 # (n, d//2), products in ct
+    ang = ops.rope_angles(onp.arange(n), d, onp.dtype(ct))  # (n, d//2), products in ct
     cos, sin = rnd(onp.cos(ang)), rnd(onp.sin(ang))
     return _rotate(rnd(onp.asarray(x, dtype=ct)), cos, -sin if inverse else sin, style, rnd)

@@ -9,14 +9,19 @@
 ``(q, k, v, dout) -> (dq, dk, dv)``; ``adapters`` gives both as keyword arguments. Layouts are handled by
 ``assert_matches_reference(layout="bnhd")``: the adapters never transpose.
 """
+
 import torch
 
 from minicp.testing.dtypes import check_dtype
 
 __all__ = ["TORCH_DTYPES", "torch_dtype", "arrays", "grad_fn", "adapters"]
 
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}
+TORCH_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 def torch_dtype(dtype):
@@ -35,12 +40,14 @@ def grad_fn(fn, rows=None):
 
     ``rows``: for a kernel returning all n rows where the architecture computes fewer (PerceiverAR's first
     layer), the computed rows that dout belongs to (``minicp.analysis.kernel_pattern.rows``)."""
+
     def grads(q, k, v, dout):
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
         out = fn(q, k, v)
         if rows is not None:
             out = out[:, :, torch.as_tensor(rows)]
         return torch.autograd.grad(out, (q, k, v), grad_outputs=dout)
+
     return grads
 
 

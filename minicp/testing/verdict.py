@@ -18,6 +18,7 @@ the plain implementation suffers the same roundings; a kernel that adds error ev
 kept in low precision) moves the rms, a kernel wrong somewhere (masks, offsets, heads) moves the max.
 docs/tolerances.md explains the constants and the measurements behind them.
 """
+
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -29,16 +30,17 @@ from minicp.testing.where import describe_positions
 
 __all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets"]
 
-C_MAX = 5.0          # docs/tolerances.md
+C_MAX = 5.0  # docs/tolerances.md
 C_RMS = 2.5
 FLOOR_ULPS = 0.0625
-ZERO_ULPS = 16.0           # a tensor whose reference is exactly zero (n = 1: dq = dk = 0) may carry this
+ZERO_ULPS = 16.0  # a tensor whose reference is exactly zero (n = 1: dq = dk = 0) may carry this
 MAX_LISTED = 8
 
 
 @dataclass
 class TensorVerdict:
     """The verdict on one tensor: errors, budgets, shares (error / budget) and where the errors lie."""
+
     name: str
     dtype: str
     shape: tuple
@@ -79,7 +81,7 @@ def budgets(reference, floor, dtype, accurate=None):
     e_f = _err(floor, reference, finite)
     e_g = e_f if accurate is None else _err(accurate, reference, finite)
     scale = _rms(onp.where(finite, reference, 0.0))
-    absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]   # unit-scale inputs
+    absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]  # unit-scale inputs
     f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
     return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
 
@@ -92,10 +94,32 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     a, r = onp.asarray(actual, dtype=onp.float64), onp.asarray(reference, dtype=onp.float64)
     if a.shape != r.shape:
         msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
-        return TensorVerdict(name, dtype, r.shape, False, onp.inf, onp.inf, 0, 0, 0, 0, onp.inf, onp.inf, 1.0, 0,
-                             (), 0.0, 0.0, message=msg)
-    b_max, b_rms, f_max, f_rms = budgets(r, onp.asarray(floor, dtype=onp.float64), dtype,
-                                         None if accurate is None else onp.asarray(accurate, dtype=onp.float64))
+        return TensorVerdict(
+            name,
+            dtype,
+            r.shape,
+            False,
+            onp.inf,
+            onp.inf,
+            0,
+            0,
+            0,
+            0,
+            onp.inf,
+            onp.inf,
+            1.0,
+            0,
+            (),
+            0.0,
+            0.0,
+            message=msg,
+        )
+    b_max, b_rms, f_max, f_rms = budgets(
+        r,
+        onp.asarray(floor, dtype=onp.float64),
+        dtype,
+        None if accurate is None else onp.asarray(accurate, dtype=onp.float64),
+    )
     nf_bad = nonfinite_mismatch(a, r)
     with onp.errstate(invalid="ignore", over="ignore"):
         err = onp.where(onp.isfinite(r), onp.abs(a - r), 0.0)
@@ -103,15 +127,31 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     bad = err > b_max
     i = onp.unravel_index(int(onp.argmax(err)), err.shape) if err.size else ()
     max_err, rms_err = (float(err[i]) if err.size else 0.0), _rms(err)
-    v = TensorVerdict(name, dtype, tuple(r.shape), False, max_err, rms_err, b_max, b_rms, f_max, f_rms,
-                      _share(max_err, b_max), _share(rms_err, b_rms), float(bad.mean()) if bad.size else 0.0,
-                      int(nf_bad.sum()), tuple(int(j) for j in i), float(r[i]) if err.size else 0.0,
-                      float(a[i]) if err.size else 0.0)
+    v = TensorVerdict(
+        name,
+        dtype,
+        tuple(r.shape),
+        False,
+        max_err,
+        rms_err,
+        b_max,
+        b_rms,
+        f_max,
+        f_rms,
+        _share(max_err, b_max),
+        _share(rms_err, b_rms),
+        float(bad.mean()) if bad.size else 0.0,
+        int(nf_bad.sum()),
+        tuple(int(j) for j in i),
+        float(r[i]) if err.size else 0.0,
+        float(a[i]) if err.size else 0.0,
+    )
     v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
     v.per_head = [_part(f"head {hd}", err[:, hd], bad[:, hd], b_max, b_rms) for hd in range(err.shape[1])]
     if groups:
-        v.per_block = [_part(label, err[:, hd][:, rows], bad[:, hd][:, rows], b_max, b_rms)
-                       for label, hd, rows in groups]
+        v.per_block = [
+            _part(label, err[:, hd][:, rows], bad[:, hd][:, rows], b_max, b_rms) for label, hd, rows in groups
+        ]
     v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)] if bad.any() else []
     v.bad_rows = describe_positions(onp.nonzero(bad.any(axis=tuple(j for j in range(bad.ndim) if j != row_axis)))[0])
     v.message = _message(v)
@@ -125,25 +165,36 @@ def _share(err, budget):
 
 
 def _part(label, err, bad, b_max, b_rms):
-    return {"where": label, "max_share": _share(float(err.max()) if err.size else 0.0, b_max),
-            "rms_share": _share(_rms(err), b_rms), "bad_fraction": float(bad.mean()) if bad.size else 0.0}
+    return {
+        "where": label,
+        "max_share": _share(float(err.max()) if err.size else 0.0, b_max),
+        "rms_share": _share(_rms(err), b_rms),
+        "bad_fraction": float(bad.mean()) if bad.size else 0.0,
+    }
 
 
 def _message(v):
     status = "OK," if v.ok else "out of tolerance:"
-    lines = [f"{v.name}: {status} max err {v.max_err:.3g} = {100 * v.max_share:.0f}% of the max budget "
-             f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {100 * v.rms_share:.0f}% of the rms budget "
-             f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"]
+    lines = [
+        f"{v.name}: {status} max err {v.max_err:.3g} = {100 * v.max_share:.0f}% of the max budget "
+        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {100 * v.rms_share:.0f}% of the rms budget "
+        f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"
+    ]
     if v.ok:
         return lines[0]
-    lines.append(f"  {100 * v.bad_fraction:.3g}% of elements over the max budget; worst {tuple(v.worst_index)}: "
-                 f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}")
+    lines.append(
+        f"  {100 * v.bad_fraction:.3g}% of elements over the max budget; worst {tuple(v.worst_index)}: "
+        f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}"
+    )
     if v.nonfinite_bad:
         lines.append(f"  {v.nonfinite_bad} element(s) where the reference is +-inf or NaN and actual differs")
     lines.append(f"  rows over budget: {v.bad_rows}")
     if v.bad_ranges:
-        lines.append("  bad elements lie in " + " x ".join(f"[{lo}..{hi}]" for lo, hi in v.bad_ranges)
-                     + " (index range per axis)")
+        lines.append(
+            "  bad elements lie in "
+            + " x ".join(f"[{lo}..{hi}]" for lo, hi in v.bad_ranges)
+            + " (index range per axis)"
+        )
     lines.append("  per head: " + _parts_text(v.per_head))
     if v.per_block:
         lines.append("  per block: " + _parts_text(v.per_block))
@@ -153,16 +204,23 @@ def _message(v):
 def _parts_text(parts):
     bad = [p for p in parts if p["max_share"] > 1 or p["rms_share"] > 1]
     shown = (bad or sorted(parts, key=lambda p: -p["rms_share"]))[:MAX_LISTED]
-    text = ", ".join(f"{p['where']} max {100 * p['max_share']:.0f}% rms {100 * p['rms_share']:.0f}% "
-                     f"bad {100 * p['bad_fraction']:.2g}%" for p in shown)
+    text = ", ".join(
+        f"{p['where']} max {100 * p['max_share']:.0f}% rms {100 * p['rms_share']:.0f}% "
+        f"bad {100 * p['bad_fraction']:.2g}%"
+        for p in shown
+    )
     more = len(bad) - len(shown) if bad else 0
-    return (f"{len(bad)} of {len(parts)} over budget: " if bad else "all within budget, largest: ") + text + \
-        (f", ... {more} more" if more > 0 else "")
+    return (
+        (f"{len(bad)} of {len(parts)} over budget: " if bad else "all within budget, largest: ")
+        + text
+        + (f", ... {more} more" if more > 0 else "")
+    )
 
 
 @dataclass
 class Report:
     """Verdicts of every tensor of one check (collect mode). ``ok``, ``message``, ``to_json()``."""
+
     context: str
     verdicts: dict
 
@@ -198,8 +256,12 @@ class Report:
         return self.verdicts.items()
 
     def to_dict(self):
-        return {"ok": self.ok, "context": self.context, "constants": {"C_MAX": C_MAX, "C_RMS": C_RMS,
-                "FLOOR_ULPS": FLOOR_ULPS}, "tensors": {k: _jsonable(asdict(v)) for k, v in self.verdicts.items()}}
+        return {
+            "ok": self.ok,
+            "context": self.context,
+            "constants": {"C_MAX": C_MAX, "C_RMS": C_RMS, "FLOOR_ULPS": FLOOR_ULPS},
+            "tensors": {k: _jsonable(asdict(v)) for k, v in self.verdicts.items()},
+        }
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)

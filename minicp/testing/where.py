@@ -1,4 +1,5 @@
 """Describing where errors lie: index sets as ranges, strided progressions or short lists."""
+
 import numpy as onp
 
 __all__ = ["describe_positions", "fmt_index"]

@@ -21,31 +21,46 @@ function                           what it draws
 Modules: ``style`` (matplotlib, colours, atomic saving), ``patterns``, ``receptive`` (with the ECP
 animations), ``steps``. Needs matplotlib and pillow (``pip install 'minicp[viz]'``).
 """
+
 from pathlib import Path
 
 from minicp.viz.patterns import pattern_figure, patterns_figure
 from minicp.viz.receptive import ecp_half_segments_animation, ecp_receptive_animation, receptive_fields_figure
 from minicp.viz.steps import steps_scaling_figure, table8_figure
-from minicp.viz.style import (ARCH_LABELS, BOTH, CONTEXT, EDGE, EMPTY, GREY, LEAK, MASKED, OUTPUT, SHIFTED,  # noqa: F401
-                              VISIBLE, save)
+from minicp.viz.style import ARCH_LABELS, BOTH, CONTEXT, EDGE, EMPTY, GREY, LEAK, MASKED, OUTPUT, SHIFTED, VISIBLE, save  # noqa: F401
 
-__all__ = ["pattern_figure", "patterns_figure", "receptive_fields_figure", "ecp_receptive_animation",
-           "ecp_half_segments_animation", "steps_scaling_figure", "table8_figure", "make_all", "FIGURES",
-           "ARCH_LABELS"]
+__all__ = [
+    "pattern_figure",
+    "patterns_figure",
+    "receptive_fields_figure",
+    "ecp_receptive_animation",
+    "ecp_half_segments_animation",
+    "steps_scaling_figure",
+    "table8_figure",
+    "make_all",
+    "FIGURES",
+    "ARCH_LABELS",
+]
 
 # file name -> (function, keyword arguments, what it shows)
 FIGURES = {
     "patterns.png": (patterns_figure, {}, "the declared attention pattern of every architecture, side by side"),
     "receptive_fields.png": (receptive_fields_figure, {}, "every architecture's receptive field after 1-3 layers"),
-    "ecp_receptive_field.gif": (ecp_receptive_animation, {},
-                                "paper Figure 1(b-d): ECP's sparse layer-1 pattern, then the receptive field "
-                                "after 2, 3, ... layers"),
-    "ecp_half_segments.gif": (ecp_half_segments_animation, {},
-                              "paper Figure 6: half segments across layers; the context accumulated by one "
-                              "output block in yellow"),
-    "attention_steps_scaling.png": (steps_scaling_figure, {},
-                                    "attention steps versus sequence length for every architecture (log-log) "
-                                    "and as % of full attention"),
+    "ecp_receptive_field.gif": (
+        ecp_receptive_animation,
+        {},
+        "paper Figure 1(b-d): ECP's sparse layer-1 pattern, then the receptive field after 2, 3, ... layers",
+    ),
+    "ecp_half_segments.gif": (
+        ecp_half_segments_animation,
+        {},
+        "paper Figure 6: half segments across layers; the context accumulated by one output block in yellow",
+    ),
+    "attention_steps_scaling.png": (
+        steps_scaling_figure,
+        {},
+        "attention steps versus sequence length for every architecture (log-log) and as % of full attention",
+    ),
     "table8.png": (table8_figure, {}, "Table 8: the paper's numbers against the code-faithful counts"),
 }
 

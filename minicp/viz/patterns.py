@@ -1,18 +1,33 @@
 """Attention-pattern panels: every architecture side by side (``patterns_figure``) or one at any sizes
 (``pattern_figure``). Patterns come from ``minicp.nn.attention.patterns``."""
+
 import numpy as onp
 
 from minicp.config import ARCHITECTURES, ModelConfig
-from minicp.nn.attention import module as arch_module, patterns as arch_patterns
+from minicp.nn.attention import module as arch_module
+from minicp.nn.attention import patterns as arch_patterns
 from minicp.validate import nonnegative_int, positive_int
-from minicp.viz.style import (ARCH_LABELS, BOTH, EDGE, EMPTY, LEAK, MASKED, SHIFTED, VISIBLE, cells, footer, mpl,
-                              new_figure, rgb)
+from minicp.viz.style import (
+    ARCH_LABELS,
+    BOTH,
+    EDGE,
+    EMPTY,
+    LEAK,
+    MASKED,
+    SHIFTED,
+    VISIBLE,
+    cells,
+    footer,
+    mpl,
+    new_figure,
+    rgb,
+)
 
 __all__ = ["pattern_figure", "patterns_figure"]
 
-BOUNDARY = "#212529"         # dashed line between the history (or compressed slots) and the latents
+BOUNDARY = "#212529"  # dashed line between the history (or compressed slots) and the latents
 PERCEIVER_FAMILY = ("perceiver_ar", "double", "compressed", "s_split")
-MAX_N = 96                   # larger patterns are no longer readable cell by cell
+MAX_N = 96  # larger patterns are no longer readable cell by cell
 
 
 def _computed_mask(pattern):
@@ -36,8 +51,11 @@ def _outline_blocks(ax, pattern, colour=EDGE, lw=0.8):
     for blk in pattern.blocks:
         for r0, r1 in _runs(blk.rows):
             for c0, c1 in _runs(blk.cols):
-                ax.add_patch(patches.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False,
-                                               edgecolor=colour, linewidth=lw))
+                ax.add_patch(
+                    patches.Rectangle(
+                        (c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False, edgecolor=colour, linewidth=lw
+                    )
+                )
 
 
 def _boundary(arch, layer, history, compressed):
@@ -76,7 +94,7 @@ def _colour_pattern(ax, pats):
         image[pat.mask()] = rgb(VISIBLE)
         _outline_blocks(ax, pat)
         return image, (pat.computed(), pat.unmasked(), "per head")
-    plain, shifted = pats[0].mask(), pats[-1].mask()          # LongLoRA: both head kinds coloured
+    plain, shifted = pats[0].mask(), pats[-1].mask()  # LongLoRA: both head kinds coloured
     image[plain & ~shifted] = rgb(VISIBLE)
     image[shifted & ~plain] = rgb(SHIFTED)
     image[plain & shifted] = rgb(BOTH)
@@ -107,8 +125,11 @@ def _legend_handles(longlora=False, roll=False, boundary=None, single=False):
     ``single``: the labels of one architecture's figure (no "LongLoRA:" prefixes)."""
     m = mpl()
     if single and longlora:
-        entries = [(VISIBLE, "unshifted heads (visible)"), (SHIFTED, "shifted heads (visible)"),
-                   (BOTH, "both head kinds (visible)")]
+        entries = [
+            (VISIBLE, "unshifted heads (visible)"),
+            (SHIFTED, "shifted heads (visible)"),
+            (BOTH, "both head kinds (visible)"),
+        ]
     else:
         entries = [(VISIBLE, "visible (unmasked score)" + ("; LongLoRA: unshifted heads" if longlora else ""))]
         if longlora:
@@ -160,14 +181,23 @@ def pattern_figure(arch, n=32, *, layer=0, **sizes):
     ax = fig.add_axes([0.14, 0.25, 0.8, 0.6])
     stream = "token" if n_in == n else "stream row"
     which = f", layer {layer}" + (" (and later)" if layer else "") if arch in ("perceiver_ar", "compressed") else ""
-    _draw_pattern(ax, pats, f"{ARCH_LABELS[arch]}{which}\n{_describe_sizes(cfg)}", stream, fontsize=10,
-                  boundary=boundary)
-    handles = _legend_handles(longlora=arch == "longlora", roll=arch == "longlora" and cfg.shift == "roll",
-                              boundary=boundary and f"{boundary[1]} | {boundary[2]} boundary", single=True)
+    _draw_pattern(
+        ax, pats, f"{ARCH_LABELS[arch]}{which}\n{_describe_sizes(cfg)}", stream, fontsize=10, boundary=boundary
+    )
+    handles = _legend_handles(
+        longlora=arch == "longlora",
+        roll=arch == "longlora" and cfg.shift == "roll",
+        boundary=boundary and f"{boundary[1]} | {boundary[2]} boundary",
+        single=True,
+    )
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.035))
     kw = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
-    footer(fig, f"minicp.viz.pattern_figure({arch!r}, n={n}{', layer=' + str(layer) if layer else ''}"
-                f"{', ' + kw if kw else ''})", regenerate=False)
+    footer(
+        fig,
+        f"minicp.viz.pattern_figure({arch!r}, n={n}{', layer=' + str(layer) if layer else ''}"
+        f"{', ' + kw if kw else ''})",
+        regenerate=False,
+    )
     return fig
 
 
@@ -177,39 +207,96 @@ def _pattern_panels(n, latent, compressed, split, half_segment, group):
     ecp = arch_module("ecp")
     return [
         ("Transformer", f"n={n}: one causal n×n block", arch_patterns("transformer", n, 1), "token", None),
-        ("PerceiverAR, layer 0", f"latents L={latent}, history H={H}",
-         arch_patterns("perceiver_ar", n, 1, latent=latent, layer=0), "token", _boundary("perceiver_ar", 0, H, 0)),
-        ("PerceiverAR, layers ≥ 1", f"only the L={latent} latents ({H}..{n - 1})",
-         arch_patterns("perceiver_ar", latent, 1, latent=latent, layer=1), "latent", None),
-        ("Double Attention", f"H={H} unmasked, L={latent} causal",
-         arch_patterns("double", n, 1, latent=latent), "token", _boundary("double", 0, H, 0)),
-        ("Compressed, layer 0", f"as Double; H={H} rows → p={compressed}",
-         arch_patterns("compressed", n, 1, latent=latent, compressed=compressed, layer=0), "token",
-         _boundary("compressed", 0, H, compressed)),
-        ("Compressed, layers ≥ 1", f"p={compressed} slots + L={latent} latents",
-         arch_patterns("compressed", compressed + latent, 1, latent=latent, compressed=compressed, layer=1),
-         "slot / latent", _boundary("compressed", 1, H, compressed)),
-        ("s-Split Double", f"history in {H // split} segments of c={split}",
-         arch_patterns("s_split", n, 1, latent=latent, split=split), "token", _boundary("s_split", 0, H, 0)),
-        ("ECP", f"m={half_segment} (s={2 * half_segment}): ATTN + PAR m×2m",
-         [ecp.pattern(n, half_segment=half_segment)], "token", None),
-        ("LongLoRA S2, varlen", f"g={group}; shifted heads move by {group // 2}",
-         arch_patterns("longlora", n, 2, group=group, shift="varlen"), "token", None),
-        ("LongLoRA S2, roll", f"g={group}; wrap group sees the future",
-         arch_patterns("longlora", n, 2, group=group, shift="roll"), "token", None),
+        (
+            "PerceiverAR, layer 0",
+            f"latents L={latent}, history H={H}",
+            arch_patterns("perceiver_ar", n, 1, latent=latent, layer=0),
+            "token",
+            _boundary("perceiver_ar", 0, H, 0),
+        ),
+        (
+            "PerceiverAR, layers ≥ 1",
+            f"only the L={latent} latents ({H}..{n - 1})",
+            arch_patterns("perceiver_ar", latent, 1, latent=latent, layer=1),
+            "latent",
+            None,
+        ),
+        (
+            "Double Attention",
+            f"H={H} unmasked, L={latent} causal",
+            arch_patterns("double", n, 1, latent=latent),
+            "token",
+            _boundary("double", 0, H, 0),
+        ),
+        (
+            "Compressed, layer 0",
+            f"as Double; H={H} rows → p={compressed}",
+            arch_patterns("compressed", n, 1, latent=latent, compressed=compressed, layer=0),
+            "token",
+            _boundary("compressed", 0, H, compressed),
+        ),
+        (
+            "Compressed, layers ≥ 1",
+            f"p={compressed} slots + L={latent} latents",
+            arch_patterns("compressed", compressed + latent, 1, latent=latent, compressed=compressed, layer=1),
+            "slot / latent",
+            _boundary("compressed", 1, H, compressed),
+        ),
+        (
+            "s-Split Double",
+            f"history in {H // split} segments of c={split}",
+            arch_patterns("s_split", n, 1, latent=latent, split=split),
+            "token",
+            _boundary("s_split", 0, H, 0),
+        ),
+        (
+            "ECP",
+            f"m={half_segment} (s={2 * half_segment}): ATTN + PAR m×2m",
+            [ecp.pattern(n, half_segment=half_segment)],
+            "token",
+            None,
+        ),
+        (
+            "LongLoRA S2, varlen",
+            f"g={group}; shifted heads move by {group // 2}",
+            arch_patterns("longlora", n, 2, group=group, shift="varlen"),
+            "token",
+            None,
+        ),
+        (
+            "LongLoRA S2, roll",
+            f"g={group}; wrap group sees the future",
+            arch_patterns("longlora", n, 2, group=group, shift="roll"),
+            "token",
+            None,
+        ),
     ]
 
 
 def _check_panel_sizes(n, latent, compressed, split, half_segment, group):
-    values = {"n": n, "latent": latent, "compressed": compressed, "split": split, "half_segment": half_segment,
-              "group": group}
+    values = {
+        "n": n,
+        "latent": latent,
+        "compressed": compressed,
+        "split": split,
+        "half_segment": half_segment,
+        "group": group,
+    }
     n, latent, compressed, split, half_segment, group = (positive_int(k, v) for k, v in values.items())
     if n > MAX_N:
         raise ValueError(f"n must be at most {MAX_N} for a readable picture, got {n}")
-    if not latent < n or not compressed <= n - latent or (n - latent) % split or n % half_segment or n % group \
-            or group % 2:
-        raise ValueError(f"sizes do not fit n={n}: need latent < n, compressed <= n - latent, split dividing "
-                         f"n - latent, half_segment and (even) group dividing n")
+    if (
+        not latent < n
+        or not compressed <= n - latent
+        or (n - latent) % split
+        or n % half_segment
+        or n % group
+        or group % 2
+    ):
+        raise ValueError(
+            f"sizes do not fit n={n}: need latent < n, compressed <= n - latent, split dividing "
+            f"n - latent, half_segment and (even) group dividing n"
+        )
     return n, latent, compressed, split, half_segment, group
 
 
@@ -227,17 +314,29 @@ def patterns_figure(n=32, *, latent=12, compressed=6, split=5, half_segment=4, g
     fig = new_figure(11.5, 16.5)
     axes = fig.subplots(4, 3).ravel()
     for ax, (title, subtitle, pats, stream, boundary) in zip(axes, _pattern_panels(*sizes)):
-        _draw_pattern(ax, pats, f"{title}\n{subtitle}", stream, fontsize=fontsize, boundary=boundary,
-                      per_head=False)
+        _draw_pattern(ax, pats, f"{title}\n{subtitle}", stream, fontsize=fontsize, boundary=boundary, per_head=False)
     for ax in axes[10:]:
         ax.set_axis_off()
-    fig.legend(handles=_legend_handles(longlora=True, roll=True, boundary="history (or slots) | latent boundary"),
-               loc="center",
-               fontsize=fontsize, frameon=False, bbox_to_anchor=(0.67, 0.14), title="colours (outlines: blocks)",
-               title_fontsize=fontsize)
-    fig.suptitle(f"Attention patterns of every architecture, one layer, n = {n}\n(outlines: the score matrices "
-                 f"the code materialises; counts per head, LongLoRA: mean of its two head kinds)", fontsize=13, y=0.995)
+    fig.legend(
+        handles=_legend_handles(longlora=True, roll=True, boundary="history (or slots) | latent boundary"),
+        loc="center",
+        fontsize=fontsize,
+        frameon=False,
+        bbox_to_anchor=(0.67, 0.14),
+        title="colours (outlines: blocks)",
+        title_fontsize=fontsize,
+    )
+    fig.suptitle(
+        f"Attention patterns of every architecture, one layer, n = {n}\n(outlines: the score matrices "
+        f"the code materialises; counts per head, LongLoRA: mean of its two head kinds)",
+        fontsize=13,
+        y=0.995,
+    )
     fig.subplots_adjust(left=0.07, right=0.98, top=0.93, bottom=0.06, wspace=0.3, hspace=0.72)
-    footer(fig, f"minicp.viz.patterns_figure(n={n}, latent={latent}, compressed={compressed}, split={split}, "
-                f"half_segment={half_segment}, group={group})", fontsize=10)
+    footer(
+        fig,
+        f"minicp.viz.patterns_figure(n={n}, latent={latent}, compressed={compressed}, split={split}, "
+        f"half_segment={half_segment}, group={group})",
+        fontsize=10,
+    )
     return fig

@@ -1,15 +1,16 @@
 """Receptive fields: every architecture after 1..k layers, and the ECP animations of the paper's Figures
 1(b-d) and 6. Fields come from ``minicp.analysis.receptive`` (derived from the declared patterns)."""
+
 import numpy as onp
 
 from minicp.analysis.receptive import receptive_field_by_layer
 from minicp.config import ModelConfig
 from minicp.validate import positive_int
-from minicp.viz.style import (CONTEXT, EDGE, GREY, OUTPUT, cells, footer, layer_colours, mpl, new_figure, rgb)
+from minicp.viz.style import CONTEXT, EDGE, GREY, OUTPUT, cells, footer, layer_colours, mpl, new_figure, rgb
 
 __all__ = ["receptive_fields_figure", "ecp_receptive_animation", "ecp_half_segments_animation"]
 
-LINE_DARK, LINE_LIGHT = "#343a40", "#868e96"    # the curves of the animation's right panel
+LINE_DARK, LINE_LIGHT = "#343a40", "#868e96"  # the curves of the animation's right panel
 
 
 def _first_reached(fields):
@@ -26,8 +27,10 @@ def _field_configs(n, latent, compressed, split, half_segment, group):
         ("Transformer", ModelConfig(arch="transformer", seq_len=n)),
         ("PerceiverAR", ModelConfig(arch="perceiver_ar", seq_len=n, latent=latent)),
         ("Double Attention", ModelConfig(arch="double", seq_len=n, latent=latent)),
-        ("Compressed (official residual)", ModelConfig(arch="compressed", seq_len=n, latent=latent,
-                                                       compressed=compressed)),
+        (
+            "Compressed (official residual)",
+            ModelConfig(arch="compressed", seq_len=n, latent=latent, compressed=compressed),
+        ),
         ("s-Split Double", ModelConfig(arch="s_split", seq_len=n, latent=latent, split=split)),
         (f"ECP (m={half_segment})", ModelConfig(arch="ecp", seq_len=n, half_segment=half_segment)),
         (f"LongLoRA varlen (g={group})", ModelConfig(arch="longlora", seq_len=n, group=group)),
@@ -44,11 +47,13 @@ def _draw_field(ax, title, cfg, layers, cols):
     for k in range(1, layers + 1):
         image[first == k] = cols[k - 1]
     pos = last.positions
-    for r in range(last.rows):                     # tokens in the future of a row: faint grey
+    for r in range(last.rows):  # tokens in the future of a row: faint grey
         if pos[r] >= 0:
-            image[r, pos[r] + 1:][first[r, pos[r] + 1:] == 0] = rgb(GREY)
-    ylabel = "output row" + {"perceiver_ar": f" (token {pos[0]} + row)",
-                             "compressed": f" ({cfg.compressed} slots, then tokens {cfg.history}..)"}.get(cfg.arch, "")
+            image[r, pos[r] + 1 :][first[r, pos[r] + 1 :] == 0] = rgb(GREY)
+    ylabel = "output row" + {
+        "perceiver_ar": f" (token {pos[0]} + row)",
+        "compressed": f" ({cfg.compressed} slots, then tokens {cfg.history}..)",
+    }.get(cfg.arch, "")
     cells(ax, last.rows, cfg.seq_len, image, "input token", ylabel)
     future = last.sees_future()
     if cfg.arch in ("double", "s_split"):
@@ -68,7 +73,9 @@ def receptive_fields_figure(n=32, layers=3, *, latent=12, compressed=6, split=5,
     n = positive_int("n", n)
     layers = positive_int("layers", layers)
     if n > 96 or layers > 8:
-        raise ValueError(f"n must be at most 96 and layers at most 8 for a readable picture, got n={n}, layers={layers}")
+        raise ValueError(
+            f"n must be at most 96 and layers at most 8 for a readable picture, got n={n}, layers={layers}"
+        )
     patches = mpl().patches
     cols = layer_colours(layers)
     fig = new_figure(14, 7.6)
@@ -78,10 +85,15 @@ def receptive_fields_figure(n=32, layers=3, *, latent=12, compressed=6, split=5,
     handles = [patches.Patch(facecolor=cols[k - 1], label=f"reached after layer {k}") for k in range(1, layers + 1)]
     handles.append(patches.Patch(facecolor="white", edgecolor="#adb5bd", label="past token, never reached"))
     handles.append(patches.Patch(facecolor=GREY, edgecolor="#adb5bd", label="future token, not reached"))
-    fig.legend(handles=handles, loc="lower center", ncol=layers + 2, fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 0.02))
-    fig.suptitle(f"Receptive fields after 1 to {layers} layers (n = {n}, L = {latent}, p = {compressed}, "
-                 f"c = {split}, m = {half_segment}, g = {group})", fontsize=12, y=0.98)
+    fig.legend(
+        handles=handles, loc="lower center", ncol=layers + 2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.02)
+    )
+    fig.suptitle(
+        f"Receptive fields after 1 to {layers} layers (n = {n}, L = {latent}, p = {compressed}, "
+        f"c = {split}, m = {half_segment}, g = {group})",
+        fontsize=12,
+        y=0.98,
+    )
     fig.subplots_adjust(left=0.05, right=0.99, top=0.875, bottom=0.13, wspace=0.3, hspace=0.38)
     footer(fig, f"minicp.viz.receptive_fields_figure(n={n}, layers={layers})")
     return fig
@@ -91,17 +103,31 @@ def receptive_fields_figure(n=32, layers=3, *, latent=12, compressed=6, split=5,
 # Figure 1(b-d): ECP's sparse pattern in layer 1, then the receptive field after layers 2, 3, ...
 # ----------------------------------------------------------------------------------------------------
 
+
 def _share_panel(ax, share, last_ctx, n, N, K):
     """Right panel: % of causal pairs reached and the last token's context per layer; returns the marker."""
     ks = onp.arange(1, K + 1)
     ax.plot(ks, [100 * s for s in share[1:]], "-o", color=LINE_DARK, ms=4, label="causal pairs (j ≤ i) reached, %")
-    ax.plot(ks, [100 * c / n for c in last_ctx[1:]], "--s", color=LINE_LIGHT, ms=4,
-            label="last token's context, % of n (min(n, (k+1)m))")
-    marker, = ax.plot([], [], "o", ms=11, mfc="none", mec=OUTPUT, mew=2)
+    ax.plot(
+        ks,
+        [100 * c / n for c in last_ctx[1:]],
+        "--s",
+        color=LINE_LIGHT,
+        ms=4,
+        label="last token's context, % of n (min(n, (k+1)m))",
+    )
+    (marker,) = ax.plot([], [], "o", ms=11, mfc="none", mec=OUTPUT, mew=2)
     if N - 1 <= K:
         ax.axvline(N - 1, color="#868e96", ls=":", lw=1)
-        ax.text(N - 1.1, 3, f"N_s - 1 = {N - 1} layers:\nevery token sees\nits whole prefix", fontsize=8,
-                color="#495057", va="bottom", ha="right")
+        ax.text(
+            N - 1.1,
+            3,
+            f"N_s - 1 = {N - 1} layers:\nevery token sees\nits whole prefix",
+            fontsize=8,
+            color="#495057",
+            va="bottom",
+            ha="right",
+        )
     ax.set_xlim(0.5, K + 0.5)
     ax.set_ylim(0, 105)
     ax.set_xticks(ks)
@@ -156,10 +182,21 @@ def ecp_receptive_animation(n=64, half_segment=8, *, layers=None, interval=1100)
     title = ax.set_title("", fontsize=10)
     marker = _share_panel(ax2, share, last_ctx, n, N, K)
     handles = [lib.patches.Patch(facecolor=cols[k - 1], label=f"layer {k}") for k in range(1, K + 1)]
-    fig.legend(handles=handles, loc="lower left", ncol=min(K, 4), fontsize=8, frameon=False,
-               title="input token first reaches the output in", title_fontsize=8, bbox_to_anchor=(0.06, 0.03))
-    fig.suptitle(f"ECP receptive field, layer by layer (paper Figure 1(b-d)): n = {n}, half segment m = {m} "
-                 f"(segment s = {2 * m}), N_s = {N}", fontsize=11)
+    fig.legend(
+        handles=handles,
+        loc="lower left",
+        ncol=min(K, 4),
+        fontsize=8,
+        frameon=False,
+        title="input token first reaches the output in",
+        title_fontsize=8,
+        bbox_to_anchor=(0.06, 0.03),
+    )
+    fig.suptitle(
+        f"ECP receptive field, layer by layer (paper Figure 1(b-d)): n = {n}, half segment m = {m} "
+        f"(segment s = {2 * m}), N_s = {N}",
+        fontsize=11,
+    )
     fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.25, wspace=0.22)
     footer(fig, f"minicp.viz.ecp_receptive_animation(n={n}, half_segment={m})")
     future = onp.triu(onp.ones((n, n), dtype=bool), 1)
@@ -170,8 +207,11 @@ def ecp_receptive_animation(n=64, half_segment=8, *, layers=None, interval=1100)
         for j in range(1, k + 1):
             img[first == j] = cols[j - 1]
         im.set_data(img)
-        what = "layer 1: the sparse pattern (ATTN + PAR blocks)" if k == 1 else \
-            f"after {k} layers: {k} half segments back + own"
+        what = (
+            "layer 1: the sparse pattern (ATTN + PAR blocks)"
+            if k == 1
+            else f"after {k} layers: {k} half segments back + own"
+        )
         title.set_text(f"k = {k}: {what}")
         marker.set_data([k], [100 * share[k]])
         return im, title, marker
@@ -184,6 +224,7 @@ def ecp_receptive_animation(n=64, half_segment=8, *, layers=None, interval=1100)
 # Figure 6: half segments across layers, the context of one output block
 # ----------------------------------------------------------------------------------------------------
 
+
 def _half_segment_reach(N, K, T):
     """reach[d]: the half segments of layer K - d that output half segment T of layer K depends on.
 
@@ -193,7 +234,7 @@ def _half_segment_reach(N, K, T):
     fields = receptive_field_by_layer("ecp", seq_len=N * m, half_segment=m, layers=K)
     reach = []
     for d in range(K + 1):
-        mask = fields[d].mask()[T * m:(T + 1) * m].any(axis=0)
+        mask = fields[d].mask()[T * m : (T + 1) * m].any(axis=0)
         reach.append(sorted({int(j) // m for j in onp.nonzero(mask)[0]}))
     return reach
 
@@ -204,14 +245,29 @@ def _draw_half_segments(ax, N, K, T, patches):
     boxes, lines = {}, []
     for layer in range(K + 1):
         for t in range(N):
-            boxes[layer, t] = ax.add_patch(patches.FancyBboxPatch(
-                (t - w / 2, layer - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.06",
-                facecolor=GREY, edgecolor=EDGE, linewidth=1))
+            boxes[layer, t] = ax.add_patch(
+                patches.FancyBboxPatch(
+                    (t - w / 2, layer - h / 2),
+                    w,
+                    h,
+                    boxstyle="round,pad=0.02,rounding_size=0.06",
+                    facecolor=GREY,
+                    edgecolor=EDGE,
+                    linewidth=1,
+                )
+            )
             kind = "tokens" if layer == 0 else ("ATTN" if t == 0 else "PAR")
-            ax.text(t, layer, kind, ha="center", va="center", fontsize=8,
-                    color="white" if (layer, t) == (K, T) else "#343a40")
-            for src in (((t - 1, t) if t else (t,)) if layer else ()):   # the PAR block reads t - 1 and t below
-                ln, = ax.plot([t, src], [layer - h / 2, layer - 1 + h / 2], color="#ced4da", lw=0.8, zorder=0)
+            ax.text(
+                t,
+                layer,
+                kind,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if (layer, t) == (K, T) else "#343a40",
+            )
+            for src in ((t - 1, t) if t else (t,)) if layer else ():  # the PAR block reads t - 1 and t below
+                (ln,) = ax.plot([t, src], [layer - h / 2, layer - 1 + h / 2], color="#ced4da", lw=0.8, zorder=0)
                 lines.append((layer, t, src, ln))
     ax.set_xlim(-0.7, N - 0.3)
     ax.set_ylim(-1.25, K + 0.6)
@@ -223,11 +279,21 @@ def _draw_half_segments(ax, N, K, T, patches):
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    for s in range(0, N, 2):                           # paper segments = pairs of half segments
-        ax.annotate("", xy=(s - 0.45, -0.85), xytext=(min(s + 1, N - 1) + 0.45, -0.85),
-                    arrowprops=dict(arrowstyle="-", color="#868e96", lw=1.2))
-        ax.text((s + min(s + 1, N - 1)) / 2, -1.15, f"paper segment {s // 2} (s = 2m)", ha="center", fontsize=8,
-                color="#495057")
+    for s in range(0, N, 2):  # paper segments = pairs of half segments
+        ax.annotate(
+            "",
+            xy=(s - 0.45, -0.85),
+            xytext=(min(s + 1, N - 1) + 0.45, -0.85),
+            arrowprops=dict(arrowstyle="-", color="#868e96", lw=1.2),
+        )
+        ax.text(
+            (s + min(s + 1, N - 1)) / 2,
+            -1.15,
+            f"paper segment {s // 2} (s = 2m)",
+            ha="center",
+            fontsize=8,
+            color="#495057",
+        )
     return boxes, lines
 
 
@@ -254,18 +320,21 @@ def ecp_half_segments_animation(num_half_segments=6, layers=5, *, output=None, i
     ax = fig.add_axes([0.1, 0.15, 0.86, 0.68])
     boxes, lines = _draw_half_segments(ax, N, K, T, lib.patches)
     status = fig.text(0.5, 0.915, "", ha="center", fontsize=10)
-    fig.suptitle(f"ECP, paper Figure 6: the context accumulated by output half segment {T} of layer {K}",
-                 fontsize=12, y=0.98)
-    handles = [lib.patches.Patch(facecolor=OUTPUT, label="output block"),
-               lib.patches.Patch(facecolor=CONTEXT, label="accumulated context"),
-               lib.patches.Patch(facecolor=GREY, edgecolor=EDGE, label="not (yet) reached")]
+    fig.suptitle(
+        f"ECP, paper Figure 6: the context accumulated by output half segment {T} of layer {K}", fontsize=12, y=0.98
+    )
+    handles = [
+        lib.patches.Patch(facecolor=OUTPUT, label="output block"),
+        lib.patches.Patch(facecolor=CONTEXT, label="accumulated context"),
+        lib.patches.Patch(facecolor=GREY, edgecolor=EDGE, label="not (yet) reached"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.03))
     footer(fig, f"minicp.viz.ecp_half_segments_animation(num_half_segments={N}, layers={K}, output={T})")
 
     def frame(f):
         f = min(f, K)
         for (layer, t), box in boxes.items():
-            d = K - layer                                # layers below the output
+            d = K - layer  # layers below the output
             box.set_facecolor(OUTPUT if (layer, t) == (K, T) else CONTEXT if d <= f and t in reach[d] else GREY)
         for layer, t, src, ln in lines:
             d = K - layer
@@ -274,8 +343,10 @@ def ecp_half_segments_animation(num_half_segments=6, layers=5, *, output=None, i
             ln.set_linewidth(1.6 if on else 0.8)
         lo = reach[f][0]
         below = "the input tokens" if f == K else f"layer {K - f}"
-        status.set_text(f"{f} layer(s) down, {below}: half segments {lo}..{T} reach the output"
-                        + ("  (all of its past)" if lo == 0 else ""))
+        status.set_text(
+            f"{f} layer(s) down, {below}: half segments {lo}..{T} reach the output"
+            + ("  (all of its past)" if lo == 0 else "")
+        )
         return []
 
     frame(0)

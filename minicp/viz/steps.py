@@ -1,5 +1,6 @@
 """Attention steps: their scaling with the sequence length, and Table 8 (paper against code-faithful counts).
 Counts come from ``minicp.analysis.steps`` (docs/attention-steps.md)."""
+
 import numpy as onp
 
 from minicp.analysis.steps import TABLE8_SIZES, count_attention_steps, table8
@@ -35,7 +36,7 @@ def _curve(arch, kw, seq_lens, layers, heads):
         try:
             v = count_attention_steps(arch, seq_len=n, layers=layers, heads=heads, **sizes)
         except ValueError:
-            continue                                   # sizes that do not fit this n
+            continue  # sizes that do not fit this n
         xs.append(n)
         ys.append(v)
         pct.append(100 * v / (layers * heads * n * n))
@@ -59,15 +60,14 @@ def _dress_scaling_axes(ax, ax2, layers, heads):
     ax.legend(fontsize=8.5, loc="upper left")
 
 
-def steps_scaling_figure(seq_lens=None, *, layers=48, heads=24, segment=256, compressed=256, split=256,
-                         group=256):
+def steps_scaling_figure(seq_lens=None, *, layers=48, heads=24, segment=256, compressed=256, split=256, group=256):
     """Attention steps (computed score entries, whole model) against sequence length, log-log, and the
     same as a percentage of full attention. Table 8's sizes by default; its n = 4096 is marked."""
     layers, heads = positive_int("layers", layers), positive_int("heads", heads)
     segment, compressed = positive_int("segment", segment), positive_int("compressed", compressed)
     split, group = positive_int("split", split), positive_int("group", group)
     if seq_lens is None:
-        seq_lens = [2 ** k for k in range(9, 18)]
+        seq_lens = [2**k for k in range(9, 18)]
     seq_lens = [positive_int("seq_lens", n) for n in seq_lens]
     fig = new_figure(13, 5.4)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.25, 1]))
@@ -80,14 +80,25 @@ def steps_scaling_figure(seq_lens=None, *, layers=48, heads=24, segment=256, com
     if group == segment and len(seq_lens) >= 2:
         x = seq_lens[-2]
         y = count_attention_steps("ecp", seq_len=x, layers=layers, heads=heads, segment=segment)
-        ax.annotate(f"ECP (s = {segment}) = S2 varlen (g = {group}) exactly;\nroll adds m² per head and layer",
-                    xy=(x, y), xytext=(x / 7, y / 70), fontsize=8, color="#495057",
-                    arrowprops=dict(arrowstyle="->", color="#868e96"))
-    fig.suptitle("Attention steps versus sequence length (the per-layer formulas of docs/attention-steps.md; "
-                 "Table 8's l, h, s, p)", fontsize=12)
+        ax.annotate(
+            f"ECP (s = {segment}) = S2 varlen (g = {group}) exactly;\nroll adds m² per head and layer",
+            xy=(x, y),
+            xytext=(x / 7, y / 70),
+            fontsize=8,
+            color="#495057",
+            arrowprops=dict(arrowstyle="->", color="#868e96"),
+        )
+    fig.suptitle(
+        "Attention steps versus sequence length (the per-layer formulas of docs/attention-steps.md; "
+        "Table 8's l, h, s, p)",
+        fontsize=12,
+    )
     fig.subplots_adjust(left=0.07, right=0.99, top=0.86, bottom=0.13, wspace=0.22)
-    footer(fig, f"minicp.viz.steps_scaling_figure(layers={layers}, heads={heads}, segment={segment}, "
-                f"compressed={compressed}, split={split}, group={group})")
+    footer(
+        fig,
+        f"minicp.viz.steps_scaling_figure(layers={layers}, heads={heads}, segment={segment}, "
+        f"compressed={compressed}, split={split}, group={group})",
+    )
     return fig
 
 
@@ -105,8 +116,18 @@ def _table8_row(ax, yi, r, hgt, blend):
     verdict = r["verdict"]
     if paper is not None and verdict != "exact":
         verdict += f"\ncode {100 * (comp / paper - 1):+.1f}% vs paper"
-    ax.text(1.02, yi, verdict, transform=blend(ax.transAxes, ax.transData), ha="left", va="center",
-            fontsize=9.5, color=VERDICT_COLOURS.get(r["verdict"], "#495057"), weight="bold", clip_on=False)
+    ax.text(
+        1.02,
+        yi,
+        verdict,
+        transform=blend(ax.transAxes, ax.transData),
+        ha="left",
+        va="center",
+        fontsize=9.5,
+        color=VERDICT_COLOURS.get(r["verdict"], "#495057"),
+        weight="bold",
+        clip_on=False,
+    )
 
 
 def table8_figure():
@@ -127,15 +148,29 @@ def table8_figure():
     ax.tick_params(labelsize=9)
     for spine in ("top", "right"):
         ax.spines[spine].set_visible(False)
-    ax.text(1.02, 1.0, "verdict", transform=ax.transAxes, ha="left", va="bottom", fontsize=9.5, weight="bold",
-            color="#343a40")
+    ax.text(
+        1.02,
+        1.0,
+        "verdict",
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontsize=9.5,
+        weight="bold",
+        color="#343a40",
+    )
     t = TABLE8_SIZES
-    handles = [lib.patches.Patch(facecolor=PAPER_BAR, hatch="//", edgecolor="#6c757d",
-                                 label="paper (as printed, truncated)"),
-               lib.patches.Patch(facecolor=VISIBLE, label="code-faithful, computed entries (% of full)"),
-               lib.patches.Patch(facecolor=UNMASKED_BAR, label="code-faithful, unmasked entries")]
+    handles = [
+        lib.patches.Patch(facecolor=PAPER_BAR, hatch="//", edgecolor="#6c757d", label="paper (as printed, truncated)"),
+        lib.patches.Patch(facecolor=VISIBLE, label="code-faithful, computed entries (% of full)"),
+        lib.patches.Patch(facecolor=UNMASKED_BAR, label="code-faithful, unmasked entries"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.02))
-    fig.suptitle(f"Table 8 reconciled: n = {t['n']}, l = {t['l']}, h = {t['h']}, s = {t['s']} (ECP m = {t['s'] // 2}), "
-                 f"p = {t['p']}, L = {t['L']}, s-Split c = {t['s']}", fontsize=12, y=0.965)
+    fig.suptitle(
+        f"Table 8 reconciled: n = {t['n']}, l = {t['l']}, h = {t['h']}, s = {t['s']} (ECP m = {t['s'] // 2}), "
+        f"p = {t['p']}, L = {t['L']}, s-Split c = {t['s']}",
+        fontsize=12,
+        y=0.965,
+    )
     footer(fig, "minicp.viz.table8_figure()")
     return fig

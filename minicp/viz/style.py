@@ -3,6 +3,7 @@
 matplotlib is an optional dependency, so it is imported inside ``mpl()`` only: ``import minicp.viz``
 works without it and the first figure call raises an ImportError that says what to install.
 """
+
 import os
 import tempfile
 import types
@@ -10,17 +11,36 @@ from pathlib import Path
 
 import numpy as onp
 
-__all__ = ["VISIBLE", "MASKED", "EMPTY", "SHIFTED", "BOTH", "LEAK", "CONTEXT", "OUTPUT", "GREY", "EDGE",
-           "ARCH_LABELS", "LAYER_PALETTE", "mpl", "new_figure", "footer", "rgb", "cells", "layer_colours", "save"]
+__all__ = [
+    "VISIBLE",
+    "MASKED",
+    "EMPTY",
+    "SHIFTED",
+    "BOTH",
+    "LEAK",
+    "CONTEXT",
+    "OUTPUT",
+    "GREY",
+    "EDGE",
+    "ARCH_LABELS",
+    "LAYER_PALETTE",
+    "mpl",
+    "new_figure",
+    "footer",
+    "rgb",
+    "cells",
+    "layer_colours",
+    "save",
+]
 
 # Colours (colour-blind safe; Okabe-Ito where possible)
-VISIBLE = "#1f5fa8"          # a score entry that survives the mask
-MASKED = "#d5dbe3"           # computed (inside a score matrix) but masked
-EMPTY = "#ffffff"            # never computed
-SHIFTED = "#e69f00"          # LongLoRA shifted heads
-BOTH = "#6a3d9a"             # LongLoRA: unshifted and shifted heads
-LEAK = "#d1352b"             # visible and in the future (S2 roll wrap-around)
-CONTEXT = "#f2c200"          # Figure 6's yellow
+VISIBLE = "#1f5fa8"  # a score entry that survives the mask
+MASKED = "#d5dbe3"  # computed (inside a score matrix) but masked
+EMPTY = "#ffffff"  # never computed
+SHIFTED = "#e69f00"  # LongLoRA shifted heads
+BOTH = "#6a3d9a"  # LongLoRA: unshifted and shifted heads
+LEAK = "#d1352b"  # visible and in the future (S2 roll wrap-around)
+CONTEXT = "#f2c200"  # Figure 6's yellow
 OUTPUT = "#d1352b"
 GREY = "#e9ecef"
 EDGE = "#495057"
@@ -49,8 +69,15 @@ def mpl():
         from matplotlib.figure import Figure
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("minicp.viz needs matplotlib and pillow: pip install 'minicp[viz]'") from err
-    return types.SimpleNamespace(matplotlib=matplotlib, animation=animation, colors=colors, patches=patches,
-                                 transforms=transforms, FigureCanvasAgg=FigureCanvasAgg, Figure=Figure)
+    return types.SimpleNamespace(
+        matplotlib=matplotlib,
+        animation=animation,
+        colors=colors,
+        patches=patches,
+        transforms=transforms,
+        FigureCanvasAgg=FigureCanvasAgg,
+        Figure=Figure,
+    )
 
 
 def new_figure(width, height, dpi=110):
@@ -70,7 +97,7 @@ def footer(fig, text, regenerate=True, fontsize=7):
 def rgb(hex_colour):
     """'#rrggbb' -> array of three floats in [0, 1]."""
     hex_colour = hex_colour.lstrip("#")
-    return onp.array([int(hex_colour[i:i + 2], 16) / 255 for i in (0, 2, 4)])
+    return onp.array([int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4)])
 
 
 def layer_colours(k):
@@ -89,7 +116,7 @@ def cells(ax, n_rows, n_cols, image, xlabel, ylabel, grid=True, fontsize=8):
         ax.set_yticks(onp.arange(-0.5, n_rows, 1), minor=True)
         ax.grid(which="minor", color="white", linewidth=0.4)
         ax.tick_params(which="minor", length=0)
-    ticks = 12 if fontsize <= 9 else 8                 # at most this many labels per axis
+    ticks = 12 if fontsize <= 9 else 8  # at most this many labels per axis
     step = next(s for s in (1, 2, 4, 8, 16, 32, 64) if max(n_rows, n_cols) / s <= ticks)
     ax.set_xticks(range(0, n_cols, step))
     ax.set_yticks(range(0, n_rows, step))

@@ -8,17 +8,25 @@
 (d) speed: n = 4096 with 48 layers for every architecture (the target is < 1 s; asserted generously);
 (e) the ReceptiveField API and ValueError naming the parameter.
 """
+
 import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import example_config, model_configs
 
+from minicp.analysis.receptive import (
+    ReceptiveField,
+    closed_form,
+    empirical_receptive_field,
+    influence,
+    receptive_field,
+    receptive_field_by_layer,
+)
 from minicp.config import ARCHITECTURES, ModelConfig
 from minicp.nn.model import init_params
-from minicp.analysis.receptive import (ReceptiveField, closed_form, empirical_receptive_field, influence,
-                                      receptive_field, receptive_field_by_layer)
-from strategies import example_config, model_configs
 
 SMALL = dict(vocab=11, dim=8, heads=2, layers=4)
 
@@ -29,19 +37,21 @@ CONFIGS = [
     ("perceiver_ar-L1", ModelConfig(arch="perceiver_ar", seq_len=12, latent=1, **SMALL)),
     ("double", ModelConfig(arch="double", seq_len=16, latent=6, **SMALL)),
     ("compressed-official", ModelConfig(arch="compressed", seq_len=18, latent=6, compressed=4, **SMALL)),
-    ("compressed-paper", ModelConfig(arch="compressed", seq_len=18, latent=6, compressed=4,
-                                     compressed_residual="paper", **SMALL)),
+    (
+        "compressed-paper",
+        ModelConfig(arch="compressed", seq_len=18, latent=6, compressed=4, compressed_residual="paper", **SMALL),
+    ),
     ("s_split", ModelConfig(arch="s_split", seq_len=18, latent=6, split=4, **SMALL)),
     ("ecp", ModelConfig(arch="ecp", seq_len=24, half_segment=4, **SMALL)),
     ("ecp-partial", ModelConfig(arch="ecp", seq_len=20, half_segment=3, partial_segments=True, **SMALL)),
     ("longlora-varlen", ModelConfig(arch="longlora", seq_len=24, group=4, **SMALL)),
     ("longlora-roll", ModelConfig(arch="longlora", seq_len=24, group=4, shift="roll", **SMALL)),
-    ("longlora-roll-4heads", ModelConfig(arch="longlora", seq_len=16, group=8, shift="roll",
-                                         **dict(SMALL, heads=4))),
+    ("longlora-roll-4heads", ModelConfig(arch="longlora", seq_len=16, group=8, shift="roll", **dict(SMALL, heads=4))),
 ]
 
 
 # ---------------------------------------------------------------------------------- (a) vs autograd
+
 
 @pytest.mark.parametrize("cfg", [c for _, c in CONFIGS], ids=[i for i, _ in CONFIGS])
 def test_analytic_equals_jacobian(cfg):
@@ -51,7 +61,9 @@ def test_analytic_equals_jacobian(cfg):
         empirical = empirical_receptive_field(params, cfg, layers=k, seed=k)
         assert analytic == empirical, f"{cfg.arch} k={k}:\n" + "\n".join(
             f"  analytic {analytic.describe(r)}   jacobian {empirical.describe(r)}"
-            for r in range(analytic.rows) if analytic.intervals(r) != empirical.intervals(r))
+            for r in range(analytic.rows)
+            if analytic.intervals(r) != empirical.intervals(r)
+        )
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,15 +77,16 @@ def test_analytic_equals_jacobian_random_configs(cfg, seed):
 
 def test_jacobian_accepts_float32_params_and_given_tokens():
     cfg = example_config("ecp", layers=2)
-    params = init_params(cfg, seed=0)                          # float32: influence casts to float64
+    params = init_params(cfg, seed=0)  # float32: influence casts to float64
     tokens = np.arange(cfg.seq_len) % cfg.vocab
     mag = influence(params, cfg, layers=2, tokens=tokens)
     assert mag.shape == (cfg.seq_len, cfg.seq_len) and mag.dtype == np.float64
-    assert (mag[np.triu_indices(cfg.seq_len, 1)] == 0).all()   # causal: exact zeros above the diagonal
+    assert (mag[np.triu_indices(cfg.seq_len, 1)] == 0).all()  # causal: exact zeros above the diagonal
     assert empirical_receptive_field(params, cfg, tokens=tokens[None]) == receptive_field(cfg)
 
 
 # ------------------------------------------------------------------------ (b) vs dense composition
+
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=model_configs(), k=st.integers(0, 5))
@@ -96,17 +109,22 @@ def test_zero_layers_is_identity():
 
 # ------------------------------------------------------------------------------ (c) closed forms
 
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_closed_forms_small(arch):
-    for cfg in (example_config(arch, layers=5), example_config(arch, layers=5, seq_len=24) if arch in (
-            "transformer", "ecp", "longlora") else example_config(arch, layers=5, seq_len=16)):
+    for cfg in (
+        example_config(arch, layers=5),
+        example_config(arch, layers=5, seq_len=24)
+        if arch in ("transformer", "ecp", "longlora")
+        else example_config(arch, layers=5, seq_len=16),
+    ):
         for k in range(1, 6):
             rf = receptive_field(cfg, layers=k)
             assert [rf.intervals(r) for r in range(rf.rows)] == [closed_form(cfg, r, k) for r in range(rf.rows)]
 
 
 def test_ecp_table8_closed_form_and_saturation():
-    cfg = ModelConfig.preset("table8-ecp")                    # n 4096, s 256 -> m 128, 48 layers
+    cfg = ModelConfig.preset("table8-ecp")  # n 4096, s 256 -> m 128, 48 layers
     m, n = cfg.half_segment, cfg.seq_len
     i = np.arange(n)
     by_layer = receptive_field_by_layer(cfg)
@@ -114,7 +132,7 @@ def test_ecp_table8_closed_form_and_saturation():
         rf = by_layer[k]
         np.testing.assert_array_equal(rf.lo, m * np.maximum(0, i // m - k))
         np.testing.assert_array_equal(rf.hi, i)
-        assert rf.sizes()[-1] == min(n, (k + 1) * m)            # the last token sees min(n, (k+1) m)
+        assert rf.sizes()[-1] == min(n, (k + 1) * m)  # the last token sees min(n, (k+1) m)
     # docs/receptive-fields.md#ecp: 31 layers before the last token sees everything
     assert not by_layer[30].sees_all_past()[-1] and by_layer[31].sees_all_past().all()
     assert not any(rf.sees_future().any() for rf in by_layer)
@@ -132,7 +150,7 @@ def test_s2_roll_leaks_future_into_the_first_rows():
     for k in (1, 2, 5):
         rf = receptive_field("longlora", seq_len=n, group=g, shift="roll", layers=k)
         leak = rf.sees_future()
-        np.testing.assert_array_equal(leak, np.arange(n) < k * u)    # docs/receptive-fields.md: rows i < k u leak
+        np.testing.assert_array_equal(leak, np.arange(n) < k * u)  # docs/receptive-fields.md: rows i < k u leak
         assert rf.intervals(0) == [(0, 0), (n - k * u, n - 1)]
         assert rf.num_intervals().max() == 2
 
@@ -145,12 +163,13 @@ def test_perceiver_family_rows_and_positions():
     assert (rf.lo == 0).all()
     cmp = receptive_field(ModelConfig(arch="compressed", seq_len=64, latent=16, compressed=8), layers=3)
     assert (cmp.positions[:8] == -1).all() and cmp.positions[8:].tolist() == list(range(48, 64))
-    assert all(cmp.intervals(r) == [(0, 47)] for r in range(8))         # slots: the whole history
+    assert all(cmp.intervals(r) == [(0, 47)] for r in range(8))  # slots: the whole history
     hist = receptive_field(ModelConfig(arch="s_split", seq_len=64, latent=16, split=12), layers=7)
-    assert hist.intervals(13) == [(12, 23)]                              # never grows past its segment
+    assert hist.intervals(13) == [(12, 23)]  # never grows past its segment
 
 
 # ---------------------------------------------------------------------------------------- (d) speed
+
 
 def test_speed_n4096_48_layers_every_architecture():
     t8 = {a: ModelConfig.preset(f"table8-{a}") for a in ARCHITECTURES}
@@ -166,6 +185,7 @@ def test_speed_n4096_48_layers_every_architecture():
 
 
 # --------------------------------------------------------------------------------- (e) API, errors
+
 
 def test_api():
     rf = receptive_field("longlora", seq_len=16, group=4, shift="roll", layers=1)
@@ -185,29 +205,32 @@ def test_api():
     assert rf != receptive_field("longlora", seq_len=16, group=4, layers=1)
 
 
-@pytest.mark.parametrize("call, word", [
-    (lambda: receptive_field("nope", seq_len=8, layers=1), "config_or_arch"),
-    (lambda: receptive_field("ecp", layers=1), "seq_len"),
-    (lambda: receptive_field("ecp", seq_len=16), "layers"),
-    (lambda: receptive_field("ecp", seq_len=16, layers=-1), "layers"),
-    (lambda: receptive_field("ecp", seq_len=16, layers=1.5), "layers"),
-    (lambda: receptive_field("ecp", seq_len=16, layers=1, heads=0), "heads"),
-    (lambda: receptive_field("ecp", seq_len=16, half_segment=5, layers=1), "half_segment"),
-    (lambda: receptive_field("longlora", seq_len=16, group=3, layers=1), "group"),
-    (lambda: receptive_field("s_split", seq_len=16, latent=6, split=3, layers=1), "split"),
-    (lambda: receptive_field("ecp", seq_len=16, half_segment=4, layers=1, method="magic"), "method"),
-    (lambda: receptive_field("transformer", seq_len=4096, layers=1, method="dense"), "dense"),
-    (lambda: receptive_field(example_config("ecp"), seq_len=16), "seq_len"),
-    (lambda: closed_form(example_config("ecp"), 99, 1), "row"),
-    (lambda: closed_form(example_config("ecp"), 0, 0), "layers"),
-    (lambda: closed_form("ecp", 0, 1), "config"),
-    (lambda: influence({}, example_config("ecp")), "params"),
-    (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), layers=3), "layers"),
-    (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), tokens=[1, 2]), "tokens"),
-    (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), chunk=0), "chunk"),
-    (lambda: influence(init_params(example_config("ecp")), "ecp"), "config"),
-    (lambda: ReceptiveField.from_mask(np.zeros(3)), "mask"),
-])
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda: receptive_field("nope", seq_len=8, layers=1), "config_or_arch"),
+        (lambda: receptive_field("ecp", layers=1), "seq_len"),
+        (lambda: receptive_field("ecp", seq_len=16), "layers"),
+        (lambda: receptive_field("ecp", seq_len=16, layers=-1), "layers"),
+        (lambda: receptive_field("ecp", seq_len=16, layers=1.5), "layers"),
+        (lambda: receptive_field("ecp", seq_len=16, layers=1, heads=0), "heads"),
+        (lambda: receptive_field("ecp", seq_len=16, half_segment=5, layers=1), "half_segment"),
+        (lambda: receptive_field("longlora", seq_len=16, group=3, layers=1), "group"),
+        (lambda: receptive_field("s_split", seq_len=16, latent=6, split=3, layers=1), "split"),
+        (lambda: receptive_field("ecp", seq_len=16, half_segment=4, layers=1, method="magic"), "method"),
+        (lambda: receptive_field("transformer", seq_len=4096, layers=1, method="dense"), "dense"),
+        (lambda: receptive_field(example_config("ecp"), seq_len=16), "seq_len"),
+        (lambda: closed_form(example_config("ecp"), 99, 1), "row"),
+        (lambda: closed_form(example_config("ecp"), 0, 0), "layers"),
+        (lambda: closed_form("ecp", 0, 1), "config"),
+        (lambda: influence({}, example_config("ecp")), "params"),
+        (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), layers=3), "layers"),
+        (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), tokens=[1, 2]), "tokens"),
+        (lambda: influence(init_params(example_config("ecp")), example_config("ecp"), chunk=0), "chunk"),
+        (lambda: influence(init_params(example_config("ecp")), "ecp"), "config"),
+        (lambda: ReceptiveField.from_mask(np.zeros(3)), "mask"),
+    ],
+)
 def test_errors_name_the_parameter(call, word):
     with pytest.raises(ValueError, match=word):
         call()

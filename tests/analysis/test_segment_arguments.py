@@ -5,14 +5,15 @@ both, alone or together when they agree (s = 2m), and refuse a disagreeing pair 
 one ValueError that names both parameters. Expected values are written out by hand from the closed forms
 of docs/attention-steps.md and docs/receptive-fields.md.
 """
+
 import numpy as np
 import pytest
 
 from minicp.analysis import kernel_pattern as kp
-from minicp.analysis.steps import count_attention_steps, format_steps
 from minicp.analysis.receptive import receptive_field, receptive_field_by_layer
+from minicp.analysis.steps import count_attention_steps, format_steps
 
-N, M = 64, 8                                   # n = 64 tokens, half segment m = 8, segment s = 16
+N, M = 64, 8  # n = 64 tokens, half segment m = 8, segment s = 16
 SPELLINGS = [dict(segment=2 * M), dict(half_segment=M), dict(segment=2 * M, half_segment=M)]
 
 
@@ -33,7 +34,7 @@ def test_count_attention_steps_accepts_either_spelling(seg):
 @pytest.mark.parametrize("seg", SPELLINGS, ids=["segment", "half_segment", "both"])
 def test_receptive_field_accepts_either_spelling(seg):
     rf = receptive_field("ecp", seq_len=N, layers=2, **seg)
-    assert rf.intervals(37) == [(16, 37)]                 # [m max(0, 37 // 8 - 2), 37]
+    assert rf.intervals(37) == [(16, 37)]  # [m max(0, 37 // 8 - 2), 37]
     assert rf.intervals(5) == [(0, 5)]
     by_layer = receptive_field_by_layer("ecp", seq_len=N, layers=1, **seg)
     assert by_layer[1].intervals(37) == [(24, 37)]
@@ -47,8 +48,10 @@ def test_kernel_pattern_accepts_either_spelling(seg):
     q, kv = np.arange(N)[:, None], np.arange(N)[None, :]
     np.testing.assert_array_equal(allowed(q, kv), expected)
     np.testing.assert_array_equal(kp.mask_mod("ecp", N, **seg)(0, 0, q, kv), expected)
-    assert [(b["row_start"], b["row_stop"], b["col_start"]) for b in kp.blocks("ecp", N, **seg)][:2] == \
-        [(0, 8, 0), (8, 16, 0)]
+    assert [(b["row_start"], b["row_stop"], b["col_start"]) for b in kp.blocks("ecp", N, **seg)][:2] == [
+        (0, 8, 0),
+        (8, 16, 0),
+    ]
     np.testing.assert_array_equal(kp.rows("ecp", N, **seg), np.arange(N))
 
 
@@ -66,8 +69,11 @@ CALLS = {
 
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_disagreeing_segment_and_half_segment_raise_one_clear_error(name):
-    with pytest.raises(ValueError, match=r"^segment 16 and half_segment 4 disagree: segment must equal "
-                                         r"2 \* half_segment; give one of them$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^segment 16 and half_segment 4 disagree: segment must equal "
+        r"2 \* half_segment; give one of them$",
+    ):
         CALLS[name](segment=16, half_segment=4)
 
 
@@ -75,7 +81,7 @@ def test_disagreeing_segment_and_half_segment_raise_one_clear_error(name):
 def test_odd_segment_is_refused(name):
     with pytest.raises(ValueError, match=r"^segment 15 must be even"):
         CALLS[name](segment=15)
-    with pytest.raises(ValueError, match=r"^segment 15 must be even"):         # even with a half_segment
+    with pytest.raises(ValueError, match=r"^segment 15 must be even"):  # even with a half_segment
         CALLS[name](segment=15, half_segment=8)
 
 

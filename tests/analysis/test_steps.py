@@ -8,25 +8,36 @@
 (e) constant time and exact Python ints at n = 10^9;
 (f) ValueError for bad combinations, naming the parameter; plus Table 7 formulas and the CLI.
 """
+
 import math
 import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from minicp.nn import ops
-from minicp.nn.attention import module as arch_module, patterns
-from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
-from minicp.nn.model import forward, init_params
-from minicp.analysis.steps import (count_attention_steps, evaluate_formula, format_steps, format_table7, format_table8,
-                          table7, table8)
+from minicp.analysis.steps import (
+    count_attention_steps,
+    evaluate_formula,
+    format_steps,
+    format_table7,
+    format_table8,
+    table7,
+    table8,
+)
 from minicp.cli.steps import main
+from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
+from minicp.nn import ops
+from minicp.nn.attention import module as arch_module
+from minicp.nn.attention import patterns
+from minicp.nn.model import forward, init_params
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---------------------------------------------------------------------------- random small configs
+
 
 def _divisors(k):
     return [d for d in range(1, k + 1) if k % d == 0]
@@ -49,15 +60,15 @@ def configs(draw, arch):
         if arch == "s_split":
             kw["split"] = draw(st.sampled_from(_divisors(H)))
     elif arch == "ecp":
-        if draw(st.booleans()):                            # partial last half segment (or n < m)
+        if draw(st.booleans()):  # partial last half segment (or n < m)
             kw.update(seq_len=draw(st.integers(1, 24)), half_segment=draw(st.integers(1, 10)), partial_segments=True)
         else:
             m = draw(st.integers(1, 6))
             kw["seq_len"] = m * draw(st.integers(2, 5))
             if draw(st.booleans()):
-                kw["segment"] = 2 * m                      # paper units
+                kw["segment"] = 2 * m  # paper units
             else:
-                kw["half_segment"] = m                     # the official block
+                kw["half_segment"] = m  # the official block
     elif arch == "longlora":
         g = 2 * draw(st.integers(1, 5))
         kw.update(seq_len=g * draw(st.integers(1, 4)), group=g, shift=draw(st.sampled_from(["varlen", "roll"])))
@@ -92,6 +103,7 @@ def _recorded_entries(cfg, batch):
 
 # ---------------------------------------------------------------------------- (a) computed = materialised
 
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @SETTINGS
 @given(data=st.data())
@@ -109,6 +121,7 @@ def test_computed_equals_materialised_score_entries(arch, data):
 
 # ---------------------------------------------------------------------------- (b) unmasked = dense masks
 
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @SETTINGS
 @given(data=st.data())
@@ -123,7 +136,7 @@ def test_unmasked_equals_dense_mask_entries(arch, data):
         declared.append(sum(p.computed() for p in pats))
     assert count_attention_steps(cfg, count="unmasked", per_layer=True) == masked
     assert count_attention_steps(cfg, count="unmasked") == sum(masked)
-    assert count_attention_steps(cfg, per_layer=True) == declared      # the patterns' own block areas
+    assert count_attention_steps(cfg, per_layer=True) == declared  # the patterns' own block areas
 
 
 # ---------------------------------------------------------------------------- (c) Table 8 numbers
@@ -152,19 +165,42 @@ def test_table8_values_on_table8_presets(preset, computed, unmasked):
 
 def test_table8_percentages_and_verdicts():
     rows = {r["arch"]: r for r in table8() if r["paper_millions"] is not None}
-    assert [r["arch"] for r in table8()][:6] == ["perceiver_ar", "double", "compressed", "s_split", "ecp",
-                                                 "transformer"]
+    assert [r["arch"] for r in table8()][:6] == [
+        "perceiver_ar",
+        "double",
+        "compressed",
+        "s_split",
+        "ecp",
+        "transformer",
+    ]
     pct = {a: round(r["percent_of_full"], 2) for a, r in rows.items()}
-    assert pct == {"perceiver_ar": 25.52, "double": 75.00, "compressed": 29.48, "s_split": 53.12, "ecp": 6.15,
-                   "transformer": 100.00}
+    assert pct == {
+        "perceiver_ar": 25.52,
+        "double": 75.00,
+        "compressed": 29.48,
+        "s_split": 53.12,
+        "ecp": 6.15,
+        "transformer": 100.00,
+    }
     assert {a: r["verdict"] for a, r in rows.items()} == {
-        "perceiver_ar": "exact", "double": "exact", "transformer": "exact",
-        "compressed": "not reproduced", "s_split": "not reproduced", "ecp": "not reproduced"}
+        "perceiver_ar": "exact",
+        "double": "exact",
+        "transformer": "exact",
+        "compressed": "not reproduced",
+        "s_split": "not reproduced",
+        "ecp": "not reproduced",
+    }
     paper = {a: (r["paper_millions"], r["paper_percent"]) for a, r in rows.items()}
-    assert paper == {"perceiver_ar": (4932, 25), "double": (14495, 75), "compressed": (9682, 50),
-                     "s_split": (14858, 77), "ecp": (2452, 12), "transformer": (19327, 100)}
-    for a in ("perceiver_ar", "double", "transformer"):          # the paper truncates millions and percent
-        assert rows[a]["computed"] // 10 ** 6 == rows[a]["paper_millions"]
+    assert paper == {
+        "perceiver_ar": (4932, 25),
+        "double": (14495, 75),
+        "compressed": (9682, 50),
+        "s_split": (14858, 77),
+        "ecp": (2452, 12),
+        "transformer": (19327, 100),
+    }
+    for a in ("perceiver_ar", "double", "transformer"):  # the paper truncates millions and percent
+        assert rows[a]["computed"] // 10**6 == rows[a]["paper_millions"]
         assert math.floor(rows[a]["percent_of_full"]) == rows[a]["paper_percent"]
     for r in table8():
         assert r["explanation"] and isinstance(r["explanation"], str)
@@ -177,7 +213,7 @@ def _alts(arch):
 
 def test_table8_alternative_readings():
     alts, row = _alts("compressed")
-    assert alts["non-code p/2"]["value"] == 9_682_550_784                      # reproduces 9682M
+    assert alts["non-code p/2"]["value"] == 9_682_550_784  # reproduces 9682M
     assert alts["non-code p=128"]["value"] == 9_682_550_784
     assert alts["non-code H²/s"]["value"] == 9_682_550_784
     assert alts["non-code p/2"]["millions"] == row["paper_millions"]
@@ -217,11 +253,11 @@ def test_table8_alternative_readings():
 
 # ---------------------------------------------------------------------------- (d) ECP(m) = S2 varlen(g = 2m)
 
+
 @settings(max_examples=200, deadline=None)
-@given(m=st.integers(1, 10 ** 6), blocks=st.integers(2, 10 ** 4), layers=st.integers(1, 100),
-       pairs=st.integers(1, 64))
+@given(m=st.integers(1, 10**6), blocks=st.integers(2, 10**4), layers=st.integers(1, 100), pairs=st.integers(1, 64))
 def test_ecp_equals_longlora_varlen_with_group_2m(m, blocks, layers, pairs):
-    n, heads = m * blocks * 2, 2 * pairs           # n a multiple of g = 2m (ECP needs only m | n)
+    n, heads = m * blocks * 2, 2 * pairs  # n a multiple of g = 2m (ECP needs only m | n)
     common = dict(seq_len=n, layers=layers, heads=heads)
     ecp = count_attention_steps("ecp", half_segment=m, **common)
     assert ecp == count_attention_steps("ecp", segment=2 * m, **common) == layers * heads * m * (2 * n - m)
@@ -230,12 +266,16 @@ def test_ecp_equals_longlora_varlen_with_group_2m(m, blocks, layers, pairs):
 
 
 def test_table8_longlora_varlen_equals_ecp():
-    assert count_attention_steps(ModelConfig.preset("table8-longlora")) == \
-        count_attention_steps(ModelConfig.preset("table8-ecp")) == 1_189_085_184
+    assert (
+        count_attention_steps(ModelConfig.preset("table8-longlora"))
+        == count_attention_steps(ModelConfig.preset("table8-ecp"))
+        == 1_189_085_184
+    )
     assert count_attention_steps(ModelConfig.preset("table8-longlora", shift="roll")) == 1_207_959_552
 
 
 # ---------------------------------------------------------------------------- Table 7 formulas
+
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @settings(max_examples=40, deadline=None)
@@ -243,7 +283,7 @@ def test_table8_longlora_varlen_equals_ecp():
 def test_table7_formulas_evaluate_to_the_counts(arch, data):
     cfg = data.draw(configs(arch))
     if cfg.arch == "ecp" and cfg.seq_len % cfg.half_segment:
-        return                                           # Table 7 covers n a multiple of m
+        return  # Table 7 covers n a multiple of m
     values = dict(n=cfg.seq_len, l=cfg.layers, h=cfg.heads, L=cfg.latent, H=cfg.history)
     values.update(p=cfg.compressed, c=cfg.split, m=cfg.half_segment, g=cfg.group)
     if cfg.group:
@@ -264,8 +304,15 @@ def test_table7_covers_every_architecture_and_formats():
     text = format_table7()
     assert "l·h·m·(2·n - m)" in text and "Notation" in text
     text = format_table8()
-    for printed in ("4,932,501,504", "14,495,514,624", "5,698,486,272", "10,267,656,192", "1,189,085,184",
-                    "19,327,352,832", "not reproduced"):
+    for printed in (
+        "4,932,501,504",
+        "14,495,514,624",
+        "5,698,486,272",
+        "10,267,656,192",
+        "1,189,085,184",
+        "19,327,352,832",
+        "not reproduced",
+    ):
         assert printed in text
 
 
@@ -281,20 +328,20 @@ def test_evaluate_formula_is_exact_and_safe():
 # ---------------------------------------------------------------------------- (e) constant time, exact ints
 
 BIG = {
-    "transformer": dict(seq_len=999_999_937),            # prime: n^2 not representable as a float
-    "perceiver_ar": dict(seq_len=10 ** 9, latent=123_456_789),
-    "double": dict(seq_len=10 ** 9),
-    "compressed": dict(seq_len=10 ** 9, compressed=77_777),
-    "s_split": dict(seq_len=10 ** 9, latent=10 ** 9 - 3 ** 18, split=3 ** 10),
-    "ecp": dict(seq_len=10 ** 9, segment=2 ** 10),
-    "longlora": dict(seq_len=10 ** 9, group=2 ** 9, shift="roll"),
+    "transformer": dict(seq_len=999_999_937),  # prime: n^2 not representable as a float
+    "perceiver_ar": dict(seq_len=10**9, latent=123_456_789),
+    "double": dict(seq_len=10**9),
+    "compressed": dict(seq_len=10**9, compressed=77_777),
+    "s_split": dict(seq_len=10**9, latent=10**9 - 3**18, split=3**10),
+    "ecp": dict(seq_len=10**9, segment=2**10),
+    "longlora": dict(seq_len=10**9, group=2**9, shift="roll"),
 }
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_billion_token_call_is_fast_and_exact(arch):
     kw = dict(BIG[arch], layers=96, heads=128)
-    count_attention_steps(arch, **kw)                    # warm the imports
+    count_attention_steps(arch, **kw)  # warm the imports
     t0 = time.perf_counter()
     computed = count_attention_steps(arch, **kw)
     unmasked = count_attention_steps(arch, count="unmasked", **kw)
@@ -306,31 +353,33 @@ def test_billion_token_call_is_fast_and_exact(arch):
         assert computed == 96 * 128 * n * n and computed != int(float(96 * 128) * float(n) ** 2)
         assert unmasked == 96 * 128 * (n * (n + 1) // 2)
     if arch == "ecp":
-        n, m = kw["seq_len"], 2 ** 9
+        n, m = kw["seq_len"], 2**9
         assert computed == 96 * 128 * m * (2 * n - m)
 
 
 def test_numpy_integers_are_accepted():
-    assert count_attention_steps("ecp", seq_len=np.int64(4096), layers=np.int32(48), heads=24,
-                                 segment=np.int64(256)) == 1_189_085_184
+    assert (
+        count_attention_steps("ecp", seq_len=np.int64(4096), layers=np.int32(48), heads=24, segment=np.int64(256))
+        == 1_189_085_184
+    )
 
 
 # ---------------------------------------------------------------------------- (f) errors name the parameter
 
 ERRORS = [
-    (("ecp",), dict(), "seq_len"),                                                # seq_len missing
+    (("ecp",), dict(), "seq_len"),  # seq_len missing
     (("ecp",), dict(seq_len=100, half_segment=16), "seq_len 100 is not divisible by half_segment 16"),
-    (("ecp",), dict(seq_len=4096, segment=255), "segment"),                      # odd segment
-    (("ecp",), dict(seq_len=4096, segment=256, half_segment=64), "segment"),     # inconsistent
-    (("ecp",), dict(seq_len=96, half_segment=64, partial=False), "partial"),     # n < 2m without partial
-    (("perceiver_ar",), dict(seq_len=64, latent=65), "latent"),                   # latent > seq_len
+    (("ecp",), dict(seq_len=4096, segment=255), "segment"),  # odd segment
+    (("ecp",), dict(seq_len=4096, segment=256, half_segment=64), "segment"),  # inconsistent
+    (("ecp",), dict(seq_len=96, half_segment=64, partial=False), "partial"),  # n < 2m without partial
+    (("perceiver_ar",), dict(seq_len=64, latent=65), "latent"),  # latent > seq_len
     (("double",), dict(seq_len=64, latent=65), "latent"),
     (("compressed",), dict(seq_len=64, latent=32, compressed=33), "compressed"),  # p > history
-    (("s_split",), dict(seq_len=64, latent=32, split=5), "split"),                # c does not divide H
-    (("longlora",), dict(seq_len=64, group=24), "group"),                         # g does not divide n
-    (("longlora",), dict(seq_len=64, group=7), "group"),                          # odd g
+    (("s_split",), dict(seq_len=64, latent=32, split=5), "split"),  # c does not divide H
+    (("longlora",), dict(seq_len=64, group=24), "group"),  # g does not divide n
+    (("longlora",), dict(seq_len=64, group=7), "group"),  # odd g
     (("longlora",), dict(seq_len=64, shift="wrap"), "shift"),
-    (("ecp",), dict(seq_len=64, shift="roll"), "shift"),                          # shift is longlora's
+    (("ecp",), dict(seq_len=64, shift="roll"), "shift"),  # shift is longlora's
     (("ecp",), dict(seq_len=64, count="masked"), "count"),
     (("ecp",), dict(seq_len=64, layers=0), "layers"),
     (("ecp",), dict(seq_len=64, heads=-2), "heads"),
@@ -338,14 +387,14 @@ ERRORS = [
     (("ecp",), dict(seq_len=64.0), "seq_len"),
     (("ecp",), dict(seq_len=True), "seq_len"),
     (("mamba",), dict(seq_len=64), "arch"),
-    (("ecp",), dict(seq_len=64, compressed=8), "compressed"),                     # size for another arch
+    (("ecp",), dict(seq_len=64, compressed=8), "compressed"),  # size for another arch
     (("double",), dict(seq_len=64, split=8), "split"),
     (("double",), dict(seq_len=64, segment=8), "segment"),
     (("transformer",), dict(seq_len=64, group=8), "group"),
-    (("ecp",), dict(seq_len=64, latent=32), "latent"),                            # ECP attends with all n
+    (("ecp",), dict(seq_len=64, latent=32), "latent"),  # ECP attends with all n
     (("double",), dict(seq_len=64, partial=True), "partial"),
     (("ecp",), dict(seq_len=64, per_layer="yes"), "per_layer"),
-    ((ModelConfig(arch="ecp"),), dict(seq_len=64), "seq_len"),                    # config plus sizes
+    ((ModelConfig(arch="ecp"),), dict(seq_len=64), "seq_len"),  # config plus sizes
     ((ModelConfig(arch="ecp"),), dict(layers=3), "layers"),
 ]
 
@@ -357,20 +406,23 @@ def test_bad_combinations_raise_value_error_naming_the_parameter(args, kwargs, m
 
 
 def test_partial_ecp_needs_partial_true():
-    assert count_attention_steps("ecp", seq_len=100, half_segment=16, partial=True) == \
-        16 * 16 + 5 * 2 * 16 * 16 + 4 * (16 + 4)
+    assert count_attention_steps("ecp", seq_len=100, half_segment=16, partial=True) == 16 * 16 + 5 * 2 * 16 * 16 + 4 * (
+        16 + 4
+    )
     assert count_attention_steps("ecp", seq_len=10, half_segment=16, partial=True) == 100
 
 
 # ---------------------------------------------------------------------------- defaults and formatting
+
 
 def test_defaults_match_model_config():
     for arch in ARCHITECTURES:
         heads = 2 if arch == "longlora" else 1
         cfg = ModelConfig(arch=arch, seq_len=512, layers=3, heads=heads, dim=8 * heads)
         assert count_attention_steps(arch, seq_len=512, layers=3, heads=heads) == count_attention_steps(cfg)
-        assert count_attention_steps(arch, seq_len=512, layers=3, heads=heads, count="unmasked") == \
-            count_attention_steps(cfg, count="unmasked")
+        assert count_attention_steps(
+            arch, seq_len=512, layers=3, heads=heads, count="unmasked"
+        ) == count_attention_steps(cfg, count="unmasked")
 
 
 def test_format_steps():
@@ -384,9 +436,27 @@ def test_format_steps():
 
 # ---------------------------------------------------------------------------- CLI
 
+
 def test_cli(capsys):
-    assert main(["--arch", "ecp", "--seq-len", "4096", "--layers", "48", "--heads", "24", "--segment", "256",
-                 "--count", "unmasked"]) == 0
+    assert (
+        main(
+            [
+                "--arch",
+                "ecp",
+                "--seq-len",
+                "4096",
+                "--layers",
+                "48",
+                "--heads",
+                "24",
+                "--segment",
+                "256",
+                "--count",
+                "unmasked",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == "889454592"
     assert main(["--arch", "ecp", "--seq-len", "4096", "--layers", "48", "--heads", "24", "--segment", "256"]) == 0
     assert "1,189,085,184" in capsys.readouterr().out
@@ -400,14 +470,17 @@ def test_cli(capsys):
     assert "Table 7" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["--arch", "ecp", "--seq-len", "100", "--half-segment", "16"],      # needs --partial
-    ["--arch", "ecp"],                                                  # no seq-len
-    ["--preset", "no-such-preset"],
-    ["--table8", "--seq-len", "8"],
-    [],
-    ["--arch", "ecp", "--preset", "table8-ecp"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--arch", "ecp", "--seq-len", "100", "--half-segment", "16"],  # needs --partial
+        ["--arch", "ecp"],  # no seq-len
+        ["--preset", "no-such-preset"],
+        ["--table8", "--seq-len", "8"],
+        [],
+        ["--arch", "ecp", "--preset", "table8-ecp"],
+    ],
+)
 def test_cli_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -19,13 +19,15 @@ Tolerances (float32 unit roundoff u = 6e-8; CuPy's float32 matmuls run in full F
   the residual stream of every layer, and the logits of a random model are O(1) with small entries
   near 0; we allow 10x the attention tolerance for that depth. Measured errors are printed (-s).
 """
+
 import sys
 import types
 
 import numpy as np
 import pytest
 
-from minicp import ModelConfig, backend as B
+from minicp import ModelConfig
+from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import module
 from minicp.nn.model import forward, init_params, loss
@@ -33,8 +35,8 @@ from minicp.nn.model import forward, init_params, loss
 pytestmark = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not B.gpu_available(), reason="needs CuPy and a usable NVIDIA GPU")
 
-RTOL, ATOL, REL_NORM = 1e-4, 1e-5, 1e-5                     # attention outputs, VJPs
-MODEL_RTOL, MODEL_ATOL, MODEL_REL_NORM = 1e-3, 1e-4, 1e-4   # logits, loss
+RTOL, ATOL, REL_NORM = 1e-4, 1e-5, 1e-5  # attention outputs, VJPs
+MODEL_RTOL, MODEL_ATOL, MODEL_REL_NORM = 1e-3, 1e-4, 1e-4  # logits, loss
 
 
 @pytest.fixture
@@ -78,6 +80,7 @@ def check_close(got, ref, rtol=RTOL, atol=ATOL, rel_norm=REL_NORM, what=""):
 # The switch (these run everywhere: a missing GPU is simulated)
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match="not one of"):
         B.use_backend("jax")
@@ -85,7 +88,7 @@ def test_unknown_backend_is_a_value_error():
 
 
 def test_cupy_not_installed_is_a_clear_runtime_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cupy", None)          # makes `import cupy` raise ImportError
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     monkeypatch.setitem(sys.modules, "cupyx", None)
     with pytest.raises(RuntimeError, match="needs CuPy"):
         B.use_backend("cupy")
@@ -106,6 +109,7 @@ def _fake_cupy(monkeypatch, get_device_count):
 def test_cupy_without_a_gpu_is_a_clear_runtime_error(monkeypatch):
     def no_driver():
         raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
     _fake_cupy(monkeypatch, no_driver)
     with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
         B.use_backend("cupy")
@@ -126,18 +130,20 @@ def test_cupy_with_zero_devices_is_a_clear_runtime_error(monkeypatch):
 def test_constant_is_the_host_array_on_numpy():
     mask = ops.causal_mask(4, 6, 2)
     assert B.constant(mask) is mask
-    assert not mask.flags.writeable and ops.causal_mask(4, 6, 2) is mask   # cached, read-only
+    assert not mask.flags.writeable and ops.causal_mask(4, 6, 2) is mask  # cached, read-only
 
 
 # ----------------------------------------------------------------------------------------------------
 # Backend basics on the GPU
 # ----------------------------------------------------------------------------------------------------
 
+
 @needs_gpu
 def test_switch_and_special_functions(gpu):
     import cupy
     import cupyx.scipy.special
     import scipy.special
+
     assert B.name == "cupy" and B.xp is cupy and B.special is cupyx.scipy.special
     x = np.random.default_rng(0).standard_normal((5, 33))
     check_close(B.special.erf(to_gpu(x)), scipy.special.erf(x), what="erf")
@@ -151,11 +157,12 @@ def test_switch_and_special_functions(gpu):
 @needs_gpu
 def test_constants_are_copied_once(gpu):
     import cupy
-    mask = ops.causal_mask(8, 16, 8)                        # read-only: cached by identity
+
+    mask = ops.causal_mask(8, 16, 8)  # read-only: cached by identity
     dev = B.constant(mask)
     assert isinstance(dev, cupy.ndarray) and B.constant(mask) is dev
     np.testing.assert_array_equal(B.to_numpy(dev), mask)
-    writable = np.ones((3, 3), bool)                        # may change: copied every time
+    writable = np.ones((3, 3), bool)  # may change: copied every time
     assert B.constant(writable) is not B.constant(writable)
     B.clear_cache()
     assert B.constant(mask) is not dev
@@ -163,28 +170,35 @@ def test_constants_are_copied_once(gpu):
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("J", [7, 100, 256, 512, 1500, 5000])        # warp (scalar, float4), block kernels
+@pytest.mark.parametrize("J", [7, 100, 256, 512, 1500, 5000])  # warp (scalar, float4), block kernels
 @pytest.mark.parametrize("mask_kind", ["none", "2d", "1d", "full", "broadcast-fallback"])
 def test_fused_masked_softmax_matches_the_array_ops(gpu, dtype, J, mask_kind):
     """The fused kernel (every block size) against the same softmax written with plain array ops."""
     rng = np.random.default_rng(J)
     s = rng.standard_normal((3, 6, J)) * 4
-    mask = {"none": None, "2d": rng.random((6, J)) < 0.7, "1d": rng.random(J) < 0.7,
-            "full": rng.random((3, 6, J)) < 0.7, "broadcast-fallback": rng.random((3, 1, J)) < 0.7}[mask_kind]
+    mask = {
+        "none": None,
+        "2d": rng.random((6, J)) < 0.7,
+        "1d": rng.random(J) < 0.7,
+        "full": rng.random((3, 6, J)) < 0.7,
+        "broadcast-fallback": rng.random((3, 1, J)) < 0.7,
+    }[mask_kind]
     if mask is not None:
-        mask[..., 0] = True                                  # no fully masked row ...
+        mask[..., 0] = True  # no fully masked row ...
         if mask_kind in ("2d", "full"):
-            mask[..., 2, :] = False                          # ... except one: NaN on both paths
-    with np.errstate(invalid="ignore"):                     # the fully masked row: NaN
+            mask[..., 2, :] = False  # ... except one: NaN on both paths
+    with np.errstate(invalid="ignore"):  # the fully masked row: NaN
         ref = on_cpu(lambda: B.masked_softmax_(s.copy(), mask))
     got = B.masked_softmax_(B.asarray(s.astype(dtype)), None if mask is None else B.asarray(mask))
     got = B.to_numpy(got)
     assert got.dtype == dtype
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     ok = ~np.isnan(ref)
-    np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7 if dtype == "float32" else 1e-15)
+    np.testing.assert_allclose(
+        got[ok], ref[ok], rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7 if dtype == "float32" else 1e-15
+    )
     if mask is not None:
-        assert (got[ok & ~np.broadcast_to(mask, s.shape)] == 0).all()        # masked entries exactly 0
+        assert (got[ok & ~np.broadcast_to(mask, s.shape)] == 0).all()  # masked entries exactly 0
 
 
 @needs_gpu
@@ -194,7 +208,7 @@ def test_fused_rope_equals_the_array_formula_bit_for_bit(gpu, monkeypatch, dtype
     rng = np.random.default_rng(d)
     x_host = rng.standard_normal((2, 33, 3, d))
     pos = rng.integers(0, 5000, 33)
-    x = B.xp.swapaxes(B.asarray(x_host.astype(dtype)), 1, 2)      # (2, 3, 33, d), a strided view
+    x = B.xp.swapaxes(B.asarray(x_host.astype(dtype)), 1, 2)  # (2, 3, 33, d), a strided view
     cos, sin = map(B.constant, ops._rope_tables(pos.tobytes(), pos.dtype.str, d, dtype, 10000.0))
     assert B.fused_rope(x, cos, sin, style) is not None
     fused = B.to_numpy(ops.rope(x, pos, style))
@@ -203,7 +217,7 @@ def test_fused_rope_equals_the_array_formula_bit_for_bit(gpu, monkeypatch, dtype
     plain = B.to_numpy(ops.rope(x, pos, style))
     assert fused.dtype == dtype
     np.testing.assert_array_equal(fused, plain)
-    ref = on_cpu(ops.rope, np.swapaxes(x_host.astype(dtype), 1, 2), pos, style)   # NumPy, same dtype
+    ref = on_cpu(ops.rope, np.swapaxes(x_host.astype(dtype), 1, 2), pos, style)  # NumPy, same dtype
     np.testing.assert_array_equal(fused, ref)
 
 
@@ -213,7 +227,7 @@ def test_fused_rope_equals_the_array_formula_bit_for_bit(gpu, monkeypatch, dtype
 
 HEAD_CASES = [
     ("transformer", 96, {}),
-    ("transformer", 1500, {}),                               # a row of 1500 keys: the 256-thread kernel
+    ("transformer", 1500, {}),  # a row of 1500 keys: the 256-thread kernel
     ("perceiver_ar", 96, dict(latent=40)),
     ("perceiver_ar", 40, dict(latent=40, layer=1)),
     ("double", 96, dict(latent=40)),
@@ -221,9 +235,9 @@ HEAD_CASES = [
     ("compressed", 56, dict(latent=40, compressed=16, layer=1)),
     ("s_split", 96, dict(latent=32, split=16)),
     ("ecp", 96, dict(half_segment=16)),
-    ("ecp", 512, dict(half_segment=64)),                     # 64 x 128 blocks: the float4 softmax kernel
+    ("ecp", 512, dict(half_segment=64)),  # 64 x 128 blocks: the float4 softmax kernel
     ("ecp", 100, dict(half_segment=16, partial=True)),
-    ("ecp", 12, dict(half_segment=16, partial=True)),        # shorter than one half segment
+    ("ecp", 12, dict(half_segment=16, partial=True)),  # shorter than one half segment
     ("longlora", 96, dict(group=24)),
     ("longlora", 96, dict(group=24, shift="roll")),
 ]
@@ -231,8 +245,11 @@ HEAD_CASES = [
 
 @needs_gpu
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "array-ops"])
-@pytest.mark.parametrize("arch,n,kwargs", HEAD_CASES, ids=lambda c: str(c) if not isinstance(c, dict) else
-                         "-".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize(
+    "arch,n,kwargs",
+    HEAD_CASES,
+    ids=lambda c: str(c) if not isinstance(c, dict) else "-".join(f"{k}={v}" for k, v in c.items()) or "default",
+)
 def test_head_attention_matches_cpu_float64(gpu, monkeypatch, arch, n, kwargs, fused):
     monkeypatch.setattr(B, "fused_kernels", fused)
     b, h, d = (1, 2, 16) if n > 1000 else (2, 4, 16)
@@ -314,8 +331,14 @@ def test_model_logits_and_loss_match_cpu_float64(gpu, arch):
     logits_ref = on_cpu(forward, params, tokens[:, :-1], cfg)
     loss_ref = on_cpu(loss, params, tokens, cfg)
     params32 = tree_map(to_gpu, params)
-    check_close(forward(params32, tokens[:, :-1], cfg), logits_ref, MODEL_RTOL, MODEL_ATOL, MODEL_REL_NORM,
-                what=f"{arch} logits")
+    check_close(
+        forward(params32, tokens[:, :-1], cfg),
+        logits_ref,
+        MODEL_RTOL,
+        MODEL_ATOL,
+        MODEL_REL_NORM,
+        what=f"{arch} logits",
+    )
     got = loss(params32, tokens, cfg)
     assert type(got).__module__.startswith("cupy") and got.dtype == np.float32
     print(f"{arch} loss: gpu {float(got):.7f} cpu {float(loss_ref):.7f}")
@@ -331,6 +354,7 @@ def test_sublayer_matches_the_pytorch_twin_on_cuda(gpu, arch):
         pytest.skip("PyTorch without CUDA")
     from minicp import torch_twin
     from minicp.nn.model import unflatten
+
     kwargs = dict(half_segment=16) if arch == "ecp" else dict(latent=24) if arch == "double" else {}
     twin = torch_twin.build_attention_layer(arch, dim=64, heads=4, seq_len=64, **kwargs).cuda()
     p = unflatten({k: v.cpu().numpy() for k, v in twin.state_dict().items() if not k.endswith("freqs")})

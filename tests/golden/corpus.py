@@ -6,6 +6,7 @@
 Prints one line per (kernel, case, dtype): passes / runs, the largest budget shares, and whether the
 verdicts were right; then the false-pass and false-fail totals.
 """
+
 import sys
 import time
 
@@ -57,8 +58,9 @@ def build(entry, pa, dtype, n):
     if factory == "no_diag":
         return K.sdpa_blocks(arch, pa, drop_diagonal_mask=True)
     if factory == "heads":
-        return lambda q, k, v: K.sdpa_blocks(arch, pa, head_map=[(i + q.shape[1] // 2) % q.shape[1]
-                                                                for i in range(q.shape[1])])(q, k, v)
+        return lambda q, k, v: K.sdpa_blocks(
+            arch, pa, head_map=[(i + q.shape[1] // 2) % q.shape[1] for i in range(q.shape[1])]
+        )(q, k, v)
     if factory == "low_state":
         return K.flash(arch, pa, 16, state_dtype=mtt.torch_dtype(dtype))
     if factory == "rope_offset":
@@ -74,17 +76,38 @@ def run_entry(entry, dtype, n, seeds, heads=4, head_dim=64):
     passes, shares = 0, []
     for seed in seeds:
         try:
-            rep = mt.assert_matches_reference(fn, arch, seq_len=n, heads=heads, head_dim=head_dim, dtype=dtype,
-                                              seed=seed, check_grads=True, rope=rope, **mtt.adapters(fn, dtype),
-                                              **pa)
+            rep = mt.assert_matches_reference(
+                fn,
+                arch,
+                seq_len=n,
+                heads=heads,
+                head_dim=head_dim,
+                dtype=dtype,
+                seed=seed,
+                check_grads=True,
+                rope=rope,
+                **mtt.adapters(fn, dtype),
+                **pa,
+            )
             passes += 1
         except mt.MismatchError as e:
             rep = e.report
         shares.append(max(max(v.max_share, v.rms_share) for v in rep.values()))
     wrong = passes if is_bug else len(seeds) - passes
-    return dict(name=name, arch=arch, dtype=dtype, n=n, passes=passes, runs=len(seeds), is_bug=is_bug,
-                false_pass=passes if is_bug else 0, false_fail=0 if is_bug else len(seeds) - passes,
-                share_min=min(shares), share_max=max(shares), wrong=wrong)
+    return dict(
+        name=name,
+        arch=arch,
+        dtype=dtype,
+        n=n,
+        passes=passes,
+        runs=len(seeds),
+        is_bug=is_bug,
+        false_pass=passes if is_bug else 0,
+        false_fail=0 if is_bug else len(seeds) - passes,
+        share_min=min(shares),
+        share_max=max(shares),
+        wrong=wrong,
+    )
 
 
 def sweep(ns, seeds, entries=ENTRIES, out=print):
@@ -92,15 +115,17 @@ def sweep(ns, seeds, entries=ENTRIES, out=print):
     for n in ns:
         for entry in entries:
             if "tile 1 " in entry[0] + " " and n > 512:
-                continue                                   # one key per step: too slow in eager PyTorch
+                continue  # one key per step: too slow in eager PyTorch
             for dtype in entry[6]:
                 t = time.perf_counter()
                 r = run_entry(entry, dtype, n, seeds)
                 rows.append(r)
-                out(f"{r['name']:<38} n={n:<5} {dtype:<9} passed {r['passes']}/{r['runs']}  budget share "
+                out(
+                    f"{r['name']:<38} n={n:<5} {dtype:<9} passed {r['passes']}/{r['runs']}  budget share "
                     f"{100 * r['share_min']:.3g}%..{100 * r['share_max']:.3g}%  "
                     f"{'FALSE PASS' if r['false_pass'] else 'FALSE FAIL' if r['false_fail'] else 'right'}"
-                    f"  ({time.perf_counter() - t:.1f} s)")
+                    f"  ({time.perf_counter() - t:.1f} s)"
+                )
     fp, ff = sum(r["false_pass"] for r in rows), sum(r["false_fail"] for r in rows)
     out(f"false passes: {fp}, false fails: {ff} over {sum(r['runs'] for r in rows)} runs")
     return rows

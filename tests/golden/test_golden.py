@@ -1,24 +1,22 @@
 """Golden files (minicp.golden), the kernel pattern exports (minicp.analysis.kernel_pattern) and the examples."""
+
 import importlib.util
 import json
-import re
 import pathlib
+import re
 import zipfile
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from strategies import HEAD_CASES, model_configs
 
 import minicp
 from minicp import golden as G
-from minicp.cli import golden as cli_golden
 from minicp.analysis import kernel_pattern as kp
-from minicp.nn.attention import module as arch_module
+from minicp.cli import golden as cli_golden
 from minicp.config import ARCHITECTURES
-
-from strategies import model_configs
-from strategies import HEAD_CASES
+from minicp.nn.attention import module as arch_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -41,6 +39,7 @@ def load_example(name):
 # ----------------------------------------------------------------------------------------------------
 # kernel_pattern
 # ----------------------------------------------------------------------------------------------------
+
 
 def layer_patterns(cfg):
     """(n, heads, pattern_args) of every layer of a ModelConfig."""
@@ -80,7 +79,7 @@ def test_blocks_rebuild_the_mask_and_rows(cfg):
             r, c, dg = blk["rows"], blk["cols"], blk["diagonal"]
             local = np.ones((len(r), len(c)), bool) if dg is None else np.tril(np.ones((len(r), len(c)), bool), dg)
             dense[blk["head"]][np.ix_(r, c)] |= local
-            assert not seen[blk["head"]] & set(r.tolist())            # every row in exactly one block
+            assert not seen[blk["head"]] & set(r.tolist())  # every row in exactly one block
             seen[blk["head"]] |= set(r.tolist())
             if blk["row_start"] is not None:
                 assert np.array_equal(r, np.arange(blk["row_start"], blk["row_stop"]))
@@ -98,7 +97,7 @@ def test_ecp_predicate_is_the_closed_form():
 
 def test_longlora_heads_differ():
     allowed = kp.allowed_fn("longlora", 8, 2, group=4)
-    assert allowed(2, 1, 0) and not allowed(2, 1, 1)              # head 1's shifted group starts at 2
+    assert allowed(2, 1, 0) and not allowed(2, 1, 1)  # head 1's shifted group starts at 2
     assert len(allowed.terms) == 2
     with pytest.raises(ValueError, match="head must lie in"):
         allowed(0, 0, 2)
@@ -145,15 +144,18 @@ def test_allowed_works_on_torch_and_as_flex_mask_mod():
 # bfloat16 rounding
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_round_to_bfloat16_bits():
     one = np.float32(1.0)
-    ulp = 2.0 ** -7                                              # bfloat16 spacing at 1
-    x = np.array([1 + ulp / 2, 1 + 1.5 * ulp, 1 + ulp / 2 + 2 ** -20, -(1 + 1.5 * ulp), 3.4e38, np.inf, np.nan, 0.0, -0.0])
+    ulp = 2.0**-7  # bfloat16 spacing at 1
+    x = np.array(
+        [1 + ulp / 2, 1 + 1.5 * ulp, 1 + ulp / 2 + 2**-20, -(1 + 1.5 * ulp), 3.4e38, np.inf, np.nan, 0.0, -0.0]
+    )
     got = G.round_to_bfloat16(x)
     assert got.dtype == np.float32
-    assert got[0] == one                                          # tie -> even (1.0)
-    assert got[1] == 1 + 2 * ulp                                  # tie -> even (1 + 2 ulp)
-    assert got[2] == 1 + ulp                                      # above the tie -> up
+    assert got[0] == one  # tie -> even (1.0)
+    assert got[1] == 1 + 2 * ulp  # tie -> even (1 + 2 ulp)
+    assert got[2] == 1 + ulp  # above the tie -> up
     assert got[3] == -(1 + 2 * ulp)
     assert np.isinf(got[4]) and np.isinf(got[5]) and np.isnan(got[6])
     assert np.signbit(got[8]) and got[7] == 0
@@ -171,6 +173,7 @@ def test_round_to_bfloat16_matches_torch():
 # ----------------------------------------------------------------------------------------------------
 # Attention-level golden files
 # ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_golden_roundtrip_every_arch(arch, tmp_path):
@@ -202,15 +205,15 @@ def test_block_arrays_rebuild_the_mask():
     n, h = 16, 4
     dense = np.zeros((h, n, n), bool)
     for i in range(len(g["block_head"])):
-        r = g["block_rows"][g["block_rows_offsets"][i]:g["block_rows_offsets"][i + 1]]
-        c = g["block_cols"][g["block_cols_offsets"][i]:g["block_cols_offsets"][i + 1]]
+        r = g["block_rows"][g["block_rows_offsets"][i] : g["block_rows_offsets"][i + 1]]
+        c = g["block_cols"][g["block_cols_offsets"][i] : g["block_cols_offsets"][i + 1]]
         local = np.ones((len(r), len(c)), bool)
         if g["block_masked"][i]:
             local = np.tril(local, g["block_diagonal"][i])
         dense[g["block_head"][i]][np.ix_(r, c)] |= local
         if g["block_row_start"][i] >= 0:
             assert np.array_equal(r, np.arange(g["block_row_start"][i], g["block_row_stop"][i]))
-    assert (g["block_row_start"] == -1).sum() == 2                  # the roll wrap block of the 2 shifted heads
+    assert (g["block_row_start"] == -1).sum() == 2  # the roll wrap block of the 2 shifted heads
     assert np.array_equal(dense, g["mask"])
 
 
@@ -219,7 +222,7 @@ def test_reproducible_and_seeded():
     for key in a.keys():
         assert np.array_equal(a[key], b[key])
     assert not np.array_equal(a["q"], c["q"])
-    rng = np.random.default_rng(3)                                  # the documented draw order
+    rng = np.random.default_rng(3)  # the documented draw order
     assert np.array_equal(a["q"], rng.standard_normal(a["q"].shape).astype(np.float32))
 
 
@@ -261,7 +264,7 @@ def test_reader_rejects_inconsistent_files(tmp_path):
     with pytest.raises(ValueError, match=r"stored 'out' does not match.*\n.*out: 1 of"):
         G.load_golden(corrupt(path, tmp_path, out=out))
     dk = g["dk"] * 1.1
-    G.load_golden(corrupt(path, tmp_path, dk=dk))                   # gradients are checked on request only
+    G.load_golden(corrupt(path, tmp_path, dk=dk))  # gradients are checked on request only
     with pytest.raises(ValueError, match="stored 'dk'"):
         G.load_golden(corrupt(path, tmp_path, dk=dk), check_grads=True)
     mask = g["mask"].copy()
@@ -289,7 +292,7 @@ def test_reader_rejects_inconsistent_files(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read|not a minicp"):
         G.load_golden(bad)
-    G.load_golden(path)                                             # the original is fine
+    G.load_golden(path)  # the original is fine
 
 
 def test_reader_checks_bfloat16_values(tmp_path):
@@ -320,23 +323,26 @@ def test_make_golden_validation():
 # Model-level golden files
 # ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ["ecp", "compressed"])
 def test_model_golden(arch, tmp_path):
     from strategies import example_config
+
     cfg = example_config(arch, layers=2)
     g = G.make_model_golden(cfg, batch=2, dtype="float32", seed=1)
     assert g["tokens"].shape == (2, cfg.seq_len + 1) and g["tokens"].dtype == np.int64
     assert "param/layers.0.0.fn.to_q.weight" in g and "grad/to_logits.1.bias" in g
     assert g["logits"].shape == (2, cfg.out_len, cfg.vocab) and g["loss"].shape == ()
-    params = minicp.unflatten({k[len("param/"):]: g[k].astype(np.float64) for k in g.keys() if k.startswith("param/")})
+    params = minicp.unflatten({k[len("param/") :]: g[k].astype(np.float64) for k in g.keys() if k.startswith("param/")})
     assert abs(float(minicp.loss(params, g["tokens"], cfg)) - float(g["loss"])) < 1e-5
     back = G.load_golden(G.save_golden(g, tmp_path / "m.npz"), check_grads=True)
     assert back.config["model_config"]["arch"] == arch and back.kind == "model"
     grad = back["grad/layers.0.0.fn.to_q.weight"].copy()
     grad *= 2
     with pytest.raises(ValueError, match="grad/layers.0.0.fn.to_q.weight"):
-        G.load_golden(corrupt(tmp_path / "m.npz", tmp_path, **{"grad/layers.0.0.fn.to_q.weight": grad}),
-                      check_grads=True)
+        G.load_golden(
+            corrupt(tmp_path / "m.npz", tmp_path, **{"grad/layers.0.0.fn.to_q.weight": grad}), check_grads=True
+        )
     with pytest.raises(ValueError, match="tokens must lie"):
         G.load_golden(corrupt(tmp_path / "m.npz", tmp_path, tokens=g["tokens"] + cfg.vocab))
 
@@ -345,10 +351,30 @@ def test_model_golden(arch, tmp_path):
 # Command line
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_cli_writes_and_checks(tmp_path, capsys):
     out = tmp_path / "ecp.npz"
-    assert cli_golden.main(["--arch", "ecp", "--seq-len", "64", "--segment", "16", "--heads", "2", "--head-dim", "8",
-                   "--dtype", "bfloat16", "-o", str(out)]) == 0
+    assert (
+        cli_golden.main(
+            [
+                "--arch",
+                "ecp",
+                "--seq-len",
+                "64",
+                "--segment",
+                "16",
+                "--heads",
+                "2",
+                "--head-dim",
+                "8",
+                "--dtype",
+                "bfloat16",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     g = G.load_golden(out)
     assert g.config["pattern_args"] == {"half_segment": 8} and g.config["segment"] == 16
     assert g.config["dtype"] == "bfloat16" and g["q"].shape == (1, 2, 64, 8)
@@ -359,25 +385,58 @@ def test_cli_writes_and_checks(tmp_path, capsys):
 
 def test_cli_model_and_preset(tmp_path):
     out = tmp_path / "model.npz"
-    assert cli_golden.main(["--model", "--arch", "ecp", "--seq-len", "16", "--half-segment", "4", "--heads", "2",
-                   "--head-dim", "4", "--layers", "1", "--vocab", "11", "-o", str(out)]) == 0
+    assert (
+        cli_golden.main(
+            [
+                "--model",
+                "--arch",
+                "ecp",
+                "--seq-len",
+                "16",
+                "--half-segment",
+                "4",
+                "--heads",
+                "2",
+                "--head-dim",
+                "4",
+                "--layers",
+                "1",
+                "--vocab",
+                "11",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     g = G.load_golden(out)
     assert g.config["model_config"]["dim"] == 8 and g.config["model_config"]["half_segment"] == 4
-    cfg = cli_golden._model_config(cli_golden._parser().parse_args(["--preset", "tiny-ecp", "--layers", "1", "-o", "x.npz"]), None)
+    cfg = cli_golden._model_config(
+        cli_golden._parser().parse_args(["--preset", "tiny-ecp", "--layers", "1", "-o", "x.npz"]), None
+    )
     assert cfg.layers == 1 and cfg.half_segment == 64
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--arch", "ecp", "--seq-len", "16", "-o", "x.npz"], "needs --segment or --half-segment"),
-    (["--arch", "ecp", "--seq-len", "16", "--segment", "5", "-o", "x.npz"], "must be even"),
-    (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--half-segment", "2", "-o", "x.npz"], "must equal 2 \\* half_segment"),
-    (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--latent", "4", "-o", "x.npz"], "--latent does not apply"),
-    (["--arch", "double", "--seq-len", "16", "--layers", "2", "-o", "x.npz"], "--layers applies to --model"),
-    (["--seq-len", "16", "-o", "x.npz"], "--arch is required"),
-    (["--arch", "ecp", "--segment", "8", "-o", "x.npz"], "--seq-len is required"),
-    (["--model", "--arch", "ecp", "--seq-len", "16", "--layer", "1", "-o", "x.npz"], "--layer applies"),
-    (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "-o", "x.bin"], "must end in .npz"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--arch", "ecp", "--seq-len", "16", "-o", "x.npz"], "needs --segment or --half-segment"),
+        (["--arch", "ecp", "--seq-len", "16", "--segment", "5", "-o", "x.npz"], "must be even"),
+        (
+            ["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--half-segment", "2", "-o", "x.npz"],
+            "must equal 2 \\* half_segment",
+        ),
+        (
+            ["--arch", "ecp", "--seq-len", "16", "--segment", "8", "--latent", "4", "-o", "x.npz"],
+            "--latent does not apply",
+        ),
+        (["--arch", "double", "--seq-len", "16", "--layers", "2", "-o", "x.npz"], "--layers applies to --model"),
+        (["--seq-len", "16", "-o", "x.npz"], "--arch is required"),
+        (["--arch", "ecp", "--segment", "8", "-o", "x.npz"], "--seq-len is required"),
+        (["--model", "--arch", "ecp", "--seq-len", "16", "--layer", "1", "-o", "x.npz"], "--layer applies"),
+        (["--arch", "ecp", "--seq-len", "16", "--segment", "8", "-o", "x.bin"], "must end in .npz"),
+    ],
+)
 def test_cli_errors(argv, match, capsys):
     assert cli_golden.main(argv) == 2
     assert re.search(match, capsys.readouterr().err)
@@ -395,6 +454,7 @@ def test_cli_help(capsys):
 # The examples
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_planted_bugs_are_caught():
     ex = load_example("planted_bugs")
     assert ex.catch(lambda: ex.check_head_level(ex.ecp_predicate)) is None
@@ -404,7 +464,7 @@ def test_planted_bugs_are_caught():
     m = ex.CASE["half_segment"]
     for msg in (off_by_one, no_previous):
         assert msg is not None and msg.startswith("out: ") and "out of tolerance" in msg
-        assert f"x [{m}..{ex.CASE['seq_len'] - 1}] x" in msg        # from the second half segment on
+        assert f"x [{m}..{ex.CASE['seq_len'] - 1}] x" in msg  # from the second half segment on
     assert rope is not None and rope.startswith("rope(q)")
 
 
@@ -412,19 +472,31 @@ def test_ecp_sdpa_torch_example():
     torch = pytest.importorskip("torch")
     ex = load_example("ecp_sdpa_torch")
     import minicp.testing as mt
+
     case = dict(seq_len=128, heads=2, head_dim=16, batch=2, half_segment=16)
     ecp = lambda q, k, v: ex.ecp_sdpa(q, k, v, half_segment=16)
     for dtype, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        mt.assert_matches_reference(ecp, "ecp", dtype=dtype, array_fn=ex.torch_arrays(tdt), check_grads=True,
-                                    grad_fn=ex.torch_grad_fn(ecp), **case)
+        mt.assert_matches_reference(
+            ecp,
+            "ecp",
+            dtype=dtype,
+            array_fn=ex.torch_arrays(tdt),
+            check_grads=True,
+            grad_fn=ex.torch_grad_fn(ecp),
+            **case,
+        )
     generic = lambda q, k, v: ex.blockwise_sdpa(q, k, v, "ecp", half_segment=16)
-    mt.assert_matches_reference(generic, "ecp", array_fn=ex.torch_arrays(), check_grads=True,
-                                grad_fn=ex.torch_grad_fn(generic), **case)
+    mt.assert_matches_reference(
+        generic, "ecp", array_fn=ex.torch_arrays(), check_grads=True, grad_fn=ex.torch_grad_fn(generic), **case
+    )
     dense = lambda q, k, v: ex.dense_sdpa(q, k, v, "ecp", half_segment=16)
     mt.assert_matches_reference(dense, "ecp", array_fn=ex.torch_arrays(), **case)
     # the generic block-list form works for the other architectures too
-    for arch, args in (("perceiver_ar", dict(latent=5)), ("s_split", dict(latent=6, split=3)),
-                       ("longlora", dict(group=4, shift="roll"))):
+    for arch, args in (
+        ("perceiver_ar", dict(latent=5)),
+        ("s_split", dict(latent=6, split=3)),
+        ("longlora", dict(group=4, shift="roll")),
+    ):
         sizes = {k: v for k, v in CASES[arch].items() if k in ("seq_len", "heads")}
         fn = lambda q, k, v, arch=arch, args=args: ex.blockwise_sdpa(q, k, v, arch, **args)
         mt.assert_matches_reference(fn, arch, head_dim=8, array_fn=ex.torch_arrays(), **sizes, **args)
@@ -432,4 +504,3 @@ def test_ecp_sdpa_torch_example():
     wrong = lambda q, k, v: ex.ecp_sdpa(q, k, v, half_segment=32)
     with pytest.raises(mt.MismatchError, match="^out: "):
         mt.assert_matches_reference(wrong, "ecp", array_fn=ex.torch_arrays(), **case)
-

@@ -1,15 +1,16 @@
 """minicp.testing: array conversion, tolerances, failure messages, and the whole-kernel check."""
+
 import re
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from strategies import HEAD_CASES
 
 import minicp.testing as mt
 from minicp.analysis import kernel_pattern as kp
 from minicp.nn.reference import dense_attention
-from strategies import HEAD_CASES
 
 # one small, valid pattern per architecture (head-level arguments)
 CASES = HEAD_CASES
@@ -17,9 +18,11 @@ CASES = HEAD_CASES
 
 def dense_kernel(arch, **pattern_args):
     """A correct 'kernel': dense NumPy attention with the exported mask, computed in the input dtype."""
+
     def fn(q, k, v):
         n, h = q.shape[2], q.shape[1]
         return np.asarray(dense_attention(q, k, v, kp.dense_mask(arch, n, h, **pattern_args)))
+
     return fn
 
 
@@ -27,7 +30,10 @@ def autograd_grad_fn(fn):
     def grad_fn(q, k, v, dout):
         dt = q.dtype
         g = autograd.grad(lambda a, b, c: anp.sum(fn(a, b, c) * dout), argnum=(0, 1, 2))
-        return tuple(np.asarray(x, dtype=dt) for x in g(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64)))
+        return tuple(
+            np.asarray(x, dtype=dt) for x in g(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
+        )
+
     return grad_fn
 
 
@@ -41,9 +47,14 @@ def split_case(arch):
 # dtypes, tolerances, conversion
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_default_tolerances_documented():
-    assert mt.TOLERANCES == {"float64": (1e-10, 1e-12), "float32": (1e-4, 1e-5),
-                             "bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3)}
+    assert mt.TOLERANCES == {
+        "float64": (1e-10, 1e-12),
+        "float32": (1e-4, 1e-5),
+        "bfloat16": (2e-2, 2e-2),
+        "float16": (2e-3, 2e-3),
+    }
     for name, (rtol, atol) in mt.TOLERANCES.items():
         assert re.search(rf"{name}\s+{rtol:.0e}".replace("e-0", "e-"), mt.__doc__), name
     assert mt.default_tolerances(np.float32) == (1e-4, 1e-5)
@@ -57,22 +68,24 @@ def test_dtype_name():
     assert mt.dtype_name("fp32") == "float32"
     assert mt.dtype_name(np.float64) == "float64"
 
-    class FakeTorchDtype:                               # str() like torch.bfloat16, not a NumPy dtype
+    class FakeTorchDtype:  # str() like torch.bfloat16, not a NumPy dtype
         def __str__(self):
             return "torch.bfloat16"
+
     assert mt.dtype_name(FakeTorchDtype()) == "bfloat16"
 
 
 def test_to_numpy_any_plain_and_duck_types():
     a = np.arange(6.0).reshape(2, 3)
     out = mt.to_numpy_any(a)
-    assert np.array_equal(out, a) and out is not a                 # a copy
+    assert np.array_equal(out, a) and out is not a  # a copy
     assert mt.to_numpy_any(3.5) == 3.5
     assert np.array_equal(mt.to_numpy_any([[1, 2]]), [[1, 2]])
 
     class OnlyArray:
         def __array__(self, dtype=None, copy=None):
             return np.ones(3)
+
     assert np.array_equal(mt.to_numpy_any(OnlyArray()), np.ones(3))
 
     class OnlyDlpack:
@@ -84,6 +97,7 @@ def test_to_numpy_any_plain_and_duck_types():
 
         def __dlpack_device__(self):
             return self.a.__dlpack_device__()
+
     assert np.array_equal(mt.to_numpy_any(OnlyDlpack()), np.full(4, 2.0))
 
     FakeCupy = type("ndarray", (), {"__module__": "cupy._core.core", "get": lambda self: np.arange(3)})
@@ -107,6 +121,7 @@ def test_to_numpy_any_torch():
 # ----------------------------------------------------------------------------------------------------
 # compare / assert_close
 # ----------------------------------------------------------------------------------------------------
+
 
 def test_assert_close_passes_and_returns_comparison():
     e = np.random.default_rng(0).standard_normal((3, 4))
@@ -165,21 +180,25 @@ def test_nan_shape_and_validation():
 # assert_matches_reference
 # ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", sorted(CASES))
 def test_correct_kernel_passes_every_arch(arch):
     sizes, args = split_case(arch)
     fn = dense_kernel(arch, **args)
-    res = mt.assert_matches_reference(fn, arch, head_dim=4, batch=2, dtype="float64", check_grads=True,
-                                      grad_fn=autograd_grad_fn(fn), **sizes, **args)
+    res = mt.assert_matches_reference(
+        fn, arch, head_dim=4, batch=2, dtype="float64", check_grads=True, grad_fn=autograd_grad_fn(fn), **sizes, **args
+    )
     assert set(res) == {"out", "dq", "dk", "dv"} and all(c.ok for c in res.values())
 
 
 def test_full_row_output_is_accepted_for_perceiver_ar():
     """A dense-mask kernel returns all n rows; only the computed (latent) rows are compared."""
+
     def fn(q, k, v):
         full = np.zeros_like(q)
         full[:, :, 7:] = dense_kernel("perceiver_ar", latent=5)(q, k, v)
         return full
+
     res = mt.assert_matches_reference(fn, "perceiver_ar", seq_len=12, heads=2, head_dim=4, latent=5)
     assert res["out"].shape == (1, 2, 5, 4)
 
@@ -191,6 +210,7 @@ def test_low_precision_inputs_are_rounded_and_pass():
         def fn(q, k, v):
             seen["q"] = q
             return dense_kernel("ecp", half_segment=8)(q, k, v)
+
         mt.assert_matches_reference(fn, "ecp", seq_len=32, heads=2, head_dim=8, dtype=dtype, half_segment=8)
         if dtype == "bfloat16":
             assert seen["q"].dtype == np.float32 and not (seen["q"].view(np.uint32) & 0xFFFF).any()
@@ -205,9 +225,11 @@ def test_wrong_gradient_is_named():
     def bad_grad(q, k, v, dout):
         dq, dk, dv = good(q, k, v, dout)
         return dq, dk * 1.01, dv
+
     with pytest.raises(mt.MismatchError, match=r"^dk: .*out of tolerance") as info:
-        mt.assert_matches_reference(fn, "ecp", seq_len=16, heads=2, head_dim=4, check_grads=True,
-                                    grad_fn=bad_grad, half_segment=4)
+        mt.assert_matches_reference(
+            fn, "ecp", seq_len=16, heads=2, head_dim=4, check_grads=True, grad_fn=bad_grad, half_segment=4
+        )
     assert "gradients of sum(out * dout)" in str(info.value)
     assert "reference: minicp ecp(half_segment=4)" in str(info.value)
 
@@ -231,29 +253,41 @@ def test_torch_kernel_with_array_fn():
     def grad_fn(q, k, v, dout):
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
         return torch.autograd.grad(fn(q, k, v), (q, k, v), grad_outputs=dout)
-    res = mt.assert_matches_reference(fn, "transformer", seq_len=32, heads=2, head_dim=8, dtype="bfloat16",
-                                      array_fn=lambda a: torch.from_numpy(a).to(torch.bfloat16),
-                                      check_grads=True, grad_fn=grad_fn)
+
+    res = mt.assert_matches_reference(
+        fn,
+        "transformer",
+        seq_len=32,
+        heads=2,
+        head_dim=8,
+        dtype="bfloat16",
+        array_fn=lambda a: torch.from_numpy(a).to(torch.bfloat16),
+        check_grads=True,
+        grad_fn=grad_fn,
+    )
     assert res["out"].actual_dtype == "bfloat16" and res["dv"].ok
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(fn=None), "fn must be callable"),
-    (dict(check_grads=True), "needs grad_fn"),
-    (dict(check_grads="yes"), "check_grads"),
-    (dict(grad_fn=3), "grad_fn must be callable"),
-    (dict(array_fn="torch"), "array_fn must be callable"),
-    (dict(dtype="int8"), "dtype must be one of"),
-    (dict(rtol=-1.0), "rtol"),
-    (dict(seq_len=0), "seq_len"),
-    (dict(heads=1.5), "heads"),
-    (dict(head_dim=-2), "head_dim"),
-    (dict(batch=0), "batch"),
-    (dict(seed=-1), "seed"),
-    (dict(half_segment=None, latent=3), "unknown pattern argument"),
-    (dict(half_segment=None), "needs the pattern argument"),
-    (dict(half_segment=5), "not divisible by half_segment"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(fn=None), "fn must be callable"),
+        (dict(check_grads=True), "needs grad_fn"),
+        (dict(check_grads="yes"), "check_grads"),
+        (dict(grad_fn=3), "grad_fn must be callable"),
+        (dict(array_fn="torch"), "array_fn must be callable"),
+        (dict(dtype="int8"), "dtype must be one of"),
+        (dict(rtol=-1.0), "rtol"),
+        (dict(seq_len=0), "seq_len"),
+        (dict(heads=1.5), "heads"),
+        (dict(head_dim=-2), "head_dim"),
+        (dict(batch=0), "batch"),
+        (dict(seed=-1), "seed"),
+        (dict(half_segment=None, latent=3), "unknown pattern argument"),
+        (dict(half_segment=None), "needs the pattern argument"),
+        (dict(half_segment=5), "not divisible by half_segment"),
+    ],
+)
 def test_argument_validation(kwargs, match):
     base = dict(fn=dense_kernel("ecp", half_segment=4), arch="ecp", seq_len=16, heads=1, head_dim=4, half_segment=4)
     base.update(kwargs)
@@ -274,9 +308,14 @@ def test_readme_example_runs():
     import pathlib
     import subprocess
     import sys
+
     root = pathlib.Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        str(root / "examples" / "test_my_kernel.py")], capture_output=True, text=True, cwd=root)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "examples" / "test_my_kernel.py")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -288,6 +327,7 @@ def test_cases_cover_the_edges():
 
 
 def test_bnhd_layout_and_segment_spelling():
-    def fn(q, k, v):                                      # (b, n, h, d)
+    def fn(q, k, v):  # (b, n, h, d)
         return np.swapaxes(dense_kernel("ecp", half_segment=4)(*(np.swapaxes(x, 1, 2) for x in (q, k, v))), 1, 2)
+
     mt.assert_matches_reference(fn, "ecp", seq_len=16, heads=2, head_dim=4, segment=8, layout="bnhd")

@@ -3,6 +3,7 @@
 Small sizes here (n = 256, two seeds, a few seconds); the sweep up to n = 4096 is
 ``python tests/golden/corpus.py`` (results in benchmarks/results/verdicts-cpu.txt).
 """
+
 import numpy as np
 import pytest
 
@@ -34,16 +35,27 @@ def test_nonfinite_reference_never_passes():
 def test_report_points_at_strided_rows_heads_and_blocks(tmp_path):
     """Seven bad rows with stride 128 are named as such; every tensor is judged; the JSON report is written."""
     import json
+
     n, bad_rows = 1024, np.arange(255, 1024, 128)
 
     def fn(q, k, v):
         out = corpus.K.sdpa_blocks("ecp", {"half_segment": 128})(q, k, v)
         out[:, 1, bad_rows] += 0.5
         return out
+
     path = tmp_path / "report.json"
     with pytest.raises(mt.MismatchError) as info:
-        mt.assert_matches_reference(fn, "ecp", seq_len=n, heads=2, head_dim=16, segment=256, check_grads=True,
-                                    report_path=str(path), **mt_torch_adapters(fn))
+        mt.assert_matches_reference(
+            fn,
+            "ecp",
+            seq_len=n,
+            heads=2,
+            head_dim=16,
+            segment=256,
+            check_grads=True,
+            report_path=str(path),
+            **mt_torch_adapters(fn),
+        )
     msg = str(info.value)
     assert "255, 383, ..., 1023 (7, stride 128)" in msg and "head 1" in msg
     assert set(info.value.report) == {"out", "dq", "dk", "dv"}
@@ -54,4 +66,5 @@ def test_report_points_at_strided_rows_heads_and_blocks(tmp_path):
 
 def mt_torch_adapters(fn, dtype="float32"):
     from minicp.testing import torch as mtt
+
     return mtt.adapters(fn, dtype)

@@ -1,12 +1,14 @@
 """Tests for minicp.lm.data: tokenizer, corpora, splits, batching and the lag-copy task."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minicp.lm import data as D
 
-
 # ---------------------------------------------------------------------------- tokenizer
+
 
 @settings(max_examples=200, deadline=None)
 @given(st.text())
@@ -20,7 +22,7 @@ def test_encode_decode_round_trip(text):
 
 
 def test_decode_replaces_invalid_utf8():
-    cut = D.encode("é")[:1]                       # half of a two-byte character
+    cut = D.encode("é")[:1]  # half of a two-byte character
     assert D.decode(cut) == "\ufffd"
     assert D.decode([]) == ""
     assert D.VOCAB == 256
@@ -28,8 +30,10 @@ def test_decode_replaces_invalid_utf8():
 
 # ---------------------------------------------------------------------------- corpora
 
+
 def test_pydoc_corpus():
     from pydoc_data.topics import topics
+
     text = D.load_corpus()
     assert text == D.load_corpus("pydoc")
     assert len(text.encode("utf-8")) > 400_000
@@ -40,8 +44,8 @@ def test_pydoc_corpus():
 
 def test_text_corpus(tmp_path):
     f = tmp_path / "a.txt"
-    f.write_bytes("héllo\r\nwörld\n".encode("utf-8"))
-    assert D.load_corpus("text", f) == "héllo\r\nwörld\n"        # no newline translation
+    f.write_bytes("héllo\r\nwörld\n".encode())
+    assert D.load_corpus("text", f) == "héllo\r\nwörld\n"  # no newline translation
     assert D.load_corpus("text", str(f)) == "héllo\r\nwörld\n"
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         D.load_corpus("text", tmp_path / "missing.txt")
@@ -64,6 +68,7 @@ def test_wikitext_directory_and_file(tmp_path):
 
 # ---------------------------------------------------------------------------- splits and batching
 
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(20, 5000))
 def test_split_tokens_partition(n):
@@ -81,18 +86,18 @@ def test_chunks_shape_and_content():
     c = D.chunks(ids, 9)
     assert c.shape == (10, 10)
     np.testing.assert_array_equal(c.ravel(), ids[:100])
-    assert np.shares_memory(c, ids)                  # a view, no copy
+    assert np.shares_memory(c, ids)  # a view, no copy
 
 
 def test_batches_cover_every_chunk_once():
-    ids = np.arange(7 * 23)                          # 23 chunks of seq_len + 1 = 7
+    ids = np.arange(7 * 23)  # 23 chunks of seq_len + 1 = 7
     rng = np.random.default_rng(0)
     got = list(D.batches(ids, 6, 5, rng))
     assert [b.shape for b in got] == [(5, 7)] * 4 + [(3, 7)]
     rows = np.concatenate(got)
-    assert sorted(rows[:, 0].tolist()) == list(range(0, 7 * 23, 7))   # each chunk exactly once
+    assert sorted(rows[:, 0].tolist()) == list(range(0, 7 * 23, 7))  # each chunk exactly once
     np.testing.assert_array_equal(rows - rows[:, :1], np.broadcast_to(np.arange(7), rows.shape))
-    assert rows[:, 0].tolist() != sorted(rows[:, 0].tolist())          # shuffled
+    assert rows[:, 0].tolist() != sorted(rows[:, 0].tolist())  # shuffled
     ordered = np.concatenate(list(D.batches(ids, 6, 5, shuffle=False)))
     np.testing.assert_array_equal(ordered, D.chunks(ids, 6))
     dropped = list(D.batches(ids, 6, 5, np.random.default_rng(0), drop_last=True))
@@ -109,16 +114,23 @@ def test_random_windows_deterministic_and_contiguous():
     assert not np.array_equal(a, c)
     pos = np.arange(100)
     w = D.random_windows(pos, 10, 500, np.random.default_rng(0))
-    np.testing.assert_array_equal(np.diff(w, axis=1), 1)              # consecutive tokens
-    assert w[:, 0].min() == 0 and w[:, -1].max() == 99                # both ends reachable
+    np.testing.assert_array_equal(np.diff(w, axis=1), 1)  # consecutive tokens
+    assert w[:, 0].min() == 0 and w[:, -1].max() == 99  # both ends reachable
     assert D.random_windows(np.arange(11), 10, 3, np.random.default_rng(0)).tolist() == [list(range(11))] * 3
 
 
 # ---------------------------------------------------------------------------- lag copy
 
+
 @settings(max_examples=100, deadline=None)
-@given(num=st.integers(1, 6), seq_len=st.integers(1, 64), data=st.data(),
-       vocab=st.integers(2, 20), low=st.integers(0, 200), seed=st.integers(0, 2**32 - 1))
+@given(
+    num=st.integers(1, 6),
+    seq_len=st.integers(1, 64),
+    data=st.data(),
+    vocab=st.integers(2, 20),
+    low=st.integers(0, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_lag_copy_property(num, seq_len, data, vocab, low, seed):
     lag = data.draw(st.integers(1, seq_len))
     x, mask = D.lag_copy(num, seq_len, lag, vocab=vocab, rng=np.random.default_rng(seed), low=low)
@@ -135,7 +147,7 @@ def test_lag_copy_property(num, seq_len, data, vocab, low, seed):
             assert x[row, j + 1] == x[row, j + 1 - lag]
     # the perfect copier scores 1, from predictions or one-hot logits
     preds = x[:, :-1].copy()
-    preds[:, lag - 1:] = x[:, : seq_len + 1 - lag]
+    preds[:, lag - 1 :] = x[:, : seq_len + 1 - lag]
     assert D.copy_accuracy(preds, x, mask) == 1.0
     assert D.copy_accuracy(np.eye(low + vocab)[preds], x, mask) == 1.0
 
@@ -145,7 +157,7 @@ def test_lag_copy_prefix_random_and_chance():
     assert np.bincount(x[:, :8].ravel(), minlength=16).min() > 0.8 * 2000 * 8 / 16
     guess = np.zeros((2000, 16), dtype=np.int64)
     assert abs(D.copy_accuracy(guess, x, mask) - 1 / 16) < 0.02
-    assert D.copy_accuracy(guess, x, mask[0]) == D.copy_accuracy(guess, x, mask)   # broadcast mask
+    assert D.copy_accuracy(guess, x, mask[0]) == D.copy_accuracy(guess, x, mask)  # broadcast mask
 
 
 # ---------------------------------------------------------------------------- invalid arguments
@@ -212,6 +224,7 @@ def test_message_format():
 
 def test_core_dependencies_only():
     import ast
+
     tree = ast.parse(open(D.__file__, encoding="utf-8").read())
     names = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     names |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

@@ -1,16 +1,19 @@
 """Tests for minicp.lm.evaluate (both perplexities) and minicp.generate (top-k sampling, any prompt length)."""
+
 import importlib
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minicp import ModelConfig, forward, init_params, loss
+from minicp.cli import eval as cli_eval
+from minicp.cli import generate as cli_generate
+from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY
 from minicp.lm import evaluate as E
 from minicp.lm import train as T
-from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY
-from minicp.cli import eval as cli_eval, generate as cli_generate
 
 # The module, even if the package re-exports a function ``minicp.generate`` that shadows its name.
 G = importlib.import_module("minicp.lm.generate")
@@ -27,6 +30,7 @@ def stream(size, seed=0):
 
 
 # ---------------------------------------------------------------------------- official perplexity
+
 
 @pytest.mark.parametrize("arch", ["ecp", "perceiver_ar"])
 @pytest.mark.parametrize("truncate", [True, False])
@@ -65,10 +69,11 @@ def test_official_windows_score_tokens_twice_when_latent_is_n():
     counts[:] = 0
     for _, first, stop in E.official_windows(1000, 64, 32):
         counts[first:stop] += 1
-    assert counts[33:].max() == 1                   # L = n/2: each at most once
+    assert counts[33:].max() == 1  # L = n/2: each at most once
 
 
 # ---------------------------------------------------------------------------- every token once
+
 
 @settings(max_examples=60, deadline=None)
 @given(T_=st.integers(17, 300), n=st.integers(1, 16), data=st.data())
@@ -80,12 +85,12 @@ def test_every_token_once_windows_cover_each_target_exactly_once(T_, n, data):
     counts = np.zeros(T_, int)
     for begin, first, stop in E.every_token_once_windows(T_, n, L, S):
         assert 0 <= begin and begin + n + 1 <= T_ and stop == begin + n + 1
-        assert begin + n - L + 1 <= first < stop                  # only the window's own L rows
+        assert begin + n - L + 1 <= first < stop  # only the window's own L rows
         if begin > 0:
-            assert first - begin >= n - S + 1 or stop == T_       # later windows: >= n - S + 1 context
+            assert first - begin >= n - S + 1 or stop == T_  # later windows: >= n - S + 1 context
         counts[first:stop] += 1
     assert counts[: n - L + 1].sum() == 0
-    assert (counts[n - L + 1:] == 1).all()
+    assert (counts[n - L + 1 :] == 1).all()
 
 
 @pytest.mark.parametrize("arch", ["ecp", "perceiver_ar", "double"])
@@ -101,7 +106,7 @@ def test_every_token_once_counts_and_value(arch):
     n, L = cfg.seq_len, cfg.latent
     total = 0.0
     for begin, lo, stop in res["windows"]:
-        logits = np.asarray(forward(params, ids[None, begin:begin + n], cfg), np.float64)[0, -L:]
+        logits = np.asarray(forward(params, ids[None, begin : begin + n], cfg), np.float64)[0, -L:]
         for t in range(lo, stop):
             row = logits[t - (begin + n - L + 1)]
             total += np.log(np.exp(row - row.max()).sum()) + row.max() - row[ids[t]]
@@ -136,10 +141,11 @@ def test_perplexity_errors():
 
 # ---------------------------------------------------------------------------- sampling
 
+
 def test_official_top_k_count():
-    assert G.top_k_count(256) == 25                 # int(0.0999... * 256)
-    assert G.top_k_count(28996) == 2899             # docs/official-code.md#wrapper-generation-evaluation-training
-    assert G.top_k_count(5) == 1                    # official would be 0 (and fail)
+    assert G.top_k_count(256) == 25  # int(0.0999... * 256)
+    assert G.top_k_count(28996) == 2899  # docs/official-code.md#wrapper-generation-evaluation-training
+    assert G.top_k_count(5) == 1  # official would be 0 (and fail)
     assert G.top_k_count(256, filter_thres=0.0) == 256
     assert G.top_k_count(256, top_k=3) == 3
 
@@ -158,7 +164,7 @@ def test_sample_next_follows_the_softmax():
     draws = G.sample_next(np.tile(logits, (40000, 1)), rng)
     freq = np.bincount(draws, minlength=4) / len(draws)
     np.testing.assert_allclose(freq, [0.5, 0.3, 0.15, 0.05], atol=0.01)
-    draws = G.sample_next(np.tile(logits, (20000, 1)), rng, k=2)              # top-2, renormalised
+    draws = G.sample_next(np.tile(logits, (20000, 1)), rng, k=2)  # top-2, renormalised
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / 20000, [0.625, 0.375, 0, 0], atol=0.015)
     draws = G.sample_next(np.tile(logits, (20000, 1)), rng, temperature=0.5)  # p^2, renormalised
     p2 = np.array([0.25, 0.09, 0.0225, 0.0025]) / 0.365
@@ -206,7 +212,7 @@ def test_short_windows_are_left_padded_for_perceiver_family_and_longlora():
     w = np.array([[7, 8, 9]])
     for arch in PERCEIVER_FAMILY:
         tokens, cfg = G.window_input(w, tiny(arch), pad_id=1)
-        if arch == "double":                       # the official Double model runs on any length: no padding
+        if arch == "double":  # the official Double model runs on any length: no padding
             np.testing.assert_array_equal(tokens, w)
             continue
         assert tokens.shape == (1, 16) and (tokens[0, :13] == 1).all() and (tokens[0, 13:] == [7, 8, 9]).all()
@@ -226,7 +232,7 @@ def test_generate_eos_stops_and_fills():
     for row, g in zip(out, greedy):
         hit = np.flatnonzero(g == eos)
         if hit.size:
-            assert (row[hit[0]:] == eos).all() and np.array_equal(row[:hit[0]], g[:hit[0]])
+            assert (row[hit[0] :] == eos).all() and np.array_equal(row[: hit[0]], g[: hit[0]])
     assert out.shape[1] <= 8
 
 
@@ -240,6 +246,7 @@ def test_generate_rejects_bad_prompts():
 
 
 # ---------------------------------------------------------------------------- command line
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -265,6 +272,7 @@ def test_cli_generate(checkpoint, capsys):
 
 def test_cli_dispatcher_exit_status(checkpoint, capsys):
     from minicp import cli
+
     assert cli.main(["eval", checkpoint, "--max-tokens", "1000", "--batch", "32"]) == 0
     assert cli.main(["generate", checkpoint, "--prompt", "ab", "--tokens", "3"]) == 0
     with pytest.raises(SystemExit, match="does not exist"):

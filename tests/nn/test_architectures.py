@@ -1,18 +1,19 @@
 """Every architecture, two independent roads: the explicit blockwise code vs a dense masked O(n^2)
 attention built from the *declared* pattern. Plus gradients, float32, and extreme inputs."""
+
 import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import example_config, model_configs, random_qkv
 
 import minicp
+from minicp.config import ARCHITECTURES
 from minicp.nn import ops
 from minicp.nn.attention import module, patterns
-from minicp.config import ARCHITECTURES
 from minicp.nn.reference import dense_attention
-from strategies import example_config, model_configs, random_qkv
 
 
 def layer_cases(cfg):
@@ -26,7 +27,7 @@ def layer_cases(cfg):
 
 
 def dense_mask(cfg, n, args):
-    return np.stack([p.mask() for p in patterns(cfg.arch, n, cfg.heads, **args)])    # (h, n, n)
+    return np.stack([p.mask() for p in patterns(cfg.arch, n, cfg.heads, **args)])  # (h, n, n)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -79,21 +80,24 @@ def test_float32_agrees_with_float64_and_huge_scores_stay_finite(arch):
     out32 = module(arch).attention(*(a.astype(np.float32) for a in (q, k, v)), **args)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
-    huge = module(arch).attention(q * 1e4, k, v, **args)          # logits of order 1e4: softmax saturates
+    huge = module(arch).attention(q * 1e4, k, v, **args)  # logits of order 1e4: softmax saturates
     assert np.isfinite(huge).all()
     np.testing.assert_array_less(np.abs(huge), np.abs(v).max() + 1e-9)
 
 
 @pytest.mark.parametrize("arch", ["ecp", "s_split", "longlora"])
 def test_sparse_architectures_never_build_an_n_by_n_matrix(arch):
-    kw = {"ecp": dict(seq_len=64, half_segment=8), "s_split": dict(seq_len=64, latent=8, split=8),
-          "longlora": dict(seq_len=64, group=8)}[arch]
+    kw = {
+        "ecp": dict(seq_len=64, half_segment=8),
+        "s_split": dict(seq_len=64, latent=8, split=8),
+        "longlora": dict(seq_len=64, group=8),
+    }[arch]
     cfg = minicp.ModelConfig(arch=arch, vocab=11, dim=4, heads=2, layers=1, **kw)
     q, k, v = random_qkv(np.random.default_rng(4), 1, 2, 64, 2)
     with ops.record_scores() as shapes:
         module(arch).attention(q, k, v, **module(arch).pattern_kwargs(cfg, 0))
     biggest = max(s[-2] * s[-1] for s in shapes)
-    if arch == "s_split":                                   # the latent rows see all keys: L x n = 8 x 64
+    if arch == "s_split":  # the latent rows see all keys: L x n = 8 x 64
         assert biggest <= 8 * 64
     else:
         assert biggest <= 16 * 16

@@ -3,6 +3,7 @@
 Each equivalence is derived in its docstring from the patterns and the sub-layer rules (docs/official-code.md#architectures);
 the tests then check it numerically at model level in float64.
 """
+
 import numpy as np
 import pytest
 
@@ -85,16 +86,18 @@ def test_perceiver_ar_layers_after_the_first_are_causal_full_attention():
     PerceiverAR model equals: its own first layer, then a "transformer" of length L with kv LayerNorm
     (PerceiverAR's conventions, docs/official-code.md#full-attention-perceiverar-conventions) on the latent stream. Checked block by block with minicp.nn.model.block."""
     from minicp.nn.model import block
+
     n, L = 12, 6
     par = ModelConfig(arch="perceiver_ar", seq_len=n, latent=L, **BASE)
     full = ModelConfig(arch="transformer", seq_len=L, kv_layernorm=True, **BASE)
     params = init_params(par, seed=4, dtype="float64")
     x = params["token_emb"]["weight"][_tokens(n)]
-    x = block(params["layers"][0], x, par, 0)                          # (b, L, D)
+    x = block(params["layers"][0], x, par, 0)  # (b, L, D)
     renamed = _rename(params, {"w_out": "to_out"})
     for k in (1, 2):
         # transformer "layer 1" has no RoPE, like PerceiverAR's layers k >= 1
-        np.testing.assert_allclose(block(params["layers"][k], x, par, k), block(renamed["layers"][k], x, full, k),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            block(params["layers"][k], x, par, k), block(renamed["layers"][k], x, full, k), rtol=1e-12, atol=1e-12
+        )
         x = block(params["layers"][k], x, par, k)
     assert x.shape == (2, L, BASE["dim"])

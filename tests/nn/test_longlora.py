@@ -1,14 +1,16 @@
 """Tests for minicp.nn.attention.longlora: S2-Attn against the dense reference, counts, leak, ECP identity."""
+
 import numpy as np
 import pytest
 from autograd import grad
 from autograd.test_util import check_grads
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minicp.nn.attention as A
+from minicp.config import ModelConfig
 from minicp.nn import ops
 from minicp.nn.attention import longlora as S2
-from minicp.config import ModelConfig
 from minicp.nn.model import forward, init_params
 from minicp.nn.reference import dense_attention
 
@@ -17,12 +19,15 @@ SHIFTS = ("varlen", "roll")
 
 def qkv(b, h, n, d, seed=0, e=None):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((b, h, n, d)), rng.standard_normal((b, h, n, d)),
-            rng.standard_normal((b, h, n, e or d)))
+    return (
+        rng.standard_normal((b, h, n, d)),
+        rng.standard_normal((b, h, n, d)),
+        rng.standard_normal((b, h, n, e or d)),
+    )
 
 
 def stacked_mask(n, heads, group, shift):
-    return np.stack([p.mask() for p in S2.head_patterns(n, heads, group=group, shift=shift)])   # (h, n, n)
+    return np.stack([p.mask() for p in S2.head_patterns(n, heads, group=group, shift=shift)])  # (h, n, n)
 
 
 def err(a, b):
@@ -34,6 +39,7 @@ s2_args = st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.
 
 
 # ---------------------------------------------------------------------------- explicit == dense reference
+
 
 @settings(max_examples=25, deadline=None)
 @given(s2_args, st.integers(1, 2), st.integers(1, 5), st.integers(0, 10**6))
@@ -51,7 +57,7 @@ def test_explicit_matches_dense_reference(args, b, d, seed):
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_dispatch_scale_and_value_width(shift):
     n, h, g = 12, 4, 6
-    q, k, v = qkv(2, h, n, 3, seed=1, e=5)                        # value width e != d
+    q, k, v = qkv(2, h, n, 3, seed=1, e=5)  # value width e != d
     out = A.attention("longlora", q, k, v, group=g, shift=shift, scale=0.7)
     ref = dense_attention(q, k, v, A.attention_mask("longlora", n, h, group=g, shift=shift), scale=0.7)
     assert out.shape == (2, h, n, 5)
@@ -65,10 +71,10 @@ def test_varlen_equals_roll_away_from_the_wrap():
     q, k, v = qkv(1, h, n, 4, seed=2)
     a = S2.attention(q, k, v, group=g, shift="varlen")
     r = S2.attention(q, k, v, group=g, shift="roll")
-    np.testing.assert_allclose(a[:, :, u:n - u], r[:, :, u:n - u], rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(a[:, 0], r[:, 0])                       # unshifted heads identical
-    assert not np.allclose(a[:, 1, :u], r[:, 1, :u])                      # wrap rows differ
-    np.testing.assert_allclose(a[:, 1, n - u:], r[:, 1, n - u:], rtol=1e-12)   # tail rows: same keys, same order
+    np.testing.assert_allclose(a[:, :, u : n - u], r[:, :, u : n - u], rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(a[:, 0], r[:, 0])  # unshifted heads identical
+    assert not np.allclose(a[:, 1, :u], r[:, 1, :u])  # wrap rows differ
+    np.testing.assert_allclose(a[:, 1, n - u :], r[:, 1, n - u :], rtol=1e-12)  # tail rows: same keys, same order
 
 
 def test_one_group_is_causal_attention():
@@ -82,6 +88,7 @@ def test_one_group_is_causal_attention():
 
 # ---------------------------------------------------------------------------- patterns and counts (docs/attention-steps.md#per-layer-formulas)
 
+
 @pytest.mark.parametrize("n,g", [(8, 2), (16, 4), (24, 8), (12, 12), (64, 16)])
 def test_counts_match_closed_forms(n, g):
     u = g // 2
@@ -93,7 +100,7 @@ def test_counts_match_closed_forms(n, g):
         assert p.unmasked() == n * (g + 1) // 2 == p.mask().sum()
     assert var.computed() == n * g - g * g // 2
     assert var.unmasked() == (n // g - 1) * g * (g + 1) // 2 + u * (u + 1) == var.mask().sum()
-    for p in (plain, var, roll):                                          # every row computed once
+    for p in (plain, var, roll):  # every row computed once
         assert sorted(p.rows()) == list(range(n))
 
 
@@ -106,7 +113,7 @@ def test_explicit_computes_exactly_the_declared_entries(shift):
         S2.attention(q, k, v, group=g, shift=shift)
     materialised = sum(int(np.prod(s)) for s in shapes) // b
     assert materialised == sum(p.computed() for p in S2.head_patterns(n, h, group=g, shift=shift))
-    assert all(s[-1] <= g for s in shapes)                                # nothing wider than a group
+    assert all(s[-1] <= g for s in shapes)  # nothing wider than a group
 
 
 def test_head_patterns_layout():
@@ -115,10 +122,10 @@ def test_head_patterns_layout():
     assert all(p.computed() == S2.unshifted_pattern(16, group=4).computed() for p in pats)
     masks = stacked_mask(16, 6, 4, "roll")
     assert (masks[:3] == masks[0]).all() and (masks[3:] == masks[3]).all() and not (masks[0] == masks[3]).all()
-    assert masks[3][0, 14] and masks[3][0, 15] and not masks[0][0, 15]   # roll: token 0 sees tokens n-u..n-1
-    assert not np.triu(stacked_mask(16, 6, 4, "varlen"), 1).any()         # varlen is causal
+    assert masks[3][0, 14] and masks[3][0, 15] and not masks[0][0, 15]  # roll: token 0 sees tokens n-u..n-1
+    assert not np.triu(stacked_mask(16, 6, 4, "varlen"), 1).any()  # varlen is causal
     with pytest.raises(ValueError, match="patterns"):
-        A.pattern("longlora", 16, group=4)                                # heads differ: no single pattern
+        A.pattern("longlora", 16, group=4)  # heads differ: no single pattern
 
 
 @pytest.mark.parametrize("n,m", [(8, 2), (16, 4), (24, 4), (12, 6), (32, 8)])
@@ -134,9 +141,10 @@ def test_ecp_identity_of_computed_counts(n, m):
 
 # ---------------------------------------------------------------------------- receptive fields (docs/receptive-fields.md)
 
+
 def reach(n, masks, layers):
     """R[i, j]: input j can influence stream position i after ``layers`` layers (residual included)."""
-    one = np.eye(n, dtype=bool) | np.any(masks, axis=0)                   # to_out mixes the heads
+    one = np.eye(n, dtype=bool) | np.any(masks, axis=0)  # to_out mixes the heads
     r = np.eye(n, dtype=bool)
     for _ in range(layers):
         r = (one.astype(np.int64) @ r.astype(np.int64)) > 0
@@ -151,16 +159,17 @@ def test_receptive_fields(n, g):
     for k in range(1, n // u + 1):
         expect = np.zeros((n, n), bool)
         for i in range(n):
-            expect[i, u * max(0, i // u - k): i + 1] = True
-        np.testing.assert_array_equal(reach(n, var, k), expect)           # varlen: causal, k half-groups back
-        np.testing.assert_array_equal(reach(n, ecp, k), expect)           # ... exactly ECP with m = u
-        for i in range(n):                                                # roll: plus the future tail
+            expect[i, u * max(0, i // u - k) : i + 1] = True
+        np.testing.assert_array_equal(reach(n, var, k), expect)  # varlen: causal, k half-groups back
+        np.testing.assert_array_equal(reach(n, ecp, k), expect)  # ... exactly ECP with m = u
+        for i in range(n):  # roll: plus the future tail
             if i // u < k:
-                expect[i, max(0, n - u * (k - i // u)):] = True
+                expect[i, max(0, n - u * (k - i // u)) :] = True
         np.testing.assert_array_equal(reach(n, roll, k), expect)
 
 
 # ---------------------------------------------------------------------------- the roll variant's leak
+
 
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_roll_leaks_the_future_into_the_first_rows(shift):
@@ -170,23 +179,24 @@ def test_roll_leaks_the_future_into_the_first_rows(shift):
     q, k, v = qkv(1, h, n, 3, seed=5)
     f = lambda k_: np.sum(S2.attention(q, k_, v, group=g, shift=shift)[:, 1, :u] ** 2)
     dk = grad(f)(k)
-    leak = np.abs(dk[:, 1, n - u:])
+    leak = np.abs(dk[:, 1, n - u :])
     if shift == "roll":
-        assert (leak.sum(axis=-1) > 1e-8).all()                           # every one of the last u keys
+        assert (leak.sum(axis=-1) > 1e-8).all()  # every one of the last u keys
     else:
         assert (leak == 0).all()
-        assert (dk[:, 1, u:] == 0).all()                                  # rows 0..u-1 see only keys 0..u-1
-    assert (dk[:, 0] == 0).all()                                          # unshifted head untouched
+        assert (dk[:, 1, u:] == 0).all()  # rows 0..u-1 see only keys 0..u-1
+    assert (dk[:, 0] == 0).all()  # unshifted head untouched
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_check_grads(shift):
     q, k, v = qkv(1, 2, 8, 2, seed=6)
     f = lambda q_, k_, v_: S2.attention(q_, k_, v_, group=4, shift=shift)
-    check_grads(f, modes=["rev"])(q, k, v)                      # order 2: the VJP is differentiable too
+    check_grads(f, modes=["rev"])(q, k, v)  # order 2: the VJP is differentiable too
 
 
 # ---------------------------------------------------------------------------- model and config
+
 
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_model_runs(shift):
@@ -213,7 +223,7 @@ def test_model_causality_depends_on_shift():
         if shift == "varlen":
             assert (diff == 0).all()
         else:
-            assert (diff[:4] > 0).all() and (diff[4:15] == 0).all()       # rows 0..u-1 leak
+            assert (diff[:4] > 0).all() and (diff[4:15] == 0).all()  # rows 0..u-1 leak
 
 
 def test_default_config():
@@ -224,13 +234,17 @@ def test_default_config():
 
 # ---------------------------------------------------------------------------- validation
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(group=3), "group 3 must be even"),
-    (dict(group=5), "group 5 must be even"),
-    (dict(group=6), "not divisible by group 6"),
-    (dict(group=0), "group must be a positive integer"),
-    (dict(group=4, shift="wrap"), "shift 'wrap' is not one of"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(group=3), "group 3 must be even"),
+        (dict(group=5), "group 5 must be even"),
+        (dict(group=6), "not divisible by group 6"),
+        (dict(group=0), "group must be a positive integer"),
+        (dict(group=4, shift="wrap"), "shift 'wrap' is not one of"),
+    ],
+)
 def test_validation(kwargs, match):
     q, k, v = qkv(1, 2, 8, 2)
     with pytest.raises(ValueError, match=match):
@@ -241,7 +255,7 @@ def test_validation(kwargs, match):
 
 def test_validation_heads():
     q, k, v = qkv(1, 3, 8, 2)
-    assert S2.attention(q, k, v, group=4).shape == q.shape          # odd h: heads h//2 onwards are shifted
+    assert S2.attention(q, k, v, group=4).shape == q.shape  # odd h: heads h//2 onwards are shifted
     assert len(S2.head_patterns(8, 3, group=4)) == 3
     with pytest.raises(ValueError, match="heads must be a positive integer"):
         S2.head_patterns(8, 0, group=4)

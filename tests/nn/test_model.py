@@ -1,22 +1,23 @@
 """Whole-model properties: causality, docs/receptive-fields.md's history rows, gradients, dtypes, parameters."""
+
 import numpy as np
 import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import example_config, model_configs
 
 import minicp
 from minicp.config import ARCHITECTURES, ModelConfig
 from minicp.nn.model import count_params, flatten, forward, init_params, loss, unflatten
-from strategies import example_config, model_configs
 
 
 def perturb_after(tokens, t, vocab, rng):
     """Copy of tokens whose positions > t are redrawn so that every one of them changes."""
     new = tokens.copy()
     n = tokens.shape[1]
-    new[:, t + 1:] = (tokens[:, t + 1:] + rng.integers(1, vocab, (tokens.shape[0], n - t - 1))) % vocab
+    new[:, t + 1 :] = (tokens[:, t + 1 :] + rng.integers(1, vocab, (tokens.shape[0], n - t - 1))) % vocab
     return new
 
 
@@ -34,7 +35,7 @@ def row_positions(cfg):
 def test_trained_rows_are_causal(cfg, data):
     """Perturbing tokens after t leaves every trained output at or before t bit-identical."""
     if cfg.arch == "longlora" and cfg.shift == "roll":
-        return                                          # leaks by construction: see the next test
+        return  # leaks by construction: see the next test
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     params = init_params(cfg, seed=data.draw(st.integers(0, 100)), dtype="float64")
     tokens = rng.integers(0, cfg.vocab, (2, cfg.seq_len))
@@ -43,11 +44,11 @@ def test_trained_rows_are_causal(cfg, data):
     after = forward(params, perturb_after(tokens, t, cfg.vocab, rng), cfg)
     pos = row_positions(cfg)
     trained = np.zeros(len(pos), bool)
-    trained[-cfg.latent:] = True
+    trained[-cfg.latent :] = True
     check = trained & (pos <= t) & (pos >= 0)
     np.testing.assert_array_equal(after[:, check], before[:, check])
     if t + 1 < cfg.seq_len and check.any():
-        assert not np.array_equal(after, before)         # the perturbation did reach the model
+        assert not np.array_equal(after, before)  # the perturbation did reach the model
 
 
 def test_longlora_roll_leaks_the_future_and_varlen_does_not():
@@ -56,7 +57,7 @@ def test_longlora_roll_leaks_the_future_and_varlen_does_not():
         cfg = example_config("longlora", layers=1, shift=shift)
         params = init_params(cfg, seed=0, dtype="float64")
         tokens = np.random.default_rng(0).integers(0, cfg.vocab, (1, cfg.seq_len))
-        changed = perturb_after(tokens, cfg.seq_len - 2, cfg.vocab, np.random.default_rng(1))   # only the last token
+        changed = perturb_after(tokens, cfg.seq_len - 2, cfg.vocab, np.random.default_rng(1))  # only the last token
         moved = np.abs(forward(params, changed, cfg) - forward(params, tokens, cfg))[0, : cfg.group // 2].max()
         assert (moved > 0) == leaks, shift
 
@@ -74,13 +75,13 @@ def test_history_rows_follow_spec_section_8(arch, rule):
         changed = tokens.copy()
         changed[0, j] = (changed[0, j] + 1) % cfg.vocab
         diff = np.abs(forward(params, changed, cfg)[0] - base).max(axis=-1) > 0
-        if rule == "history":                                    # rows 0..H-1 depend on exactly [0, H)
+        if rule == "history":  # rows 0..H-1 depend on exactly [0, H)
             assert diff[:H].all() == (j < H) and diff[:H].any() == (j < H)
-        elif rule == "segment":                                  # rows of segment s depend on that segment only
+        elif rule == "segment":  # rows of segment s depend on that segment only
             c = cfg.split
             for i in range(H):
                 assert diff[i] == (j < H and j // c == i // c), (i, j)
-        else:                                                    # slots 0..p-1 depend on [0, H) only
+        else:  # slots 0..p-1 depend on [0, H) only
             p = cfg.compressed
             assert diff[:p].any() == (j < H)
 
@@ -91,7 +92,10 @@ def test_whole_model_gradients_float64(arch):
     params = init_params(cfg, seed=3, dtype="float64")
     tokens = np.random.default_rng(3).integers(0, cfg.vocab, (2, cfg.seq_len + 1))
     # perturb the LayerNorms so no parameter sits at a special point
-    flat = {k: v + 0.1 * np.random.default_rng(4).standard_normal(v.shape) if "norm" in k else v for k, v in flatten(params).items()}
+    flat = {
+        k: v + 0.1 * np.random.default_rng(4).standard_normal(v.shape) if "norm" in k else v
+        for k, v in flatten(params).items()
+    }
     check_grads(lambda p: loss(p, tokens, cfg), modes=["rev"], order=1)(unflatten(flat))
 
 

@@ -1,4 +1,5 @@
 """The shared ops, each against an independent formula."""
+
 import math
 
 import autograd.numpy as anp
@@ -16,13 +17,17 @@ def test_linear_and_layer_norm_match_their_definitions():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 5))
     p = {"weight": rng.standard_normal((4, 5)), "bias": rng.standard_normal(4)}
-    expected = np.array([[sum(x[r, i] * p["weight"][o, i] for i in range(5)) + p["bias"][o] for o in range(4)] for r in range(3)])
+    expected = np.array(
+        [[sum(x[r, i] * p["weight"][o, i] for i in range(5)) + p["bias"][o] for o in range(4)] for r in range(3)]
+    )
     np.testing.assert_allclose(ops.linear(x, p), expected, rtol=1e-12)
     ln = {"weight": rng.standard_normal(5), "bias": rng.standard_normal(5)}
     for r in range(3):
         mu = sum(x[r]) / 5
-        var = sum((x[r] - mu) ** 2) / 5                      # biased variance, as torch
-        np.testing.assert_allclose(ops.layer_norm(x, ln)[r], (x[r] - mu) / math.sqrt(var + 1e-5) * ln["weight"] + ln["bias"], rtol=1e-12)
+        var = sum((x[r] - mu) ** 2) / 5  # biased variance, as torch
+        np.testing.assert_allclose(
+            ops.layer_norm(x, ln)[r], (x[r] - mu) / math.sqrt(var + 1e-5) * ln["weight"] + ln["bias"], rtol=1e-12
+        )
 
 
 def test_gelu_is_exact_erf():
@@ -38,7 +43,7 @@ def test_rope_is_complex_rotation(d, n, style):
         d += 1
     rng = np.random.default_rng(d * 10 + n)
     x = rng.standard_normal((2, n, d))
-    pos = rng.integers(0, 64, n)      # theta is float32 (as official): angle error <= 64 * 6e-8
+    pos = rng.integers(0, 64, n)  # theta is float32 (as official): angle error <= 64 * 6e-8
     y = ops.rope(x, pos, style)
     half = d // 2
     for i in range(half):
@@ -48,7 +53,7 @@ def test_rope_is_complex_rotation(d, n, style):
         np.testing.assert_allclose(y[..., a_idx], z.real, atol=1e-5)
         np.testing.assert_allclose(y[..., b_idx], z.imag, atol=1e-5)
     if d % 2 and style == "interleaved":
-        np.testing.assert_array_equal(y[..., -1], x[..., -1])          # odd channel passes through
+        np.testing.assert_array_equal(y[..., -1], x[..., -1])  # odd channel passes through
 
 
 def test_rope_scores_depend_on_relative_position_only():
@@ -102,6 +107,7 @@ def test_attend_vjp_equals_automatic_differentiation():
         s = anp.where(mask, q @ anp.swapaxes(k, -1, -2), -anp.inf)
         p = anp.exp(s - anp.max(s, -1, keepdims=True))
         return anp.sum((p / anp.sum(p, -1, keepdims=True) @ v) * g)
+
     auto = grad(plain, argnum=(0, 1, 2))(q, k, v)
     hand = ops.attend_vjp(g, q, k, v, mask)
     for a, h in zip(auto, hand):
@@ -126,6 +132,7 @@ def test_float32_stays_float32():
 def test_fast_indexing_vjp_matches_add_at():
     """ops re-registers the VJP of x[idx]; it must equal numpy.add.at's scatter, also for repeated ids."""
     from autograd import grad
+
     rng = np.random.default_rng(5)
     table = rng.standard_normal((7, 3))
     ids = np.array([[1, 4, 1], [6, 1, 0]])

@@ -6,6 +6,7 @@ derivation); the score matrices the kernel really builds against the pattern; gr
 differences; the sub-layers inside the model (shapes, Compressed's sequence-axis projection, the
 residual options); and every argument check.
 """
+
 import math
 
 import numpy as np
@@ -29,13 +30,14 @@ FAST = settings(max_examples=25, deadline=None)
 # Strategies and closed forms
 # ----------------------------------------------------------------------------------------------------
 
+
 @st.composite
 def cases(draw, arch, later):
     """(n, pattern kwargs, sizes) for a small pattern of ``arch`` in layer 0 or a layer >= 1."""
     layer = draw(st.integers(1, 3)) if later else 0
     L = draw(st.integers(1, 6))
     if arch == "perceiver_ar":
-        H = 0 if later else draw(st.integers(1, 6))                 # layers >= 1: the stream is the L latents
+        H = 0 if later else draw(st.integers(1, 6))  # layers >= 1: the stream is the L latents
         return H + L, dict(latent=L, layer=layer), dict(L=L, H=H)
     if arch == "double":
         H = draw(st.integers(1, 6))
@@ -45,7 +47,7 @@ def cases(draw, arch, later):
         H = c * segments
         return H + L, dict(latent=L, split=c, layer=layer), dict(L=L, H=H, c=c)
     p = draw(st.integers(1, 4))
-    if later:                                                       # stream: p slots + L latents
+    if later:  # stream: p slots + L latents
         return p + L, dict(latent=L, compressed=p, layer=layer), dict(L=L, p=p)
     H = draw(st.integers(p, 7))
     return H + L, dict(latent=L, compressed=p, layer=0), dict(L=L, H=H, p=p)
@@ -85,13 +87,15 @@ def random_qkv(seed, b, h, n, d, e):
     return rng.standard_normal((b, h, n, d)), rng.standard_normal((b, h, n, d)), rng.standard_normal((b, h, n, e))
 
 
-qkv_sizes = st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 4), st.integers(1, 4),
-                      st.integers(0, 2**32 - 1))          # b, h, d, e, seed
+qkv_sizes = st.tuples(
+    st.integers(1, 2), st.integers(1, 2), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**32 - 1)
+)  # b, h, d, e, seed
 
 
 # ----------------------------------------------------------------------------------------------------
 # Head level: explicit == dense reference, counts, materialised scores, gradients
 # ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch, later", ARCH_LAYERS, ids=IDS)
 @FAST
@@ -107,7 +111,7 @@ def test_explicit_attention_matches_dense_reference(arch, later, data):
         out = mod.attention(q, k, v, scale=scale, **kw)
     rows = computed_rows(arch, later, n, s)
     assert out.shape == (b, h, len(rows), e)
-    np.testing.assert_array_equal(pat.rows(), rows)                 # declared in the order computed
+    np.testing.assert_array_equal(pat.rows(), rows)  # declared in the order computed
     np.testing.assert_allclose(out, dense_attention(q, k, v, pat.mask(), scale=scale), rtol=0, atol=1e-12)
     # the score matrices the kernel really built are exactly the declared blocks
     assert sum(math.prod(shape) for shape in shapes) == b * h * pat.computed()
@@ -157,11 +161,14 @@ def test_the_family_shares_its_pieces(sizes, qkv):
     np.testing.assert_array_equal(s_split.attention(q, k, v, latent=L, split=H), dbl)
     np.testing.assert_array_equal(compressed.attention(q, k, v, latent=L, compressed=p), dbl)
     m = p + L
-    np.testing.assert_array_equal(compressed.attention(q[:, :, :m], k[:, :, :m], v[:, :, :m], latent=L, compressed=p, layer=1),
-                                  double.attention(q[:, :, :m], k[:, :, :m], v[:, :, :m], latent=L))
+    np.testing.assert_array_equal(
+        compressed.attention(q[:, :, :m], k[:, :, :m], v[:, :, :m], latent=L, compressed=p, layer=1),
+        double.attention(q[:, :, :m], k[:, :, :m], v[:, :, :m], latent=L),
+    )
     qL, kL, vL = q[:, :, :L], k[:, :, :L], v[:, :, :L]
-    np.testing.assert_allclose(perceiver_ar.attention(qL, kL, vL, latent=L, layer=1), transformer.attention(qL, kL, vL),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        perceiver_ar.attention(qL, kL, vL, latent=L, layer=1), transformer.attention(qL, kL, vL), rtol=0, atol=1e-14
+    )
 
 
 def test_patterns_of_layers_that_do_not_change():
@@ -170,14 +177,15 @@ def test_patterns_of_layers_that_do_not_change():
         np.testing.assert_array_equal(mod.pattern(9, layer=4, **kw).mask(), mod.pattern(9, **kw).mask())
     np.testing.assert_array_equal(perceiver_ar.pattern(3, latent=3, layer=1).mask(), np.tril(np.ones((3, 3), bool)))
     expected = np.zeros((5, 5), bool)
-    expected[:2, :2] = True                                         # p = 2 slots, unmasked
-    expected[2:] = np.tril(np.ones((3, 5), bool), k=2)              # L = 3 latents: all slots, causal latents
+    expected[:2, :2] = True  # p = 2 slots, unmasked
+    expected[2:] = np.tril(np.ones((3, 5), bool), k=2)  # L = 3 latents: all slots, causal latents
     np.testing.assert_array_equal(compressed.pattern(5, latent=3, compressed=2, layer=1).mask(), expected)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Sub-layers and the model
 # ----------------------------------------------------------------------------------------------------
+
 
 def tiny_config(arch, **overrides):
     kw = dict(arch=arch, vocab=11, dim=8, heads=2, layers=3, seq_len=11, latent=4)
@@ -197,6 +205,7 @@ def perturbed_params(cfg, seed=0):
         if isinstance(node, list):
             return [walk(value) for value in node]
         return node + 0.1 * rng.standard_normal(node.shape)
+
     return walk(params)
 
 
@@ -206,7 +215,9 @@ def test_model_forward_loss_and_stream_lengths(arch):
     params = perturbed_params(cfg)
     tokens = np.random.default_rng(3).integers(0, cfg.vocab, (2, cfg.seq_len + 1))
     logits = forward(params, tokens[:, :-1], cfg)
-    rows = cfg.latent if arch == "perceiver_ar" else cfg.compressed + cfg.latent if arch == "compressed" else cfg.seq_len
+    rows = (
+        cfg.latent if arch == "perceiver_ar" else cfg.compressed + cfg.latent if arch == "compressed" else cfg.seq_len
+    )
     assert logits.shape == (2, rows, cfg.vocab) == (2, cfg.out_len, cfg.vocab)
     assert np.isfinite(loss(params, tokens, cfg))
     # each sub-layer maps its stream to the next one and its skip has the same shape
@@ -231,7 +242,7 @@ def test_model_loss_gradient_matches_finite_differences(arch):
 
 def test_official_parameter_names_and_shapes():
     cfg = tiny_config("compressed")
-    for layer in range(cfg.layers):                                 # projection_hist in every layer (dead code after layer 0)
+    for layer in range(cfg.layers):  # projection_hist in every layer (dead code after layer 0)
         spec = compressed.param_spec(cfg, layer)
         assert list(spec) == ["norm", "to_q", "to_kv", "w_out", "projection_hist"]
         assert spec["projection_hist"] == ("linear", cfg.compressed, cfg.history, True)
@@ -249,7 +260,7 @@ def _dense_heads(q, k, v, history, n):
     mask = np.zeros((n, n), bool)
     mask[:history, :history] = True
     mask[history:] = np.tril(np.ones((n - history, n), bool), k=history)
-    o = dense_attention(q, k, v, mask, scale=1.0)                   # (b, h, n, d)
+    o = dense_attention(q, k, v, mask, scale=1.0)  # (b, h, n, d)
     b, h, _, d = o.shape
     return o.transpose(0, 2, 1, 3).reshape(b, n, h * d)
 
@@ -263,9 +274,9 @@ def test_compressed_sequence_axis_projection():
     x = np.random.default_rng(8).standard_normal((2, n, cfg.dim))
     fn = params["layers"][0][0]["fn"]
     Wp, bp = fn["projection_hist"]["weight"], fn["projection_hist"]["bias"]
-    O = _dense_heads(*common.project(fn, x, cfg, 0), H, n)                         # (b, n, D)
-    O_c = np.einsum("rj,bjc->brc", Wp, O[:, :H]) + bp[None, :, None]              # (b, p, D)
-    O_official = (O[:, :H].transpose(0, 2, 1) @ Wp.T + bp).transpose(0, 2, 1)      # Linear on 'b d n'
+    O = _dense_heads(*common.project(fn, x, cfg, 0), H, n)  # (b, n, D)
+    O_c = np.einsum("rj,bjc->brc", Wp, O[:, :H]) + bp[None, :, None]  # (b, p, D)
+    O_official = (O[:, :H].transpose(0, 2, 1) @ Wp.T + bp).transpose(0, 2, 1)  # Linear on 'b d n'
     np.testing.assert_allclose(O_c, O_official, rtol=0, atol=1e-13)
     np.testing.assert_allclose(compressed.compress_history(O[:, :H], fn["projection_hist"]), O_c, rtol=0, atol=1e-13)
     expected = np.concatenate([O_c, O[:, H:]], axis=1) @ fn["w_out"]["weight"].T + fn["w_out"]["bias"]
@@ -276,10 +287,16 @@ def test_compressed_sequence_axis_projection():
     # layer >= 1: plain Double Attention over p + L rows, projection_hist unused
     fn1 = params["layers"][1][0]["fn"]
     x1 = np.random.default_rng(9).standard_normal((2, P + L, cfg.dim))
-    expected1 = _dense_heads(*common.project(fn1, x1, cfg, 1), P, P + L) @ fn1["w_out"]["weight"].T + fn1["w_out"]["bias"]
+    expected1 = (
+        _dense_heads(*common.project(fn1, x1, cfg, 1), P, P + L) @ fn1["w_out"]["weight"].T + fn1["w_out"]["bias"]
+    )
     np.testing.assert_allclose(compressed.attention_layer(fn1, x1, cfg, 1), expected1, rtol=0, atol=1e-12)
-    fn1_other = dict(fn1, projection_hist={"weight": fn1["projection_hist"]["weight"] + 1.0, "bias": fn1["projection_hist"]["bias"]})
-    np.testing.assert_array_equal(compressed.attention_layer(fn1_other, x1, cfg, 1), compressed.attention_layer(fn1, x1, cfg, 1))
+    fn1_other = dict(
+        fn1, projection_hist={"weight": fn1["projection_hist"]["weight"] + 1.0, "bias": fn1["projection_hist"]["bias"]}
+    )
+    np.testing.assert_array_equal(
+        compressed.attention_layer(fn1_other, x1, cfg, 1), compressed.attention_layer(fn1, x1, cfg, 1)
+    )
 
 
 def test_perceiver_ar_layer0_keeps_only_latent_queries():
@@ -290,22 +307,24 @@ def test_perceiver_ar_layer0_keeps_only_latent_queries():
     x = np.random.default_rng(10).standard_normal((2, cfg.seq_len, cfg.dim))
     q, k, v = common.project(fn, x, cfg, 0)
     H = cfg.history
-    o = _dense_heads(q, k, v, H, cfg.seq_len)[:, H:]                             # latent rows only
+    o = _dense_heads(q, k, v, H, cfg.seq_len)[:, H:]  # latent rows only
     expected = o @ fn["w_out"]["weight"].T + fn["w_out"]["bias"]
     np.testing.assert_allclose(perceiver_ar.attention_layer(fn, x, cfg, 0), expected, rtol=0, atol=1e-12)
 
 
 def test_residuals():
     x = np.arange(2 * 11 * 3, dtype=float).reshape(2, 11, 3)
-    par = tiny_config("perceiver_ar")                               # n 11, L 4, H 7
+    par = tiny_config("perceiver_ar")  # n 11, L 4, H 7
     np.testing.assert_array_equal(perceiver_ar.skip(x, par, 0), x[:, 7:])
     np.testing.assert_array_equal(perceiver_ar.skip(x[:, :4], par, 1), x[:, :4])
     for arch in ("double", "s_split"):
         for layer in (0, 2):
             assert MODULES[arch].skip(x, tiny_config(arch), layer) is x
-    official = tiny_config("compressed")                            # n 11, L 4, H 7, p 3
+    official = tiny_config("compressed")  # n 11, L 4, H 7, p 3
     paper = tiny_config("compressed", compressed_residual="paper")
-    np.testing.assert_array_equal(compressed.skip(x, official, 0), x[:, :7])    # official first-layer residual: x[:, :p+L]
+    np.testing.assert_array_equal(
+        compressed.skip(x, official, 0), x[:, :7]
+    )  # official first-layer residual: x[:, :p+L]
     np.testing.assert_array_equal(compressed.skip(x, paper, 0), x[:, [0, 1, 2, 7, 8, 9, 10]])
     np.testing.assert_array_equal(compressed.skip(x[:, :7], paper, 1), x[:, :7])
 
@@ -336,19 +355,30 @@ BAD = [
     (lambda: perceiver_ar.attention(*q8, latent=9), r"latent 9 must be at most seq_len 8"),
     (lambda: double.pattern(8, latent=4, layer=True), r"layer must be a non-negative integer"),
     (lambda: double.attention(*q8, latent=9), r"latent 9 must be at most seq_len 8"),
-    (lambda: s_split.pattern(16, latent=4, split=5), r"history 12 \(= seq_len 16 - latent 4\) is not divisible by split 5"),
+    (
+        lambda: s_split.pattern(16, latent=4, split=5),
+        r"history 12 \(= seq_len 16 - latent 4\) is not divisible by split 5",
+    ),
     (lambda: s_split.attention(*q8, latent=3, split=0), r"split must be a positive integer"),
     (lambda: s_split.pattern(8, latent=4, split=None), r"split must be a positive integer"),
     (lambda: compressed.pattern(12, latent=4, compressed=9), r"compressed 9 must be at most history 8"),
     (lambda: compressed.pattern(12, latent=4, compressed=0), r"compressed must be a positive integer"),
-    (lambda: compressed.pattern(12, latent=4, compressed=3, layer=1), r"seq_len 12 must equal compressed 3 \+ latent 4 in layer 1"),
+    (
+        lambda: compressed.pattern(12, latent=4, compressed=3, layer=1),
+        r"seq_len 12 must equal compressed 3 \+ latent 4 in layer 1",
+    ),
     (lambda: compressed.attention(*q8, latent=4, compressed=5), r"compressed 5 must be at most history 4"),
     (lambda: double.attention(q8[0][0], *q8[1:], latent=4), r"q must have shape \(batch, heads, seq_len, head_dim\)"),
-    (lambda: perceiver_ar.attention(q8[0], q8[1][:, :, :7], q8[2][:, :, :7], latent=4), r"q has 8 positions but k has 7"),
+    (
+        lambda: perceiver_ar.attention(q8[0], q8[1][:, :, :7], q8[2][:, :, :7], latent=4),
+        r"q has 8 positions but k has 7",
+    ),
 ]
 
 
-@pytest.mark.parametrize("call, message", BAD, ids=[m.split(" ")[0].strip("\\") + f"-{i}" for i, (_, m) in enumerate(BAD)])
+@pytest.mark.parametrize(
+    "call, message", BAD, ids=[m.split(" ")[0].strip("\\") + f"-{i}" for i, (_, m) in enumerate(BAD)]
+)
 def test_bad_arguments_raise_value_errors_naming_the_parameter(call, message):
     with pytest.raises(ValueError, match=message):
         call()

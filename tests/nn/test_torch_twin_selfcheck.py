@@ -1,12 +1,13 @@
 """Self-checks of minicp.torch_twin, the PyTorch oracle: state_dict names and shapes, output shapes,
 causality, and a few exact equivalences derived in docs/. Tiny configs, float64; runs in a few seconds."""
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from minicp import torch_twin as T  # noqa: E402
 
-V, D, HEADS, LAYERS, N = 11, 12, 3, 2, 16      # d = 4
+V, D, HEADS, LAYERS, N = 11, 12, 3, 2, 16  # d = 4
 d = D // HEADS
 ARCHS = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp")
 
@@ -21,22 +22,32 @@ def expected_shapes(arch, H=N // 2, p=N // 4):
     shapes = {"token_emb.weight": (V, D)}
     for i in range(LAYERS):
         a, f = f"layers.{i}.0.", f"layers.{i}.1."
-        shapes.update({
-            a + "norm.weight": (D,), a + "norm.bias": (D,),
-            a + "fn.norm.weight": (d,), a + "fn.norm.bias": (d,),
-            a + "fn.pos_emb.freqs": (d // 2,),
-            a + "fn.to_q.weight": (D, D), a + "fn.to_kv.weight": (D, D),
-            a + f"fn.{out_name}.weight": (D, D), a + f"fn.{out_name}.bias": (D,),
-            f + "norm.weight": (D,), f + "norm.bias": (D,),
-            f + "fn.net.0.weight": (4 * D, D), f + "fn.net.0.bias": (4 * D,),
-            f + "fn.net.3.weight": (D, 4 * D), f + "fn.net.3.bias": (D,),
-        })
+        shapes.update(
+            {
+                a + "norm.weight": (D,),
+                a + "norm.bias": (D,),
+                a + "fn.norm.weight": (d,),
+                a + "fn.norm.bias": (d,),
+                a + "fn.pos_emb.freqs": (d // 2,),
+                a + "fn.to_q.weight": (D, D),
+                a + "fn.to_kv.weight": (D, D),
+                a + f"fn.{out_name}.weight": (D, D),
+                a + f"fn.{out_name}.bias": (D,),
+                f + "norm.weight": (D,),
+                f + "norm.bias": (D,),
+                f + "fn.net.0.weight": (4 * D, D),
+                f + "fn.net.0.bias": (4 * D,),
+                f + "fn.net.3.weight": (D, 4 * D),
+                f + "fn.net.3.bias": (D,),
+            }
+        )
         if arch == "ecp":
             shapes.update({a + "fn.to_out_0.weight": (D, D), a + "fn.to_out_0.bias": (D,)})
         if arch == "compressed":
             shapes.update({a + "fn.projection_hist.weight": (p, H), a + "fn.projection_hist.bias": (p,)})
-    shapes.update({"to_logits.0.weight": (D,), "to_logits.0.bias": (D,),
-                   "to_logits.1.weight": (V, D), "to_logits.1.bias": (V,)})
+    shapes.update(
+        {"to_logits.0.weight": (D,), "to_logits.0.bias": (D,), "to_logits.1.weight": (V, D), "to_logits.1.bias": (V,)}
+    )
     return shapes
 
 
@@ -60,7 +71,7 @@ def rows_and_positions(arch, model):
         return list(range(L)), list(range(H, N))
     if arch == "compressed":
         return list(range(p, p + L)), list(range(H, N))
-    return list(range(H, N)), list(range(H, N))       # double, s_split: latent rows only
+    return list(range(H, N)), list(range(H, N))  # double, s_split: latent rows only
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -75,13 +86,13 @@ def test_output_shapes_and_causality(arch):
     rows, positions = rows_and_positions(arch, model)
     for t in range(N - 1):
         changed = tokens.clone()
-        changed[:, t + 1:] = (changed[:, t + 1:] + 1 + torch.randint(0, V - 1, (2, N - t - 1), generator=g)) % V
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 1 + torch.randint(0, V - 1, (2, N - t - 1), generator=g)) % V
         with torch.no_grad():
             new = model(changed)
         for r, pos in zip(rows, positions):
             if pos <= t:
                 torch.testing.assert_close(new[:, r], base[:, r], rtol=0, atol=1e-12)
-            elif pos == t + 1:      # not blind: the first changed position's own row does move
+            elif pos == t + 1:  # not blind: the first changed position's own row does move
                 assert (new[:, r] - base[:, r]).abs().max() > 1e-6
 
 
@@ -104,8 +115,9 @@ def test_transformer_is_ecp_with_two_blocks_and_shared_out():
 def test_ecp_blockwise_equals_dense_mask(m, layer_index):
     """The O(n m) blocked ECP layer equals a dense n x n masked attention where row i sees keys
     [m * max(0, i // m - 1), i] (docs/official-code.md#ecp), with to_out_0 on the first block and to_out after."""
-    layer = T.build_attention_layer("ecp", dim=D, heads=HEADS, seq_len=N, half_segment=m,
-                                    layer_index=layer_index, dtype=torch.float64, seed=3)
+    layer = T.build_attention_layer(
+        "ecp", dim=D, heads=HEADS, seq_len=N, half_segment=m, layer_index=layer_index, dtype=torch.float64, seed=3
+    )
     x = torch.randn(2, N, D, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     q = layer.to_q(x).view(2, N, HEADS, d).transpose(1, 2)
     kv = layer.to_kv(x).view(2, N, HEADS, d).transpose(1, 2)
@@ -115,7 +127,7 @@ def test_ecp_blockwise_equals_dense_mask(m, layer_index):
     i = torch.arange(N)[:, None]
     j = torch.arange(N)[None, :]
     visible = (j <= i) & (j >= m * torch.clamp(i // m - 1, min=0))
-    scores = (q * d ** -0.5) @ kv.transpose(-1, -2)
+    scores = (q * d**-0.5) @ kv.transpose(-1, -2)
     probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
     merged = (probs @ kv).transpose(1, 2).reshape(2, N, D)
     want = torch.cat((layer.to_out_0(merged[:, :m]), layer.to_out(merged[:, m:])), dim=1)
@@ -140,12 +152,13 @@ def test_attention_layer_shapes(arch, layer_index):
 def test_seeding_and_norm_perturbation():
     state = torch.random.get_rng_state()
     a, b = tiny("double", seed=7), tiny("double", seed=7)
-    assert torch.equal(torch.random.get_rng_state(), state)          # the caller's RNG is untouched
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
     plain = tiny("double", seed=7, perturb_norms=False)
-    assert torch.equal(plain.state_dict()["layers.0.0.fn.to_q.weight"],
-                       a.state_dict()["layers.0.0.fn.to_q.weight"])   # perturbation touches only LayerNorms
+    assert torch.equal(
+        plain.state_dict()["layers.0.0.fn.to_q.weight"], a.state_dict()["layers.0.0.fn.to_q.weight"]
+    )  # perturbation touches only LayerNorms
     assert torch.equal(plain.state_dict()["layers.0.0.norm.weight"], torch.ones(D, dtype=torch.float64))
     assert not torch.equal(a.state_dict()["layers.0.0.norm.weight"], a.state_dict()["layers.1.0.norm.weight"])
 

@@ -10,13 +10,21 @@ Each architecture lives in its own module (``minicp.nn.attention.<arch>``) and p
 
 This module dispatches on the name, for people who want ``minicp.attention("ecp", q, k, v, ...)``.
 """
+
 import numpy as onp
 
 from minicp.config import ARCHITECTURES
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
 
-MODULES = {"transformer": transformer, "perceiver_ar": perceiver_ar, "double": double, "compressed": compressed,
-           "s_split": s_split, "ecp": ecp, "longlora": longlora}
+MODULES = {
+    "transformer": transformer,
+    "perceiver_ar": perceiver_ar,
+    "double": double,
+    "compressed": compressed,
+    "s_split": s_split,
+    "ecp": ecp,
+    "longlora": longlora,
+}
 assert tuple(MODULES) == ARCHITECTURES
 
 

@@ -13,6 +13,7 @@ triangle: local entry (r, c) is visible iff ``c <= r + diagonal`` (``np.tril``'s
 contiguous rows starting at ``i0`` and columns at ``j0``, ``diagonal = i0 - j0`` is plain causality
 on absolute positions (key position <= query position).
 """
+
 from dataclasses import dataclass
 
 import numpy as onp
@@ -21,10 +22,11 @@ import numpy as onp
 @dataclass(frozen=True, eq=False)
 class Block:
     """One score matrix: ``rows`` x ``cols`` (token positions), visible iff c <= r + diagonal."""
+
     name: str
-    rows: onp.ndarray          # (i,) query token positions, in the order the block computes them
-    cols: onp.ndarray          # (j,) key token positions
-    diagonal: int = None       # None: no mask inside the block
+    rows: onp.ndarray  # (i,) query token positions, in the order the block computes them
+    cols: onp.ndarray  # (j,) key token positions
+    diagonal: int = None  # None: no mask inside the block
 
     @property
     def shape(self):
@@ -64,6 +66,7 @@ def causal_block(name, row_start, row_stop, col_start, col_stop):
 @dataclass(frozen=True, eq=False)
 class Pattern:
     """The blocks one attention head computes in one layer over an input stream of length ``n``."""
+
     arch: str
     n: int
     blocks: tuple

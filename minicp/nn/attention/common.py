@@ -8,6 +8,7 @@
     kv = LN_d(kv)                    per-head LayerNorm, where the config applies it (after RoPE)
     q  = q * d^-0.5                  the official code scales q, not the scores
 """
+
 import numpy as onp
 
 from minicp.nn import ops
@@ -17,26 +18,26 @@ def project(p, x, cfg, layer):
     """q, k, v of shape (b, h, n, d) from the normalised stream x (b, n, D) of layer ``layer``."""
     b, n, D = x.shape
     h, d = cfg.heads, cfg.head_dim
-    q = ops.split_heads(ops.linear(x, p["to_q"]), h)                 # (b, h, n, d)
-    kv = ops.linear(x, p["to_kv"])                                   # (b, n, D) or (b, n, 2D)
+    q = ops.split_heads(ops.linear(x, p["to_q"]), h)  # (b, h, n, d)
+    kv = ops.linear(x, p["to_kv"])  # (b, n, D) or (b, n, 2D)
     if cfg.separate_kv:
         k, v = ops.split_heads(kv[..., :D], h), ops.split_heads(kv[..., D:], h)
     else:
-        k = v = ops.split_heads(kv, h)                               # K is V: the same tensor
+        k = v = ops.split_heads(kv, h)  # K is V: the same tensor
     if cfg.rope_in_layer(layer):
         pos = onp.arange(n)
-        freqs = p.get("pos_emb", {}).get("freqs")                     # an official buffer, kept by the loader
+        freqs = p.get("pos_emb", {}).get("freqs")  # an official buffer, kept by the loader
         q = ops.rope(q, pos, cfg.rope_style, cfg.rope_base, freqs)
         if cfg.separate_kv:
-            k = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)       # values are not rotated
+            k = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # values are not rotated
         else:
-            k = v = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)   # official: rotates kv, so V too
+            k = v = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # official: rotates kv, so V too
     if cfg.kv_layernorm:
         if cfg.separate_kv:
             k, v = ops.layer_norm(k, p["norm"], cfg.eps), ops.layer_norm(v, p["norm"], cfg.eps)
         else:
             k = v = ops.layer_norm(k, p["norm"], cfg.eps)
-    q = q * d ** -0.5                                                # python float: keeps float32
+    q = q * d**-0.5  # python float: keeps float32
     assert q.shape == (b, h, n, d) and k.shape == v.shape == (b, h, n, d)
     return q, k, v
 
@@ -44,7 +45,7 @@ def project(p, x, cfg, layer):
 def scale_q(q, scale):
     """Head-level API: apply ``scale`` (default d^-0.5) to q, as the sub-layer does after RoPE."""
     if scale is not None and float(scale) == 1.0:
-        return q                                        # the sub-layer already scaled q
+        return q  # the sub-layer already scaled q
     return q * (q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 
@@ -52,7 +53,9 @@ def check_qkv(q, k, v, same_length=True):
     """Validate head-level inputs: (b, h, n, d) arrays of one float dtype."""
     for name, a in (("q", q), ("k", k), ("v", v)):
         if getattr(a, "ndim", None) != 4:
-            raise ValueError(f"{name} must have shape (batch, heads, seq_len, head_dim), got {getattr(a, 'shape', type(a))}")
+            raise ValueError(
+                f"{name} must have shape (batch, heads, seq_len, head_dim), got {getattr(a, 'shape', type(a))}"
+            )
         if a.dtype.kind != "f":
             raise ValueError(f"{name} must be a floating-point array, got dtype {a.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
@@ -63,8 +66,6 @@ def check_qkv(q, k, v, same_length=True):
         raise ValueError(f"q {q.shape} and k {k.shape} must agree on batch, heads and head_dim")
     if same_length and q.shape[2] != k.shape[2]:
         raise ValueError(f"q has {q.shape[2]} positions but k has {k.shape[2]}; they must be equal")
-
-
 
 
 def projection_params(cfg, out="to_out"):

@@ -42,12 +42,13 @@ Cost in score entries per head (docs/attention-steps.md#per-layer-formulas; the 
     layer 0:   computed L n + H^2           unmasked L H + L (L + 1) / 2 + H^2
     layer k:   computed L (p + L) + p^2     unmasked L p + L (L + 1) / 2 + p^2
 """
+
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.validate import positive_int
 from minicp.nn.attention.double import history_and_latent, history_pattern
 from minicp.nn.attention.perceiver_ar import check_latent, check_layer
+from minicp.validate import positive_int
 
 NAME = "compressed"
 
@@ -63,8 +64,10 @@ def _check(n, latent, compressed, layer):
         return L, H, p, layer
     L = positive_int("latent", latent)
     if n != p + L:
-        raise ValueError(f"seq_len {n} must equal compressed {p} + latent {L} in layer {layer} "
-                         f"(after layer 0 the stream is p compressed slots then L latent rows)")
+        raise ValueError(
+            f"seq_len {n} must equal compressed {p} + latent {L} in layer {layer} "
+            f"(after layer 0 the stream is p compressed slots then L latent rows)"
+        )
     return L, p, p, layer
 
 
@@ -85,7 +88,7 @@ def attention(q, k, v, *, latent, compressed, layer=0, scale=None):
     common.check_qkv(q, k, v)
     b, h, n, d = q.shape
     L, hist, p, layer = _check(n, latent, compressed, layer)
-    out = history_and_latent(common.scale_q(q, scale), k, v, hist)          # (b, h, n, e)
+    out = history_and_latent(common.scale_q(q, scale), k, v, hist)  # (b, h, n, e)
     assert out.shape == (b, h, n, v.shape[-1])
     return out
 
@@ -96,8 +99,8 @@ def compress_history(O_h, proj):
     O_c = Wp O_h + bp[:, None], i.e. O_c[:, r, :] = sum_j Wp[r, j] O_h[:, j, :] + bp[r]; the same
     numbers as the official 'b n d -> b d n', Linear(H, p), 'b d n -> b n d'.
     """
-    Wp, bp = proj["weight"], proj["bias"]                                    # (p, H), (p,)
-    O_c = Wp @ O_h + bp[:, None]                                             # (p, H) @ (b, H, D) -> (b, p, D)
+    Wp, bp = proj["weight"], proj["bias"]  # (p, H), (p,)
+    O_c = Wp @ O_h + bp[:, None]  # (p, H) @ (b, H, D) -> (b, p, D)
     assert O_c.shape == (O_h.shape[0], Wp.shape[0], O_h.shape[2])
     return O_c
 
@@ -105,6 +108,7 @@ def compress_history(O_h, proj):
 # ----------------------------------------------------------------------------------------------------
 # The full sub-layer with the official semantics
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
@@ -114,8 +118,10 @@ def pattern_kwargs(cfg, layer):
 def param_spec(cfg, layer):
     """Parameters of ``layers.i.0.fn`` (``w_out``, not ``to_out``). ``projection_hist`` is in every
     layer and used only in layer 0 (docs/official-code.md#dead-code)."""
-    return {**common.projection_params(cfg, out="w_out"),
-            "projection_hist": ("linear", cfg.compressed, cfg.history, True)}   # Linear(H, p): weight (p, H)
+    return {
+        **common.projection_params(cfg, out="w_out"),
+        "projection_hist": ("linear", cfg.compressed, cfg.history, True),
+    }  # Linear(H, p): weight (p, H)
 
 
 def attention_layer(p, x, cfg, layer):
@@ -126,16 +132,16 @@ def attention_layer(p, x, cfg, layer):
     """
     xp = B.xp
     b, n, D = x.shape
-    H, P, L = cfg.history, cfg.compressed, cfg.latent
+    H, P = cfg.history, cfg.compressed
     hist = H if layer == 0 else P
     if n < hist:
         raise ValueError(f"layer {layer} needs a stream of at least {hist} rows (the fixed history), got {n}")
-    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = ops.merge_heads(history_and_latent(q, k, v, hist))                        # (b, n, D), q scaled
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
+    o = ops.merge_heads(history_and_latent(q, k, v, hist))  # (b, n, D), q scaled
     if layer == 0:
-        O_c = compress_history(o[:, :H], p["projection_hist"])                    # (b, p, D)
-        o = xp.concatenate([O_c, o[:, H:]], axis=1)                               # (b, p + n - H, D)
-    out = ops.linear(o, p["w_out"])                                               # (b, p + L, D) for n = seq_len
+        O_c = compress_history(o[:, :H], p["projection_hist"])  # (b, p, D)
+        o = xp.concatenate([O_c, o[:, H:]], axis=1)  # (b, p + n - H, D)
+    out = ops.linear(o, p["w_out"])  # (b, p + L, D) for n = seq_len
     assert out.shape == (b, (P + n - H) if layer == 0 else n, D)
     return out
 

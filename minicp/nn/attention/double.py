@@ -34,6 +34,7 @@ Cost in score entries per head per layer (docs/attention-steps.md#per-layer-form
 ``history_and_latent`` (below) is reused by Compressed Double Attention, whose head-level layers are
 exactly this computation with a history of H (layer 0) or p (later layers) rows.
 """
+
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
@@ -44,8 +45,8 @@ NAME = "double"
 
 
 def _check(n, latent, layer):
-    check_layer(layer)                       # accepted for a uniform API; every layer is identical
-    return check_latent(n, latent)           # (L, H)
+    check_layer(layer)  # accepted for a uniform API; every layer is identical
+    return check_latent(n, latent)  # (L, H)
 
 
 def history_pattern(arch, n, history):
@@ -74,13 +75,13 @@ def history_and_latent(q, k, v, history):
     """
     xp = B.xp
     H = history
-    if H == 0:                                                               # L = n: no history
+    if H == 0:  # L = n: no history
         return latent_attention(q, k, v)
-    O_hist = ops.attend(q[:, :, :H], k[:, :, :H], v[:, :, :H])               # (b, h, H, e)
-    if H >= q.shape[2]:                                                      # only history rows (t <= H)
+    O_hist = ops.attend(q[:, :, :H], k[:, :, :H], v[:, :, :H])  # (b, h, H, e)
+    if H >= q.shape[2]:  # only history rows (t <= H)
         return O_hist
-    O_lat = latent_attention(q[:, :, H:], k, v)                              # (b, h, L, e)
-    return xp.concatenate([O_hist, O_lat], axis=2)                           # (b, h, n, e)
+    O_lat = latent_attention(q[:, :, H:], k, v)  # (b, h, L, e)
+    return xp.concatenate([O_hist, O_lat], axis=2)  # (b, h, n, e)
 
 
 def attention(q, k, v, *, latent, layer=0, scale=None):
@@ -101,6 +102,7 @@ def attention(q, k, v, *, latent, layer=0, scale=None):
 # The full sub-layer with the official semantics
 # ----------------------------------------------------------------------------------------------------
 
+
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
     return dict(latent=cfg.latent, layer=layer)
@@ -118,9 +120,9 @@ def attention_layer(p, x, cfg, layer):
     are history (unmasked among themselves) and the rest latent; t <= H gives history rows only.
     """
     b, n, D = x.shape
-    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = history_and_latent(q, k, v, min(cfg.history, n))                          # (b, h, n, d), q scaled
-    out = ops.linear(ops.merge_heads(o), p["to_out"])                            # (b, n, D)
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
+    o = history_and_latent(q, k, v, min(cfg.history, n))  # (b, h, n, d), q scaled
+    out = ops.linear(ops.merge_heads(o), p["to_out"])  # (b, n, D)
     assert out.shape == (b, n, D)
     return out
 

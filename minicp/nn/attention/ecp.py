@@ -32,8 +32,8 @@ official code requires n % m == 0.
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, causal_block
+from minicp.validate import positive_int
 
 NAME = "ecp"
 
@@ -41,7 +41,9 @@ NAME = "ecp"
 def _check(n, half_segment, partial):
     m = positive_int("half_segment", half_segment)
     if n % m and not partial:
-        raise ValueError(f"seq_len {n} is not divisible by half_segment {m} (pass partial=True for a partial last block)")
+        raise ValueError(
+            f"seq_len {n} is not divisible by half_segment {m} (pass partial=True for a partial last block)"
+        )
     return m
 
 
@@ -66,8 +68,8 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     e = v.shape[-1]
     m = _check(n, half_segment, partial)
     q = common.scale_q(q, scale)
-    full = n // m                                   # number of complete half segments
-    if full == 0:                                   # shorter than one half segment: plain causal
+    full = n // m  # number of complete half segments
+    if full == 0:  # shorter than one half segment: plain causal
         return ops.attend(q, k, v, ops.causal_mask(n, n))
 
     # Complete half segments as blocks: (b, h, N, m, d), N = full
@@ -76,23 +78,23 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     V = xp.reshape(v[:, :, : full * m], (b, h, full, m, e))
 
     # ATTN: half segment 0 attends to itself, causally (m x m)
-    O_first = ops.attend(Q[:, :, 0], K[:, :, 0], V[:, :, 0], ops.causal_mask(m, m))      # (b, h, m, e)
+    O_first = ops.attend(Q[:, :, 0], K[:, :, 0], V[:, :, 0], ops.causal_mask(m, m))  # (b, h, m, e)
     outputs = [O_first[:, :, None]]
 
     # PAR: half segment t >= 1 attends to cat(KV_{t-1}, KV_t) (m x 2m); query r sees keys 0..m+r
     if full > 1:
-        K_pair = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)                      # (b, h, N-1, 2m, d)
+        K_pair = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
         V_pair = K_pair if v is k else xp.concatenate([V[:, :, :-1], V[:, :, 1:]], axis=3)  # K = V: one copy
         O_pairs = ops.attend(Q[:, :, 1:], K_pair, V_pair, ops.causal_mask(m, 2 * m, diagonal=m))
         assert O_pairs.shape == (b, h, full - 1, m, e)
         outputs.append(O_pairs)
-    out = xp.reshape(xp.concatenate(outputs, axis=2), (b, h, full * m, e))                 # (b, h, N m, e)
+    out = xp.reshape(xp.concatenate(outputs, axis=2), (b, h, full * m, e))  # (b, h, N m, e)
 
     # Partial last half segment (option): r rows see the last full half segment and themselves
     r = n - full * m
     if r:
         lo = (full - 1) * m
-        O_last = ops.attend(q[:, :, full * m:], k[:, :, lo:], v[:, :, lo:], ops.causal_mask(r, m + r, diagonal=m))
+        O_last = ops.attend(q[:, :, full * m :], k[:, :, lo:], v[:, :, lo:], ops.causal_mask(r, m + r, diagonal=m))
         out = xp.concatenate([out, O_last], axis=2)
     assert out.shape == (b, h, n, e)
     return out
@@ -101,6 +103,7 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
 # ----------------------------------------------------------------------------------------------------
 # The full sub-layer with the official semantics
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
@@ -118,11 +121,16 @@ def attention_layer(p, x, cfg, layer):
     xp = B.xp
     b, n, D = x.shape
     m = cfg.half_segment
-    q, k, v = common.project(p, x, cfg, layer)                                # (b, h, n, d) each
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
     o = ops.merge_heads(attention(q, k, v, half_segment=m, partial=cfg.partial_segments, scale=1.0))  # (b, n, D)
     first = min(m, n)
-    out = xp.concatenate([ops.linear(o[:, :first], p["to_out_0"]),            # rows 0..m-1: to_out_0
-                          ops.linear(o[:, first:], p["to_out"])], axis=1)     # rows m..n-1: to_out
+    out = xp.concatenate(
+        [
+            ops.linear(o[:, :first], p["to_out_0"]),  # rows 0..m-1: to_out_0
+            ops.linear(o[:, first:], p["to_out"]),
+        ],
+        axis=1,
+    )  # rows m..n-1: to_out
     assert out.shape == (b, n, D)
     return out
 

@@ -48,13 +48,14 @@ Conventions (docs/official-code.md#longlora-s2-attn, ModelConfig's "longlora" de
 every layer at the tokens' true positions 0..n-1, applied **before** any shifting. LLaMA's o_proj has no
 bias; minicp keeps its block's biased ``to_out`` (set its bias to 0 to load LLaMA weights).
 """
+
 import numpy as onp
 
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, block, causal_block
+from minicp.validate import positive_int
 
 NAME = "longlora"
 SHIFTS = ("varlen", "roll")
@@ -76,11 +77,13 @@ def _check(n, heads, group, shift):
 # Declared patterns (per head)
 # ----------------------------------------------------------------------------------------------------
 
+
 def unshifted_pattern(n, *, group):
     """Groups [j g, (j+1) g), causal inside each (the first h/2 heads)."""
     g, _ = _check(n, 2, group, "varlen")
-    return Pattern(NAME, n, tuple(causal_block(f"group {j}", j * g, (j + 1) * g, j * g, (j + 1) * g)
-                                  for j in range(n // g)))
+    return Pattern(
+        NAME, n, tuple(causal_block(f"group {j}", j * g, (j + 1) * g, j * g, (j + 1) * g) for j in range(n // g))
+    )
 
 
 def shifted_pattern(n, *, group, shift="varlen"):
@@ -91,12 +94,13 @@ def shifted_pattern(n, *, group, shift="varlen"):
     last one (the wrap) has rows = cols = positions n-u .. n-1, 0 .. u-1, causal in that order.
     """
     g, u = _check(n, 2, group, shift)
-    middle = [causal_block(f"group {j}", u + j * g, u + (j + 1) * g, u + j * g, u + (j + 1) * g)
-              for j in range(n // g - 1)]
+    middle = [
+        causal_block(f"group {j}", u + j * g, u + (j + 1) * g, u + j * g, u + (j + 1) * g) for j in range(n // g - 1)
+    ]
     if shift == "varlen":
         blocks = [causal_block("head", 0, u, 0, u), *middle, causal_block("tail", n - u, n, n - u, n)]
     else:
-        wrap = onp.concatenate([onp.arange(n - u, n), onp.arange(u)])        # rolled order of the last group
+        wrap = onp.concatenate([onp.arange(n - u, n), onp.arange(u)])  # rolled order of the last group
         blocks = [*middle, block("wrap", wrap, wrap, diagonal=0)]
     return Pattern(NAME, n, tuple(blocks))
 
@@ -114,16 +118,17 @@ def head_patterns(n, heads, *, group, shift="varlen"):
 # The explicit computation
 # ----------------------------------------------------------------------------------------------------
 
+
 def _grouped_causal(q, k, v, g):
     """Causal attention inside consecutive groups of g rows: (b, h, n', d) -> (b, h, n', e), n' % g == 0."""
     xp = B.xp
     b, h, n, d = q.shape
     e = v.shape[-1]
     G = n // g
-    Q = xp.reshape(q, (b, h, G, g, d))                     # (b, h, G, g, d)
+    Q = xp.reshape(q, (b, h, G, g, d))  # (b, h, G, g, d)
     K = xp.reshape(k, (b, h, G, g, d))
     V = xp.reshape(v, (b, h, G, g, e))
-    O = ops.attend(Q, K, V, ops.causal_mask(g, g))         # (b, h, G, g, e): G score matrices of g x g
+    O = ops.attend(Q, K, V, ops.causal_mask(g, g))  # (b, h, G, g, e): G score matrices of g x g
     return xp.reshape(O, (b, h, n, e))
 
 
@@ -144,22 +149,22 @@ def attention(q, k, v, *, group, shift="varlen", scale=None):
     half = h // 2
 
     # Unshifted heads: n/g groups of g, causal
-    O_plain = _grouped_causal(q[:, :half], k[:, :half], v[:, :half], g) if half else None   # (b, h//2, n, e)
+    O_plain = _grouped_causal(q[:, :half], k[:, :half], v[:, :half], g) if half else None  # (b, h//2, n, e)
 
-    qs, ks, vs = q[:, half:], k[:, half:], v[:, half:]                                        # (b, h/2, n, .)
+    qs, ks, vs = q[:, half:], k[:, half:], v[:, half:]  # (b, h/2, n, .)
     if shift == "roll":
         # rolled index r holds token (r + u) mod n; the last rolled group is tokens n-u.., 0..u-1
         rolled = _grouped_causal(xp.roll(qs, -u, axis=2), xp.roll(ks, -u, axis=2), xp.roll(vs, -u, axis=2), g)
-        O_shift = xp.roll(rolled, u, axis=2)                                                  # back to token order
+        O_shift = xp.roll(rolled, u, axis=2)  # back to token order
     else:
         # the two u-token edge groups [0, u) and [n-u, n), batched as a pair of u x u blocks
-        edge = lambda x: xp.stack([x[:, :, :u], x[:, :, n - u:]], axis=2)                    # (b, h/2, 2, u, .)
-        O_edge = ops.attend(edge(qs), edge(ks), edge(vs), ops.causal_mask(u, u))             # (b, h/2, 2, u, e)
+        edge = lambda x: xp.stack([x[:, :, :u], x[:, :, n - u :]], axis=2)  # (b, h/2, 2, u, .)
+        O_edge = ops.attend(edge(qs), edge(ks), edge(vs), ops.causal_mask(u, u))  # (b, h/2, 2, u, e)
         parts = [O_edge[:, :, 0]]
-        if n > g:                                                                              # n/g - 1 full groups
-            parts.append(_grouped_causal(qs[:, :, u:n - u], ks[:, :, u:n - u], vs[:, :, u:n - u], g))
+        if n > g:  # n/g - 1 full groups
+            parts.append(_grouped_causal(qs[:, :, u : n - u], ks[:, :, u : n - u], vs[:, :, u : n - u], g))
         parts.append(O_edge[:, :, 1])
-        O_shift = xp.concatenate(parts, axis=2)                                               # (b, h/2, n, e)
+        O_shift = xp.concatenate(parts, axis=2)  # (b, h/2, n, e)
 
     out = O_shift if O_plain is None else xp.concatenate([O_plain, O_shift], axis=1)
     assert out.shape == (b, h, n, e)
@@ -169,6 +174,7 @@ def attention(q, k, v, *, group, shift="varlen", scale=None):
 # ----------------------------------------------------------------------------------------------------
 # The full sub-layer
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
@@ -183,9 +189,9 @@ def param_spec(cfg, layer):
 
 def attention_layer(p, x, cfg, layer):
     """S2-Attn sub-layer: normalised stream x (b, n, D) -> attention output (b, n, D)."""
-    q, k, v = common.project(p, x, cfg, layer)                                 # (b, h, n, d) each, q scaled
-    o = attention(q, k, v, group=cfg.group, shift=cfg.shift, scale=1.0)      # (b, h, n, d)
-    return ops.linear(ops.merge_heads(o), p["to_out"])                        # (b, n, D)
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each, q scaled
+    o = attention(q, k, v, group=cfg.group, shift=cfg.shift, scale=1.0)  # (b, h, n, d)
+    return ops.linear(ops.merge_heads(o), p["to_out"])  # (b, n, D)
 
 
 def skip(x, cfg, layer):

@@ -36,12 +36,13 @@ Cost in score entries per head (docs/attention-steps.md#per-layer-formulas):
 ``latent_attention`` below, the L x n block with the history visible and the latent part causal, is
 the piece the other Perceiver-family modules (double, s_split, compressed) reuse for their latent rows.
 """
+
 import numpy as onp
 
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, causal_block
+from minicp.validate import positive_int
 
 NAME = "perceiver_ar"
 
@@ -49,6 +50,7 @@ NAME = "perceiver_ar"
 # ----------------------------------------------------------------------------------------------------
 # Argument checks shared by the Perceiver family
 # ----------------------------------------------------------------------------------------------------
+
 
 def check_layer(layer):
     """``layer`` is the 0-based layer index: 0 is the first layer, anything >= 1 a later one."""
@@ -73,13 +75,16 @@ def _check(n, latent, layer):
         return (*check_latent(n, latent), layer)
     L = positive_int("latent", latent)
     if n != L:
-        raise ValueError(f"seq_len {n} must equal latent {L} in layer {layer} (after layer 0 the stream is the L latent rows)")
+        raise ValueError(
+            f"seq_len {n} must equal latent {L} in layer {layer} (after layer 0 the stream is the L latent rows)"
+        )
     return L, 0, layer
 
 
 # ----------------------------------------------------------------------------------------------------
 # Pattern and head-level attention
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern(n, *, latent, layer=0):
     """Layer 0: one L x n block, rows H..n-1, causal on absolute positions (all H history keys visible).
@@ -97,7 +102,7 @@ def latent_attention(q_lat, k, v):
     q_lat (..., L, d), k (..., j, d), v (..., j, e) -> (..., L, e). q_lat must already be scaled.
     """
     L, j = q_lat.shape[-2], k.shape[-2]
-    return ops.attend(q_lat, k, v, ops.causal_mask(L, j, diagonal=j - L))     # (..., L, e)
+    return ops.attend(q_lat, k, v, ops.causal_mask(L, j, diagonal=j - L))  # (..., L, e)
 
 
 def attention(q, k, v, *, latent, layer=0, scale=None):
@@ -112,7 +117,7 @@ def attention(q, k, v, *, latent, layer=0, scale=None):
     e = v.shape[-1]
     L, H, layer = _check(n, latent, layer)
     q = common.scale_q(q, scale)
-    out = latent_attention(q[:, :, H:], k, v)          # (b, h, L, e): layer 0 L x n, later L x L
+    out = latent_attention(q[:, :, H:], k, v)  # (b, h, L, e): layer 0 L x n, later L x L
     assert out.shape == (b, h, L, e)
     return out
 
@@ -120,6 +125,7 @@ def attention(q, k, v, *, latent, layer=0, scale=None):
 # ----------------------------------------------------------------------------------------------------
 # The full sub-layer with the official semantics
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
@@ -142,13 +148,13 @@ def attention_layer(p, x, cfg, layer):
     """
     b, t, D = x.shape
     rows = t - cfg.history if layer == 0 else t
-    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, t, d) each
-    o = attention(q, k, v, latent=rows, layer=layer, scale=1.0)                  # (b, h, rows, d)
-    out = ops.linear(ops.merge_heads(o), p["w_out"])                             # (b, rows, D)
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, t, d) each
+    o = attention(q, k, v, latent=rows, layer=layer, scale=1.0)  # (b, h, rows, d)
+    out = ops.linear(ops.merge_heads(o), p["w_out"])  # (b, rows, D)
     assert out.shape == (b, rows, D)
     return out
 
 
 def skip(x, cfg, layer):
     """The residual the sub-layer output is added to: layer 0 the latent rows x[:, -L:], later x."""
-    return x[:, -cfg.latent:] if layer == 0 else x
+    return x[:, -cfg.latent :] if layer == 0 else x

@@ -32,18 +32,19 @@ Cost in score entries per head per layer (docs/attention-steps.md#per-layer-form
 
     computed  L n + H c          unmasked  L H + L (L + 1) / 2 + H c
 """
+
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import common
-from minicp.validate import positive_int
 from minicp.nn.attention.blocks import Pattern, block, causal_block
 from minicp.nn.attention.perceiver_ar import check_latent, check_layer, latent_attention
+from minicp.validate import positive_int
 
 NAME = "s_split"
 
 
 def _check(n, latent, split, layer):
-    check_layer(layer)                       # accepted for a uniform API; every layer is identical
+    check_layer(layer)  # accepted for a uniform API; every layer is identical
     L, H = check_latent(n, latent)
     c = positive_int("split", split)
     if H % c:
@@ -55,8 +56,9 @@ def pattern(n, *, latent, split, layer=0):
     """History segments [sc, sc + c) x [sc, sc + c), no mask, s = 0..H/c-1; then the latent block
     [H, n) x [0, n), causal."""
     L, H, c = _check(n, latent, split, layer)
-    blocks = [block(f"history segment {s}: unmasked", range(s * c, s * c + c), range(s * c, s * c + c))
-              for s in range(H // c)]
+    blocks = [
+        block(f"history segment {s}: unmasked", range(s * c, s * c + c), range(s * c, s * c + c)) for s in range(H // c)
+    ]
     blocks.append(causal_block("latent: history + causal latent", H, n, 0, n))
     return Pattern(NAME, n, tuple(blocks))
 
@@ -90,14 +92,14 @@ def segments_and_latent(q, k, v, H, c):
     Q_seg = xp.reshape(q[:, :, :H], (b, h, N, c, d))
     K_seg = xp.reshape(k[:, :, :H], (b, h, N, c, d))
     V_seg = xp.reshape(v[:, :, :H], (b, h, N, c, e))
-    O_seg = ops.attend(Q_seg, K_seg, V_seg)                                  # (b, h, N, c, e)
-    O_hist = xp.reshape(O_seg, (b, h, H, e))                                 # merge the segments back
+    O_seg = ops.attend(Q_seg, K_seg, V_seg)  # (b, h, N, c, e)
+    O_hist = xp.reshape(O_seg, (b, h, H, e))  # merge the segments back
     if H >= n:
         return O_hist
 
     # Latent: as Double Attention, all H history keys visible, latent keys causal (L x n)
-    O_lat = latent_attention(q[:, :, H:], k, v)                              # (b, h, L, e)
-    out = xp.concatenate([O_hist, O_lat], axis=2)                            # (b, h, n, e)
+    O_lat = latent_attention(q[:, :, H:], k, v)  # (b, h, L, e)
+    out = xp.concatenate([O_hist, O_lat], axis=2)  # (b, h, n, e)
     assert out.shape == (b, h, n, e)
     return out
 
@@ -105,6 +107,7 @@ def segments_and_latent(q, k, v, H, c):
 # ----------------------------------------------------------------------------------------------------
 # The full sub-layer with the official semantics
 # ----------------------------------------------------------------------------------------------------
+
 
 def pattern_kwargs(cfg, layer):
     """The head-level pattern arguments this layer of a model uses."""
@@ -125,10 +128,10 @@ def attention_layer(p, x, cfg, layer):
     """
     b, n, D = x.shape
     H = min(cfg.history, n)
-    c = H // (cfg.history // cfg.split) if H else cfg.split                      # segment length at this t
-    q, k, v = common.project(p, x, cfg, layer)                                    # (b, h, n, d) each
-    o = segments_and_latent(q, k, v, H, c)                                        # (b, h, n, d), q scaled
-    out = ops.linear(ops.merge_heads(o), p["to_out"])                            # (b, n, D)
+    c = H // (cfg.history // cfg.split) if H else cfg.split  # segment length at this t
+    q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
+    o = segments_and_latent(q, k, v, H, c)  # (b, h, n, d), q scaled
+    out = ops.linear(ops.merge_heads(o), p["to_out"])  # (b, n, D)
     assert out.shape == (b, n, D)
     return out
 

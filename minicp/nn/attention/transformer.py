@@ -15,6 +15,7 @@ equals ``to_out`` (tests/test_equivalences.py derives and checks that). ModelCon
 ``kv_layernorm=True`` gives PerceiverAR's conventions (docs/official-code.md#full-attention-perceiverar-conventions)
 and adding ``rope_all_layers=True`` gives Double's (docs/official-code.md#full-attention-double-conventions).
 """
+
 from minicp.nn import ops
 from minicp.nn.attention import common
 from minicp.nn.attention.blocks import Pattern, causal_block
