@@ -9,7 +9,7 @@ sub-layer (projections, RoPE, kv LayerNorm where used, attention, output project
 Printed per architecture and n: best-of-repeat forward time, its ratio to full attention, the
 attention-step ratio (computed score entries / n^2), the same two for the attention core alone
 (head level, q/k/v given: the part the step count describes), peak NumPy memory (tracemalloc), and, when
-torch is installed, the time of minicp/torch_twin.py's PyTorch layer with the same weights and the
+torch is installed, the time of the PyTorch twin's layer (minicp/torch_twin/) with the same weights and the
 ratio minicp / torch (< 1 means minicp is faster).
 """
 

@@ -42,6 +42,7 @@ p compressed length, c s-Split history segment length, m ECP block (the paper's 
 N_s = n / m ECP blocks. Head-level tensors are (b, h, n, d) (the official code folds b and h into one
 axis; the numbers are the same).
 """
+
 from minicp.torch_twin.attention import (
     ARCHITECTURES,
     PERCEIVER_FAMILY,
@@ -69,7 +70,23 @@ from minicp.torch_twin.model import (
 )
 
 __all__ = [
-    "ARCHITECTURES", "PERCEIVER_FAMILY", "CompressedAttention", "DoubleAttention", "ECPAttention", "FeedForward",
-    "FullAttention", "PerceiverARAttention", "PreNorm", "RotaryFreqs", "SSplitAttention", "TwinModel", "apply_rope",
-    "attend", "build", "build_attention_layer", "make_attention", "tail_causal_mask", "wrapper_loss",
+    "ARCHITECTURES",
+    "PERCEIVER_FAMILY",
+    "CompressedAttention",
+    "DoubleAttention",
+    "ECPAttention",
+    "FeedForward",
+    "FullAttention",
+    "PerceiverARAttention",
+    "PreNorm",
+    "RotaryFreqs",
+    "SSplitAttention",
+    "TwinModel",
+    "apply_rope",
+    "attend",
+    "build",
+    "build_attention_layer",
+    "make_attention",
+    "tail_causal_mask",
+    "wrapper_loss",
 ]

@@ -5,6 +5,7 @@ Letters: b batch, h heads, n input length, D = dim, d = D // h, L latent, H = n 
 p compressed length, c s-Split history segment length, m ECP block (the paper's half segment),
 N_s = n / m ECP blocks.
 """
+
 import torch
 from torch import nn
 
@@ -29,12 +30,12 @@ class FullAttention(_Attention):
 
     def forward(self, x):
         n = x.shape[1]
-        q, kv = self.project(x)                                                 # (b, h, n, d) each
+        q, kv = self.project(x)  # (b, h, n, d) each
         if self.layer_index == 0:
             ang = self.rope_angles(n, x.device)
             q, kv = apply_rope(q, ang), apply_rope(kv, ang)
         q = q * self.scale
-        out = attend(q, kv, tail_causal_mask(n, n, x.device))                   # (b, h, n, d)
+        out = attend(q, kv, tail_causal_mask(n, n, x.device))  # (b, h, n, d)
         return self.to_out(self.merge_heads(out))
 
 
@@ -55,11 +56,11 @@ class PerceiverARAttention(_Attention):
         q, kv = self.project(x)
         if self.layer_index == 0:
             H = self.history
-            q = q[:, :, H:]                                                     # (b, h, L, d): latent queries
+            q = q[:, :, H:]  # (b, h, L, d): latent queries
             ang = self.rope_angles(n, x.device)
-            q, kv = apply_rope(q, ang[H:]), apply_rope(kv, ang)                 # queries keep positions H..n-1
+            q, kv = apply_rope(q, ang[H:]), apply_rope(kv, ang)  # queries keep positions H..n-1
         q = q * self.scale
-        kv = self.norm(kv)                                                      # LN_d after RoPE: K = V
+        kv = self.norm(kv)  # LN_d after RoPE: K = V
         out = attend(q, kv, tail_causal_mask(q.shape[2], kv.shape[2], x.device))  # (b, h, L, d)
         return self.w_out(self.merge_heads(out))
 
@@ -77,7 +78,7 @@ class DoubleAttention(_Attention):
         self.to_out = nn.Linear(dim, dim)
 
     def history_attention(self, q_hist, kv_hist):
-        return attend(q_hist, kv_hist)                                          # (b, h, H, d), bidirectional
+        return attend(q_hist, kv_hist)  # (b, h, H, d), bidirectional
 
     def forward(self, x):
         n = x.shape[1]
@@ -87,14 +88,14 @@ class DoubleAttention(_Attention):
             ang = self.rope_angles(n, x.device)
             q, kv = apply_rope(q, ang), apply_rope(kv, ang)
         q = q * self.scale
-        kv = self.norm(kv)                                                      # (b, h, n, d), K = V
-        out_hist = self.history_attention(q[:, :, :H], kv[:, :, :H])            # (b, h, H, d)
+        kv = self.norm(kv)  # (b, h, n, d), K = V
+        out_hist = self.history_attention(q[:, :, :H], kv[:, :, :H])  # (b, h, H, d)
         out_lat = attend(q[:, :, H:], kv, tail_causal_mask(max(n - H, 0), n, x.device))  # (b, h, L, d)
-        out = torch.cat((out_hist, out_lat), dim=2)                             # (b, h, n, d); n <= H: history only
+        out = torch.cat((out_hist, out_lat), dim=2)  # (b, h, n, d); n <= H: history only
         return self.to_out(self.merge_heads(out))
 
     def rope_here(self):
-        return True                                                             # Double: every layer
+        return True  # Double: every layer
 
 
 class SSplitAttention(DoubleAttention):
@@ -104,19 +105,18 @@ class SSplitAttention(DoubleAttention):
     each history row attends (no mask) to the keys of its own segment only."""
 
     def __init__(self, *, dim, heads, seq_len, latent, split, layer_index=0, pos_emb=None):
-        super().__init__(dim=dim, heads=heads, seq_len=seq_len, latent=latent,
-                         layer_index=layer_index, pos_emb=pos_emb)
+        super().__init__(dim=dim, heads=heads, seq_len=seq_len, latent=latent, layer_index=layer_index, pos_emb=pos_emb)
         assert self.history % split == 0, f"history {self.history} must divide into segments of {split}"
         self.split = split
-        self.num_segments = self.history // split                               # official num_segments
+        self.num_segments = self.history // split  # official num_segments
 
     def history_attention(self, q_hist, kv_hist):
-        b, h, H, d = q_hist.shape                                               # H = min(input length, history)
+        b, h, H, d = q_hist.shape  # H = min(input length, history)
         if H == 0:
-            return q_hist                                                       # latent = seq_len: no history
+            return q_hist  # latent = seq_len: no history
         s = self.num_segments
         assert H % s == 0, f"{H} history rows do not split into {s} segments"
-        c = H // s                                                              # = split at full length
+        c = H // s  # = split at full length
         out = attend(q_hist.reshape(b, h, s, c, d), kv_hist.reshape(b, h, s, c, d))  # (b, h, s, c, d)
         return out.reshape(b, h, H, d)
 
@@ -148,17 +148,17 @@ class CompressedAttention(_Attention):
         hist = self.history if self.layer_index == 0 else self.compressed
         q, kv = self.project(x)
         if self.layer_index == 0:
-            ang = self.rope_angles(n, x.device)                                 # history queries 0..H-1,
-            q, kv = apply_rope(q, ang), apply_rope(kv, ang)                     # latent queries H..n-1
+            ang = self.rope_angles(n, x.device)  # history queries 0..H-1,
+            q, kv = apply_rope(q, ang), apply_rope(kv, ang)  # latent queries H..n-1
         q = q * self.scale
         kv = self.norm(kv)
-        out_hist = attend(q[:, :, :hist], kv[:, :, :hist])                      # (b, h, hist, d), no mask
+        out_hist = attend(q[:, :, :hist], kv[:, :, :hist])  # (b, h, hist, d), no mask
         out_lat = attend(q[:, :, hist:], kv, tail_causal_mask(max(n - hist, 0), n, x.device))  # (b, h, L, d)
-        out_hist = self.merge_heads(out_hist)                                   # (b, hist, D)
+        out_hist = self.merge_heads(out_hist)  # (b, hist, D)
         if self.layer_index == 0:
             # O_c[:, r, :] = sum_j Wp[r, j] O_h[:, j, :] + bp[r]: a Linear over the sequence axis
             out_hist = self.projection_hist(out_hist.transpose(1, 2)).transpose(1, 2)  # (b, p, D)
-        out = torch.cat((out_hist, self.merge_heads(out_lat)), dim=1)           # (b, p+L, D)
+        out = torch.cat((out_hist, self.merge_heads(out_lat)), dim=1)  # (b, p+L, D)
         return self.w_out(out)
 
 
@@ -174,9 +174,10 @@ class ECPAttention(_Attention):
     def __init__(self, *, dim, heads, seq_len, half_segment, layer_index=0, pos_emb=None):
         super().__init__(dim=dim, heads=heads, layer_index=layer_index, pos_emb=pos_emb)
         assert seq_len % half_segment == 0 and seq_len // half_segment >= 2, (
-            f"seq_len {seq_len} must be at least 2 blocks of half_segment {half_segment}")
+            f"seq_len {seq_len} must be at least 2 blocks of half_segment {half_segment}"
+        )
         self.seq_len, self.half_segment = seq_len, half_segment
-        self.num_segments = seq_len // half_segment                             # official num_segments N_s
+        self.num_segments = seq_len // half_segment  # official num_segments N_s
         self.input_len = seq_len
         self.to_out = nn.Linear(dim, dim)
         self.to_out_0 = nn.Linear(dim, dim)
@@ -188,7 +189,7 @@ class ECPAttention(_Attention):
         m = n // N
         q, kv = self.project(x)
         if self.layer_index == 0:
-            ang = self.rope_angles(n, x.device)                                 # global positions 0..n-1
+            ang = self.rope_angles(n, x.device)  # global positions 0..n-1
             q, kv = apply_rope(q, ang), apply_rope(kv, ang)
         q = q * self.scale
         b, h, _, d = q.shape
@@ -201,7 +202,6 @@ class ECPAttention(_Attention):
         out1 = attend(q_blocks[:, :, 1:], pair_kv, tail_causal_mask(m, 2 * m, x.device))  # (b, h, N-1, m, d)
         out1 = out1.reshape(b, h, n - m, d)
         return torch.cat((self.to_out_0(self.merge_heads(out0)), self.to_out(self.merge_heads(out1))), dim=1)
-
 
 
 def make_attention(arch, *, dim, heads, seq_len, latent, compressed, split, half_segment, layer_index, pos_emb):
@@ -219,4 +219,3 @@ def make_attention(arch, *, dim, heads, seq_len, latent, compressed, split, half
     if arch == "ecp":
         return ECPAttention(half_segment=half_segment, **common)
     raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHITECTURES}")
-

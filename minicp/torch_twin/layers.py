@@ -4,6 +4,7 @@ docs/official-code.md#shared-pieces).
 
 Letters: b batch, h heads, n input length, D = dim, d = D // h.
 """
+
 import torch
 from torch import nn
 
@@ -19,13 +20,13 @@ class RotaryFreqs(nn.Module):
     def __init__(self, dim_head):
         super().__init__()
         exponents = torch.arange(0, dim_head, 2, dtype=torch.float32)[: dim_head // 2] / dim_head
-        self.register_buffer("freqs", 1.0 / torch.pow(10000.0, exponents))   # (d//2,)
+        self.register_buffer("freqs", 1.0 / torch.pow(10000.0, exponents))  # (d//2,)
 
     def angles(self, n, device=None):
         """Angles (n, 2*(d//2)): angle[p, 2i] = angle[p, 2i+1] = p * theta_i, in the buffer's dtype."""
-        positions = torch.arange(n, device=device).to(self.freqs.dtype)        # (n,)
-        per_pair = positions[:, None] * self.freqs[None, :]                     # (n, d//2)
-        return per_pair.repeat_interleave(2, dim=-1)                            # (n, 2*(d//2)), interleaved
+        positions = torch.arange(n, device=device).to(self.freqs.dtype)  # (n,)
+        per_pair = positions[:, None] * self.freqs[None, :]  # (n, d//2)
+        return per_pair.repeat_interleave(2, dim=-1)  # (n, 2*(d//2)), interleaved
 
 
 def apply_rope(x, angles):
@@ -33,10 +34,10 @@ def apply_rope(x, angles):
 
     x (..., n, d), angles (n, r) with r = 2*(d//2); an odd last channel passes through unchanged.
     """
-    angles = angles.to(device=x.device, dtype=x.dtype)      # cos / sin in the tensor's dtype, as official
+    angles = angles.to(device=x.device, dtype=x.dtype)  # cos / sin in the tensor's dtype, as official
     r = angles.shape[-1]
     x_rot, x_pass = x[..., :r], x[..., r:]
-    pairs = x_rot.unflatten(-1, (r // 2, 2))                                    # (..., n, r/2, 2)
+    pairs = x_rot.unflatten(-1, (r // 2, 2))  # (..., n, r/2, 2)
     partner = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (-x_2i+1, x_2i) per pair
     rotated = x_rot * angles.cos() + partner * angles.sin()
     return torch.cat((rotated, x_pass), dim=-1)
@@ -60,10 +61,10 @@ def attend(q, kv, mask=None):
     q is already scaled. Hidden scores are filled with -finfo(dtype).max, as the official code does
     (no row is ever fully hidden, so this equals using -inf).
     """
-    scores = q @ kv.transpose(-1, -2)                                           # (..., i, j)
+    scores = q @ kv.transpose(-1, -2)  # (..., i, j)
     if mask is not None:
         scores = scores.masked_fill(mask, -torch.finfo(scores.dtype).max)
-    return scores.softmax(dim=-1) @ kv                                          # (..., i, d)
+    return scores.softmax(dim=-1) @ kv  # (..., i, d)
 
 
 class _Attention(nn.Module):
@@ -78,20 +79,20 @@ class _Attention(nn.Module):
         assert dim % heads == 0, f"dim {dim} must split into {heads} heads"
         self.heads = heads
         self.dim_head = dim // heads
-        self.scale = self.dim_head ** -0.5
+        self.scale = self.dim_head**-0.5
         self.layer_index = layer_index
-        self.norm = nn.LayerNorm(self.dim_head)       # per-head kv LayerNorm (unused by ECP and transformer)
+        self.norm = nn.LayerNorm(self.dim_head)  # per-head kv LayerNorm (unused by ECP and transformer)
         self.pos_emb = pos_emb if pos_emb is not None else RotaryFreqs(self.dim_head)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_kv = nn.Linear(dim, dim, bias=False)  # one projection: K is V
 
     def split_heads(self, t):
         b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)          # (b, n, D) -> (b, h, n, d)
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (b, n, D) -> (b, h, n, d)
 
     def merge_heads(self, t):
         b, h, n, d = t.shape
-        return t.transpose(1, 2).reshape(b, n, h * d)                           # (b, h, n, d) -> (b, n, D)
+        return t.transpose(1, 2).reshape(b, n, h * d)  # (b, h, n, d) -> (b, n, D)
 
     def project(self, x):
         """q, kv (b, h, n, d) from x (b, n, D)."""
@@ -99,7 +100,6 @@ class _Attention(nn.Module):
 
     def rope_angles(self, n, device):
         return self.pos_emb.angles(n, device)
-
 
 
 class PreNorm(nn.Module):
@@ -123,4 +123,3 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         return self.net(x)
-

@@ -3,6 +3,7 @@ and the official wrapper loss ``wrapper_loss`` (docs/official-code.md#wrapper-ge
 
 Letters: b batch, n input length, D = dim, V vocab, L latent, H = n - L history, p compressed length.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,29 +26,38 @@ class TwinModel(nn.Module):
         self.seq_len, self.latent, self.history = seq_len, latent, seq_len - latent
         self.compressed, self.split, self.half_segment = compressed, split, half_segment
         self.token_emb = nn.Embedding(vocab, dim)
-        pos_emb = RotaryFreqs(dim // heads)          # one instance shared by all layers (not a top-level key)
+        pos_emb = RotaryFreqs(dim // heads)  # one instance shared by all layers (not a top-level key)
         self.layers = nn.ModuleList()
         for k in range(layers):
-            attn = make_attention(arch, dim=dim, heads=heads, seq_len=seq_len, latent=latent,
-                                  compressed=compressed, split=split, half_segment=half_segment,
-                                  layer_index=k, pos_emb=pos_emb)
+            attn = make_attention(
+                arch,
+                dim=dim,
+                heads=heads,
+                seq_len=seq_len,
+                latent=latent,
+                compressed=compressed,
+                split=split,
+                half_segment=half_segment,
+                layer_index=k,
+                pos_emb=pos_emb,
+            )
             self.layers.append(nn.ModuleList([PreNorm(dim, attn), PreNorm(dim, FeedForward(dim))]))
         self.to_logits = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, vocab))
 
     def forward(self, tokens):
         # tokens (b, n); n may be shorter than seq_len: the layers then compute what the official ones do
         # (fixed history; torch's broadcasting included)
-        x = self.token_emb(tokens)                                              # (b, n, D)
+        x = self.token_emb(tokens)  # (b, n, D)
         for k, (attn, ff) in enumerate(self.layers):
             out = attn(x)
             if k == 0 and self.arch == "perceiver_ar":
-                x = out + x[:, -self.latent:]                                   # (b, L, D)
+                x = out + x[:, -self.latent :]  # (b, L, D)
             elif k == 0 and self.arch == "compressed":
-                x = out + x[:, 0:self.compressed + self.latent]                 # (b, p+L, D), residual quirk
+                x = out + x[:, 0 : self.compressed + self.latent]  # (b, p+L, D), residual quirk
             else:
                 x = out + x
             x = ff(x) + x
-        return self.to_logits(x)                                                # (b, rows, V)
+        return self.to_logits(x)  # (b, rows, V)
 
 
 def _resolve(arch, seq_len, latent, compressed, split, half_segment):
@@ -65,7 +75,7 @@ def _resolve(arch, seq_len, latent, compressed, split, half_segment):
         if history < 1 or compressed < 1:
             raise ValueError(f"compressed needs history >= 1 and compressed >= 1 (H={history}, p={compressed})")
     if arch == "s_split":
-        split = (max(1, history // 2) if split is None else split)
+        split = max(1, history // 2) if split is None else split
         if split < 1 or history % split:
             raise ValueError(f"s_split needs split c >= 1 dividing history H={history}, got c={split}")
     if arch == "ecp":
@@ -92,8 +102,22 @@ def _perturb_layernorms(module, seed, scale=0.1):
                 sub.bias.add_(scale * torch.randn(sub.bias.shape, generator=gen, dtype=sub.bias.dtype))
 
 
-def build(arch, *, vocab, dim, heads, layers, seq_len, latent=None, compressed=None, split=None,
-          half_segment=None, dtype=torch.float64, seed=0, perturb_norms=True):
+def build(
+    arch,
+    *,
+    vocab,
+    dim,
+    heads,
+    layers,
+    seq_len,
+    latent=None,
+    compressed=None,
+    split=None,
+    half_segment=None,
+    dtype=torch.float64,
+    seed=0,
+    perturb_norms=True,
+):
     """The whole model of ``arch`` in eval mode; ``model(tokens (b, n) long) -> logits``.
 
     arch: "transformer" (the full-attention transformer with ECP conventions), "perceiver_ar", "double",
@@ -103,25 +127,62 @@ def build(arch, *, vocab, dim, heads, layers, seq_len, latent=None, compressed=N
     num_segments = H / c), half_segment = ECP block m (default n / 8; official num_segments = n / m).
     """
     latent, compressed, split, half_segment = _resolve(arch, seq_len, latent, compressed, split, half_segment)
-    model = _seeded(seed, lambda: TwinModel(arch, vocab=vocab, dim=dim, heads=heads, layers=layers,
-                                            seq_len=seq_len, latent=latent, compressed=compressed,
-                                            split=split, half_segment=half_segment))
+    model = _seeded(
+        seed,
+        lambda: TwinModel(
+            arch,
+            vocab=vocab,
+            dim=dim,
+            heads=heads,
+            layers=layers,
+            seq_len=seq_len,
+            latent=latent,
+            compressed=compressed,
+            split=split,
+            half_segment=half_segment,
+        ),
+    )
     if perturb_norms:
         _perturb_layernorms(model, seed)
     return model.to(dtype).eval()
 
 
-def build_attention_layer(arch, *, dim, heads, seq_len, latent=None, compressed=None, split=None,
-                          half_segment=None, layer_index=0, dtype=torch.float32, seed=0, perturb_norms=True):
+def build_attention_layer(
+    arch,
+    *,
+    dim,
+    heads,
+    seq_len,
+    latent=None,
+    compressed=None,
+    split=None,
+    half_segment=None,
+    layer_index=0,
+    dtype=torch.float32,
+    seed=0,
+    perturb_norms=True,
+):
     """One attention sub-layer (the ``fn`` inside PreNorm); ``layer(x (b, n_in, D)) -> (b, n_out, D)``.
 
     Its output is before the residual. n_in = ``layer.input_len``: n, except PerceiverAR layers >= 1 (L)
     and Compressed layers >= 1 (p + L). n_out: L for PerceiverAR, p + L for Compressed, else n_in.
     """
     latent, compressed, split, half_segment = _resolve(arch, seq_len, latent, compressed, split, half_segment)
-    layer = _seeded(seed, lambda: make_attention(arch, dim=dim, heads=heads, seq_len=seq_len, latent=latent,
-                                                 compressed=compressed, split=split, half_segment=half_segment,
-                                                 layer_index=layer_index, pos_emb=None))
+    layer = _seeded(
+        seed,
+        lambda: make_attention(
+            arch,
+            dim=dim,
+            heads=heads,
+            seq_len=seq_len,
+            latent=latent,
+            compressed=compressed,
+            split=split,
+            half_segment=half_segment,
+            layer_index=layer_index,
+            pos_emb=None,
+        ),
+    )
     if perturb_norms:
         _perturb_layernorms(layer, seed)
     return layer.to(dtype).eval()
@@ -133,6 +194,6 @@ def wrapper_loss(model, x, latent):
     Input x[:, :n]; the last ``latent`` logit rows predict targets x[:, -latent:]; mean cross-entropy over
     b * latent, no ignore_index.
     """
-    logits = model(x[:, :-1])[:, -latent:]                                      # (b, L, V)
-    targets = x[:, -latent:]                                                    # (b, L)
+    logits = model(x[:, :-1])[:, -latent:]  # (b, L, V)
+    targets = x[:, -latent:]  # (b, L)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))

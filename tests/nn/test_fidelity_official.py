@@ -1,7 +1,7 @@
 """Fidelity with the official code: RoPE buffers at every head dim, the official checkpoint layout,
 every input length the official modules accept, and gradients of the loss for every parameter.
 
-Golden values come from torch: the PyTorch twin (minicp/torch_twin.py, itself checked against the
+Golden values come from torch: the PyTorch twin (minicp/torch_twin/, itself checked against the
 official modules) and, for the RoPE frequencies, torch's float32 arithmetic and mpmath. Skipped without torch.
 """
 

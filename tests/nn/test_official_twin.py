@@ -1,4 +1,4 @@
-"""minicp against an independent PyTorch twin of the official modules (minicp/torch_twin.py).
+"""minicp against an independent PyTorch twin of the official modules (minicp/torch_twin/).
 
 The twin was written from the notes in docs/official-code.md and checked, outside this repo, against the official model code
 (max logit difference 8.9e-16 in float64). Here the same state_dict goes into both, and the logits
