@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (see README):
 #   make demo    builds a virtual environment, installs minicp and runs the tour
-#   make test    the same environment plus the test extras, then every test and notebook
+#   make test    the same environment plus the test extras, then lint, every test and every notebook
 PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -9,15 +9,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-.PHONY: install demo test test-gpu figures bench
+.PHONY: install demo test lint test-gpu figures notebooks lab bench
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
 demo: install
 	$(BIN)/minicp tour
 
-test: install
-	$(BIN)/python -m pytest -q -n 2 tests notebooks --nbmake --nbmake-timeout=300
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
+	$(BIN)/python -m pytest -q -n 2 tests notebooks --nbmake --nbmake-timeout=600
 
 # On a machine with an NVIDIA GPU and CuPy: the GPU tests only
 test-gpu:
@@ -25,6 +29,17 @@ test-gpu:
 
 figures: install
 	$(BIN)/minicp figures
+
+# The .py files in notebooks/ are the sources (jupytext percent format); this writes each paired .ipynb
+# from its source and runs it, so the committed notebooks carry their outputs.
+notebooks: install
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(BIN)/jupytext --execute --to ipynb notebooks/[0-9][0-9]_*.py
+
+# Jupyter Lab with the notebook extras (widgets, matplotlib)
+lab: install
+	$(BIN)/python -m pip install -q -e '.[notebooks]'
+	$(BIN)/jupyter lab notebooks/
 
 bench: install
 	$(BIN)/python benchmarks/attention.py

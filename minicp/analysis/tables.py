@@ -3,8 +3,9 @@
 * ``table7`` / ``format_table7``: the code-faithful whole-model formulas per architecture (the paper's
   Table 7 lost them in extraction), as text that ``evaluate_formula`` evaluates exactly;
 * ``table8`` / ``format_table8``: the paper's Table 8 reconciled with the code, row by row, with the
-  other readings of each row evaluated from their formulas (docs/attention-steps.md#table-8);
-* ``format_steps``: the per-layer breakdown of any configuration (what ``minicp steps`` prints).
+  other readings of each row evaluated from their formulas (docs/attention-steps.md#table-8).
+
+The per-layer report of any configuration (``format_steps``) is in ``minicp.analysis.report``.
 
 The counts themselves come from ``minicp.analysis.counts``.
 """
@@ -13,7 +14,7 @@ import ast
 import operator
 from fractions import Fraction
 
-from minicp.analysis.counts import count_attention_steps, full_attention_steps, resolve
+from minicp.analysis.counts import count_attention_steps, full_attention_steps
 from minicp.config import PERCEIVER_FAMILY
 from minicp.validate import boolean
 
@@ -26,7 +27,6 @@ __all__ = [
     "format_table8",
     "TABLE8_SIZES",
     "TABLE8_PAPER",
-    "format_steps",
 ]
 
 # ----------------------------------------------------------------------------------------------------
@@ -368,48 +368,4 @@ def format_table8(explain=True):
         lines.append("")
         for r in table8():
             lines.append(f"* {r['label']} [{r['verdict']}]: {r['explanation']}")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Any configuration
-# ----------------------------------------------------------------------------------------------------
-
-
-def _runs_of_equal_layers(comp, unm):
-    """[(first, last)] runs of consecutive layers with the same (computed, unmasked) counts."""
-    runs, start = [], 0
-    for k in range(1, len(comp) + 1):
-        if k == len(comp) or (comp[k], unm[k]) != (comp[start], unm[start]):
-            runs.append((start, k - 1))
-            start = k
-    return runs
-
-
-def format_steps(arch_or_config, **kwargs):
-    """Printable per-layer breakdown, totals and percent of full attention for one configuration.
-
-    Takes the same arguments as ``count_attention_steps`` (except ``count`` and ``per_layer``).
-    """
-    for bad in ("count", "per_layer"):
-        if bad in kwargs:
-            raise ValueError(f"format_steps shows both counts for every layer; do not pass {bad}")
-    z = resolve(arch_or_config, **kwargs)
-    comp = count_attention_steps(arch_or_config, per_layer=True, **kwargs)
-    unm = count_attention_steps(arch_or_config, count="unmasked", per_layer=True, **kwargs)
-    full_layer = z.h * z.n * z.n
-    full = z.l * full_layer
-    causal = z.l * z.h * (z.n * (z.n + 1) // 2)
-    rows = [("layers", "computed / layer", "unmasked / layer", "% of full layer")]
-    for a, b in _runs_of_equal_layers(comp, unm):
-        rows.append((f"{a}" if a == b else f"{a}-{b}", _fmt_int(comp[a]), _fmt_int(unm[a]), _pct(comp[a], full_layer)))
-    lines = [f"Attention steps for {z.describe()}", ""]
-    lines += _grid(rows, right={1, 2, 3}, strip=False)
-    total_c, total_u = sum(comp), sum(unm)
-    lines += [
-        "",
-        f"total computed: {_fmt_int(total_c)} ({_pct(total_c, full)} of full attention l·h·n² = {_fmt_int(full)})",
-        f"total unmasked: {_fmt_int(total_u)} ({_pct(total_u, causal)} of causal full l·h·n(n+1)/2 = "
-        f"{_fmt_int(causal)})",
-    ]
     return "\n".join(lines)

@@ -38,6 +38,8 @@ import collections
 import contextlib
 import os
 
+import autograd.numpy as _autograd_numpy
+import autograd.scipy.special as _autograd_special
 import numpy as _onp
 
 from minicp.backend import cuda
@@ -62,8 +64,7 @@ def use_backend(which="numpy"):
     if which not in BACKENDS:
         raise ValueError(f"backend {which!r} is not one of {BACKENDS}")
     if which == "numpy":
-        import autograd.numpy as _xp
-        import autograd.scipy.special as _sp
+        _xp, _sp = _autograd_numpy, _autograd_special
     else:
         try:
             import cupy as _xp
