@@ -30,18 +30,16 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 import traceback
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from minicp import ModelConfig  # noqa: E402
+from minicp import ModelConfig
 from minicp import backend as B
 from minicp.nn import ops
-from minicp.nn.attention import module  # noqa: E402
-from minicp.nn.model import unflatten  # noqa: E402
+from minicp.nn.attention import module
+from minicp.nn.model import unflatten
 
 ARCHS = ["transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora"]
 MEMORY_LIMIT = 125e9  # bytes we let one side's score tensors take on a 141 GB H200

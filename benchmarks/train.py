@@ -16,10 +16,7 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def parse(argv=None):

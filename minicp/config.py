@@ -255,3 +255,31 @@ def _presets():
 
 
 PRESETS = _presets()
+
+
+# The architecture-specific sizes used wherever every architecture is built at one sequence length n (the
+# tour, the benchmarks, the notebooks): half the stream is latent, Compressed keeps p = n/4 rows of
+# history, s-Split cuts the history into segments of c = n/4, ECP's segment is s = n/4 (half segment
+# m = n/8, so N_s = 8 as the official default), S2-Attn groups have g = n/4.
+SIZE_RULES = {
+    "transformer": lambda n: {},
+    "perceiver_ar": lambda n: dict(latent=n // 2),
+    "double": lambda n: dict(latent=n // 2),
+    "compressed": lambda n: dict(latent=n // 2, compressed=n // 4),
+    "s_split": lambda n: dict(latent=n // 2, split=n // 4),
+    "ecp": lambda n: dict(segment=n // 4),
+    "longlora": lambda n: dict(group=n // 4),
+}
+assert tuple(SIZE_RULES) == ARCHITECTURES
+
+
+def sized_config(arch, seq_len, **fields):
+    """``ModelConfig(arch, seq_len=n)`` with the sizes of ``SIZE_RULES``; ``fields`` override any of them
+    (e.g. ``sized_config("ecp", 8192, segment=512, dim=512)``)."""
+    if arch not in SIZE_RULES:
+        raise ValueError(f"arch {arch!r} is not one of {ARCHITECTURES}")
+    n = positive_int("seq_len", seq_len)
+    sizes = SIZE_RULES[arch](n)
+    if arch == "ecp" and ("half_segment" in fields or "segment" in fields):
+        sizes.pop("segment")
+    return ModelConfig(arch=arch, seq_len=n, **{**sizes, **fields})

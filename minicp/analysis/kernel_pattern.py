@@ -34,13 +34,11 @@ PyTorch version and backend; compare only the computed rows (``rows(...)``), whi
 ``minicp.testing`` does.
 """
 
-import inspect
-
 import numpy as onp
 
-from minicp.nn.attention import module as _module
+from minicp.nn.attention import attention_mask, pattern_args_for, resolve_pattern_args  # noqa: F401  (re-exported)
 from minicp.nn.attention import patterns as _patterns
-from minicp.validate import half_segment_from, positive_int
+from minicp.validate import positive_int
 
 __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_args_for"]
 
@@ -50,50 +48,9 @@ __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_ar
 # ----------------------------------------------------------------------------------------------------
 
 
-def pattern_args_for(arch):
-    """(required, optional) keyword names of ``arch``'s pattern arguments.
-
-    E.g. ecp -> (('half_segment',), ('partial',)); ECP also accepts ``segment`` s = 2 * half_segment
-    in place of (or agreeing with) ``half_segment`` everywhere in this module."""
-    mod = _module(arch)
-    fn = mod.head_patterns if hasattr(mod, "head_patterns") else mod.pattern
-    required, optional = [], []
-    for p in inspect.signature(fn).parameters.values():
-        if p.kind is p.KEYWORD_ONLY:
-            (required if p.default is p.empty else optional).append(p.name)
-    return tuple(required), tuple(optional)
-
-
 def _patterns_checked(arch, n, heads, args):
     """Validate every argument (ValueError naming it) and return one Pattern per head."""
-    _module(arch)  # ValueError for an unknown arch
-    n = positive_int("n", n)
-    heads = positive_int("heads", heads)
-    required, optional = pattern_args_for(arch)
-    args = _segment_as_half_segment(args, required + optional)
-    unknown = sorted(set(args) - set(required) - set(optional))
-    if unknown:
-        raise ValueError(
-            f"unknown pattern argument(s) {unknown} for arch {arch!r}; it takes {list(required) + list(optional)}"
-        )
-    missing = [a for a in required if a not in args]
-    if missing:
-        hint = " (or segment = 2 * half_segment)" if missing == ["half_segment"] else ""
-        raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}{hint}")
-    try:
-        return _patterns(arch, n, heads, **args)
-    except TypeError as e:  # a wrongly typed argument deep inside
-        raise ValueError(f"invalid pattern arguments {args} for arch {arch!r}: {e}") from e
-
-
-def _segment_as_half_segment(args, names):
-    """ECP's segment in either spelling (``segment`` s, paper units, or ``half_segment`` m = s / 2) as
-    ``half_segment`` alone, checked by ``minicp.validate.half_segment_from``; other arguments unchanged."""
-    if "half_segment" not in names or ("segment" not in args and "half_segment" not in args):
-        return args
-    args = dict(args)
-    args["half_segment"] = half_segment_from(args.pop("segment", None), args.pop("half_segment", None))
-    return args
+    return _patterns(arch, n, heads, **args)
 
 
 def _runs(positions):
@@ -155,7 +112,7 @@ def dense_mask(arch, n, heads=1, **pattern_args):
     Memory is heads * n^2 bytes (8 heads at n = 4096: 128 MB); for large n use ``blocks`` or
     ``allowed_fn``. Rows the architecture does not compute are all False.
     """
-    return onp.stack([p.mask() for p in _patterns_checked(arch, n, heads, pattern_args)])
+    return attention_mask(arch, n, positive_int("heads", heads), **pattern_args)
 
 
 def rows(arch, n, heads=1, **pattern_args):

@@ -10,26 +10,15 @@ import time
 
 import numpy as onp
 
-from minicp import ModelConfig
-from minicp.config import ARCHITECTURES
+from minicp.config import ARCHITECTURES, sized_config
 from minicp.nn.attention import module, patterns
 from minicp.nn.model import count_params, forward, init_params, loss
 from minicp.nn.reference import dense_attention
 
 
 def tour_config(arch, seq_len, dim, heads, layers, vocab=256):
-    """The sizes the tour uses: L = n/2, p = n/4, c = H/2, ECP s = n/4 (m = n/8), S2 g = n/4."""
-    n = seq_len
-    extra = {
-        "perceiver_ar": dict(latent=n // 2),
-        "double": dict(latent=n // 2),
-        "compressed": dict(latent=n // 2, compressed=n // 4),
-        "s_split": dict(latent=n // 2, split=n // 4),
-        "ecp": dict(segment=n // 4),
-        "longlora": dict(group=n // 4),
-        "transformer": {},
-    }[arch]
-    return ModelConfig(arch=arch, vocab=vocab, dim=dim, heads=heads, layers=layers, seq_len=n, **extra)
+    """The tour's model: ``minicp.config.sized_config`` (L = n/2, p = n/4, c = n/4, ECP s = n/4, S2 g = n/4)."""
+    return sized_config(arch, seq_len, vocab=vocab, dim=dim, heads=heads, layers=layers)
 
 
 def steps_per_head(cfg, kind="computed"):

@@ -11,10 +11,13 @@ Each architecture lives in its own module (``minicp.nn.attention.<arch>``) and p
 This module dispatches on the name, for people who want ``minicp.attention("ecp", q, k, v, ...)``.
 """
 
+import inspect
+
 import numpy as onp
 
 from minicp.config import ARCHITECTURES
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
+from minicp.validate import half_segment_from, positive_int
 
 MODULES = {
     "transformer": transformer,
@@ -35,22 +38,60 @@ def module(arch):
     return MODULES[arch]
 
 
+def pattern_args_for(arch):
+    """(required, optional) keyword names of ``arch``'s pattern arguments, e.g. ecp ->
+    (('half_segment',), ('partial',)). ECP also accepts ``segment`` s = 2 * half_segment everywhere."""
+    mod = module(arch)
+    fn = mod.head_patterns if hasattr(mod, "head_patterns") else mod.pattern
+    required, optional = [], []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY:
+            (required if p.default is p.empty else optional).append(p.name)
+    return tuple(required), tuple(optional)
+
+
+def resolve_pattern_args(arch, pattern_args):
+    """``pattern_args`` checked against ``arch``: ECP's segment in either spelling (``segment`` s in paper
+    units or ``half_segment`` m = s / 2, one clear error when they disagree) becomes ``half_segment``;
+    unknown and missing names are a ValueError that lists what the architecture takes."""
+    required, optional = pattern_args_for(arch)
+    args = dict(pattern_args)
+    if "half_segment" in required + optional and ("segment" in args or "half_segment" in args):
+        args["half_segment"] = half_segment_from(args.pop("segment", None), args.pop("half_segment", None))
+    unknown = sorted(set(args) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(
+            f"unknown pattern argument(s) {unknown} for arch {arch!r}; it takes {list(required) + list(optional)}"
+        )
+    missing = [a for a in required if a not in args]
+    if missing:
+        hint = " (or segment = 2 * half_segment)" if missing == ["half_segment"] else ""
+        raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}{hint}")
+    return args
+
+
 def attention(arch, q, k, v, *, scale=None, **pattern_args):
     """Head-level attention of one layer: q, k, v (b, h, n, d) -> (b, h, rows, d).
 
     ``rows`` are the query rows the architecture computes (all n, except PerceiverAR's first layer,
     which computes the L latent rows). ``scale`` multiplies q (default d^-0.5). Pattern arguments are
-    the architecture's own, e.g. ``half_segment=128`` for ECP or ``latent=512`` for PerceiverAR.
+    the architecture's own, e.g. ``half_segment=128`` (or ``segment=256``) for ECP or ``latent=512``
+    for PerceiverAR.
     """
-    return module(arch).attention(q, k, v, scale=scale, **pattern_args)
+    return module(arch).attention(q, k, v, scale=scale, **resolve_pattern_args(arch, pattern_args))
 
 
 def patterns(arch, n, heads=1, **pattern_args):
     """One ``Pattern`` per head (a list of length ``heads``)."""
     mod = module(arch)
-    if hasattr(mod, "head_patterns"):
-        return mod.head_patterns(n, heads, **pattern_args)
-    return [mod.pattern(n, **pattern_args)] * heads
+    n, heads = positive_int("n", n), positive_int("heads", heads)
+    pattern_args = resolve_pattern_args(arch, pattern_args)
+    try:
+        if hasattr(mod, "head_patterns"):
+            return mod.head_patterns(n, heads, **pattern_args)
+        return [mod.pattern(n, **pattern_args)] * heads
+    except TypeError as e:  # a wrongly typed argument deep inside
+        raise ValueError(f"invalid pattern arguments {pattern_args} for arch {arch!r}: {e}") from e
 
 
 def pattern(arch, n, **pattern_args):
@@ -58,7 +99,7 @@ def pattern(arch, n, **pattern_args):
     mod = module(arch)
     if not hasattr(mod, "pattern"):
         raise ValueError(f"arch {arch!r} has different patterns per head; use patterns(arch, n, heads, ...)")
-    return mod.pattern(n, **pattern_args)
+    return patterns(arch, n, 1, **pattern_args)[0]
 
 
 def attention_mask(arch, n, heads=None, **pattern_args):
