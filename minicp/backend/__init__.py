@@ -6,9 +6,10 @@ everywhere at once:
 
 * ``"numpy"`` (default): ``autograd.numpy`` on the CPU. Calling it outside of tracing costs the same
   as plain NumPy, and inside ``autograd.grad`` it records the tape.
-* ``"cupy"``: CuPy on an NVIDIA GPU. autograd cannot trace CuPy arrays, so on the GPU you get forward
-  passes plus the hand-written VJPs (``minicp.nn.ops.attend_vjp``), which are the same functions autograd
-  uses on the CPU.
+* ``"cupy"``: CuPy on an NVIDIA GPU. ``autograd_cupy`` registers CuPy arrays with autograd (boxes and a
+  vector space), so ``autograd.grad`` of the model runs on the device; the heavy operations are
+  primitives with hand-written VJPs (``minicp.nn.fused``, ``minicp.nn.ops.attend``) whose backward
+  passes are CuPy kernels.
 
 Switch with ``use_backend("cupy")``, temporarily with ``with backend("cupy"): ...``, or for a whole
 process with the environment variable ``MINICP_BACKEND=cupy``. ``to_numpy`` brings any result back to
@@ -42,12 +43,13 @@ import autograd.numpy as _autograd_numpy
 import autograd.scipy.special as _autograd_special
 import numpy as _onp
 
-from minicp.backend import cuda
+from minicp.backend import autograd_cupy, cuda, threads
 
 BACKENDS = ("numpy", "cupy")
 
 name = None  # "numpy" or "cupy"
-xp = None  # the array module: autograd.numpy or cupy
+xp = None  # the array module: autograd.numpy, or cupy behind autograd_cupy.TracingModule
+raw = None  # the plain array module (numpy or cupy), for untraced arrays inside autograd primitives
 special = None  # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
 
 fused_kernels = True  # CuPy only: use the fused softmax and RoPE kernels where they apply
@@ -60,11 +62,11 @@ def use_backend(which="numpy"):
     usable (CuPy imports fine on machines without a GPU, so we ask the driver for a device count).
     The backend is left unchanged when it raises.
     """
-    global name, xp, special
+    global name, xp, special, raw
     if which not in BACKENDS:
         raise ValueError(f"backend {which!r} is not one of {BACKENDS}")
     if which == "numpy":
-        _xp, _sp = _autograd_numpy, _autograd_special
+        _xp, _sp, _raw = _autograd_numpy, _autograd_special, _onp
     else:
         try:
             import cupy as _xp
@@ -84,9 +86,10 @@ def use_backend(which="numpy"):
             ) from e
         if count < 1:
             raise RuntimeError("backend 'cupy': CuPy is installed but CUDA reports no GPU; use backend 'numpy'")
+        _raw, _xp = _xp, autograd_cupy.install(_xp)  # autograd traces CuPy arrays through _xp
     if which != name:
         clear_cache()
-    name, xp, special = which, _xp, _sp
+    name, xp, special, raw = which, _xp, _sp, _raw
 
 
 @contextlib.contextmanager
@@ -231,11 +234,29 @@ def masked_softmax_(s, mask=None):
         done = cuda.fused_softmax(s, mask)
         if done is not None:
             return done
+    if name == "numpy" and s.flags.c_contiguous and s.ndim >= 2 and (mask is None or mask.ndim <= 2):
+        # CPU: the same passes, on contiguous row ranges of s in parallel (NumPy releases the GIL)
+        s3 = s.reshape(-1, *s.shape[-2:])  # (R, i, j), a view
+        if s3.shape[0] >= threads.threads or mask is None or mask.ndim == 1 or mask.shape[0] == 1:
+            s2 = s3 if s3.shape[0] >= threads.threads else s.reshape(-1, s.shape[-1])
+            threads.parallel_rows(s2.shape[0], s.size, lambda lo, hi: _softmax_rows_(s2[lo:hi], mask))
+        else:  # few matrices: split their rows, and the mask's with them
+            for r in range(s3.shape[0]):
+                rows = s3[r]
+                threads.parallel_rows(
+                    rows.shape[0], rows.size, lambda lo, hi, rows=rows: _softmax_rows_(rows[lo:hi], mask[lo:hi])
+                )
+        return s
+    return _softmax_rows_(s, mask)
+
+
+def _softmax_rows_(s, mask):
+    """The plain passes of ``masked_softmax_`` on s (..., j), in place."""
     if mask is not None:
-        xp.copyto(s, -xp.inf, where=xp.logical_not(mask))
-    s -= xp.max(s, axis=-1, keepdims=True)  # stable: the row max is a visible entry
-    xp.exp(s, out=s)
-    s /= xp.sum(s, axis=-1, keepdims=True)
+        raw.copyto(s, -raw.inf, where=raw.logical_not(mask))
+    s -= raw.max(s, axis=-1, keepdims=True)  # stable: the row max is a visible entry
+    raw.exp(s, out=s)
+    s /= raw.sum(s, axis=-1, keepdims=True)
     return s
 
 

@@ -311,7 +311,8 @@ def train(
         while step < tcfg.steps:
             lr, lr_no_decay = learning_rates(tcfg, step)
             micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
-            loss_sum, grads = accumulated_loss_and_grad(M.unflatten(flat), micro, config)
+            on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
+            loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
             norm = clip_grad_norm(grads, tcfg.clip)
             updating = True
             adamw_step(

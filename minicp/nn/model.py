@@ -21,7 +21,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import ops
+from minicp.nn import fused, ops
 from minicp.nn.attention import module as arch_module
 
 # ----------------------------------------------------------------------------------------------------
@@ -218,7 +218,10 @@ def forward(params, tokens, config, *, official_broadcast=False):
         config = config.replace(
             segment=2, half_segment=1, partial_segments=False
         )  # official: N_s blocks of t / N_s = 1
-    x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
+    if fused.enabled:
+        x = fused.embedding(params["token_emb"]["weight"], B.asarray(tokens))  # (b, t, D)
+    else:
+        x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
     for layer, p in enumerate(params["layers"]):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
@@ -245,8 +248,10 @@ def loss(params, tokens, config, *, official_broadcast=False):
     b, n1 = tokens.shape
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
     L = min(config.latent, logits.shape[1])
-    logits = logits[:, -L:]  # (b, L, V)
     targets = B.asarray(tokens[:, -L:])
+    if fused.enabled:  # one primitive: log-softmax, pick and mean; no slice when all rows are used
+        return fused.cross_entropy(logits if L == logits.shape[1] else logits[:, -L:], targets)
+    logits = logits[:, -L:]  # (b, L, V)
     logp = log_softmax(logits)  # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
     picked = logp[rows, cols, targets]  # (b, L) log p(target)

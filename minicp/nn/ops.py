@@ -23,6 +23,7 @@ from autograd.numpy.numpy_vjps import untake
 from autograd.tracer import getval
 
 from minicp import backend as B
+from minicp.nn import fused
 
 # ----------------------------------------------------------------------------------------------------
 # Dense layers
@@ -32,6 +33,8 @@ from minicp import backend as B
 def linear(x, p):
     """PyTorch ``nn.Linear``: y = x W^T + b.  x (..., in), p = {"weight": (out, in), "bias"?: (out,)}."""
     w = p["weight"]
+    if fused.enabled:
+        return fused.linear(x, w, p.get("bias"))
     if x.ndim > 2:  # one 2-D matrix product: NumPy's stacked-matmul path is several times slower
         y = B.xp.reshape(B.xp.reshape(x, (-1, x.shape[-1])) @ w.T, (*x.shape[:-1], w.shape[0]))
     else:
@@ -43,6 +46,8 @@ def linear(x, p):
 
 def layer_norm(x, p, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis: biased variance, eps inside the square root."""
+    if fused.enabled:
+        return fused.layer_norm(x, p["weight"], p["bias"], eps)
     xp = B.xp
     inv = 1.0 / x.shape[-1]  # sum * (1/D), not mean: autograd's mean VJP turns float32 into float64
     mean = xp.sum(x, axis=-1, keepdims=True) * inv
@@ -52,6 +57,8 @@ def layer_norm(x, p, eps=1e-5):
 
 def gelu(x):
     """Exact GELU (``nn.GELU()`` default): x * Phi(x) = x/2 * (1 + erf(x / sqrt 2))."""
+    if fused.enabled:
+        return fused.gelu(x)
     return 0.5 * x * (1.0 + B.special.erf(x * (1.0 / math.sqrt(2.0))))
 
 
@@ -167,9 +174,11 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     cos, sin = map(
         B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey)
     )  # (n, d//2)
-    fused = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere
-    if fused is not None:
-        return fused
+    if fused.enabled:
+        return fused.rope(x, cos, sin, style)
+    rotated = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere
+    if rotated is not None:
+        return rotated
     if style == "interleaved":
         pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))  # (..., n, d//2, 2)
         even, odd = pairs[..., 0], pairs[..., 1]
@@ -274,12 +283,26 @@ def attend_vjp(g, q, k, v, mask=None):
     else:
         p = _probs_fast(q, k, mask)
         ds = g @ xp.swapaxes(v, -1, -2)  # dP, then turned into dS in place
-        ds -= xp.sum(ds * p, axis=-1, keepdims=True)
-        ds *= p
+        _softmax_backward_(ds, p)
     dq = ds @ k  # (..., i, d)
     dk = xp.swapaxes(ds, -1, -2) @ q  # (..., j, d)
     dv = xp.swapaxes(p, -1, -2) @ g  # (..., j, e)
     return dq, dk, dv
+
+
+def _softmax_backward_(ds, p):
+    """dS = P * (dP - rowsum(dP * P)) in place in the dP buffer ds; row ranges in parallel on the CPU."""
+    xp = B.raw
+
+    def rows(d2, p2):
+        d2 -= xp.sum(d2 * p2, axis=-1, keepdims=True)
+        d2 *= p2
+
+    if B.name != "numpy" or not (ds.flags.c_contiguous and p.flags.c_contiguous):
+        rows(ds, p)
+        return
+    d2, p2 = ds.reshape(-1, ds.shape[-1]), p.reshape(-1, p.shape[-1])
+    B.threads.parallel_rows(d2.shape[0], 2 * d2.size, lambda lo, hi: rows(d2[lo:hi], p2[lo:hi]))
 
 
 def _unbroadcast(grad, shape):
@@ -325,6 +348,15 @@ def _basic_index(idx):
 def _scatter_add(g, idx, vs):
     if isinstance(g, Box):
         return untake(g, idx, vs)
+    if B.name == "cupy" and not _basic_index(idx):
+
+        def add_on_device(A):
+            import cupyx  # optional dependency: only on the GPU backend
+
+            cupyx.scatter_add(A, idx, g)
+            return A
+
+        return SparseObject(vs, add_on_device)
     if _basic_index(idx):
 
         def add_into(A):

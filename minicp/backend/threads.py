@@ -1,0 +1,68 @@
+"""A small thread pool for large element-wise passes on the CPU.
+
+NumPy (and SciPy's ufuncs such as ``erf``) release the GIL inside their inner loops, so one big
+element-wise pass split into a few contiguous row ranges runs on several cores at once. BLAS already
+uses its own threads for the matrix products; everything else (GELU, LayerNorm, the softmax of the
+score blocks, the cross-entropy) goes through ``parallel_rows`` here.
+
+``threads``: how many workers (default: the CPUs this process may run on, capped at 8; the
+environment variable ``MINICP_THREADS`` overrides it). Passes smaller than ``MIN_ELEMENTS`` run inline:
+below that the hand-off costs more than it saves. With ``threads = 1`` nothing is ever threaded.
+"""
+
+import concurrent.futures
+import os
+
+MIN_ELEMENTS = 1 << 16  # elements below which a pass runs in the calling thread
+
+
+def _default_threads():
+    env = os.environ.get("MINICP_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        count = os.cpu_count() or 1
+    return max(1, min(8, count))
+
+
+threads = _default_threads()
+_pool = None
+_pool_size = 0
+
+
+def set_threads(count):
+    """Use ``count`` (a positive int) worker threads for element-wise passes; returns the previous count."""
+    global threads
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    previous, threads = threads, count
+    return previous
+
+
+def _executor():
+    global _pool, _pool_size
+    if _pool is None or _pool_size != threads - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="minicp")
+        _pool_size = threads - 1
+    return _pool
+
+
+def parallel_rows(rows, work, fn):
+    """Call ``fn(lo, hi)`` on contiguous ranges covering ``range(rows)``, in parallel when ``work``
+    (elements touched) is large. The calling thread takes the first range; ``fn`` must only write
+    rows lo..hi-1 of its outputs. Returns nothing; exceptions of any range are re-raised."""
+    k = min(threads, rows) if work >= MIN_ELEMENTS else 1
+    if k <= 1:
+        fn(0, rows)
+        return
+    bounds = [rows * i // k for i in range(k + 1)]
+    futures = [_executor().submit(fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
