@@ -52,17 +52,24 @@ xp = None  # the array module: autograd.numpy, or cupy behind autograd_cupy.Trac
 raw = None  # the plain array module (numpy or cupy), for untraced arrays inside autograd primitives
 special = None  # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
 
+gpu_autograd = False  # CuPy only: autograd through CuPy arrays and the fused primitives (not yet run on a GPU)
 fused_kernels = True  # CuPy only: use the fused softmax and RoPE kernels where they apply
 
 
-def use_backend(which="numpy"):
+def use_backend(which="numpy", *, autograd_on_gpu=None):
     """Make ``which`` ("numpy" or "cupy") the array module of every kernel.
+
+    ``autograd_on_gpu=True`` (or ``MINICP_CUPY_AUTOGRAD=1``) registers CuPy arrays with autograd so that
+    ``autograd.grad`` and ``minicp.train`` run on the GPU through the fused primitives. This path is new
+    and has not yet been run on a GPU (its tests are in ``tests/backend/test_gpu_autograd.py``); without
+    it the CuPy backend is the forward-and-``attend_vjp`` path whose GPU results are in
+    ``benchmarks/results/``.
 
     Raises ValueError for an unknown name and RuntimeError when CuPy is not installed or no GPU is
     usable (CuPy imports fine on machines without a GPU, so we ask the driver for a device count).
     The backend is left unchanged when it raises.
     """
-    global name, xp, special, raw
+    global name, xp, special, raw, gpu_autograd
     if which not in BACKENDS:
         raise ValueError(f"backend {which!r} is not one of {BACKENDS}")
     if which == "numpy":
@@ -86,21 +93,28 @@ def use_backend(which="numpy"):
             ) from e
         if count < 1:
             raise RuntimeError("backend 'cupy': CuPy is installed but CUDA reports no GPU; use backend 'numpy'")
-        _raw, _xp = _xp, autograd_cupy.install(_xp)  # autograd traces CuPy arrays through _xp
+        if autograd_on_gpu is None:
+            autograd_on_gpu = os.environ.get("MINICP_CUPY_AUTOGRAD", "0") == "1"
+        if not isinstance(autograd_on_gpu, bool):
+            raise TypeError(f"autograd_on_gpu must be True or False, got {autograd_on_gpu!r}")
+        _raw = _xp
+        if autograd_on_gpu:
+            _xp = autograd_cupy.install(_xp)  # autograd traces CuPy arrays through _xp
     if which != name:
         clear_cache()
     name, xp, special, raw = which, _xp, _sp, _raw
+    gpu_autograd = which == "cupy" and bool(autograd_on_gpu)
 
 
 @contextlib.contextmanager
-def backend(which):
+def backend(which, *, autograd_on_gpu=None):
     """Temporarily switch the backend: ``with backend("cupy"): ...`` (restores the previous one)."""
-    previous = name
-    use_backend(which)
+    previous, previous_autograd = name, gpu_autograd
+    use_backend(which, autograd_on_gpu=autograd_on_gpu)
     try:
         yield xp
     finally:
-        use_backend(previous)
+        use_backend(previous, autograd_on_gpu=previous_autograd if previous == "cupy" else None)
 
 
 def gpu_available():

@@ -30,6 +30,13 @@ from minicp.backend import threads
 enabled = True  # False: the readable compositions of autograd.numpy ops (minicp.nn.ops, minicp.nn.model)
 
 
+def active():
+    """True when ``ops`` and ``model`` should call these primitives: ``enabled``, on the NumPy backend, or
+    on CuPy with ``gpu_autograd`` (the fused CuPy path has not yet been checked on a GPU, so the CuPy
+    backend keeps its earlier, GPU-tested compositions unless asked)."""
+    return enabled and (B.name == "numpy" or B.gpu_autograd)
+
+
 @contextlib.contextmanager
 def use_fused(flag):
     """Temporarily switch the fused primitives on (True) or off (False)."""

@@ -218,7 +218,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
         config = config.replace(
             segment=2, half_segment=1, partial_segments=False
         )  # official: N_s blocks of t / N_s = 1
-    if fused.enabled:
+    if fused.active():
         x = fused.embedding(params["token_emb"]["weight"], B.asarray(tokens))  # (b, t, D)
     else:
         x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
@@ -249,7 +249,7 @@ def loss(params, tokens, config, *, official_broadcast=False):
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
     L = min(config.latent, logits.shape[1])
     targets = B.asarray(tokens[:, -L:])
-    if fused.enabled:  # one primitive: log-softmax, pick and mean; no slice when all rows are used
+    if fused.active():  # one primitive: log-softmax, pick and mean; no slice when all rows are used
         return fused.cross_entropy(logits if L == logits.shape[1] else logits[:, -L:], targets)
     logits = logits[:, -L:]  # (b, L, V)
     logp = log_softmax(logits)  # (b, L, V)

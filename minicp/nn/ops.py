@@ -33,7 +33,7 @@ from minicp.nn import fused
 def linear(x, p):
     """PyTorch ``nn.Linear``: y = x W^T + b.  x (..., in), p = {"weight": (out, in), "bias"?: (out,)}."""
     w = p["weight"]
-    if fused.enabled:
+    if fused.active():
         return fused.linear(x, w, p.get("bias"))
     if x.ndim > 2:  # one 2-D matrix product: NumPy's stacked-matmul path is several times slower
         y = B.xp.reshape(B.xp.reshape(x, (-1, x.shape[-1])) @ w.T, (*x.shape[:-1], w.shape[0]))
@@ -46,7 +46,7 @@ def linear(x, p):
 
 def layer_norm(x, p, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis: biased variance, eps inside the square root."""
-    if fused.enabled:
+    if fused.active():
         return fused.layer_norm(x, p["weight"], p["bias"], eps)
     xp = B.xp
     inv = 1.0 / x.shape[-1]  # sum * (1/D), not mean: autograd's mean VJP turns float32 into float64
@@ -57,7 +57,7 @@ def layer_norm(x, p, eps=1e-5):
 
 def gelu(x):
     """Exact GELU (``nn.GELU()`` default): x * Phi(x) = x/2 * (1 + erf(x / sqrt 2))."""
-    if fused.enabled:
+    if fused.active():
         return fused.gelu(x)
     return 0.5 * x * (1.0 + B.special.erf(x * (1.0 / math.sqrt(2.0))))
 
@@ -174,7 +174,7 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     cos, sin = map(
         B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey)
     )  # (n, d//2)
-    if fused.enabled:
+    if fused.active():
         return fused.rope(x, cos, sin, style)
     rotated = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere
     if rotated is not None:

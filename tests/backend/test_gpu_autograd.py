@@ -23,7 +23,7 @@ needs_gpu = pytest.mark.skipif(not B.gpu_available(), reason="needs CuPy and a u
 
 
 def _grads(cfg, params64, tokens, which, dtype):
-    with B.backend(which):
+    with B.backend(which, autograd_on_gpu=True if which == "cupy" else None):
         params = M.unflatten({k: B.asarray(np.asarray(v, dtype=dtype)) for k, v in M.flatten(params64).items()})
         value = M.loss(params, tokens, cfg)
         flat = M.flatten(grad(M.loss)(params, tokens, cfg))
@@ -58,7 +58,7 @@ def test_tiny_preset_trains_on_gpu_like_cpu():
     tcfg = T.TrainConfig(steps=4, batch=2, grad_accum=1)
     curves = {}
     for which in ("numpy", "cupy"):
-        with B.backend(which):
+        with B.backend(which, autograd_on_gpu=True if which == "cupy" else None):
             result = T.train(cfg, data, tcfg, progress=False)
         curves[which] = [h["loss"] for h in result.history]
     print("loss curves", curves)
