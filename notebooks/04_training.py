@@ -26,7 +26,7 @@
 #    its receptive field: fully while `lag - 1 <= k m`, not at all (chance, 1 / vocab) once `lag > (k + 1) m`.
 # 2. **All architectures on one budget**, on the Python documentation (byte-level), validation perplexity.
 #
-# **Default and full run.** As it is (CI runs it), the notebook trains the lag-copy models of part 1 in about two
+# **Default and full run.** As it is (CI runs it), the notebook trains the lag-copy models of part 1 in two to three
 # minutes on 2 cores, and shows the recorded results of the full run for part 2. `MINICP_FULL=1` reruns
 # everything at the larger sizes (about 25 minutes on 2 cores, with a progress bar per part) and rewrites
 # `figures/04_training_results.json` and `figures/lag_copy_accuracy.png`. Every sentence about results below is
@@ -47,17 +47,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, Markdown, display
 from tqdm.auto import tqdm
 
 from minicp import ModelConfig, count_params, forward
-from minicp.analysis.receptive import receptive_field
 from minicp.lm import data as D
 from minicp.lm import evaluate as E
 from minicp.lm import train as T
 from minicp.lm.generate import generate
+from minicp.viz.style import save
+from minicp.viz.training import lag_copy_figure, predicted_copy_accuracy
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RECORDED = ROOT / "figures" / "04_training_results.json"  # the full run's numbers, as measured
@@ -121,11 +121,7 @@ def lag_config(k):
 def predicted_accuracy(k, lag, settings=None):
     """Accuracy if every copy inside the receptive field is learned and every other one is a guess."""
     s = settings or LAG
-    cfg = ModelConfig(arch="ecp", vocab=s["vocab"], dim=8, heads=1, layers=k, seq_len=s["n"], half_segment=s["m"])
-    reach = receptive_field(cfg).mask()  # (n, n): reach[i, j] = token j can reach row i
-    rows = np.arange(lag - 1, s["n"])  # input positions whose target is a copy
-    share = reach[rows, rows + 1 - lag].mean()
-    return float(share + (1 - share) / s["vocab"])
+    return predicted_copy_accuracy(k, lag, seq_len=s["n"], half_segment=s["m"], vocab=s["vocab"])
 
 
 def run_lag(job):
@@ -204,34 +200,38 @@ display(Markdown("Accuracy / receptive-field prediction:\n\n" + lag_table(lag_re
 display(Markdown(lag_verdict(lag_results, LAG)))
 
 # %%
-m, vocab = LAG["m"], LAG["vocab"]
-fig, ax = plt.subplots(figsize=(8, 4.2))
-colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
-right = max(max(LAGS), (max(LAYERS) + 1) * m) + 2
-dense = np.arange(1, min(LAG["n"], right) + 1)
-for k in LAYERS:
-    rs = [r for r in lag_results if r["layers"] == k]
-    ax.plot(
-        [r["lag"] for r in rs],
-        [r["accuracy"] for r in rs],
-        "o-",
-        color=colors[k],
-        lw=2,
-        ms=7,
-        label=f"k = {k}: trained",
-    )
-    ax.plot(
-        dense, [predicted_accuracy(k, g) for g in dense], "--", color=colors[k], alpha=0.6, label=f"k = {k}: predicted"
-    )
-    ax.axvline(k * m + 1, color=colors[k], lw=0.8, ls=":")
-ax.axhline(1 / vocab, color="grey", lw=0.8)
-ax.text(0.5, 1 / vocab + 0.01, "chance", va="bottom", color="grey", fontsize=10)
-ax.set(xlabel="lag", ylabel="copy accuracy (held-out rows)", xlim=(0, right), ylim=(0, 1.05))
-ax.set_title(f"ECP lag-copy, m = {m}, n = {LAG['n']}: dotted line at lag = k m + 1", fontsize=11)
-ax.legend(fontsize=9, loc="upper right")
-fig.tight_layout()
-fig.savefig(OUT / "lag_copy_accuracy.png", dpi=120)
-plt.show()
+caption = (
+    f"notebooks/04_training.ipynb ({'MINICP_FULL=1' if FULL else 'default run'}): ECP D {LAG['dim']}, h {LAG['heads']}, "
+    f"{LAG['steps']} AdamW steps x {LAG['batch']} rows, lr {LAG['lr']}, 256 held-out rows"
+)
+fig = lag_copy_figure(lag_results, LAG, caption=caption)
+save(fig, OUT / "lag_copy_accuracy.png", dpi=130)
+fig
+
+# %% [markdown]
+# ### Exercise: predict one number by hand
+#
+# For k = 2 layers, m = 4, n = 20 and lag 11, which share of the scored positions i = 10 .. 19 have their source
+# token i + 1 − lag inside row i's field [m·max(0, ⌊i/m⌋ − k), i]? Write it as a fraction in `my_share`; the check
+# cell compares `my_share + (1 − my_share) / 8` with `predicted_copy_accuracy` (solution:
+# [solutions/lag_share.py](solutions/lag_share.py)).
+
+# %%
+my_share = None  # your answer, e.g. 7 / 10
+
+# %%
+# check cell
+import runpy
+
+HERE = ROOT / "notebooks"
+answer = my_share if my_share is not None else runpy.run_path(str(HERE / "solutions" / "lag_share.py"))["share"]()
+expected = predicted_copy_accuracy(2, 11, seq_len=20, half_segment=4, vocab=8)
+assert abs(answer + (1 - answer) / 8 - expected) < 1e-12, (
+    f"share {answer} gives {answer + (1 - answer) / 8:.3f}, expected {expected:.3f}"
+)
+print(
+    f"{'your' if my_share is not None else 'the solution' + chr(39) + 's'} share {answer:.2f} -> predicted accuracy {expected:.3f}: correct"
+)
 
 # %% [markdown]
 # ## 2. All architectures, one budget, the Python documentation
