@@ -156,3 +156,32 @@ display(
 # * it does **not** test the paper's claim: 64 pixels is far from 1024, the models are tiny and trained for 150
 #   steps, and one seed is one draw (the "pixels seen" column says which patterns could use the whole image). The ordering above is
 #   evidence about small-budget learning speed on 8 x 8 digits only, not about sCIFAR-10.
+
+# %% [markdown]
+# ## Exercise: what does ECP's class row see?
+#
+# ECP with half segment m = 16 on 64 pixels. Row i sees [m·max(0, ⌊i/m⌋ − k), i] after k layers. For the class row
+# i = 63: which is the first pixel it sees after 2 layers (`my_first_pixel`), and how many layers does it need to see
+# pixel 0 (`my_layers`)? The check cell asks `receptive_field` (solution:
+# [solutions/class_row.py](solutions/class_row.py)). Then look at the digits above: which rows of the 8 x 8 image
+# does the 2-layer ECP classifier never see?
+
+# %%
+my_first_pixel, my_layers = None, None  # your answers
+
+# %%
+# check cell
+import runpy
+from pathlib import Path
+
+HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
+attempt = my_first_pixel is not None and my_layers is not None
+solution = runpy.run_path(str(HERE / "solutions" / "class_row.py"))["class_row"]
+first_pixel, layers_needed = (my_first_pixel, my_layers) if attempt else solution()
+assert first_pixel == int(receptive_field(config("ecp")).lo[-1]), f"pixel {first_pixel} is not the first one seen"
+need = next(k for k in range(1, 10) if receptive_field(config("ecp"), layers=k).lo[-1] == 0)
+assert layers_needed == need, f"{layers_needed} layers: the class row first sees pixel 0 after {need}"
+print(
+    f"{'your answers' if attempt else 'the solution'}: first pixel {first_pixel} (image rows 0..{first_pixel // 8 - 1} "
+    f"unseen), {layers_needed} layers for the whole image; receptive_field agrees"
+)
