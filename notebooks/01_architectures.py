@@ -72,8 +72,9 @@ print("per head and layer: computed", ecp.computed(), "= m(2n - m) =", 4 * (2 * 
 
 # %% [markdown]
 # Two helpers for the sections: `show_code(arch)` prints the head-level attention function of that
-# architecture's module; `cost(arch, **sizes)` counts the score entries one head computes in one layer at n = 24
-# (`count="computed"`: every entry of every score matrix the code builds, masked ones included).
+# architecture's module; `cost(arch, **sizes)` counts the score entries one head computes at n = 24
+# (`count="computed"`: every entry of every score matrix the code builds, masked ones included), in layer 0 and
+# in the later layers (they differ for PerceiverAR and Compressed), averaged over the heads.
 
 # %%
 N = 24
@@ -84,11 +85,16 @@ def show_code(arch):
 
 
 def cost(arch, **sizes):
-    computed = count_attention_steps(arch, seq_len=N, count="computed", **sizes)
+    """Score entries per head in layer 0 and in a later layer (mean over heads: LongLoRA's two head kinds differ)."""
+    heads = 2
+    first, later = count_attention_steps(arch, seq_len=N, layers=2, heads=heads, per_layer=True, **sizes)
+    first, later = first // heads, later // heads
     full = N * N
-    return Markdown(
-        f"At n = {N}: **{computed:,}** score entries computed per head (layer-1 model), {computed / full:.0%} of full attention's n² = {full}."
-    )
+    where = "in layer 0" if later != first else "in every layer"
+    text = f"At n = {N}: **{first:,}** score entries computed per head {where} ({first / full:.0%} of full attention's n² = {full})"
+    if later != first:
+        text += f", **{later:,}** in every later layer ({later / full:.0%})"
+    return Markdown(text + ".")
 
 
 # %% [markdown]
@@ -280,7 +286,9 @@ display(viz.pattern_figure("longlora", N, group=8, shift="roll"))
 # segment m has exactly the cost and the receptive field of S2 varlen with g = 2m.
 
 # %%
+print("LongLoRA S2 varlen, g = 8:")
 display(cost("longlora", group=8))
+print("ECP, m = 4:")
 display(cost("ecp", half_segment=4))
 
 # %% [markdown]
