@@ -27,14 +27,21 @@
 # Colours used throughout: **blue** = a score entry that survives the mask, **grey** = computed but masked,
 # **white** = never computed. Outlines are the score matrices. For LongLoRA, blue = unshifted heads,
 # orange = shifted heads, purple = both, red = a future token (a leak).
+#
+# Each architecture section below has the same four parts, in this order: **the code** that computes it (the
+# head-level `attention` function of its module, printed with `inspect.getsource`, so what you read is what
+# runs), **the equation**, **the picture** of its pattern, and **cost and context** in plain words, with the
+# exact count of score entries at n = 24 from `minicp.count_attention_steps`. At the end there is one exercise.
 
 # %%
 # %matplotlib inline
+import inspect
+
 import numpy as np
-from IPython.display import display
+from IPython.display import Code, Markdown, display
 
 import minicp
-from minicp import viz
+from minicp import count_attention_steps, viz
 from minicp.nn.attention import module
 from minicp.nn.reference import dense_attention
 
@@ -64,88 +71,225 @@ for blk in ecp.blocks:
 print("per head and layer: computed", ecp.computed(), "= m(2n - m) =", 4 * (2 * 16 - 4), "| unmasked", ecp.unmasked())
 
 # %% [markdown]
+# Two helpers for the sections: `show_code(arch)` prints the head-level attention function of that
+# architecture's module; `cost(arch, **sizes)` counts the score entries one head computes at n = 24
+# (`count="computed"`: every entry of every score matrix the code builds, masked ones included), in layer 0 and
+# in the later layers (they differ for PerceiverAR and Compressed), averaged over the heads.
+
+# %%
+N = 24
+
+
+def show_code(arch):
+    display(Code(inspect.getsource(module(arch).attention), language="python"))
+
+
+def cost(arch, **sizes):
+    """Score entries per head in layer 0 and in a later layer (mean over heads: LongLoRA's two head kinds differ)."""
+    heads = 2
+    first, later = count_attention_steps(arch, seq_len=N, layers=2, heads=heads, per_layer=True, **sizes)
+    first, later = first // heads, later // heads
+    full = N * N
+    where = "in layer 0" if later != first else "in every layer"
+    text = f"At n = {N}: **{first:,}** score entries computed per head {where} ({first / full:.0%} of full attention's n² = {full})"
+    if later != first:
+        text += f", **{later:,}** in every later layer ({later / full:.0%})"
+    return Markdown(text + ".")
+
+
+# %% [markdown]
 # ## Transformer (the yardstick)
 #
-# Every query sees every earlier key: one n x n score matrix per head, n² entries computed, n(n+1)/2 of them
-# unmasked. The official repository has no full-attention model; minicp's `transformer` uses ECP's conventions
+# **The code.** One n x n score matrix per head, masked to the causal triangle.
+
+# %%
+show_code("transformer")
+
+# %% [markdown]
+# **The equation.** $\mathrm{out}_i = \sum_{j \le i} \mathrm{softmax}_j\!\left(q_i \cdot k_j / \sqrt{d}\right) v_j$
+# for every position i.
+#
+# **The picture.**
+
+# %%
+display(viz.pattern_figure("transformer", N))
+
+# %% [markdown]
+# **Cost and context.** Every query scores every key, so the cost is n² per head and layer (n(n+1)/2 of them
+# unmasked): double the sequence, four times the work. In exchange every token sees its whole prefix after a
+# single layer. The official repository has no full-attention model; minicp's `transformer` uses ECP's conventions
 # (K = V, RoPE in layer 0 only) with a single output projection ([docs](../docs/official-code.md#full-attention-ecp-conventions)).
 
 # %%
-display(viz.pattern_figure("transformer", 24))
+cost("transformer")
 
 # %% [markdown]
 # ## PerceiverAR (paper section 3)
 #
-# Split the input into a **history** of H tokens and the last L tokens, the **latents**. Layer 0 computes only the
-# L latent query rows; each one sees every history key and, causally, the latent keys up to itself. From layer 1
-# on the stream *is* the L latents and every layer is plain causal attention over them, so the cost stops
-# depending on n: L·n in layer 0, L² afterwards. The two drawbacks the paper targets: only the latent positions
+# **The code.** Layer 0 computes only the L latent query rows; later layers run causal attention on the latents.
+
+# %%
+show_code("perceiver_ar")
+
+# %% [markdown]
+# **The equation.** Split the n tokens into a **history** of H tokens and the last L, the **latents**. Layer 0:
+# $\mathrm{out}_t = \sum_{j \le H + t} \mathrm{softmax}_j(q_{H+t} \cdot k_j / \sqrt d)\, v_j$ for the latent rows
+# t = 0 .. L − 1 only; from layer 1 on the stream *is* the L latents and each layer is causal attention over them.
+#
+# **The picture** (layer 0, then layer 1).
+
+# %%
+display(viz.pattern_figure("perceiver_ar", N, latent=8))
+display(viz.pattern_figure("perceiver_ar", N, latent=8, layer=1))
+
+# %% [markdown]
+# **Cost and context.** L·n in layer 0, L² afterwards: the cost stops depending on n after the first layer. Every
+# latent sees its whole prefix after one layer. The two drawbacks the paper targets: only the L latent positions
 # are trained, and the history is absorbed into the latents after the first layer.
 
 # %%
-display(viz.pattern_figure("perceiver_ar", 24, latent=8))
-display(viz.pattern_figure("perceiver_ar", 24, latent=8, layer=1))
+cost("perceiver_ar", latent=8)
 
 # %% [markdown]
 # ## Double Attention (section 4.1)
 #
-# Keep the history in every layer. Each layer computes two attentions: the latent rows exactly as PerceiverAR's
-# layer 0 (all history keys, causal latent keys), and the history rows over the history keys **without a mask**
-# (history tokens are never scored, so seeing each other both ways leaks nothing). Every layer is identical and
-# costs L·n + H² entries per head: the history now costs H² in every layer.
+# **The code.** Two attentions per layer: the latent rows as PerceiverAR's layer 0, the history rows over the
+# history keys without a mask.
 
 # %%
-display(viz.pattern_figure("double", 24, latent=8))
+show_code("double")
+
+# %% [markdown]
+# **The equation.** Latent rows as above; history rows $i < H$:
+# $\mathrm{out}_i = \sum_{j < H} \mathrm{softmax}_j(q_i \cdot k_j / \sqrt d)\, v_j$ (no mask: history tokens are never
+# scored, so seeing each other both ways leaks nothing).
+#
+# **The picture.**
+
+# %%
+display(viz.pattern_figure("double", N, latent=8))
+
+# %% [markdown]
+# **Cost and context.** Every layer is identical and costs L·n + H² per head: the history is kept alive in every
+# layer, but it now costs H² in every layer, which at L = n/2 is 75% of full attention.
+
+# %%
+cost("double", latent=8)
 
 # %% [markdown]
 # ## Compressed Double Attention (section 4.2)
 #
-# Pay the H² only once. Layer 0 is Double Attention; then a learned linear map **along the sequence axis**
-# (`projection_hist`, Linear(H, p)) turns the H history output rows into p slots, each a weighted sum of all of
-# them. Later layers run Double Attention on p slots + L latents: L·(p + L) + p² per head.
-# Two code facts ([docs/official-code.md#compressed-first-layer-residual](../docs/official-code.md#compressed-first-layer-residual), [docs/official-code.md#compressed-attend-then-compress](../docs/official-code.md#compressed-attend-then-compress)): the official code attends first and compresses the attention *output*, and its
-# layer-0 residual adds token p + t to latent row t (`compressed_residual="official"`, minicp's default;
-# `"paper"` gives each latent its own token).
+# **The code.** Layer 0 is Double Attention; its history output rows are then compressed along the sequence axis.
 
 # %%
-display(viz.pattern_figure("compressed", 24, latent=8, compressed=4))
-display(viz.pattern_figure("compressed", 24, latent=8, compressed=4, layer=1))
+show_code("compressed")
+
+# %% [markdown]
+# **The equation.** After layer 0, a learned linear map along the sequence axis (`projection_hist`,
+# Linear(H, p)) turns the H history rows into p slots, $\mathrm{slot}_r = \sum_{i<H} W_{ri}\, \mathrm{out}_i$;
+# later layers run Double Attention on p slots + L latents. Two code facts ([docs/official-code.md#compressed-first-layer-residual](../docs/official-code.md#compressed-first-layer-residual), [docs/official-code.md#compressed-attend-then-compress](../docs/official-code.md#compressed-attend-then-compress)): the official code
+# attends first and compresses the attention *output*, and its layer-0 residual adds token p + t to latent row t
+# (`compressed_residual="official"`, minicp's default; `"paper"` gives each latent its own token).
+#
+# **The picture** (layer 0, then layer 1).
+
+# %%
+display(viz.pattern_figure("compressed", N, latent=8, compressed=4))
+display(viz.pattern_figure("compressed", N, latent=8, compressed=4, layer=1))
+
+# %% [markdown]
+# **Cost and context.** The H² is paid once: L·n + H² in layer 0, then L·(p + L) + p² per layer. The history
+# reaches later layers only through p learned mixtures of it.
+
+# %%
+cost("compressed", latent=8, compressed=4)
 
 # %% [markdown]
 # ## s-Split Double Attention (section 4.3)
 #
-# Make the history cheap instead: cut it into segments of c tokens and let each history query see only its own
-# segment (no mask inside). The latent rows are Double Attention's. Cost L·n + H·c per head and layer. The price:
-# a history token never sees outside its own segment, in any layer; only the latents mix segments.
+# **The code.** The history is cut into segments of c tokens, each attending only to itself.
 
 # %%
-display(viz.pattern_figure("s_split", 24, latent=8, split=4))
+show_code("s_split")
+
+# %% [markdown]
+# **The equation.** History row i in segment σ(i) = ⌊i / c⌋:
+# $\mathrm{out}_i = \sum_{j:\ \sigma(j) = \sigma(i)} \mathrm{softmax}_j(q_i \cdot k_j / \sqrt d)\, v_j$; latent rows as in
+# Double Attention.
+#
+# **The picture.**
+
+# %%
+display(viz.pattern_figure("s_split", N, latent=8, split=4))
+
+# %% [markdown]
+# **Cost and context.** L·n + H·c per head and layer: the history costs c per token instead of H. The price: a
+# history token never sees outside its own segment, in any layer; only the latents mix segments.
+
+# %%
+cost("s_split", latent=8, split=4)
 
 # %% [markdown]
 # ## ECP: Efficient Context propagating Perceiver (section 5)
 #
-# Cut the sequence into **half segments** of m tokens (the paper's segment is s = 2m; the official code calls m its
-# segment). Half segment 0 runs causal attention on itself (ATTN); every later half segment runs PerceiverAR on
-# the *pair* (previous, current): its m queries see all m keys of the previous half segment and, causally, its
-# own (PAR, an m x 2m block). Every position is trained, and the cost is m(2n − m) per head and layer: linear in n.
-# One layer reaches one half segment back, but the previous half segment already reached one further back in the
-# layer below, so after k layers a token sees k half segments back (notebook 02).
+# **The code.** Reshape the sequence into half segments of m tokens; half segment 0 is causal attention on itself
+# (ATTN), every later one attends to the pair (previous, current) (PAR, an m x 2m block). No n x n matrix appears.
 
 # %%
-display(viz.pattern_figure("ecp", 24, half_segment=4))
+show_code("ecp")
+
+# %% [markdown]
+# **The equation.** With half segments of m tokens (the paper's segment is s = 2m; the official code calls m its
+# segment), row i in half segment t = ⌊i / m⌋ attends to
+# $\mathrm{out}_i = \sum_{j = m\max(0,\,t-1)}^{i} \mathrm{softmax}_j(q_i \cdot k_j / \sqrt d)\, v_j$.
+#
+# **The picture.**
+
+# %%
+display(viz.pattern_figure("ecp", N, half_segment=4))
+
+# %% [markdown]
+# **Cost and context, in plain words.** Why ECP is cheap: **each query sees at most 2m keys** (its own half
+# segment and the previous one), however long the sequence is. So one layer costs about n · 2m score entries per
+# head, exactly m(2n − m): the cost grows like **n · m, not n²**. Double n and the work doubles; with full attention
+# it would quadruple. Why it still sees far: one layer reaches one half segment back, but the previous half
+# segment already reached one further back in the layer below, so after k layers a token sees k half segments back
+# (notebook 02), and every position is trained (no history/latent split).
+
+# %%
+display(cost("ecp", half_segment=4))
+print("m(2n - m) with m = 4:", 4 * (2 * N - 4))
 
 # %% [markdown]
 # ## LongLoRA S2-Attn (the comparison point)
 #
-# Groups of g tokens attend causally inside themselves; half of the heads use groups shifted by g/2, so every
-# shifted group straddles a border and `to_out` mixes the heads. LongLoRA's code has two versions of the shift:
-# `varlen` (variable-length groups, no wrap; minicp's default) and `roll` (roll the sequence, group, roll back),
-# whose last group wraps around: **tokens 0..g/2−1 attend to the last g/2 tokens of the sequence**, the future
-# (red). ECP with half segment m has exactly the cost and the receptive field of S2 varlen with g = 2m.
+# **The code.** Groups of g tokens attend causally inside themselves; half of the heads use groups shifted by g/2.
 
 # %%
-display(viz.pattern_figure("longlora", 24, group=8, shift="varlen"))
-display(viz.pattern_figure("longlora", 24, group=8, shift="roll"))
+show_code("longlora")
+
+# %% [markdown]
+# **The equation.** Unshifted heads: row i attends to $j \in [g\lfloor i/g \rfloor, i]$; shifted heads do the same
+# with the groups moved by u = g/2. LongLoRA's code has two versions of the shift: `varlen` (variable-length groups,
+# no wrap; minicp's default) and `roll` (roll the sequence, group, roll back), whose last group wraps around:
+# **tokens 0..g/2−1 attend to the last g/2 tokens of the sequence**, the future (red).
+#
+# **The picture** (varlen, then roll).
+
+# %%
+display(viz.pattern_figure("longlora", N, group=8, shift="varlen"))
+display(viz.pattern_figure("longlora", N, group=8, shift="roll"))
+
+# %% [markdown]
+# **Cost and context.** Like ECP, linear in n: about n · g entries per head and layer. Every shifted group
+# straddles a border and `to_out` mixes the heads, so the context also grows by g/2 per layer. ECP with half
+# segment m has exactly the cost and the receptive field of S2 varlen with g = 2m.
+
+# %%
+print("LongLoRA S2 varlen, g = 8:")
+display(cost("longlora", group=8))
+print("ECP, m = 4:")
+display(cost("ecp", half_segment=4))
 
 # %% [markdown]
 # ## The pictures are the computation
@@ -172,3 +316,33 @@ for arch, kw in sizes.items():
     mask = minicp.attention_mask(arch, n, heads=heads, **kw)
     dense = dense_attention(q, k, v, mask)
     print(f"{arch:<13} output {str(fast.shape):<16} max |blockwise - dense| = {np.abs(fast - dense).max():.1e}")
+
+# %% [markdown]
+# ## Exercise: build ECP's mask yourself
+#
+# Write `my_ecp_mask(n, m)`: an (n, n) boolean array, True where query i may attend to key j, for ECP with half
+# segment m (n a multiple of m). Use only NumPy and the equation of the ECP section. The check cell compares your
+# mask with `minicp.attention_mask("ecp", n, half_segment=m)` for several sizes. Until you write it, the check
+# cell runs the solution instead (it is in [solutions/ecp_mask.py](solutions/ecp_mask.py): try first!).
+
+
+# %%
+def my_ecp_mask(n, m):
+    return None  # your code here: return an (n, n) bool array
+
+
+# %%
+# check cell
+import runpy
+from pathlib import Path
+
+HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
+solution = runpy.run_path(str(HERE / "solutions" / "ecp_mask.py"))["ecp_mask"]
+attempt = my_ecp_mask(8, 2) is not None
+candidate = my_ecp_mask if attempt else solution
+for n_, m_ in [(8, 2), (12, 4), (16, 4), (24, 8), (10, 5)]:
+    mine = np.asarray(candidate(n_, m_))
+    ref = minicp.attention_mask("ecp", n_, half_segment=m_)
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n={n_}, m={m_}: expected a bool array {ref.shape}"
+    assert np.array_equal(mine, ref), f"n={n_}, m={m_}: rows {np.nonzero((mine != ref).any(1))[0]} differ"
+print(("your mask" if attempt else "the solution (no attempt yet)") + " equals minicp.attention_mask for every size")

@@ -30,6 +30,8 @@
 # %matplotlib inline
 import time
 
+import matplotlib
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, display
@@ -80,6 +82,88 @@ HTML(anim.to_jshtml())
 # %%
 anim = viz.ecp_half_segments_animation(num_half_segments=6, layers=5)
 HTML(anim.to_jshtml())
+
+# %% [markdown]
+# ## Explore it yourself
+#
+# Sliders for the number of layers and the half segment m, and a menu for the architecture (LongLoRA uses the
+# group g = 2m, which gives it ECP's cost; Double and s-Split use L = n/2 and s-Split c = m). Each cell is coloured
+# by the layer at which that input token first reaches that output row. With ipywidgets installed
+# (`pip install 'minicp[notebooks]'`) and a live kernel the picture follows the sliders; otherwise, and on GitHub,
+# you see the static grid below it (ECP, m = 4, after 1 to 4 layers).
+
+# %%
+N_EXPLORE = 32
+LAYER_COLOURS = ["#ffffff", "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#f0e442"]
+
+
+def explore_config(arch, layers, half_segment, n=N_EXPLORE):
+    sizes = {
+        "ecp": dict(arch="ecp", half_segment=half_segment),
+        "longlora varlen": dict(arch="longlora", group=2 * half_segment),
+        "longlora roll": dict(arch="longlora", group=2 * half_segment, shift="roll"),
+        "transformer": dict(arch="transformer"),
+        "double": dict(arch="double", latent=n // 2),
+        "s_split": dict(arch="s_split", latent=n // 2, split=half_segment),
+    }[arch]
+    return ModelConfig(vocab=8, dim=8, heads=2, layers=layers, seq_len=n, **sizes)
+
+
+def first_layer(cfg):
+    """(rows, n) int: the layer at which input j first reaches output row i (0 = never)."""
+    fields = receptive_field_by_layer(cfg)[1:]  # fields[k - 1] = after k layers
+    first = np.zeros(fields[-1].mask().shape, dtype=int)
+    for k, f in reversed(list(enumerate(fields, start=1))):
+        mask = f.mask()
+        first[: mask.shape[0]][mask[: first.shape[0]]] = k
+    return first
+
+
+def draw_field(ax, arch, layers, half_segment):
+    cfg = explore_config(arch, layers, half_segment)
+    first = first_layer(cfg)
+    cmap = matplotlib.colors.ListedColormap(LAYER_COLOURS[: layers + 1])
+    ax.imshow(first, cmap=cmap, vmin=-0.5, vmax=layers + 0.5, interpolation="nearest")
+    last = receptive_field(cfg).describe(cfg.stream_len(layers) - 1)
+    ax.set_title(f"{arch}, m = {half_segment}, {layers} layer(s)", fontsize=11)
+    ax.set_xlabel("input token j")
+    ax.set_ylabel("output row i")
+    return last
+
+
+def explore(arch="ecp", layers=2, half_segment=4):
+    if N_EXPLORE % half_segment:
+        print(f"half segment {half_segment} does not divide n = {N_EXPLORE}; pick 2, 4, 8 or 16")
+        return
+    fig, ax = plt.subplots(figsize=(5, 5))
+    last = draw_field(ax, arch, layers, half_segment)
+    handles = [matplotlib.patches.Patch(color=LAYER_COLOURS[k], label=f"after layer {k}") for k in range(1, layers + 1)]
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    plt.show()
+    print(last)
+
+
+try:
+    import ipywidgets as widgets
+
+    widgets.interact(
+        explore,
+        arch=widgets.Dropdown(options=["ecp", "longlora varlen", "longlora roll", "transformer", "double", "s_split"]),
+        layers=widgets.IntSlider(value=2, min=1, max=8),
+        half_segment=widgets.Dropdown(options=[2, 4, 8, 16], value=4),
+    )
+except ImportError:
+    print("ipywidgets is not installed: the static grid below shows the same pictures")
+
+# %%
+# the static fallback: ECP, m = 4, after 1, 2, 3 and 4 layers
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
+for ax, k in zip(axes, (1, 2, 3, 4)):
+    draw_field(ax, "ecp", k, 4)
+handles = [matplotlib.patches.Patch(color=LAYER_COLOURS[k], label=f"layer {k}") for k in range(1, 5)]
+fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=10)
+fig.tight_layout(rect=(0, 0.12, 1, 1))
+plt.show()
 
 # %% [markdown]
 # ## Every architecture
@@ -187,3 +271,24 @@ for arch in ("transformer", "perceiver_ar", "double", "compressed", "s_split", "
         full = next((k for k, f in enumerate(fields) if k and f.sees_all_past()[-1]), None)
         name = arch + (f" ({cfg.shift})" if arch == "longlora" else "")
         print(f"{name:<18} 48 layers in {1000 * took:6.1f} ms; last token sees everything after {full} layer(s)")
+
+# %% [markdown]
+# ## Exercise: how many layers until the last token sees everything?
+#
+# ECP with n = 64 and half segment m = 8. Using only the closed form above (row i sees [m·max(0, ⌊i/m⌋ − k), i]),
+# how many layers k does the last token (i = 63) need before it sees token 0? Put your answer in `my_layers`; the
+# check cell asks `receptive_field` (solution: [solutions/full_context.py](solutions/full_context.py)).
+
+# %%
+my_layers = None  # your answer
+
+# %%
+# check cell
+import runpy
+from pathlib import Path
+
+HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
+answer = my_layers if my_layers is not None else runpy.run_path(str(HERE / "solutions" / "full_context.py"))["layers"]()
+measured = next(k for k in range(1, 64) if receptive_field("ecp", seq_len=64, half_segment=8, layers=k).lo[63] == 0)
+assert answer == measured, f"{answer} layers: the last token first sees token 0 after {measured} layers"
+print(f"{'your answer' if my_layers is not None else 'the solution'}: {answer} layers; receptive_field agrees")

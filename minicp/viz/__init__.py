@@ -16,10 +16,11 @@ function                           what it draws
 ``ecp_half_segments_animation``    Figure 6: half segments across layers, one output block's context in yellow
 ``steps_scaling_figure``           attention steps versus n for every architecture (log-log) and % of full
 ``table8_figure``                  Table 8: the paper's numbers against the code-faithful counts
+``lag_copy_figure``                notebook 04's lag-copy accuracy against the receptive-field prediction
 =================================  ========================================================================
 
 Modules: ``style`` (matplotlib, colours, atomic saving), ``patterns``, ``receptive`` (with the ECP
-animations), ``steps``. Needs matplotlib and pillow (``pip install 'minicp[viz]'``).
+animations), ``steps``, ``training`` (the lag-copy figure). Needs matplotlib and pillow (``pip install 'minicp[viz]'``).
 """
 
 from pathlib import Path
@@ -28,6 +29,7 @@ from minicp.viz.patterns import pattern_figure, patterns_figure
 from minicp.viz.receptive import ecp_half_segments_animation, ecp_receptive_animation, receptive_fields_figure
 from minicp.viz.steps import steps_scaling_figure, table8_figure
 from minicp.viz.style import ARCH_LABELS, BOTH, CONTEXT, EDGE, EMPTY, GREY, LEAK, MASKED, OUTPUT, SHIFTED, VISIBLE, save  # noqa: F401
+from minicp.viz.training import lag_copy_figure, predicted_copy_accuracy
 
 __all__ = [
     "pattern_figure",
@@ -37,6 +39,8 @@ __all__ = [
     "ecp_half_segments_animation",
     "steps_scaling_figure",
     "table8_figure",
+    "lag_copy_figure",
+    "predicted_copy_accuracy",
     "make_all",
     "FIGURES",
     "ARCH_LABELS",
