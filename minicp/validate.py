@@ -147,7 +147,7 @@ def float_dtype(name, dtype, options=("float32", "float64")):
     except TypeError:
         resolved = None
     if resolved not in options:
-        raise ValueError(f"{name} must be one of {tuple(options)}, got {dtype!r}")
+        raise ValueError(f"{name} must be {' or '.join(map(repr, options))}, got {dtype!r}")
     return resolved
 
 
