@@ -21,7 +21,7 @@ for this architecture"): ``separate_kv``, ``kv_layernorm``, ``rope_all_layers``,
 import dataclasses
 from dataclasses import dataclass
 
-from minicp.validate import boolean, bounded, positive_int, real
+from minicp.validate import boolean, positive_int, real
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
 
@@ -73,12 +73,6 @@ class ModelConfig:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
         for name in ("vocab", "dim", "heads", "layers", "seq_len", "ff_mult"):
             set_(name, positive_int(name, getattr(self, name)))
-        # a parameter count beyond any machine's memory is a typo: fail before anything is allocated
-        bounded(
-            "ModelConfig",
-            self.layers * (2 + 2 * self.ff_mult) * self.dim**2 + 2 * self.vocab * self.dim,
-            what="parameters",
-        )
         set_("rope_base", real("rope_base", self.rope_base, low=0, low_open=True))
         set_("eps", real("eps", self.eps, low=0))
         set_("partial_segments", boolean("partial_segments", self.partial_segments))

@@ -135,7 +135,7 @@ def save_checkpoint(
     adam_step = nonnegative_int("opt_state['step']", opt_state["step"]) if opt_state is not None else 0
     if adam_step > step:
         raise ValueError(f"opt_state['step'] {adam_step} must be at most step {step}")
-    flat = M.check_params(params, config, M.param_spec(config))
+    flat = M.check_params(params, config, M.param_spec)
     arrays = {f"param/{k}": np.asarray(B.to_numpy(v)) for k, v in flat.items()}
     if opt_state is not None:
         arrays.update({f"adam_m/{k}": v for k, v in opt_state["m"].items()})

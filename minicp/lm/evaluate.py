@@ -108,7 +108,7 @@ def _request(params, config, batch, progress):
     """Check the arguments every perplexity takes; returns (batch, progress)."""
     if not isinstance(config, M.ModelConfig):
         raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
-    M.check_params(params, config, M.param_spec(config))
+    M.check_params(params, config, M.param_spec)
     return positive_int("batch", batch), boolean("progress", progress)
 
 

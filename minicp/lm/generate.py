@@ -149,7 +149,7 @@ def generate(
         _token_id("pad_id", pad_id, config.vocab),
         None if eos is None else _token_id("eos", eos, config.vocab),
     )
-    M.check_params(params, config, M.param_spec(config))  # once, before the first token
+    M.check_params(params, config, M.param_spec)  # once, before the first token
     progress = boolean("progress", progress)
     if rng is None:
         rng = np.random.default_rng(nonnegative_int("seed", seed))

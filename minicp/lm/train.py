@@ -248,7 +248,7 @@ def train(
                 f"or replace it (overwrite=True / --overwrite)"
             )
         params = M.init_params(config, seed=tcfg.seed) if params is None else params
-        M.check_params(params, config, M.param_spec(config))
+        M.check_params(params, config, M.param_spec)
         opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
         start, history = 0, []
     flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies

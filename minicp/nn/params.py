@@ -13,7 +13,7 @@ shapes, all finite, plus the RoPE buffers ``layers.i.0.fn.pos_emb.freqs`` the of
 from autograd.tracer import getval
 
 from minicp import backend as B
-from minicp.validate import finite_array
+from minicp.validate import MAX_WORK, bounded, finite_array
 
 DTYPES = ("float32", "float64")
 SHOWN = 5  # mismatches listed per kind
@@ -83,8 +83,24 @@ def mismatches(flat, spec, layers):
     return out
 
 
-def check_params(params, config, spec):
-    """Raise unless ``params`` fit ``config`` (``spec`` = ``param_spec(config)``) and are all finite."""
+def approximate_count(config):
+    """Parameters of ``config`` in closed form, within a few per cent (no loop over the layers)."""
+    D, F, V = config.dim, config.ff_mult * config.dim, config.vocab
+    return config.layers * (5 * D * D + 2 * D * F + F + 6 * D) + 2 * V * D + V
+
+
+def check_size(config):
+    """A ValueError with the computed count when ``config`` has more parameters than any run can hold."""
+    return bounded("config", approximate_count(config), MAX_WORK, "parameters")
+
+
+def check_params(params, config, param_spec):
+    """Raise unless ``params`` fit ``config`` (``param_spec``: the model's name -> shape function) and are all
+    finite. The layer count is compared first, so a config with absurdly many layers fails at once."""
+    flat_layers = getval(params.get("layers")) if isinstance(getval(params), dict) else None
+    if isinstance(flat_layers, (list, tuple)) and len(flat_layers) != config.layers:
+        raise ValueError(f"params have {len(flat_layers)} layers but the config has layers = {config.layers}")
+    spec = param_spec(config)
     flat = flat_leaves(params)
     problems = mismatches(flat, spec, config.layers)
     if problems:
