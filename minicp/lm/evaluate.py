@@ -40,6 +40,7 @@ import numpy as np
 from minicp import backend as B
 from minicp.lm.generate import _bar
 from minicp.nn import model as M
+from minicp.nn.params import host_array
 from minicp.validate import boolean, choice, positive_int
 
 # ----------------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def _request(params, config, batch, progress):
 
 def _stream(ids, n, truncate):
     truncate = boolean("truncate", truncate)
-    ids = np.asarray(B.to_numpy(ids))
+    ids = host_array("ids", ids)
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ValueError(f"ids must be a 1-D integer token stream, got {ids.dtype} {ids.shape}")
     if truncate:

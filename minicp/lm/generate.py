@@ -48,6 +48,7 @@ import numpy as np
 from minicp import backend as B
 from minicp.config import PERCEIVER_FAMILY
 from minicp.nn import model as M
+from minicp.nn.params import host_array
 from minicp.validate import MAX_WORK, boolean, bounded, finite_array, integer, nonnegative_int, positive_int, real
 
 
@@ -188,7 +189,7 @@ def _check_request(config, max_new_tokens, prompt):
     if not isinstance(config, M.ModelConfig):
         raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
     max_new_tokens = nonnegative_int("max_new_tokens", max_new_tokens)
-    prompt = np.asarray(B.to_numpy(prompt))
+    prompt = host_array("prompt", prompt)
     single = prompt.ndim == 1
     seq = prompt[None, :] if single else prompt
     if seq.ndim != 2 or seq.shape[0] < 1 or seq.shape[1] < 1 or seq.dtype.kind not in "iu":

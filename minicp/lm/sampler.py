@@ -7,8 +7,8 @@ the rows the uninterrupted run would have drawn.
 
 import numpy as np
 
-from minicp import backend as B
 from minicp.lm.checkpoint import CheckpointError, _jsonable
+from minicp.nn.params import host_array
 
 
 class Sampler:
@@ -24,7 +24,7 @@ class Sampler:
         if callable(data):
             self.fn = data
             return
-        arr = np.asarray(B.to_numpy(data))
+        arr = host_array("data", data)
         if arr.dtype.kind not in "iu":
             raise ValueError(f"training data must be integer token ids, got dtype {arr.dtype}")
         if arr.size and vocab is not None and (arr.min() < 0 or arr.max() >= vocab):

@@ -63,6 +63,7 @@ from minicp.lm.checkpoint import (  # noqa: F401
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
 from minicp.nn import model as M
+from minicp.nn.params import host_array
 from minicp.validate import boolean, bounded, choice, nonnegative_int, positive_int, real
 
 SAMPLINGS = ("chunks", "random")
@@ -330,7 +331,7 @@ def _validation_rows(valid, config, windows):
     if valid is None:
         return None
     n = config.seq_len
-    v = np.asarray(B.to_numpy(valid))
+    v = host_array("valid", valid)
     if v.ndim not in (1, 2) or v.dtype.kind not in "iu" or (v.ndim == 2 and v.shape[1] != n + 1):
         raise ValueError(
             f"valid must be a 1-D token stream or rows (num, seq_len + 1 = {n + 1}), got {v.dtype} {v.shape}"

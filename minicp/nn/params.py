@@ -10,6 +10,7 @@ float32 or float64 arrays (NumPy, CuPy or autograd boxes of them) of exactly ``p
 shapes, all finite, plus the RoPE buffers ``layers.i.0.fn.pos_emb.freqs`` the official loader keeps.
 """
 
+import numpy as onp
 from autograd.tracer import getval
 
 from minicp import backend as B
@@ -112,3 +113,12 @@ def check_params(params, config, param_spec):
     for name in spec:
         finite_array(f"params[{name!r}]", getval(flat[name]), xp)
     return flat
+
+
+def host_array(name, value):
+    """``value`` as a host NumPy array (NumPy, CuPy, torch, lists ...); a TypeError naming ``name`` when no
+    conversion works (a string, an object)."""
+    try:
+        return onp.asarray(B.to_numpy(value))
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be an array of token ids, got {type(value).__name__} ({e})") from None
