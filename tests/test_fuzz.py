@@ -157,6 +157,8 @@ def _qkv(kind):
         q = q.tolist()
     elif kind == "int":
         k = k.astype(int)
+    elif kind == "empty":
+        q, k, v = q[..., :0], k[..., :0], v[..., :0]
     elif kind == "short":
         k, v = k[:, :, :4], v[:, :, :4]
     return q, k, v
@@ -164,7 +166,7 @@ def _qkv(kind):
 
 @FUZZ
 @given(
-    st.sampled_from(["ok", "nan_v", "inf_q", "list", "int", "short"]),
+    st.sampled_from(["ok", "nan_v", "inf_q", "list", "int", "short", "empty"]),
     st.one_of(st.none(), st.floats(0.1, 2), hostile),
     ints(1, 8),
     st.one_of(st.booleans(), hostile),

@@ -106,6 +106,8 @@ def _check_array(name, a):
             f"{name} must be a NumPy (or CuPy) array, got {type(a).__module__}.{type(a).__name__}; "
             f"convert it with minicp.to_numpy"
         )
+    if a.ndim == 4 and 0 in a.shape:
+        raise ValueError(f"{name} of shape {tuple(a.shape)} (batch, heads, seq_len, head_dim) has an empty axis")
     if dtype.kind == "f":
         finite_array(name, a, B.xp if type(a).__module__.startswith("cupy") else onp)
 
