@@ -21,7 +21,7 @@ from minicp.lm.generate import sample_next, top_k_count
 
 SECONDS = 10  # per example: far above any valid tiny call, far below a hang
 FUZZ = settings(
-    max_examples=40,
+    max_examples=100,
     deadline=None,  # the alarm below is the real per-example limit
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     derandomize=True,  # CI runs the same examples every time
@@ -229,6 +229,29 @@ def test_steps_and_receptive_fields(arch, n, layers, heads, count, per_layer):
 
 @FUZZ
 @given(
+    st.sampled_from(minicp.ARCHITECTURES),
+    ints(1, 16),
+    ints(1, 4),
+    st.dictionaries(
+        st.sampled_from(
+            ["latent", "compressed", "split", "half_segment", "segment", "group", "partial", "shift", "layer"]
+        ),
+        st.one_of(st.integers(0, 8), hostile, st.sampled_from(["varlen", "roll"])),
+        max_size=3,
+    ),
+)
+def test_patterns(arch, n, heads, args):
+    names = ["n", "heads", "pattern argument", "seq_len", "history"] + list(args)
+    pats = outcome(lambda: minicp.patterns(arch, n, heads, **args), names)
+    if pats is not None:
+        assert len(pats) == heads
+        for p in pats:
+            m = p.mask()
+            assert m.shape == (n, n) and not np.triu(m, 1).any()
+
+
+@FUZZ
+@given(
     ints(0, 4),
     st.one_of(st.floats(0, 3), hostile),
     st.one_of(st.none(), ints(1, 20)),
@@ -293,7 +316,7 @@ TRAIN_FIELDS = dict(
 )
 
 
-@settings(FUZZ, max_examples=25)
+@settings(FUZZ, max_examples=40)
 @given(st.fixed_dictionaries({}, optional=TRAIN_FIELDS))
 def test_train_config_and_train(fields):
     tcfg = outcome(lambda: minicp.TrainConfig(**fields), list(fields) + ["betas"])
