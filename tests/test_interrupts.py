@@ -70,7 +70,7 @@ def test_random_interrupts_leave_complete_files(tmp_path, reference, signum):
     ref, duration = reference
     ctx = multiprocessing.get_context("fork")
     rng = np.random.default_rng(signum)
-    outcomes = {"no file yet": 0, "complete": 0, "finished": 0}
+    outcomes = {"no file yet": 0, "complete": 0, "finished": 0, "temp file left": 0}
     for trial in range(TRIALS):
         path = str(tmp_path / f"t{trial}.npz")
         if trial % 2:  # every other trial interrupts a resumed run
@@ -86,7 +86,8 @@ def test_random_interrupts_leave_complete_files(tmp_path, reference, signum):
         after = _consistent(path)
         assert after is None or before is None or after >= before
         outcomes["no file yet" if after is None else "finished" if after == STEPS else "complete"] += 1
-        result = _run(path)  # resume: finish the run
+        outcomes["temp file left"] += bool(glob.glob(str(tmp_path / f".tmp-t{trial}.npz*")))
+        result = _run(path)  # resume: finish the run (and remove what a killed writer left)
         assert not glob.glob(str(tmp_path / f".tmp-t{trial}.npz*")), "a temporary file was left behind"
         for name, value in flatten(ref.params).items():
             np.testing.assert_array_equal(flatten(result.params)[name], value)  # bit for bit
