@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minicp
+from minicp.lm.checkpoint import load_checkpoint
 from minicp.lm.evaluate import perplexity_official
 from minicp.lm.generate import sample_next, top_k_count
 
@@ -348,6 +349,34 @@ def test_load_official_state_dict(kind, dtype):
     out = outcome(lambda: minicp.load_official_state_dict(sd, TINY, dtype=dtype), ["dtype", "state_dict"])
     if out is not None:
         assert kind == "ok" and all(np.isfinite(v).all() for v in minicp.flatten(out).values())
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "c.npz"
+    minicp.train(
+        TINY,
+        np.arange(100) % 11,
+        minicp.TrainConfig(steps=1, batch=1, grad_accum=1),
+        checkpoint=str(path),
+        progress=False,
+    )
+    return path.read_bytes()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4), st.integers(0, 10**6))
+def test_corrupt_checkpoints(tmp_path_factory, checkpoint_bytes, flips, cut):
+    """Flipped bytes and truncation: the file loads (and passes its own checks) or is a CheckpointError."""
+    data = bytearray(checkpoint_bytes)
+    for at, value in flips:
+        data[at % len(data)] = value
+    path = tmp_path_factory.getbasetemp() / "corrupt.npz"
+    path.write_bytes(bytes(data[: len(data) - cut % 64]))
+    ck = outcome(lambda: load_checkpoint(str(path)), ["checkpoint"])
+    if ck is not None:
+        assert all(np.isfinite(v).all() for v in minicp.flatten(ck["params"]).values())
+        assert ck["step"] >= 0 and isinstance(ck["history"], list)
 
 
 def test_fuzz_ran_enough_examples():
