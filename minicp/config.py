@@ -21,7 +21,7 @@ for this architecture"): ``separate_kv``, ``kv_layernorm``, ``rope_all_layers``,
 import dataclasses
 from dataclasses import dataclass
 
-from minicp.validate import positive_int  # noqa: F401  (also importable from here)
+from minicp.validate import boolean, positive_int, real
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
 
@@ -72,7 +72,10 @@ class ModelConfig:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHITECTURES}")
         for name in ("vocab", "dim", "heads", "layers", "seq_len", "ff_mult"):
-            positive_int(name, getattr(self, name))
+            set_(name, positive_int(name, getattr(self, name)))
+        set_("rope_base", real("rope_base", self.rope_base, low=0, low_open=True))
+        set_("eps", real("eps", self.eps, low=0))
+        set_("partial_segments", boolean("partial_segments", self.partial_segments))
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         n, arch = self.seq_len, self.arch
@@ -80,6 +83,8 @@ class ModelConfig:
         for key, value in official.items():
             if getattr(self, key) is None:
                 set_(key, value)
+            elif key != "rope_style":
+                set_(key, boolean(key, getattr(self, key)))
         if self.rope_style not in ("interleaved", "halves"):
             raise ValueError(f"rope_style {self.rope_style!r} is not 'interleaved' or 'halves'")
         if self.rope_style == "halves" and self.head_dim % 2:

@@ -13,6 +13,10 @@ The command line prints that message as it is (no traceback) and exits with stat
 import math
 import numbers
 import operator
+import os
+import stat
+
+import numpy as np
 
 __all__ = [
     "positive_int",
@@ -22,7 +26,17 @@ __all__ = [
     "real",
     "choice",
     "half_segment_from",
+    "finite_array",
+    "float_dtype",
+    "bounded",
+    "regular_file",
+    "MAX_WORK",
 ]
+
+# The largest request any entry point accepts, in elementary units (mask entries, interval-set updates,
+# listed layers, generated tokens x sequence length): about a minute of work on one core. A request above
+# it is a typo (layers=10**9) far more often than a plan, and it would otherwise hang or exhaust memory.
+MAX_WORK = 2**31
 
 
 def integer(name, value):
@@ -108,3 +122,59 @@ def half_segment_from(segment=None, half_segment=None, *, required=True):
             )
         return s // 2
     return positive_int("half_segment", half_segment)
+
+
+def finite_array(name, array, xp=np):
+    """Raise a ValueError naming ``name`` and the first non-finite entry (NaN or +-inf) of ``array``.
+
+    ``xp`` is the array's module (NumPy by default; CuPy arrays need ``xp=cupy``). Returns ``array``."""
+    bad = ~xp.isfinite(array)
+    if bool(bad.any()):
+        flat = int(xp.argmax(bad.reshape(-1)))
+        index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+        value = array[index] if index else array[()]
+        raise ValueError(
+            f"{name} must be finite, got {float(value)!r} at index {index} (of shape {tuple(array.shape)}); "
+            f"minicp refuses NaN and inf inputs (docs/inputs.md)"
+        )
+    return array
+
+
+def float_dtype(name, dtype, options=("float32", "float64")):
+    """``dtype`` as its NumPy name if it is one of ``options`` (names or NumPy dtypes; bools, ints refused)."""
+    try:
+        resolved = np.dtype(dtype).name if not isinstance(dtype, bool) and dtype is not None else None
+    except TypeError:
+        resolved = None
+    if resolved not in options:
+        raise ValueError(f"{name} must be {' or '.join(map(repr, options))}, got {dtype!r}")
+    return resolved
+
+
+def bounded(name, size, limit=MAX_WORK, what="work"):
+    """``size`` if it is at most ``limit``; otherwise a ValueError with the computed size, so absurd
+    requests fail at once instead of hanging."""
+    if size > limit:
+        raise ValueError(f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}")
+    return size
+
+
+def regular_file(name, path):
+    """``path`` (as str) if it names an existing regular file (not a FIFO, device or directory) that can be
+    opened for reading; otherwise a ValueError naming ``name``. FIFOs would block a reader forever."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__} {path!r}")
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{name} {path!r} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{name} {path!r} cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{name} {path!r} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{name} {path!r} is not a regular file (a FIFO, socket or device is refused)")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{name} {path!r} is not readable (permission denied)")
+    return path

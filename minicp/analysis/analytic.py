@@ -13,9 +13,11 @@ from minicp.analysis.intervals import BIG, ReceptiveField, normalize, points, ra
 from minicp.config import ARCHITECTURES, ModelConfig
 from minicp.nn.attention import module as arch_module
 from minicp.nn.attention import patterns as arch_patterns
-from minicp.validate import choice, half_segment_from, integer, nonnegative_int, positive_int
+from minicp.validate import MAX_WORK, bounded, choice, half_segment_from, integer, nonnegative_int, positive_int
 
 __all__ = ["METHODS", "receptive_field", "receptive_field_by_layer", "closed_form"]
+
+MAX_LAYER_ROWS = 2**26  # layers x seq_len for the interval method: about a minute at most
 
 METHODS = ("intervals", "dense")
 
@@ -232,6 +234,13 @@ def receptive_field_by_layer(
     n = cfg.seq_len
     if method == "dense" and n > 2048:
         raise ValueError(f"method 'dense' builds n x n matrices; seq_len {n} is too large (use 'intervals')")
+    # bounded work: one vectorised pass over the n rows per layer (intervals), l n^3 for dense
+    bounded(
+        "layers",
+        k * n if method == "intervals" else k * n**3,
+        MAX_LAYER_ROWS if method == "intervals" else MAX_WORK * 32,
+        "layer x row updates",
+    )
     positions = onp.arange(n, dtype=onp.int64)
     cache = {}
     if method == "intervals":

@@ -44,7 +44,9 @@ re-exports both modules. Command line: ``minicp steps --help``.
 from dataclasses import dataclass
 
 from minicp.config import ARCHITECTURES, PERCEIVER_FAMILY, ModelConfig
-from minicp.validate import boolean, choice, half_segment_from, positive_int
+from minicp.validate import boolean, bounded, choice, half_segment_from, positive_int
+
+MAX_LISTED_LAYERS = 10**6  # per_layer=True returns a list of l ints
 
 COUNTS = ("computed", "unmasked")
 SHIFTS = ("varlen", "roll")
@@ -325,6 +327,7 @@ def count_attention_steps(
     )
     first, rest = _layer_counts(z, count)
     if per_layer:
+        bounded("layers", z.l, MAX_LISTED_LAYERS, "per-layer list entries")
         return [first] + [rest] * (z.l - 1)
     return first + (z.l - 1) * rest
 

@@ -1,7 +1,8 @@
 """``minicp <command>``: the command-line entry point (also ``python -m minicp``).
 
 Each command is one small module in this package; this file only dispatches (importing just the command
-asked for, so ``minicp --help`` stays fast).
+asked for, so ``minicp --help`` stays fast). A bad argument or file is one line on stderr and exit status 2,
+never a traceback; Ctrl-C exits with 130 (after ``minicp train`` saved its checkpoint).
 """
 
 import importlib
@@ -37,7 +38,17 @@ def main(argv=None):
         print(f"minicp: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     module, _ = COMMANDS[argv[0]]
-    result = importlib.import_module(module).main(argv[1:])
+    try:
+        result = importlib.import_module(module).main(argv[1:])
+    except ImportError as e:  # an optional dependency (matplotlib for figures)
+        print(f"minicp {argv[0]}: error: {e}; install it (figures: pip install 'minicp[viz]')", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as e:  # a command without its own handler: one line, status 2
+        print(f"minicp {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minicp {argv[0]}: interrupted", file=sys.stderr)
+        return 130
     return 0 if result is None else int(result)
 
 

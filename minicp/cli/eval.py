@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from minicp.cli.options import command, fail
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
@@ -20,6 +21,7 @@ n - stride + 1 tokens of context, and is comparable across architectures.
 """
 
 
+@command
 def main(argv=None):
     """`minicp eval`: perplexities of a checkpoint on a corpus split."""
     p = argparse.ArgumentParser(
@@ -36,11 +38,12 @@ def main(argv=None):
     p.add_argument("--stride", type=int, default=None, help="every-token-once stride S (default min(L, n/2))")
     p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first so many tokens of the split")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     args = p.parse_args(argv)
     try:
         ck = load_checkpoint(args.checkpoint)
     except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     ids = load_tokens(args.corpus)[args.split]
     if args.max_tokens:
         ids = ids[: args.max_tokens]
@@ -51,7 +54,15 @@ def main(argv=None):
         file=sys.stderr,
     )
     try:
-        print_perplexities(ck["params"], ids, cfg, batch=args.batch, stride=args.stride, split=args.split)
+        print_perplexities(
+            ck["params"],
+            ids,
+            cfg,
+            batch=args.batch,
+            stride=args.stride,
+            split=args.split,
+            progress=not args.no_progress,
+        )
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     return 0

@@ -3,9 +3,11 @@
 import argparse
 import time
 
+from minicp.cli.options import command
 from minicp.viz import FIGURES, make_all
 
 
+@command
 def main(argv=None):
     """``minicp figures``: regenerate every image in figures/ (or --out DIR)."""
     ap = argparse.ArgumentParser(

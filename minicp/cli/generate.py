@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from minicp.cli.options import command, fail
 from minicp.lm import data as D
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.generate import generate
@@ -20,6 +21,7 @@ shorter than the model's sequence length are fed to each architecture.
 """
 
 
+@command
 def main(argv=None):
     """`minicp generate`: continue a text prompt with a trained checkpoint (byte-level tokens)."""
     p = argparse.ArgumentParser(
@@ -40,15 +42,16 @@ def main(argv=None):
     p.add_argument("--top-k", type=int, default=None, help="keep this many logits instead (overrides --filter-thres)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eos", type=int, default=None, help="stop at this token id (e.g. 10 for a newline)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     args = p.parse_args(argv)
     try:
         ck = load_checkpoint(args.checkpoint)
     except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     text = D.load_corpus("text", args.prompt_file) if args.prompt_file else args.prompt
     ids = D.encode(text)
     if ids.size == 0:
-        raise SystemExit("error: the prompt is empty; give at least one character")
+        fail("the prompt is empty; give at least one character")
     try:
         out = generate(
             ck["params"],
@@ -60,8 +63,9 @@ def main(argv=None):
             filter_thres=args.filter_thres,
             seed=args.seed,
             eos=args.eos,
+            progress=not args.no_progress,
         )
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     sys.stdout.write(text + D.decode(out) + "\n")
     return 0

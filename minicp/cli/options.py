@@ -1,6 +1,34 @@
-"""Command-line options shared by ``minicp train``, ``eval`` and ``generate``: which model to build."""
+"""Command-line options shared by ``minicp train``, ``eval`` and ``generate``: which model to build, and how
+every command reports a bad argument (one line on stderr, exit status 2, no traceback)."""
+
+import functools
+import sys
 
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
+
+ERRORS = (ValueError, TypeError, OSError)  # what a bad argument or file raises (CheckpointError is a ValueError)
+
+
+def fail(message):
+    """Print ``error: message`` on stderr and exit with status 2 (SystemExit whose str is the message)."""
+    text = f"error: {message}"
+    print(text, file=sys.stderr)
+    err = SystemExit(text)
+    err.code = 2
+    raise err
+
+
+def command(main):
+    """Decorator for a command's ``main``: a ValueError / TypeError / OSError becomes ``fail(message)``."""
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except ERRORS as e:
+            fail(str(e))
+
+    return wrapped
 
 
 def add_model_arguments(parser):
@@ -33,7 +61,7 @@ def model_config_from_args(args):
     """A ModelConfig from parsed --preset/--arch/size flags (the tiny model when nothing is given)."""
     fields = dict(PRESETS["tiny-ecp"]) if args.preset is None else dict(PRESETS.get(args.preset) or {})
     if args.preset is not None and args.preset not in PRESETS:
-        raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        fail(f"unknown preset {args.preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
     if args.arch is not None and args.arch != fields.get("arch"):
         fields = {
             k: v
@@ -58,7 +86,4 @@ def model_config_from_args(args):
             fields[flag] = value
             if flag == "half_segment":
                 fields.pop("segment", None)
-    try:
-        return ModelConfig(**fields)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    return ModelConfig(**fields)

@@ -3,6 +3,7 @@
 import argparse
 
 from minicp.analysis.steps import COUNTS, SHIFTS, count_attention_steps, format_steps, format_table7, format_table8
+from minicp.cli.options import command
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 
 _EPILOG = """\
@@ -73,6 +74,7 @@ _SIZE_OPTS = (
 )
 
 
+@command
 def main(argv=None):
     """``minicp steps``: returns the exit status (0), or exits 2 with a message on bad arguments."""
     ap = _parser()

@@ -10,6 +10,7 @@ import time
 
 import numpy as onp
 
+from minicp.cli.options import command
 from minicp.config import ARCHITECTURES, sized_config
 from minicp.nn.attention import module, patterns
 from minicp.nn.model import count_params, forward, init_params, loss
@@ -66,6 +67,7 @@ def run(seq_len=256, dim=64, heads=4, layers=2, seed=0, out=print):
     )
 
 
+@command
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="minicp tour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -4,7 +4,7 @@ import argparse
 import dataclasses
 import sys
 
-from minicp.cli.options import add_model_arguments, model_config_from_args
+from minicp.cli.options import add_model_arguments, command, fail, model_config_from_args
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
@@ -27,6 +27,7 @@ clip 1.0, two micro-batches of 8 with summed losses, lr halved every 100k steps)
 """
 
 
+@command
 def main(argv=None):
     """`minicp train`: train a model on a text corpus, with a progress bar, checkpoints and a final perplexity.
 
@@ -95,7 +96,11 @@ def main(argv=None):
     )
     t.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint up to --steps")
     t.add_argument("--overwrite", action="store_true", help="start afresh even if --checkpoint exists")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (training and the final evaluation; they go to stderr)",
+    )
     t.add_argument(
         "--eval-batch", type=int, default=8, help="windows per forward pass in the final perplexity (default 8)"
     )
@@ -108,7 +113,7 @@ def main(argv=None):
         try:
             ck = load_checkpoint(args.checkpoint)
         except CheckpointError as e:
-            raise SystemExit(f"error: {e}") from None
+            fail(str(e))
         config = ck["config"]
         options.update(ck["train_config"] or {})  # continue with the run's own options
     else:
@@ -119,11 +124,11 @@ def main(argv=None):
             options[name] = value
     splits = load_tokens(args.corpus)
     if config.vocab < 256:
-        raise SystemExit(f"error: byte corpora need vocab >= 256, the model has {config.vocab}")
+        fail(f"byte corpora need vocab >= 256, the model has {config.vocab}")
     try:
         tcfg = TrainConfig(**{**options, "betas": tuple(options["betas"])})
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     print(
         f"model: {config.arch}, {M.count_params(config):,} parameters, n = {config.seq_len}; "
         f"corpus {args.corpus}: {len(splits['train']):,} train / {len(splits['valid']):,} valid tokens",
@@ -141,11 +146,13 @@ def main(argv=None):
             progress=not args.no_progress,
         )
     except (CheckpointError, FileExistsError) as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     print(f"trained {result.step} steps ({result.tokens_per_s:,.0f} training tokens/s this run)")
     if result.history:
         print(f"last training loss {result.history[-1]['loss']:.4f}")
-    print_perplexities(result.params, splits["valid"], config, batch=args.eval_batch, split="valid")
+    print_perplexities(
+        result.params, splits["valid"], config, batch=args.eval_batch, split="valid", progress=not args.no_progress
+    )
     if args.checkpoint:
         print(f"checkpoint: {args.checkpoint}")
     return 0

@@ -143,8 +143,11 @@ def _read_utf8(path, name="path"):
         if os.path.exists(path):
             raise ValueError(f"{name} {str(path)!r} must be a regular file")
         raise FileNotFoundError(f"{name} {str(path)!r} does not exist")
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:  # permission denied, an I/O error
+        raise ValueError(f"{name} {str(path)!r} cannot be read ({e.strerror or e})") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -38,7 +38,10 @@ import sys
 import numpy as np
 
 from minicp import backend as B
+from minicp.lm.generate import _bar
 from minicp.nn import model as M
+from minicp.nn.params import host_array
+from minicp.validate import boolean, choice, positive_int
 
 # ----------------------------------------------------------------------------------------------------
 # Which targets each window scores
@@ -64,7 +67,7 @@ def every_token_once_windows(T, n, latent, stride=None):
     after the previous window's last one, all within its own last L rows.
     """
     L = latent
-    S = min(L, max(1, n // 2)) if stride is None else int(stride)
+    S = min(L, max(1, n // 2)) if stride is None else positive_int("stride", stride)
     if not 1 <= S <= L:
         raise ValueError(f"stride must be between 1 and latent L = {L}, got {stride!r}")
     if T < n + 1:
@@ -102,8 +105,17 @@ def window_nll(params, windows, config):
     return logz - picked
 
 
+def _request(params, config, batch, progress):
+    """Check the arguments every perplexity takes; returns (batch, progress)."""
+    if not isinstance(config, M.ModelConfig):
+        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    M.check_params(params, config, M.param_spec)
+    return positive_int("batch", batch), boolean("progress", progress)
+
+
 def _stream(ids, n, truncate):
-    ids = np.asarray(ids)
+    truncate = boolean("truncate", truncate)
+    ids = host_array("ids", ids)
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ValueError(f"ids must be a 1-D integer token stream, got {ids.dtype} {ids.shape}")
     if truncate:
@@ -113,18 +125,29 @@ def _stream(ids, n, truncate):
     return ids
 
 
-def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=False):
+def _batches(windows, batch, progress, what):
+    """Batches of ``batch`` windows, with a tqdm bar (stderr) over the windows when ``progress``."""
+    bar = _bar(len(windows), progress, f"perplexity ({what})")
+    for start in range(0, len(windows), batch):
+        yield windows[start : start + batch]
+        bar.update(len(windows[start : start + batch]))
+    bar.close()
+
+
+def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=False, progress=False):
     """The official main's perplexity: exp(mean over half-overlapping windows of each window's mean CE).
 
     ``truncate`` cuts the stream to a multiple of n + 1 first, as the official test set does. With
     ``details`` returns a dict (ppl, mean_nll, window_means, windows) instead of the number.
     """
+    batch, progress = _request(params, config, batch, progress)
+    details = boolean("details", details)
     n, L = config.seq_len, config.latent
     ids = _stream(ids, n, truncate)
     windows = official_windows(len(ids), n, L)
     means = []
-    for start in range(0, len(windows), batch):
-        rows = np.stack([ids[b : b + n + 1] for b, _, _ in windows[start : start + batch]])
+    for chunk in _batches(windows, batch, progress, "official"):
+        rows = np.stack([ids[b : b + n + 1] for b, _, _ in chunk])
         means.extend(window_nll(params, rows, config).mean(axis=1))
     mean = float(np.mean(means))
     if details:
@@ -132,20 +155,21 @@ def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=
     return math.exp(mean)
 
 
-def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, details=False):
+def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, details=False, progress=False):
     """exp(mean NLL) with every target n - L + 1 .. T - 1 scored exactly once (see the module docstring).
 
     With ``details`` returns a dict (ppl, mean_nll, tokens, windows, counts) where ``counts[t]`` is how
     many times target t was scored (1 for every scored target, 0 before the first reachable one).
     """
+    batch, progress = _request(params, config, batch, progress)
+    details = boolean("details", details)
     n, L = config.seq_len, config.latent
     ids = _stream(ids, n, truncate=False)
     T = len(ids)
     windows = every_token_once_windows(T, n, L, stride)
     total, count = 0.0, 0
     counts = np.zeros(T, dtype=np.int64) if details else None
-    for start in range(0, len(windows), batch):
-        chunk = windows[start : start + batch]
+    for chunk in _batches(windows, batch, progress, "every token once"):
         nll = window_nll(params, np.stack([ids[b : b + n + 1] for b, _, _ in chunk]), config)  # (b, L)
         for row, (b, first, stop) in zip(nll, chunk):
             # column j of row scores target b + n - L + 1 + j; keep targets first .. stop - 1
@@ -160,37 +184,38 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
     return math.exp(mean)
 
 
-def perplexities(params, ids, config, *, batch=8, stride=None):
+def perplexities(params, ids, config, *, batch=8, stride=None, progress=False):
     """Both numbers: {"official": ..., "every_token_once": ...}."""
     return {
-        "official": perplexity_official(params, ids, config, batch=batch),
-        "every_token_once": perplexity_every_token_once(params, ids, config, batch=batch, stride=stride),
+        "official": perplexity_official(params, ids, config, batch=batch, progress=progress),
+        "every_token_once": perplexity_every_token_once(
+            params, ids, config, batch=batch, stride=stride, progress=progress
+        ),
     }
 
 
 METHODS = ("every_token_once", "official")
 
 
-def perplexity(params, ids, config, *, method="every_token_once", batch=8, stride=None):
+def perplexity(params, ids, config, *, method="every_token_once", batch=8, stride=None, progress=False):
     """Perplexity of ``ids`` (a 1-D token stream) under the model.
 
     ``method="every_token_once"`` (default): each target scored once with the most context the windowing
     allows, comparable across architectures. ``method="official"``: the official main's half-overlapping
     windows, mean of window means (depends on the latent length L). See the module docstring for both.
     """
+    method = choice("method", method, METHODS)
     if method == "every_token_once":
-        return perplexity_every_token_once(params, ids, config, batch=batch, stride=stride)
-    if method == "official":
-        if stride is not None:
-            raise ValueError("stride applies to method='every_token_once' only; the official windows move by n/2")
-        return perplexity_official(params, ids, config, batch=batch)
-    raise ValueError(f"method {method!r} is not one of {METHODS}")
+        return perplexity_every_token_once(params, ids, config, batch=batch, stride=stride, progress=progress)
+    if stride is not None:
+        raise ValueError("stride applies to method='every_token_once' only; the official windows move by n/2")
+    return perplexity_official(params, ids, config, batch=batch, progress=progress)
 
 
-def print_perplexities(params, ids, config, *, batch=8, stride=None, split="valid", file=None):
-    """Print both perplexities with a one-line explanation each; returns them."""
+def print_perplexities(params, ids, config, *, batch=8, stride=None, split="valid", file=None, progress=False):
+    """Print both perplexities with a one-line explanation each; returns them (``progress``: tqdm on stderr)."""
     file = sys.stdout if file is None else file
-    res = perplexities(params, ids, config, batch=batch, stride=stride)
+    res = perplexities(params, ids, config, batch=batch, stride=stride, progress=progress)
     n, L = config.seq_len, config.latent
     S = min(L, max(1, n // 2)) if stride is None else stride
     print(

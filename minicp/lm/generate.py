@@ -41,17 +41,25 @@ Where the official ``generate`` fails, minicp extends it:
 ``pad_id`` defaults to 0, the official wrapper's ``pad_value`` (byte 0, NUL, never occurs in text).
 """
 
+import sys
+
 import numpy as np
 
 from minicp import backend as B
 from minicp.config import PERCEIVER_FAMILY
 from minicp.nn import model as M
+from minicp.nn.params import host_array
+from minicp.validate import MAX_WORK, boolean, bounded, finite_array, integer, nonnegative_int, positive_int, real
 
 
 def top_k_count(vocab, filter_thres=0.9, top_k=None):
-    """k of the official top-k: ``int((1 - filter_thres) * vocab)`` (or ``top_k``), clamped to [1, vocab]."""
-    k = int((1 - filter_thres) * vocab) if top_k is None else int(top_k)
-    return max(1, min(vocab, k))
+    """k of the official top-k: ``int((1 - filter_thres) * vocab)`` clamped to [1, vocab], or ``top_k``
+    (a positive integer; above ``vocab`` keeps all). ``filter_thres`` lies in [0, 1)."""
+    vocab = positive_int("vocab", vocab)
+    filter_thres = real("filter_thres", filter_thres, low=0, high=1, high_open=True)
+    if top_k is not None:
+        return min(vocab, positive_int("top_k", top_k))  # more than V keeps all V
+    return max(1, min(vocab, int((1 - filter_thres) * vocab)))
 
 
 def filter_top_k(logits, k):
@@ -69,11 +77,18 @@ def filter_top_k(logits, k):
 def sample_next(logits, rng, *, temperature=1.0, k=None):
     """One token per row from logits (b, V): top-k filter, softmax(logits / T), inverse-CDF draw. (b,) int64."""
     logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must have shape (batch, vocab), got {logits.shape}")
+    finite_array("logits", logits)  # a NaN row would silently draw token 0
+    temperature = real("temperature", temperature, low=0)
     if k is not None:
-        logits = filter_top_k(logits, k)
+        logits = filter_top_k(logits, positive_int("k", k))
     if temperature == 0:
         return np.argmax(logits, axis=-1).astype(np.int64)
-    z = logits / temperature
+    with np.errstate(over="ignore"):
+        z = logits / temperature
+    if np.isinf(z[np.isfinite(logits)]).any():  # a tiny T overflows: shift first (the limit is greedy)
+        z = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     cdf = np.cumsum(p, axis=-1)
@@ -120,45 +135,88 @@ def generate(
     rng=None,
     eos=None,
     pad_id=0,
+    progress=False,
 ):
     """Continue ``prompt`` ((t,) or (b, t) token ids, t >= 1) by up to ``max_new_tokens`` tokens.
 
     Returns only the new tokens, shaped like the prompt ((steps,) or (b, steps)). With ``eos``, a row that
     drew ``eos`` keeps emitting ``eos`` and generation stops once every row has. See the module docstring
-    for top-k, temperature and how prompts shorter than n are handled.
+    for top-k, temperature and how prompts shorter than n are handled. ``progress``: a tqdm bar on stderr.
+    Every argument is checked first (ValueError / TypeError naming it; docs/inputs.md).
     """
-    if not isinstance(config, M.ModelConfig):
-        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    prompt = np.asarray(prompt)
-    single = prompt.ndim == 1
-    seq = prompt[None, :] if single else prompt
-    if seq.ndim != 2 or seq.shape[1] < 1 or seq.dtype.kind not in "iu":
-        raise ValueError(
-            f"prompt must be integer token ids of shape (t,) or (batch, t) with t >= 1, got "
-            f"{prompt.dtype} {prompt.shape}"
-        )
-    if seq.min() < 0 or seq.max() >= config.vocab:
-        raise ValueError(f"prompt ids must lie in [0, vocab={config.vocab})")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0 <= pad_id < config.vocab:
-        raise ValueError(f"pad_id {pad_id} must be a token id in [0, {config.vocab})")
-    rng = np.random.default_rng(seed) if rng is None else rng
+    max_new_tokens, seq, single = _check_request(config, max_new_tokens, prompt)
+    temperature = real("temperature", temperature, low=0)
+    pad_id, eos = (
+        _token_id("pad_id", pad_id, config.vocab),
+        None if eos is None else _token_id("eos", eos, config.vocab),
+    )
+    M.check_params(params, config, M.param_spec)  # once, before the first token
+    progress = boolean("progress", progress)
+    if rng is None:
+        rng = np.random.default_rng(nonnegative_int("seed", seed))
+    elif not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     k = top_k_count(config.vocab, filter_thres, top_k)
     seq = seq.astype(np.int64)
     done = np.zeros(len(seq), dtype=bool)
     new = []
-    for _ in range(int(max_new_tokens)):
+    bar = _bar(max_new_tokens, progress)
+    for _ in range(max_new_tokens):
         logits = next_token_logits(params, seq[:, -config.seq_len :], config, pad_id)
         tok = sample_next(logits, rng, temperature=temperature, k=k)
         if eos is not None:
             tok = np.where(done, eos, tok)
             done |= tok == eos
         new.append(tok)
+        bar.update(1)
         seq = np.concatenate([seq, tok[:, None]], axis=1)
         if eos is not None and done.all():
             break
+    bar.close()
     out = np.stack(new, axis=1) if new else np.zeros((len(seq), 0), dtype=np.int64)
     return out[0] if single else out
+
+
+def _token_id(name, value, vocab):
+    value = integer(name, value)
+    if not 0 <= value < vocab:
+        raise ValueError(f"{name} {value} must be a token id in [0, vocab={vocab})")
+    return value
+
+
+def _check_request(config, max_new_tokens, prompt):
+    """(max_new_tokens, prompt as (b, t) int64, whether it was 1-D), or a clear error."""
+    if not isinstance(config, M.ModelConfig):
+        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    max_new_tokens = nonnegative_int("max_new_tokens", max_new_tokens)
+    prompt = host_array("prompt", prompt)
+    single = prompt.ndim == 1
+    seq = prompt[None, :] if single else prompt
+    if seq.ndim != 2 or seq.shape[0] < 1 or seq.shape[1] < 1 or seq.dtype.kind not in "iu":
+        raise ValueError(
+            f"prompt must be integer token ids of shape (t,) or (batch, t) with t >= 1, got "
+            f"{prompt.dtype} {prompt.shape}"
+        )
+    if seq.min() < 0 or seq.max() >= config.vocab:
+        raise ValueError(f"prompt ids must lie in [0, vocab={config.vocab}), got min {seq.min()} max {seq.max()}")
+    bounded("max_new_tokens", max_new_tokens * len(seq) * config.seq_len, MAX_WORK, "generated tokens x seq_len")
+    return max_new_tokens, seq.astype(np.int64), single
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, progress, desc="generate"):
+    """A tqdm bar on stderr when ``progress`` and tqdm is installed; otherwise one that does nothing."""
+    if not progress or not total:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a core dependency
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="tok", file=sys.stderr, dynamic_ncols=True, leave=False)

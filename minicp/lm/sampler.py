@@ -8,6 +8,7 @@ the rows the uninterrupted run would have drawn.
 import numpy as np
 
 from minicp.lm.checkpoint import CheckpointError, _jsonable
+from minicp.nn.params import host_array
 
 
 class Sampler:
@@ -17,15 +18,17 @@ class Sampler:
     ``restore()`` move that in and out of checkpoints.
     """
 
-    def __init__(self, data, seq_len, rng, sampling="chunks"):
+    def __init__(self, data, seq_len, rng, sampling="chunks", vocab=None):
         self.rng, self.seq_len, self.sampling = rng, seq_len, sampling
-        self.fn, self.rows, self.stream = None, None, None
+        self.fn, self.rows, self.stream, self.vocab = None, None, None, vocab
         if callable(data):
             self.fn = data
             return
-        arr = np.asarray(data)
+        arr = host_array("data", data)
         if arr.dtype.kind not in "iu":
             raise ValueError(f"training data must be integer token ids, got dtype {arr.dtype}")
+        if arr.size and vocab is not None and (arr.min() < 0 or arr.max() >= vocab):
+            raise ValueError(f"training data ids must lie in [0, vocab={vocab}), got min {arr.min()} max {arr.max()}")
         if arr.ndim == 1:
             if len(arr) < seq_len + 1:
                 raise ValueError(
@@ -75,14 +78,28 @@ class Sampler:
         return meta, arrays
 
     def restore(self, meta, arrays):
-        self.rng.bit_generator.state = meta["bit_generator"]
-        if self.rows is not None:
-            order = np.asarray(arrays["data/order"], dtype=np.int64)
-            if order.size and (order.min() < 0 or order.max() >= len(self.rows)):
-                raise CheckpointError(
-                    f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}"
-                )
-            self.order, self.pos = order, int(meta["pos"])
+        """Put back a ``state()``; CheckpointError for a state that does not fit this data."""
+        try:
+            self.rng.bit_generator.state = meta["bit_generator"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint sampler state has no valid generator state ({e!r})") from None
+        if self.rows is None:
+            return
+        if "data/order" not in arrays or "pos" not in meta:
+            raise CheckpointError("checkpoint sampler state lacks the epoch order of row data (data/order, pos)")
+        order = np.asarray(arrays["data/order"])
+        if order.ndim != 1 or order.dtype.kind not in "iu" or len(order) not in (0, len(self.rows)):
+            raise CheckpointError(
+                f"checkpoint data order ({order.dtype} {order.shape}) does not fit {len(self.rows)} training rows"
+            )
+        if order.size and (order.min() < 0 or order.max() >= len(self.rows)):
+            raise CheckpointError(
+                f"checkpoint data order refers to {order.max() + 1} rows but the training data has {len(self.rows)}"
+            )
+        pos = meta["pos"]
+        if isinstance(pos, bool) or not isinstance(pos, int) or not 0 <= pos <= len(order):
+            raise CheckpointError(f"checkpoint sampler pos {pos!r} must be an integer in [0, {len(order)}]")
+        self.order, self.pos = order.astype(np.int64), pos
 
 
 def make_rng(seed):

@@ -1,6 +1,6 @@
 """Training: AdamW as the official main, checkpoints in .npz, exact resume (docs/official-code.md#wrapper-generation-evaluation-training).
 
-The optimiser is in ``minicp/optim.py`` and the checkpoint format in ``minicp/checkpoint.py``; this
+The optimiser is in ``minicp/lm/optim.py`` and the checkpoint format in ``minicp/lm/checkpoint.py``; this
 module is the loop, the data sampler and ``minicp train``.
 
 One optimiser step of the official training loop (``ECPTransformer_main.py``), reproduced here:
@@ -11,12 +11,7 @@ One optimiser step of the official training loop (``ECPTransformer_main.py``), r
     AdamW step (torch.optim.AdamW semantics, below)
     every lr_halve_every steps the learning rates drop (official: see ``learning_rates``)
 
-AdamW, exactly as ``torch.optim.AdamW`` (decoupled weight decay), for step t = 1, 2, ...:
-
-    p = p * (1 - lr * wd)
-    m = m + (1 - beta1) * (g - m)                 (torch: exp_avg.lerp_(g, 1 - beta1))
-    v = beta2 * v + (1 - beta2) * g * g
-    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+AdamW is exactly ``torch.optim.AdamW`` (decoupled weight decay; the update is written out in ``minicp.lm.optim``).
 
 Parameter groups as the official ``configure_optimizers``: weight decay ``wd`` (0.1) on the weights of
 Linear layers (every 2-D ``*.weight`` except the embedding, which includes Compressed's
@@ -34,19 +29,16 @@ continues with the first rows of the next one, so every micro-batch is full.
 What is left out, on purpose: dropout (minicp is a deterministic reference; the official runs use p = 0.05
 on attention probabilities and after the FF GELU) and the official test-set model selection (docs/official-code.md#evaluation-protocol).
 
-Checkpoints are ``.npz`` files (``numpy.load(..., allow_pickle=False)``), written to a temporary file in the
-same directory and renamed over the target, so a crash never leaves half a file. They hold the parameters
-under their official state_dict names (``param/<name>``), the AdamW moments (``adam_m/<name>``,
-``adam_v/<name>``), the data order of the current epoch, and one JSON string ``meta`` with the format
-version, step, ModelConfig, TrainConfig, the generator's bit-generator state and the loss history. Resuming
-restores all of it, so N steps + resume + N steps gives the same parameters, bit for bit, as 2N steps in
-one go (on the same machine and NumPy build).
+Checkpoints (``minicp.lm.checkpoint``) hold the parameters, the AdamW moments, the data order and generator
+state and the loss history, so N steps + resume + N steps gives the same parameters, bit for bit, as 2N
+steps in one go (on the same machine and NumPy build). Every argument is checked first (docs/inputs.md).
 """
 
 import dataclasses
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,14 +52,19 @@ from minicp.lm.checkpoint import (  # noqa: F401
     FORMAT,
     CheckpointError,
     _jsonable,
+    _sigint_held,
+    check_writable,
     config_from_dict,
     config_to_dict,
     load_checkpoint,
+    remove_stale_temps,
     save_checkpoint,
 )
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
 from minicp.nn import model as M
+from minicp.nn.params import host_array
+from minicp.validate import boolean, bounded, choice, nonnegative_int, positive_int, real
 
 SAMPLINGS = ("chunks", "random")
 LR_SCHEDULES = ("official", "halve")
@@ -99,34 +96,23 @@ class TrainConfig:
     checkpoint_every: int = 0  # also save every so many steps (0: only at the end)
 
     def __post_init__(self):
-        for name in ("steps", "batch", "grad_accum"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, np.integer))
-                or value < (0 if name == "steps" else 1)
-            ):
-                raise ValueError(
-                    f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, got {value!r}"
-                )
-        for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        betas = tuple(float(b) for b in self.betas)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen: store the canonical values
+        set_("steps", nonnegative_int("steps", self.steps))
+        bounded("steps", self.steps, 10**9, "optimiser steps")
+        for name in ("batch", "grad_accum"):
+            set_(name, positive_int(name, getattr(self, name)))
+        for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows", "seed"):
+            set_(name, nonnegative_int(name, getattr(self, name)))
+        set_("lr", real("lr", self.lr, low=0, low_open=True))
+        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        object.__setattr__(self, "betas", betas)
-        if not self.eps > 0 or self.weight_decay < 0:
-            raise ValueError(f"eps must be > 0 and weight_decay >= 0, got {self.eps!r}, {self.weight_decay!r}")
-        if self.clip is not None and self.clip < 0:
-            raise ValueError(f"clip must be >= 0 (0 or None: no clipping), got {self.clip!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling {self.sampling!r} is not one of {SAMPLINGS}")
+        set_("betas", tuple(real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(self.betas)))
+        set_("eps", real("eps", self.eps, low=0, low_open=True))
+        set_("weight_decay", real("weight_decay", self.weight_decay, low=0))
+        if self.clip is not None:
+            set_("clip", real("clip", self.clip, low=0))
+        choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        choice("sampling", self.sampling, SAMPLINGS)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -240,40 +226,22 @@ def train(
     callback:   ``callback(step, info, params)`` after every step (info = the history entry); return True to stop.
     """
     tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(tcfg, TrainConfig):
+        raise TypeError(f"tcfg must be a minicp.TrainConfig, got {type(tcfg).__name__}")
     if not isinstance(config, ModelConfig):
-        raise ValueError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
-    n = config.seq_len
-    rng = make_rng(tcfg.seed)
-    sampler = Sampler(data, n, rng, tcfg.sampling)
-    valid_rows = None
-    if valid is not None:
-        v = np.asarray(valid)
-        valid_rows = (v[: len(v) // (n + 1) * (n + 1)].reshape(-1, n + 1) if v.ndim == 1 else v)[: tcfg.eval_windows]
-        if len(valid_rows) == 0:
-            raise ValueError(f"validation data holds no complete row of seq_len + 1 = {n + 1} tokens")
-
-    start, history = 0, []
+        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    resume, overwrite, progress = (
+        boolean(k, v) for k, v in (("resume", resume), ("overwrite", overwrite), ("progress", progress))
+    )
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if checkpoint is not None:
+        checkpoint = check_writable(checkpoint)
+        remove_stale_temps(checkpoint)  # what a killed writer left behind
+    sampler = Sampler(data, config.seq_len, make_rng(tcfg.seed), tcfg.sampling, vocab=config.vocab)
+    valid_rows = _validation_rows(valid, config, tcfg.eval_windows)
     if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path")
-        if params is not None:
-            raise ValueError("give either params or resume=True, not both")
-        ck = load_checkpoint(checkpoint, config)  # raises before anything is written
-        params, opt_state, start, history = ck["params"], ck["opt_state"], ck["step"], ck["history"]
-        if opt_state is None:
-            raise CheckpointError(f"checkpoint {checkpoint!r} holds no optimiser state, so it cannot be resumed")
-        if ck["train_config"] is not None:
-            saved = TrainConfig(**{**ck["train_config"], "betas": tuple(ck["train_config"]["betas"])})
-            keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")  # may change between runs
-            changed = [k for k in dataclasses.asdict(tcfg) if k not in keep and getattr(saved, k) != getattr(tcfg, k)]
-            if changed:
-                raise CheckpointError(
-                    f"checkpoint {checkpoint!r} was trained with different options: "
-                    + ", ".join(
-                        f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed
-                    )
-                )
-        sampler.restore(*ck["sampler"])
+        params, opt_state, start, history = _resumed(config, tcfg, checkpoint, params, sampler)
     else:
         if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
             raise FileExistsError(
@@ -281,8 +249,9 @@ def train(
                 f"or replace it (overwrite=True / --overwrite)"
             )
         params = M.init_params(config, seed=tcfg.seed) if params is None else params
+        M.check_params(params, config, M.param_spec)
         opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
-
+        start, history = 0, []
     flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies
 
     def save(step):
@@ -298,15 +267,10 @@ def train(
                 history=history,
             )
 
-    bar = None
-    if progress and tcfg.steps > start:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tcfg.steps, initial=start, desc=f"train {config.arch}", unit="step", dynamic_ncols=True)
-    tokens = tcfg.grad_accum * tcfg.batch * n
+    bar = _progress_bar(progress and tcfg.steps > start, tcfg.steps, start, config.arch)
+    tokens = tcfg.grad_accum * tcfg.batch * config.seq_len
     t0, done, step = time.perf_counter(), 0, start
     before = sampler.state()  # the data state at the start of the step in progress
-    updating = False  # True while adamw_step modifies params and moments in place
     try:
         while step < tcfg.steps:
             lr, lr_no_decay = learning_rates(tcfg, step)
@@ -314,52 +278,39 @@ def train(
             on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
             loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
             norm = clip_grad_norm(grads, tcfg.clip)
-            updating = True
-            adamw_step(
-                flat,
-                grads,
-                opt_state,
-                lr=lr,
-                betas=tcfg.betas,
-                eps=tcfg.eps,
-                weight_decay=tcfg.weight_decay,
-                lr_no_decay=lr_no_decay,
-            )
-            updating = False
-            step += 1
-            before = sampler.state()
-            done += 1
-            info = {
-                "step": step,
-                "loss": loss_sum / tcfg.grad_accum,
-                "lr": lr,
-                "lr_no_decay": lr_no_decay,
-                "grad_norm": norm,
-            }
+            info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
+            info["grad_norm"] = norm
+            with _sigint_held():  # the update, the step count and the history move together, or not at all
+                adamw_step(
+                    flat,
+                    grads,
+                    opt_state,
+                    lr=lr,
+                    betas=tcfg.betas,
+                    eps=tcfg.eps,
+                    weight_decay=tcfg.weight_decay,
+                    lr_no_decay=lr_no_decay,
+                )
+                _check_diverged(flat, step + 1, info)
+                step += 1
+                before = sampler.state()
+                done += 1
+                history.append(info)  # before the validation loss, so an interrupt there keeps the entry
             if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
-            history.append(info)
-            if bar is not None:
-                rate = done * tokens / (time.perf_counter() - t0)
-                post = {"loss": f"{info['loss']:.4f}", "lr": f"{lr:.2g}", "tok/s": f"{rate:.0f}"}
-                if "valid_loss" in info:
-                    post["valid"] = f"{info['valid_loss']:.4f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
+            _show(bar, info, done * tokens / (time.perf_counter() - t0))
             if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
                 save(step)
             if callback is not None and callback(step, info, M.unflatten(flat)):
                 break
     except KeyboardInterrupt:
         # Ctrl-C: keep what the last completed step left, so that resuming continues the run exactly. The
-        # data of the interrupted step is drawn again (its sampler state is put back); an interrupt in
-        # the middle of the in-place update leaves the previous checkpoint as it is.
-        if checkpoint is not None and not updating:
+        # data of the interrupted step is drawn again (its sampler state is put back); the in-place update
+        # runs with Ctrl-C held, so it is either complete (and counted) or not started.
+        if checkpoint is not None:
             sampler.restore(*before)
             save(step)
             print(f"\ninterrupted: saved step {step} to {checkpoint}", file=sys.stderr)
-        elif checkpoint is not None:
-            print(f"\ninterrupted during an update: {checkpoint} keeps its previous state", file=sys.stderr)
         raise
     finally:
         if bar is not None:
@@ -374,3 +325,77 @@ def train(
         history=history,
         tokens_per_s=done * tokens / elapsed if done else 0.0,
     )
+
+
+def _validation_rows(valid, config, windows):
+    """The first ``windows`` rows (n + 1 tokens) of a validation stream or row array, or None."""
+    if valid is None:
+        return None
+    n = config.seq_len
+    v = host_array("valid", valid)
+    if v.ndim not in (1, 2) or v.dtype.kind not in "iu" or (v.ndim == 2 and v.shape[1] != n + 1):
+        raise ValueError(
+            f"valid must be a 1-D token stream or rows (num, seq_len + 1 = {n + 1}), got {v.dtype} {v.shape}"
+        )
+    rows = (v[: len(v) // (n + 1) * (n + 1)].reshape(-1, n + 1) if v.ndim == 1 else v)[:windows]
+    if len(rows) == 0:
+        raise ValueError(f"validation data holds no complete row of seq_len + 1 = {n + 1} tokens")
+    if rows.min() < 0 or rows.max() >= config.vocab:
+        raise ValueError(f"valid token ids must lie in [0, vocab={config.vocab})")
+    return rows
+
+
+def _resumed(config, tcfg, checkpoint, params, sampler):
+    """(params, opt_state, step, history) of the run saved in ``checkpoint``; its sampler state restored."""
+    if checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    if params is not None:
+        raise ValueError("give either params or resume=True, not both")
+    ck = load_checkpoint(checkpoint, config)  # raises before anything is written
+    if ck["opt_state"] is None:
+        raise CheckpointError(f"checkpoint {checkpoint!r} holds no optimiser state, so it cannot be resumed")
+    if ck["train_config"] is not None:
+        try:
+            saved = TrainConfig(**{**ck["train_config"], "betas": tuple(ck["train_config"]["betas"])})
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint!r} carries invalid training options ({e})") from None
+        keep = ("steps", "eval_every", "eval_windows", "checkpoint_every")  # may change between runs
+        changed = [k for k in dataclasses.asdict(tcfg) if k not in keep and getattr(saved, k) != getattr(tcfg, k)]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {checkpoint!r} was trained with different options: "
+                + ", ".join(f"{k} = {getattr(saved, k)!r} in the file, {getattr(tcfg, k)!r} requested" for k in changed)
+            )
+    meta, arrays = ck["sampler"]
+    if meta:
+        sampler.restore(meta, arrays)
+    else:  # written by save_checkpoint without sampler state: the data order starts afresh from tcfg.seed
+        warnings.warn(f"checkpoint {checkpoint!r} has no sampler state; the data order restarts", UserWarning, 2)
+    return ck["params"], ck["opt_state"], ck["step"], ck["history"]
+
+
+def _check_diverged(flat, step, info):
+    if not np.isfinite(info["loss"]):
+        raise ValueError(f"training diverged: the loss of step {step} is {info['loss']} (lower lr?)")
+    for name, value in flat.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"training diverged at step {step}: parameter {name} is no longer finite (lower lr?)")
+
+
+def _progress_bar(show, total, initial, arch):
+    if not show:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a core dependency
+        return None
+    return tqdm(total=total, initial=initial, desc=f"train {arch}", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _show(bar, info, rate):
+    if bar is not None:
+        post = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2g}", "tok/s": f"{rate:.0f}"}
+        if "valid_loss" in info:
+            post["valid"] = f"{info['valid_loss']:.4f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)

@@ -24,6 +24,7 @@ from minicp import backend as B
 from minicp.config import ModelConfig
 from minicp.nn import ops
 from minicp.nn.model import flatten, param_spec, unflatten
+from minicp.validate import finite_array, float_dtype, regular_file
 
 CHECKPOINT_EXTRAS = ("epoch", "optimizer")  # what the official main saves next to 'state_dict'
 PREFIXES = ("module.", "model.")  # DataParallel, AutoRegressiveWrapper
@@ -41,6 +42,14 @@ def _as_numpy(value):
         return t.numpy(), name
     arr = onp.asarray(B.to_numpy(value))
     return arr, arr.dtype.name
+
+
+def _check_entry(name, value, src):
+    """A loaded entry must be real floating point and finite: integers, bools and complex numbers would be
+    cast silently (int8 weights, a lost imaginary part), NaN would reach every logit."""
+    if value.dtype.kind != "f":
+        raise ValueError(f"state_dict entry {name} has dtype {src}; official weights are floating point")
+    finite_array(f"state_dict entry {name}", value)
 
 
 def _ulp(values, dtype_name):
@@ -95,8 +104,7 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
-    if not isinstance(dtype, str) or dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    dtype = float_dtype("dtype", dtype)
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = _load_pt(state_dict)
     notes = []
@@ -113,7 +121,13 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     given = {}
     converted = set()
     for name, old in names.items():
-        given[name], src = _as_numpy(state_dict[old])
+        try:
+            given[name], src = _as_numpy(state_dict[old])
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"state_dict entry {name} is not an array ({type(state_dict[old]).__name__}: {e})"
+            ) from None
+        _check_entry(name, given[name], src)
         if src in ("bfloat16", "float16"):
             converted.add(src)
     if converted:
@@ -201,9 +215,13 @@ def _load_pt(path):
         import torch
     except ImportError as e:
         raise ValueError(f"loading {path!r} needs torch (pip install 'minicp[torch]'); or pass a dict of arrays") from e
-    if not os.path.exists(path):
-        raise ValueError(f"state_dict path {path!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    path = regular_file("state_dict path", path)  # a FIFO would block torch.load forever
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds (pickle, zip, runtime) for a bad file
+        raise ValueError(
+            f"state_dict path {path!r} is not a readable torch checkpoint ({type(e).__name__}: {e})"
+        ) from None
 
 
 def to_state_dict(params):

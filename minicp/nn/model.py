@@ -23,6 +23,8 @@ from minicp import backend as B
 from minicp.config import ModelConfig
 from minicp.nn import fused, ops
 from minicp.nn.attention import module as arch_module
+from minicp.nn.params import check_params, check_size
+from minicp.validate import float_dtype, nonnegative_int
 
 # ----------------------------------------------------------------------------------------------------
 # Parameters
@@ -72,6 +74,7 @@ def init_params(cfg, seed=0, dtype="float32"):
     LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
     """
     _check_config(cfg)
+    dtype, seed, _ = float_dtype("dtype", dtype), nonnegative_int("seed", seed), check_size(cfg)  # int32: all 0
     rng = onp.random.default_rng(seed)
     spec = param_spec(cfg)
     flat = {}
@@ -207,6 +210,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
     broadcast at t = H + 1 instead of rejecting that length.
     """
     _check_config(config)
+    check_params(params, config, param_spec)  # layers, names, shapes, dtype, finiteness (minicp.nn.params)
     tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
     t = tokens.shape[1]
     if (

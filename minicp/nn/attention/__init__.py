@@ -14,10 +14,25 @@ This module dispatches on the name, for people who want ``minicp.attention("ecp"
 import inspect
 
 import numpy as onp
+from autograd.tracer import getval
 
+from minicp import backend as B
 from minicp.config import ARCHITECTURES
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
-from minicp.validate import half_segment_from, positive_int
+from minicp.validate import (
+    MAX_WORK,
+    boolean,
+    bounded,
+    choice,
+    finite_array,
+    half_segment_from,
+    nonnegative_int,
+    positive_int,
+    real,
+)
+
+MAX_POSITIONS = 2**20  # patterns are Python lists of blocks; n beyond this is a typo, not a plan
+SHIFTS = ("varlen", "roll")
 
 MODULES = {
     "transformer": transformer,
@@ -58,7 +73,7 @@ def resolve_pattern_args(arch, pattern_args):
     args = dict(pattern_args)
     if "half_segment" in required + optional and ("segment" in args or "half_segment" in args):
         args["half_segment"] = half_segment_from(args.pop("segment", None), args.pop("half_segment", None))
-    unknown = sorted(set(args) - set(required) - set(optional))
+    unknown = sorted(set(args) - set(required) - set(optional), key=str)
     if unknown:
         raise ValueError(
             f"unknown pattern argument(s) {unknown} for arch {arch!r}; it takes {list(required) + list(optional)}"
@@ -67,7 +82,34 @@ def resolve_pattern_args(arch, pattern_args):
     if missing:
         hint = " (or segment = 2 * half_segment)" if missing == ["half_segment"] else ""
         raise ValueError(f"arch {arch!r} needs the pattern argument(s) {missing}{hint}")
-    return args
+    return {name: _typed(name, value) for name, value in args.items()}
+
+
+def _typed(name, value):
+    """One pattern argument in canonical form: bools stay bools ("no" is not False), sizes are ints."""
+    if name == "partial":
+        return boolean(name, value)
+    if name == "shift":
+        return choice(name, value, SHIFTS)
+    if name == "layer":
+        return nonnegative_int(name, value)
+    return positive_int(name, value)
+
+
+def _check_array(name, a):
+    """A NumPy or CuPy array (torch tensors and lists are refused: convert with ``minicp.to_numpy``), finite
+    where it is floating point (the shape and dtype rules are the architecture module's)."""
+    a = getval(a)
+    dtype = getattr(a, "dtype", None)
+    if not isinstance(dtype, onp.dtype) or not hasattr(a, "ndim"):
+        raise TypeError(
+            f"{name} must be a NumPy (or CuPy) array, got {type(a).__module__}.{type(a).__name__}; "
+            f"convert it with minicp.to_numpy"
+        )
+    if a.ndim == 4 and 0 in a.shape:
+        raise ValueError(f"{name} of shape {tuple(a.shape)} (batch, heads, seq_len, head_dim) has an empty axis")
+    if dtype.kind == "f":
+        finite_array(name, a, B.xp if type(a).__module__.startswith("cupy") else onp)
 
 
 def attention(arch, q, k, v, *, scale=None, **pattern_args):
@@ -78,13 +120,21 @@ def attention(arch, q, k, v, *, scale=None, **pattern_args):
     the architecture's own, e.g. ``half_segment=128`` (or ``segment=256``) for ECP or ``latent=512``
     for PerceiverAR.
     """
-    return module(arch).attention(q, k, v, scale=scale, **resolve_pattern_args(arch, pattern_args))
+    mod = module(arch)
+    args = resolve_pattern_args(arch, pattern_args)
+    if scale is not None:
+        scale = real("scale", scale)
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        _check_array(name, a)
+    return mod.attention(q, k, v, scale=scale, **args)
 
 
 def patterns(arch, n, heads=1, **pattern_args):
     """One ``Pattern`` per head (a list of length ``heads``)."""
     mod = module(arch)
     n, heads = positive_int("n", n), positive_int("heads", heads)
+    bounded("n", n, MAX_POSITIONS, "positions")
+    bounded("heads", n * heads, MAX_POSITIONS * 16, "query rows over all heads")
     pattern_args = resolve_pattern_args(arch, pattern_args)
     try:
         if hasattr(mod, "head_patterns"):
@@ -108,6 +158,8 @@ def attention_mask(arch, n, heads=None, **pattern_args):
     (n, n) for architectures whose heads share one pattern; (heads, n, n) when ``heads`` is given
     (required for LongLoRA, whose shifted heads differ). Rows that are not computed are all False.
     """
+    size = positive_int("n", n) ** 2 * (1 if heads is None else positive_int("heads", heads))
+    bounded("attention_mask", size, MAX_WORK, "mask entries (heads x n x n)")
     if heads is None:
         return pattern(arch, n, **pattern_args).mask()
     return onp.stack([p.mask() for p in patterns(arch, n, heads, **pattern_args)])
