@@ -27,11 +27,7 @@ clip 1.0, two micro-batches of 8 with summed losses, lr halved every 100k steps)
 """
 
 
-@command
-def main(argv=None):
-    """`minicp train`: train a model on a text corpus, with a progress bar, checkpoints and a final perplexity.
-
-    Returns 0 (the exit status); errors exit through SystemExit with a one-line message."""
+def _parser():
     p = argparse.ArgumentParser(
         prog="minicp train",
         description="Train a small language model with minicp "
@@ -104,8 +100,11 @@ def main(argv=None):
     t.add_argument(
         "--eval-batch", type=int, default=8, help="windows per forward pass in the final perplexity (default 8)"
     )
-    args = p.parse_args(argv)
+    return p
 
+
+def _configs(p, args):
+    """(ModelConfig, TrainConfig): from the checkpoint when resuming, else from the flags; flags win."""
     options = dataclasses.asdict(TrainConfig(eval_every=100))
     if args.resume:
         if args.checkpoint is None:
@@ -122,13 +121,23 @@ def main(argv=None):
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
-    splits = load_tokens(args.corpus)
     if config.vocab < 256:
         fail(f"byte corpora need vocab >= 256, the model has {config.vocab}")
     try:
-        tcfg = TrainConfig(**{**options, "betas": tuple(options["betas"])})
+        return config, TrainConfig(**{**options, "betas": tuple(options["betas"])})
     except ValueError as e:
         fail(str(e))
+
+
+@command
+def main(argv=None):
+    """`minicp train`: train a model on a text corpus, with a progress bar, checkpoints and a final perplexity.
+
+    Returns 0 (the exit status); errors exit through SystemExit with a one-line message."""
+    p = _parser()
+    args = p.parse_args(argv)
+    config, tcfg = _configs(p, args)
+    splits = load_tokens(args.corpus)
     print(
         f"model: {config.arch}, {M.count_params(config):,} parameters, n = {config.seq_len}; "
         f"corpus {args.corpus}: {len(splits['train']):,} train / {len(splits['valid']):,} valid tokens",

@@ -147,33 +147,15 @@ def train(
     progress:   tqdm progress bar (loss, lr, tokens/s).
     callback:   ``callback(step, info, params)`` after every step (info = the history entry); return True to stop.
     """
-    tcfg = TrainConfig() if tcfg is None else tcfg
-    if not isinstance(tcfg, TrainConfig):
-        raise TypeError(f"tcfg must be a minicp.TrainConfig, got {type(tcfg).__name__}")
-    if not isinstance(config, ModelConfig):
-        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
-    resume, overwrite, progress = (
-        boolean(k, v) for k, v in (("resume", resume), ("overwrite", overwrite), ("progress", progress))
+    tcfg, checkpoint, resume, overwrite, progress = _checked_arguments(
+        config, tcfg, checkpoint, resume, overwrite, progress, callback
     )
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-    if checkpoint is not None:
-        checkpoint = check_writable(checkpoint)
-        remove_stale_temps(checkpoint)  # what a killed writer left behind
     sampler = Sampler(data, config.seq_len, make_rng(tcfg.seed), tcfg.sampling, vocab=config.vocab)
     valid_rows = _validation_rows(valid, config, tcfg.eval_windows)
     if resume:
         params, opt_state, start, history = _resumed(config, tcfg, checkpoint, params, sampler)
     else:
-        if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
-            raise FileExistsError(
-                f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
-                f"or replace it (overwrite=True / --overwrite)"
-            )
-        params = M.init_params(config, seed=tcfg.seed) if params is None else params
-        M.check_params(params, config, M.param_spec)
-        opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
-        start, history = 0, []
+        params, opt_state, start, history = _fresh(config, tcfg, checkpoint, params, overwrite)
     flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies
 
     def save(step):
@@ -195,23 +177,17 @@ def train(
     before = sampler.state()  # the data state at the start of the step in progress
     try:
         while step < tcfg.steps:
-            lr, lr_no_decay = learning_rates(tcfg, step)
-            micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
-            on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
-            loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
-            norm = clip_grad_norm(grads, tcfg.clip)
-            info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
-            info["grad_norm"] = norm
+            grads, info = _gradients(flat, sampler, config, tcfg, step)
             with _sigint_held():  # the update, the step count and the history move together, or not at all
                 adamw_step(
                     flat,
                     grads,
                     opt_state,
-                    lr=lr,
+                    lr=info["lr"],
+                    lr_no_decay=info["lr_no_decay"],
                     betas=tcfg.betas,
                     eps=tcfg.eps,
                     weight_decay=tcfg.weight_decay,
-                    lr_no_decay=lr_no_decay,
                 )
                 _check_diverged(flat, step + 1, info)
                 step += 1
@@ -247,6 +223,48 @@ def train(
         history=history,
         tokens_per_s=done * tokens / elapsed if done else 0.0,
     )
+
+
+def _checked_arguments(config, tcfg, checkpoint, resume, overwrite, progress, callback):
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(tcfg, TrainConfig):
+        raise TypeError(f"tcfg must be a minicp.TrainConfig, got {type(tcfg).__name__}")
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a minicp.ModelConfig, got {type(config).__name__}")
+    resume, overwrite, progress = (
+        boolean(k, v) for k, v in (("resume", resume), ("overwrite", overwrite), ("progress", progress))
+    )
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if checkpoint is not None:
+        checkpoint = check_writable(checkpoint)
+        remove_stale_temps(checkpoint)  # what a killed writer left behind
+    return tcfg, checkpoint, resume, overwrite, progress
+
+
+def _fresh(config, tcfg, checkpoint, params, overwrite):
+    """(params, AdamW state, start step 0, empty history) of a new run; refuses to overwrite silently."""
+    if checkpoint is not None and os.path.exists(checkpoint) and not overwrite:
+        raise FileExistsError(
+            f"checkpoint {checkpoint!r} exists: resume it (resume=True / --resume) "
+            f"or replace it (overwrite=True / --overwrite)"
+        )
+    params = M.init_params(config, seed=tcfg.seed) if params is None else params
+    M.check_params(params, config, M.param_spec)
+    opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
+    return params, opt_state, 0, []
+
+
+def _gradients(flat, sampler, config, tcfg, step):
+    """One step's summed micro-batch gradients, clipped, and its history entry (before the update)."""
+    lr, lr_no_decay = learning_rates(tcfg, step)
+    micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
+    on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
+    loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
+    norm = clip_grad_norm(grads, tcfg.clip)
+    info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
+    info["grad_norm"] = norm
+    return grads, info
 
 
 def _validation_rows(valid, config, windows):
