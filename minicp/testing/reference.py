@@ -34,7 +34,7 @@ __all__ = [
     "clear_cache",
 ]
 
-CASE_VERSION = 2
+CASE_VERSION = 3  # 3: the accurate floor keeps dk, dv partial sums in the dtype
 MEMORY_CACHE = 4
 CACHE_ENV = "MINICP_REFERENCE_CACHE"
 _MEMORY = collections.OrderedDict()
@@ -162,16 +162,35 @@ def _load_cached(cache_dir, key):
         with onp.load(path, allow_pickle=False) as z:
             if str(z["key"][()]) != key:
                 return None
-            return {k: z[k] for k in z.files if k != "key"}
+            computed = {k: z[k].astype(onp.float64) for k in z.files if k not in ("key", "aliases")}
+            for alias, original in json.loads(str(z["aliases"][()])).items():
+                computed[alias] = computed[original]
+            return computed
     except (OSError, ValueError, KeyError, EOFError):
         return None  # a damaged cache entry is recomputed
+
+
+def _compact(computed):
+    """Arrays to store, exactly: float32 where that is lossless (the floors hold float32, bfloat16 or float16
+    values), the float64 reference as is; an array equal to one already stored is recorded as an alias."""
+    stored, aliases = {}, {}
+    for name, a in computed.items():
+        same = next((k for k, b in computed.items() if k in stored and b is a), None)
+        if same is not None:
+            aliases[name] = same
+            continue
+        low = a.astype(onp.float32)
+        stored[name] = low if onp.array_equal(low, a, equal_nan=True) else a
+    return stored, aliases
 
 
 def _store_cached(cache_dir, key, computed):
     path = _cache_path(cache_dir, key)
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_savez(path, dict(computed, key=onp.asarray(key)), compressed=False)
+        stored, aliases = _compact(computed)
+        arrays = dict(stored, key=onp.asarray(key), aliases=onp.asarray(json.dumps(aliases)))
+        atomic_savez(path, arrays, compressed=False)
 
 
 def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):
