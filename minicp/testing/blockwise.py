@@ -14,7 +14,7 @@ chunk can see.
 
 ``dtype="float64"`` is the reference (exact float64 arithmetic). Any other dtype gives the *plain
 implementation in that dtype*: the same formulas with every intermediate (q * scale, S, P, O, dP, dS,
-dq, dk, dv) rounded to the dtype, products accumulated in float32 (float64 for float64); this is what a
+dq, dk, dv; the dk, dv partial sums every ``KEY_GRAD_CHUNK`` query rows) rounded to the dtype, products accumulated in float32 (float64 for float64); this is what a
 straightforward PyTorch implementation in that dtype computes, and its error against the reference is
 the rounding floor that ``minicp.testing.verdict`` scales the budgets by.
 """
@@ -72,7 +72,7 @@ def _groups(plan, batch_elements):
         by_shape.setdefault((len(r), len(c), diagonal), []).append((head, r, c))
     groups = []
     for (R, C, diagonal), blocks in by_shape.items():
-        size = max(1, batch_elements // max(1, min(R, ROW_CHUNK) * C))
+        size = max(1, batch_elements // max(1, min(R, KEY_GRAD_CHUNK) * C))
         for g0 in range(0, len(blocks), size):
             part = blocks[g0 : g0 + size]
             groups.append(
@@ -93,10 +93,11 @@ def attention_blocks(
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
     when ``dout`` (b, h, R, d) is given; float64 arrays holding values of the plain dtype implementation
-    (exact float64 for dtype="float64"). ``intermediates=False``: the *accurate* implementation, float32
-    arithmetic throughout, only the inputs, the results and the key-side partial sums dk, dv (stored in
-    the dtype after every ``KEY_GRAD_CHUNK`` query rows, as PyTorch's CPU flash backward keeps them)
-    rounded to the dtype. Blocks of one shape are computed together (batched products)."""
+    (exact float64 for dtype="float64"). In bfloat16 and float16 the key-side partial sums dk, dv are
+    stored in the dtype after every ``KEY_GRAD_CHUNK`` query rows of a block (as PyTorch's CPU flash
+    backward keeps them).
+    ``intermediates=False``: the *accurate* implementation, float32 arithmetic throughout, only the
+    inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed together (batched products)."""
     rnd_io = rounder(dtype)
     rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
@@ -104,8 +105,8 @@ def attention_blocks(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
-    row_chunk = row_chunk if intermediates else min(row_chunk, KEY_GRAD_CHUNK)
-    acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": None if intermediates else rnd_io}
+    row_chunk = row_chunk if dtype in ("float64", "float32") else min(row_chunk, KEY_GRAD_CHUNK)
+    acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io}
     if grads:
         acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros_like(q), dk=onp.zeros_like(k))
         acc["dv"] = onp.zeros_like(v)

@@ -2,7 +2,7 @@
 
     python tests/golden/corpus.py            # the sweep (n up to 4096; minutes)
     python tests/golden/corpus.py --quick    # what tests/golden/test_verdicts.py runs
-    python tests/golden/corpus.py 4096       # one size
+    python tests/golden/corpus.py 4096 bugs  # one size, the planted bugs only (or: correct)
 
 Prints one line per (kernel, case, dtype): passes / runs, the largest budget shares, and whether the
 verdicts were right; then the false-pass and false-fail totals.
@@ -136,4 +136,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
     ns = [int(a) for a in sys.argv[1:] if a.isdigit()] or ((256,) if quick else (512, 1024, 4096))
-    sweep(ns, seeds=(0, 1))
+    kinds = [a for a in sys.argv[1:] if a in ("correct", "bugs")]  # a part of the corpus only
+    entries = [e for e in ENTRIES if not kinds or ("bugs" if e[5] else "correct") in kinds]
+    sweep(ns, seeds=(0, 1), entries=entries)
