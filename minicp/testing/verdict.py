@@ -119,16 +119,14 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
             0.0,
             message=msg,
         )
+    same = accurate is None or accurate is floor  # float32: the accurate floor is the plain one
     b_max, b_rms, f_max, f_rms = budgets(
         r,
         onp.asarray(floor, dtype=onp.float64),
         dtype,
-        None if accurate is None else onp.asarray(accurate, dtype=onp.float64),
+        None if same else onp.asarray(accurate, dtype=onp.float64),
     )
-    nf_bad = nonfinite_mismatch(a, r)
-    with onp.errstate(invalid="ignore", over="ignore"):
-        err = onp.where(onp.isfinite(r), onp.abs(a - r), 0.0)
-    err = onp.where(onp.isnan(err) | nf_bad, onp.inf, err)
+    err, nf_bad = _errors(a, r)
     bad = err > b_max
     i = onp.unravel_index(int(onp.argmax(err)), err.shape) if err.size else ()
     max_err, rms_err = (float(err[i]) if err.size else 0.0), _rms(err)
@@ -161,6 +159,18 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     v.bad_rows = describe_positions(onp.nonzero(bad.any(axis=tuple(j for j in range(bad.ndim) if j != row_axis)))[0])
     v.message = _message(v)
     return v
+
+
+def _errors(a, r):
+    """|a - r| with non-finite entries of the reference left out (0) and every mismatch made inf; and the
+    mask of mismatched non-finite reference entries. One pass when everything is finite."""
+    with onp.errstate(invalid="ignore", over="ignore"):
+        err = onp.abs(a - r)
+    if onp.isfinite(err).all():
+        return err, onp.zeros((), dtype=bool)
+    nf_bad = nonfinite_mismatch(a, r)
+    err = onp.where(onp.isfinite(r), err, 0.0)
+    return onp.where(onp.isnan(err) | nf_bad, onp.inf, err), nf_bad
 
 
 def _share(err, budget):
