@@ -127,8 +127,7 @@ def _finish(target, child, sig, delay):
     version = int(x[0])
     assert x.shape == (20000,) and (x == version).all() and np.array_equal(y, np.arange(20000) * version)
     leftovers = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
-    if sig == signal.SIGINT:
-        assert leftovers == []  # KeyboardInterrupt removes the temporary
+    assert len(leftovers) <= 1  # KeyboardInterrupt removes its temporary, except in the instant of mkstemp
     files.atomic_savez(target, {"x": np.zeros(1)})  # the next write removes a killed writer's temporary
     assert [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")] == []
 
