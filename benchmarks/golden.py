@@ -1,14 +1,16 @@
 """Cost of a check against the kernel's own cost: ECP, n = 16384, 8 heads, d 64, float32, with gradients.
 
-    python benchmarks/golden.py [--seq-len 16384] [--cache-dir DIR]
+    python benchmarks/golden.py [--seq-len 16384] [--repeats 3]
 
-Times, in one process: the kernel's forward + backward (PyTorch SDPA over ECP's blocks, CPU), then
-``assert_matches_reference`` cold (reference, plain and accurate floors computed), warm (the in-process
-cache), and from the disk cache in a fresh cache state. Results: benchmarks/results/golden-cpu.txt.
+Times, in one process, alternated over repeats (medians reported): the kernel's forward + backward
+(PyTorch SDPA over ECP's blocks, CPU), then ``assert_matches_reference`` cold (no cache: reference and
+floors computed), warm (the in-process cache), and from the disk cache with the in-process cache cleared.
+Results: benchmarks/results/golden-cpu.txt.
 """
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -37,36 +39,42 @@ def ecp_sdpa(q, k, v, m):
     return torch.cat([first[:, :, None], rest], dim=2).reshape(b, h, n, d)
 
 
+def _timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seq-len", type=int, default=16384)
     p.add_argument("--segment", type=int, default=256)
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--repeats", type=int, default=3, help="alternated repeats; medians are reported")
     args = p.parse_args()
     m = args.segment // 2
     case = dict(arch="ecp", seq_len=args.seq_len, heads=8, head_dim=64, segment=args.segment, dtype="float32")
     fn = lambda q, k, v: ecp_sdpa(q, k, v, m)
     g = torch.Generator().manual_seed(0)
     q, k, v, dout = (torch.randn(1, 8, args.seq_len, 64, generator=g) for _ in range(4))
-    t = time.perf_counter()
-    mtt.grad_fn(fn)(q, k, v, dout)
-    kernel = time.perf_counter() - t
     print(f"ECP n={args.seq_len}, 8 heads, d 64, float32, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"kernel forward + backward:                {kernel:6.2f} s")
-    cache = args.cache_dir or tempfile.mkdtemp(prefix="minicp-ref-")
-    timings = {}
-    for label in ("cold (reference computed)", "warm (in-process cache)", "disk cache (fresh process state)"):
-        if label.startswith("disk"):
-            reference.clear_cache()
-        t = time.perf_counter()
-        mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
-        timings[label] = time.perf_counter() - t
-        print(
-            f"check {label:<34} {timings[label]:6.2f} s = {timings[label] / kernel:4.2f}x the kernel "
-            f"(includes running the kernel once)"
-        )
-    size = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
-    print(f"disk cache: {size / 2**20:.0f} MiB in {cache}")
+    check = lambda cache: mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
+    times = {key: [] for key in ("kernel", "cold", "warm", "disk")}
+    for r in range(args.repeats):  # alternated, so that the machine's load falls on every column alike
+        cache = tempfile.mkdtemp(prefix="minicp-ref-")
+        reference.clear_cache()
+        times["kernel"].append(_timed(lambda: mtt.grad_fn(fn)(q, k, v, dout)))
+        times["cold"].append(_timed(lambda: check(None)))  # no cache at all
+        times["warm"].append(_timed(lambda: check(None)))  # the in-process cache
+        check(cache)  # fill the disk cache (not timed)
+        reference.clear_cache()
+        times["disk"].append(_timed(lambda: check(cache)))
+        size = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
+        print(f"repeat {r}: " + ", ".join(f"{key} {t[-1]:.2f} s" for key, t in times.items()))
+    med = {key: statistics.median(t) for key, t in times.items()}
+    print(f"medians of {args.repeats}: kernel forward + backward {med['kernel']:.2f} s")
+    for key, label in (("cold", "cold (no cache)"), ("warm", "warm (in-process cache)"), ("disk", "disk cache")):
+        print(f"  check {label:<24} {med[key]:6.2f} s = {med[key] / med['kernel']:4.2f}x the kernel (runs it once)")
+    print(f"disk cache entry: {size / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

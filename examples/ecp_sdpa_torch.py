@@ -12,8 +12,8 @@ on the CPU by default or on a GPU with ``--device cuda``:
    (small n only), and ``flex`` with FlexAttention and the ``mask_mod`` from ``minicp.analysis.kernel_pattern``.
 
 Each is checked with ``minicp.testing.assert_matches_reference`` (output and gradients; float32,
-bfloat16 and float16 inputs). The test suite runs a small version (tests/test_golden.py, skipped
-without torch). Run:
+bfloat16 and float16 inputs), through the PyTorch adapters ``minicp.testing.torch.adapters``. The test
+suite runs a small version (tests/golden/test_golden.py, skipped without torch). Run:
 
     python examples/ecp_sdpa_torch.py                      # CPU, n = 1024, s = 256, about 10 s
     python examples/ecp_sdpa_torch.py --device cuda --seq-len 4096   # GPU kernels, compiled FlexAttention
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import minicp.analysis.kernel_pattern as kp
 import minicp.testing as mt
+from minicp.testing import torch as mtt
 
 # ----------------------------------------------------------------------------------------------------
 # 1. ECP, blockwise, with two SDPA calls
@@ -109,44 +110,11 @@ def _compiled_flex():
     return _COMPILED[0]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Glue for minicp.testing: arrays in, gradients out
-# ----------------------------------------------------------------------------------------------------
-
-
-def torch_arrays(dtype=torch.float32, device="cpu"):
-    """``array_fn`` for assert_matches_reference: NumPy -> torch tensor (exact for bfloat16 inputs)."""
-    return lambda a: torch.from_numpy(a).to(device=device, dtype=dtype)
-
-
-def torch_grad_fn(fn, rows=None):
-    """``grad_fn(q, k, v, dout) -> (dq, dk, dv)`` for a differentiable torch ``fn(q, k, v)``.
-
-    ``rows``: for a kernel that returns all n rows where the architecture computes fewer (PerceiverAR's
-    first layer), the computed rows (``minicp.analysis.kernel_pattern.rows``) that dout belongs to.
-    """
-
-    def grad_fn(q, k, v, dout):
-        q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
-        out = fn(q, k, v)
-        if rows is not None:
-            out = out[:, :, torch.as_tensor(rows)]
-        return torch.autograd.grad(out, (q, k, v), grad_outputs=dout)
-
-    return grad_fn
-
-
-def check(name, fn, dtype="float32", torch_dtype=torch.float32, device="cpu", check_grads=True, **case):
-    """Run assert_matches_reference and print one line per tensor."""
+def check(name, fn, dtype="float32", device="cpu", check_grads=True, **case):
+    """Run assert_matches_reference with the PyTorch adapters (``minicp.testing.torch``); print one line."""
     start = time.perf_counter()
     results = mt.assert_matches_reference(
-        fn,
-        "ecp",
-        dtype=dtype,
-        array_fn=torch_arrays(torch_dtype, device),
-        check_grads=check_grads,
-        grad_fn=torch_grad_fn(fn),
-        **case,
+        fn, "ecp", dtype=dtype, check_grads=check_grads, **mtt.adapters(fn, dtype, device), **case
     )
     worst = ", ".join(
         f"{key} {c.max_err:.1e} ({100 * max(c.max_share, c.rms_share):.0f}%)" for key, c in results.items()
@@ -176,8 +144,8 @@ def main(argv=None):
     print(f"ECP in PyTorch on {dev} vs minicp's float64 reference: {case}")
     ecp = lambda q, k, v: ecp_sdpa(q, k, v, half_segment=m)
     check("ecp_sdpa (2 SDPA calls)", ecp, device=dev, **case)
-    check("ecp_sdpa", ecp, dtype="bfloat16", torch_dtype=torch.bfloat16, device=dev, **case)
-    check("ecp_sdpa", ecp, dtype="float16", torch_dtype=torch.float16, device=dev, **case)
+    check("ecp_sdpa", ecp, dtype="bfloat16", device=dev, **case)
+    check("ecp_sdpa", ecp, dtype="float16", device=dev, **case)
     check(
         "blockwise_sdpa (block list)",
         lambda q, k, v: blockwise_sdpa(q, k, v, "ecp", half_segment=m),
@@ -202,7 +170,6 @@ def main(argv=None):
                 "flex (mask_mod)",
                 lambda q, k, v: flex(q, k, v, "ecp", half_segment=mf),
                 dtype="bfloat16",
-                torch_dtype=torch.bfloat16,
                 device=dev,
                 **flex_case,
             )

@@ -128,8 +128,11 @@ print(g2)
 # %% [markdown]
 # ## 3 · Checking a kernel
 #
-# Here is a kernel author's ECP in plain NumPy: dense scores and the hand-written predicate. `assert_matches_reference`
-# generates the same seeded inputs as the golden file, calls the function, and compares with tolerances chosen by dtype.
+# Here is a kernel author's ECP in plain NumPy: dense scores and the hand-written predicate. `assert_matches_golden`
+# calls it on the golden file's inputs; `assert_matches_reference` on the same seeded inputs without a file. Both judge
+# every tensor against the float64 reference with **budgets** (docs/tolerances.md): the largest element error against
+# 5x the plain float32 implementation's, the rms error against 2.5x the rounding floor. The report says how much of
+# each budget was used.
 
 
 # %%
@@ -142,14 +145,27 @@ def my_ecp(q, k, v, m=64):
     return (p / p.sum(-1, keepdims=True)) @ v
 
 
-results = mt.assert_matches_reference(
-    my_ecp, "ecp", seq_len=512, heads=4, head_dim=32, dtype="float32", half_segment=64
-)
-print(results["out"].message)
+report = golden.assert_matches_golden(my_ecp, path)
+print(report["out"].message)
+report = mt.assert_matches_reference(my_ecp, "ecp", seq_len=512, heads=4, head_dim=32, dtype="float32", half_segment=64)
+v = report["out"]
+print(f"max error {v.max_err:.2e} = {100 * v.max_share:.0f}% of its budget, rms {100 * v.rms_share:.0f}% of its budget")
+print("per head:", [f"{p['where']}: {100 * max(p['max_share'], p['rms_share']):.0f}%" for p in v.per_head])
 
 # %% [markdown]
-# Default tolerances, for `|actual - expected| <= atol + rtol * |expected|` (see `minicp.testing`'s docstring for the
-# reasoning; gradients additionally scale `atol` by `max(1, rms(expected))`):
+# `mt.cases(arch)` lists the edge cases worth running (one head, n = 1, partial blocks, every dtype asked for ...), ready
+# for `pytest.mark.parametrize` (`examples/test_my_kernel.py`). Here, the float32 ones of ECP without gradients:
+
+# %%
+ecp_cases = [c for c in mt.cases("ecp", check_grads=False) if c.kwargs["seq_len"] <= 512]
+for case in ecp_cases:
+    m = case.kwargs.get("half_segment") or case.kwargs.get("segment", 2) // 2
+    r = mt.assert_matches_reference(lambda q, k, v, m=m: my_ecp(q, k, v, m), **case.kwargs)
+    print(f"{str(case):<40} largest budget share {100 * max(max(x.max_share, x.rms_share) for x in r.values()):.0f}%")
+
+# %% [markdown]
+# The fixed element-wise tolerances remain for `mt.compare` / `mt.assert_close` and for
+# `assert_matches_reference(..., rtol=, atol=)`: `|actual - expected| <= atol + rtol * |expected|`.
 
 # %%
 for name, (rtol, atol) in mt.TOLERANCES.items():
@@ -160,9 +176,9 @@ for name, (rtol, atol) in mt.TOLERANCES.items():
 # ## 4 · What a failure looks like
 #
 # The classic off-by-one: `>` instead of `>=` at the start of the previous half segment. The message names the tensor,
-# its shape and dtype, the max absolute and relative errors, the worst element with expected and actual values, the
-# tolerances, the fraction of bad elements and the index range where they lie: rows 64 onward, i.e. from the second half
-# segment on, which points straight at the "previous half segment" part of the mask.
+# its share of each budget, the worst element with expected and actual values, the fraction of elements over budget,
+# the rows over budget and the index range where they lie: rows 64 onward, i.e. from the second half segment on,
+# which points straight at the "previous half segment" part of the mask; then the shares per head and per block.
 
 
 # %%

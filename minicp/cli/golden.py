@@ -16,6 +16,7 @@ from minicp.golden import (
     make_model_golden,
     save_golden,
 )
+from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 
 EXAMPLES = """\
@@ -56,8 +57,19 @@ _PATTERN_OPTIONS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"minicp golden: error: {message} (see minicp golden --help)\n")
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
 def _parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="minicp golden",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
@@ -72,7 +84,8 @@ def _parser():
     p.add_argument("--batch", type=int, default=1, help="batch size b (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype (default float32)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-o", "--output", help="output path, ending in .npz")
+    p.add_argument("-o", "--output", help="output path, ending in .npz (an existing file needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (atomically)")
     g = p.add_argument_group("pattern arguments")
     g.add_argument("--segment", type=int, help="ecp: the paper's segment s (even); the code's block is m = s / 2")
     g.add_argument("--half-segment", type=int, help="ecp: the official code's block m (= s / 2)")
@@ -155,15 +168,16 @@ def main(argv=None):
             return 0
         if not args.output:
             parser.error("-o/--output is required (or --check PATH)")
+        check_target(args.output, overwrite=args.overwrite)  # before the work: symlinks, existing files
         half = _segment_args(args)
         start = time.perf_counter()
         if args.model or args.preset:
             golden = make_model_golden(_model_config(args, half), batch=args.batch, dtype=args.dtype, seed=args.seed)
         else:
             golden = _attention_golden(args, half)
-        save_golden(golden, args.output)
-    except ValueError as e:
-        print(f"minicp golden: error: {e}", file=sys.stderr)
+        save_golden(golden, args.output, overwrite=args.overwrite)
+    except (ValueError, OSError) as e:
+        print(f"minicp golden: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(_summary(golden, args.output))
     print(f"  written in {time.perf_counter() - start:.1f} s")

@@ -3,20 +3,21 @@
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as onp
 
 from minicp.golden.make import INPUTS, Golden, input_digest
-from minicp.testing.files import atomic_savez
+from minicp.testing.files import atomic_savez, open_regular
 from minicp.testing.reference import seeded_inputs
 
 __all__ = ["save_golden", "read_golden", "regenerate_inputs"]
 
 
-def save_golden(golden, path):
+def save_golden(golden, path, overwrite=True):
     """Write a ``Golden`` as a compressed .npz (no pickled objects), atomically: a temporary file in the same
-    folder, then ``os.replace``; a symlink at ``path`` is refused. With ``inputs="seed"`` q, k, v, dout are
-    left out. Returns the path written."""
+    folder, then ``os.replace``; a symlink at ``path`` is refused, and with ``overwrite=False`` an existing
+    file. With ``inputs="seed"`` q, k, v, dout are left out. Returns the path written."""
     if not isinstance(golden, Golden):
         raise ValueError(f"golden must be a minicp.golden.Golden, got {type(golden).__name__}")
     path = os.fspath(path)
@@ -27,22 +28,23 @@ def save_golden(golden, path):
         for key in INPUTS:
             arrays.pop(key, None)
     arrays["config"] = onp.asarray(json.dumps(golden.config))
-    atomic_savez(path, arrays)
+    atomic_savez(path, arrays, overwrite=overwrite)
     return path
 
 
 def read_golden(path):
     """The arrays and config of a golden .npz (``allow_pickle=False``), inputs regenerated when the file
     recorded only their seed. ValueError saying what is wrong for anything else."""
-    try:
-        with onp.load(os.fspath(path), allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except ValueError as e:
-        raise ValueError(f"{path}: not a minicp golden file (unreadable without pickle: {e})") from e
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise ValueError(
-            f"{path}: cannot read as .npz, truncated or not a zip archive ({type(e).__name__}: {e})"
-        ) from e
+    with open_regular(path) as fh:  # ValueError for a FIFO, a directory, a missing or unreadable file
+        try:
+            with onp.load(fh, allow_pickle=False) as z:
+                arrays = {key: z[key] for key in z.files}
+        except ValueError as e:
+            raise ValueError(f"{path}: not a minicp golden file (unreadable without pickle: {e})") from e
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as e:
+            raise ValueError(
+                f"{path}: cannot read as .npz, truncated or not a zip archive ({type(e).__name__}: {e})"
+            ) from e
     if "config" not in arrays:
         raise ValueError(f"{path}: no 'config' entry; not a minicp golden file")
     try:

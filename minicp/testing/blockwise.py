@@ -14,19 +14,28 @@ chunk can see.
 
 ``dtype="float64"`` is the reference (exact float64 arithmetic). Any other dtype gives the *plain
 implementation in that dtype*: the same formulas with every intermediate (q * scale, S, P, O, dP, dS,
-dq, dk, dv) rounded to the dtype, products accumulated in float32 (float64 for float64); this is what a
+dq, dk, dv; the dk, dv partial sums every ``KEY_GRAD_CHUNK`` query rows) rounded to the dtype, products accumulated in float32 (float64 for float64); this is what a
 straightforward PyTorch implementation in that dtype computes, and its error against the reference is
 the rounding floor that ``minicp.testing.verdict`` scales the budgets by.
 """
+
+import contextlib
 
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
 from minicp.testing.dtypes import rounder
 
-__all__ = ["block_plan", "attention_blocks", "ROW_CHUNK"]
+try:  # optional: one BLAS thread for the many small block products (threads cost more than they give there)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+__all__ = ["block_plan", "attention_blocks", "ROW_CHUNK", "KEY_GRAD_CHUNK"]
 
 ROW_CHUNK = 256
+BATCH_ELEMENTS = 1 << 21  # score entries per batched product
+KEY_GRAD_CHUNK = 64  # query rows between roundings of the accurate twin's dk, dv partial sums (docs/tolerances.md)
 
 
 def block_plan(arch, n, heads, pattern_args):
@@ -50,6 +59,33 @@ def _softmax(S, rnd):
     return rnd(E / onp.sum(E, axis=-1, keepdims=True))
 
 
+def single_blas_thread():
+    """Context: BLAS limited to one thread (small matrices; a shared machine), when threadpoolctl is present."""
+    return threadpool_limits(limits=1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+
+
+def _groups(plan, batch_elements):
+    """The plan's blocks grouped by shape (rows, cols, diagonal), in batches of at most ``batch_elements``
+    score entries: [(heads (G,), rows (G, R), cols (G, C), diagonal)], blocks in plan order within a shape."""
+    by_shape = {}
+    for head, r, c, diagonal, _ in plan:
+        by_shape.setdefault((len(r), len(c), diagonal), []).append((head, r, c))
+    groups = []
+    for (R, C, diagonal), blocks in by_shape.items():
+        size = max(1, batch_elements // max(1, min(R, KEY_GRAD_CHUNK) * C))
+        for g0 in range(0, len(blocks), size):
+            part = blocks[g0 : g0 + size]
+            groups.append(
+                (
+                    onp.array([hd for hd, _, _ in part]),
+                    onp.stack([r for _, r, _ in part]).reshape(len(part), R),
+                    onp.stack([c for _, _, c in part]).reshape(len(part), C),
+                    diagonal,
+                )
+            )
+    return groups
+
+
 def attention_blocks(
     q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK, intermediates=True
 ):
@@ -57,54 +93,68 @@ def attention_blocks(
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
     when ``dout`` (b, h, R, d) is given; float64 arrays holding values of the plain dtype implementation
-    (exact float64 for dtype="float64"). ``intermediates=False``: the *accurate* implementation, float32
-    arithmetic throughout and only the inputs and results rounded to the dtype."""
+    (exact float64 for dtype="float64"). In bfloat16 and float16 the key-side partial sums dk, dv are
+    stored in the dtype after every ``KEY_GRAD_CHUNK`` query rows of a block (as PyTorch's CPU flash
+    backward keeps them).
+    ``intermediates=False``: the *accurate* implementation, float32 arithmetic throughout, only the
+    inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed together (batched products)."""
     rnd_io = rounder(dtype)
     rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
     q, k, v = (rnd_io(onp.asarray(x, dtype=ct)) for x in (q, k, v))
-    b, h, n, d = q.shape
-    scale = d**-0.5 if scale is None else scale
-    out = onp.zeros((b, h, len(rows), v.shape[-1]), dtype=ct)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
+    row_chunk = row_chunk if dtype in ("float64", "float32") else min(row_chunk, KEY_GRAD_CHUNK)
+    acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io}
     if grads:
-        dout = rnd_io(onp.asarray(dout, dtype=ct))
-        dq, dk, dv = onp.zeros_like(q), onp.zeros_like(k), onp.zeros_like(v)
-    for head, r, c, diagonal, _ in plan:
-        out_index = onp.searchsorted(rows, r)
-        for i0 in range(0, len(r), row_chunk):
-            i1 = min(len(r), i0 + row_chunk)
-            cc = c[: _chunk_cols(len(c), i0, i1, diagonal)]
-            rr = r[i0:i1]
-            Qs = rnd(q[:, head, rr] * ct(scale))  # (b, R', d)
-            K, V = k[:, head, cc], v[:, head, cc]  # (b, C', d)
-            S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, R', C')
-            if diagonal is not None:
-                visible = onp.arange(len(cc))[None, :] <= onp.arange(i0, i1)[:, None] + diagonal
-                S = onp.where(visible, S, -onp.inf)
-            P = _softmax(S, rnd)
-            oi = out_index[i0:i1]
-            out[:, head, oi] = rnd(P @ V)
-            if grads:
-                dO = dout[:, head, oi]
-                dP = rnd(dO @ onp.swapaxes(V, -1, -2))
-                dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
-                dq[:, head, rr] += dS @ K
-                _add_rows(dk, head, cc, onp.swapaxes(dS, -1, -2) @ Qs)
-                _add_rows(dv, head, cc, onp.swapaxes(P, -1, -2) @ dO)
+        acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros_like(q), dk=onp.zeros_like(k))
+        acc["dv"] = onp.zeros_like(v)
+    with single_blas_thread():
+        for heads, r, c, diagonal in _groups(plan, BATCH_ELEMENTS):
+            for i0 in range(0, r.shape[1], row_chunk):
+                i1 = min(r.shape[1], i0 + row_chunk)
+                _chunk(
+                    q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc
+                )
     result = {"out": rnd_io(out).astype(onp.float64)}
     if grads:
         result.update(
-            dq=rnd_io(rnd(dq) * ct(scale)).astype(onp.float64),
-            dk=rnd_io(dk).astype(onp.float64),
-            dv=rnd_io(dv).astype(onp.float64),
+            dq=rnd_io(rnd(acc["dq"]) * ct(scale)).astype(onp.float64),
+            dk=rnd_io(acc["dk"]).astype(onp.float64),
+            dv=rnd_io(acc["dv"]).astype(onp.float64),
         )
     return result
 
 
-def _add_rows(target, head, cols, values):
-    """target[:, head, cols] += values for the distinct cols of a block (a slice when contiguous)."""
-    if len(cols) and cols[-1] - cols[0] + 1 == len(cols):
-        target[:, head, cols[0] : cols[-1] + 1] += values
-    else:
-        target[:, head, cols] += values
+def _chunk(q, k, v, heads, rr, cc, i0, diagonal, acc):
+    """One row chunk of G same-shaped blocks: rr (G, R') query rows, cc (G, C') key columns of heads (G,)."""
+    rnd, hd = acc["rnd"], heads[:, None]
+    Qs = rnd(q[:, hd, rr] * acc["scale"])  # (b, G, R', d)
+    K, V = k[:, hd, cc], v[:, hd, cc]  # (b, G, C', d)
+    S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, G, R', C')
+    if diagonal is not None:
+        i1 = i0 + rr.shape[1]
+        visible = onp.arange(cc.shape[1])[None, :] <= onp.arange(i0, i1)[:, None] + diagonal
+        S = onp.where(visible, S, -onp.inf)
+    P = _softmax(S, rnd)
+    oi = onp.searchsorted(acc["rows"], rr)
+    acc["out"][:, hd, oi] = rnd(P @ V)
+    if "dq" not in acc:
+        return
+    dO = acc["dout"][:, hd, oi]
+    dP = rnd(dO @ onp.swapaxes(V, -1, -2))
+    dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
+    acc["dq"][:, hd, rr] += dS @ K  # every (head, row) lies in one block: no duplicates
+    dK, dV = onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO  # (b, G, C', d)
+    for g in range(len(heads)):  # key columns may repeat across blocks: in plan order, one block at a time
+        _add_rows(acc["dk"], heads[g], cc[g], dK[:, g], acc["store"])
+        _add_rows(acc["dv"], heads[g], cc[g], dV[:, g], acc["store"])
+
+
+def _add_rows(target, head, cols, values, store=None):
+    """target[:, head, cols] += values for the distinct cols of a block (a slice when contiguous); ``store``
+    rounds the updated partial sums (an accumulator kept in the dtype)."""
+    index = slice(cols[0], cols[-1] + 1) if len(cols) and cols[-1] - cols[0] + 1 == len(cols) else cols
+    updated = target[:, head, index] + values
+    target[:, head, index] = updated if store is None else store(updated)

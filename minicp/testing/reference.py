@@ -7,17 +7,19 @@ the same quantities of the plain implementation in the dtype (``floor_*``), the 
 
 Results are cached per case: in this process (the last ``MEMORY_CACHE`` cases), and on disk when
 ``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one .npz per case,
-named by a hash of the case.
+named by a hash of the case, holding exactly what was computed: float32 where that is lossless (the
+floors), float64 otherwise (the reference), an array equal to another stored once.
 """
 
 import collections
+import concurrent.futures
 import hashlib
 import json
 import os
 
 import numpy as onp
 
-from minicp.testing.blockwise import attention_blocks, block_plan
+from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.dtypes import check_dtype, to_storage
 from minicp.testing.files import atomic_savez
 from minicp.testing.patterns import resolved_pattern_args
@@ -34,7 +36,7 @@ __all__ = [
     "clear_cache",
 ]
 
-CASE_VERSION = 2
+CASE_VERSION = 3  # 3: the accurate floor keeps dk, dv partial sums in the dtype
 MEMORY_CACHE = 4
 CACHE_ENV = "MINICP_REFERENCE_CACHE"
 _MEMORY = collections.OrderedDict()
@@ -72,6 +74,23 @@ def seeded_inputs(seed, b, h, n, d, R, name):
     return stored
 
 
+def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, intermediates):
+    """One implementation (reference, plain or accurate) of the case: its out/dq/dk/dv, keys prefixed."""
+    if rope:
+        qr, kr = ((rope_reference(x, rope) if dt == "float64" else rope_plain(x, rope, dt)) for x in (q, k))
+    else:
+        qr, kr = q, k
+    r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout, intermediates=intermediates)
+    if rope and dout is not None:
+        for key in ("dq", "dk"):
+            r[key] = (
+                rope_reference(r[key], rope, inverse=True)
+                if dt == "float64"
+                else rope_plain(r[key], rope, dt, inverse=True).astype(onp.float64)
+            )
+    return {label + key: val for key, val in r.items()}
+
+
 def _compute(case, stored, rows, plan, grads, rope):
     """Reference (float64) and floor (plain dtype) out/dq/dk/dv from the stored inputs."""
     name = case["dtype"]
@@ -80,20 +99,16 @@ def _compute(case, stored, rows, plan, grads, rope):
     passes = [("", "float64", True), ("floor_", "float32" if name == "float64" else name, True)]
     if name not in ("float64", "float32"):
         passes.append(("accurate_", name, False))
-    for label, dt, intermediates in passes:
-        if rope:
-            qr, kr = ((rope_reference(x, rope) if dt == "float64" else rope_plain(x, rope, dt)) for x in (q, k))
+    run = lambda p: _one_pass(q, k, v, dout if grads else None, plan, rows, rope, *p)
+    workers = min(len(passes), os.cpu_count() or 1)
+    with single_blas_thread():  # the passes run side by side, one BLAS thread each (NumPy releases the GIL)
+        if workers > 1:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                for r in pool.map(run, passes):
+                    result.update(r)
         else:
-            qr, kr = q, k
-        r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout if grads else None, intermediates=intermediates)
-        if rope and grads:
-            for key in ("dq", "dk"):
-                r[key] = (
-                    rope_reference(r[key], rope, inverse=True)
-                    if dt == "float64"
-                    else rope_plain(r[key], rope, dt, inverse=True).astype(onp.float64)
-                )
-        result.update({label + key: val for key, val in r.items()})
+            for p in passes:
+                result.update(run(p))
     if name == "float64":  # float64 rounding is float32's scaled by eps64 / eps32 = 2^-29
         for key in [k for k in result if k.startswith("floor_")]:
             ref = result[key[len("floor_") :]]
@@ -162,16 +177,35 @@ def _load_cached(cache_dir, key):
         with onp.load(path, allow_pickle=False) as z:
             if str(z["key"][()]) != key:
                 return None
-            return {k: z[k] for k in z.files if k != "key"}
+            computed = {k: z[k].astype(onp.float64) for k in z.files if k not in ("key", "aliases")}
+            for alias, original in json.loads(str(z["aliases"][()])).items():
+                computed[alias] = computed[original]
+            return computed
     except (OSError, ValueError, KeyError, EOFError):
         return None  # a damaged cache entry is recomputed
+
+
+def _compact(computed):
+    """Arrays to store, exactly: float32 where that is lossless (the floors hold float32, bfloat16 or float16
+    values), the float64 reference as is; an array equal to one already stored is recorded as an alias."""
+    stored, aliases = {}, {}
+    for name, a in computed.items():
+        same = next((k for k, b in computed.items() if k in stored and b is a), None)
+        if same is not None:
+            aliases[name] = same
+            continue
+        low = a.astype(onp.float32)
+        stored[name] = low if onp.array_equal(low, a, equal_nan=True) else a
+    return stored, aliases
 
 
 def _store_cached(cache_dir, key, computed):
     path = _cache_path(cache_dir, key)
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_savez(path, dict(computed, key=onp.asarray(key)), compressed=False)
+        stored, aliases = _compact(computed)
+        arrays = dict(stored, key=onp.asarray(key), aliases=onp.asarray(json.dumps(aliases)))
+        atomic_savez(path, arrays, compressed=False)
 
 
 def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):

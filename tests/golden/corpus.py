@@ -2,6 +2,7 @@
 
     python tests/golden/corpus.py            # the sweep (n up to 4096; minutes)
     python tests/golden/corpus.py --quick    # what tests/golden/test_verdicts.py runs
+    python tests/golden/corpus.py 4096 bugs  # one size, the planted bugs only (or: correct)
 
 Prints one line per (kernel, case, dtype): passes / runs, the largest budget shares, and whether the
 verdicts were right; then the false-pass and false-fail totals.
@@ -134,4 +135,7 @@ def sweep(ns, seeds, entries=ENTRIES, out=print):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     quick = "--quick" in sys.argv
-    sweep((256,) if quick else (512, 1024, 4096), seeds=(0, 1) if quick else (0, 1))
+    ns = [int(a) for a in sys.argv[1:] if a.isdigit()] or ((256,) if quick else (512, 1024, 4096))
+    kinds = [a for a in sys.argv[1:] if a in ("correct", "bugs")]  # a part of the corpus only
+    entries = [e for e in ENTRIES if not kinds or ("bugs" if e[5] else "correct") in kinds]
+    sweep(ns, seeds=(0, 1), entries=entries)

@@ -469,28 +469,19 @@ def test_planted_bugs_are_caught():
 
 
 def test_ecp_sdpa_torch_example():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     ex = load_example("ecp_sdpa_torch")
     import minicp.testing as mt
+    from minicp.testing import torch as mtt
 
     case = dict(seq_len=128, heads=2, head_dim=16, batch=2, half_segment=16)
     ecp = lambda q, k, v: ex.ecp_sdpa(q, k, v, half_segment=16)
-    for dtype, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        mt.assert_matches_reference(
-            ecp,
-            "ecp",
-            dtype=dtype,
-            array_fn=ex.torch_arrays(tdt),
-            check_grads=True,
-            grad_fn=ex.torch_grad_fn(ecp),
-            **case,
-        )
+    for dtype in ("float32", "bfloat16"):
+        mt.assert_matches_reference(ecp, "ecp", dtype=dtype, check_grads=True, **mtt.adapters(ecp, dtype), **case)
     generic = lambda q, k, v: ex.blockwise_sdpa(q, k, v, "ecp", half_segment=16)
-    mt.assert_matches_reference(
-        generic, "ecp", array_fn=ex.torch_arrays(), check_grads=True, grad_fn=ex.torch_grad_fn(generic), **case
-    )
+    mt.assert_matches_reference(generic, "ecp", check_grads=True, **mtt.adapters(generic), **case)
     dense = lambda q, k, v: ex.dense_sdpa(q, k, v, "ecp", half_segment=16)
-    mt.assert_matches_reference(dense, "ecp", array_fn=ex.torch_arrays(), **case)
+    mt.assert_matches_reference(dense, "ecp", array_fn=mtt.arrays(), **case)
     # the generic block-list form works for the other architectures too
     for arch, args in (
         ("perceiver_ar", dict(latent=5)),
@@ -499,8 +490,9 @@ def test_ecp_sdpa_torch_example():
     ):
         sizes = {k: v for k, v in CASES[arch].items() if k in ("seq_len", "heads")}
         fn = lambda q, k, v, arch=arch, args=args: ex.blockwise_sdpa(q, k, v, arch, **args)
-        mt.assert_matches_reference(fn, arch, head_dim=8, array_fn=ex.torch_arrays(), **sizes, **args)
+        mt.assert_matches_reference(fn, arch, head_dim=8, array_fn=mtt.arrays(), **sizes, **args)
     # and a wrong mask is caught with the tensor's name
     wrong = lambda q, k, v: ex.ecp_sdpa(q, k, v, half_segment=32)
     with pytest.raises(mt.MismatchError, match="^out: "):
-        mt.assert_matches_reference(wrong, "ecp", array_fn=ex.torch_arrays(), **case)
+        mt.assert_matches_reference(wrong, "ecp", array_fn=mtt.arrays(), **case)
+    assert ex.check("ecp_sdpa", ecp, dtype="float16", **case)["out"].ok  # the example's own check line
