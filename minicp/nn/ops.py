@@ -24,6 +24,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.nn import fused
+from minicp.validate import positive_int, real
 
 # ----------------------------------------------------------------------------------------------------
 # Dense layers
@@ -97,23 +98,11 @@ def rope_frequencies(d, base=10000.0):
     float32 ``pow`` is within 1 ulp of this; where it is not correctly rounded, the values in an
     official state_dict win (``load_official_state_dict`` keeps them).
     """
-    d = positive_int_dim(d)
-    try:
-        ok = not isinstance(base, (bool, str)) and float(base) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"base must be a positive number, got {base!r}")
+    d = positive_int("d", d)
+    base = real("base", base, low=0, low_open=True)
     exponents = onp.arange(0, d - d % 2, 2, dtype=onp.float32) / onp.float32(d)  # float32, as torch
     power = (onp.float64(base) ** exponents.astype(onp.float64)).astype(onp.float32)  # rounded once
     return onp.float32(1.0) / power  # (d//2,) float32
-
-
-def positive_int_dim(d):
-    """``d`` as a positive Python int (ValueError naming ``d`` otherwise)."""
-    if isinstance(d, bool) or not isinstance(d, (int, onp.integer)) or d < 1:
-        raise ValueError(f"d (head dim) must be a positive integer, got {d!r}")
-    return int(d)
 
 
 def rope_angles(positions, d, dtype, base=10000.0, freqs=None):
