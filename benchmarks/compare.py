@@ -211,7 +211,7 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
-        B.use_backend("cupy")
+        B.use_backend("cupy", autograd_on_gpu=True)  # grad(loss) on the device for fwdbwd and train
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     fused.enabled = not args.no_fused
