@@ -21,7 +21,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import fused, ops
+from minicp.nn import fused, fused_layers, ops
 from minicp.nn.attention import module as arch_module
 from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
@@ -197,8 +197,13 @@ def block(p, x, cfg, layer):
     mod = arch_module(cfg.arch)
     attn, ff = p
     x = mod.skip(x, cfg, layer) + mod.attention_layer(attn["fn"], ops.layer_norm(x, attn["norm"], cfg.eps), cfg, layer)
+    net = ff["fn"]["net"]
+    if fused.active():  # the whole feed-forward sub-layer, residual included, as one primitive
+        norm, first, second = ff["norm"], net["0"], net["3"]
+        args = norm["weight"], norm["bias"], first["weight"], first["bias"], second["weight"], second["bias"]
+        return fused_layers.feed_forward(x, *args, cfg.eps)
     h = ops.layer_norm(x, ff["norm"], cfg.eps)
-    h = ops.linear(ops.gelu(ops.linear(h, ff["fn"]["net"]["0"])), ff["fn"]["net"]["3"])
+    h = ops.linear(ops.gelu(ops.linear(h, net["0"])), net["3"])
     return x + h
 
 

@@ -243,34 +243,47 @@ def _traced(*arrays):
     return any(isinstance(a, Box) for a in arrays)
 
 
-@primitive
+_kept = {}  # id(output of a traced attend) -> its probabilities P, handed from the forward to its VJP
+
+
 def attend(q, k, v, mask=None):
     """O = softmax(q k^T, masked) v, the core of every attention in minicp.
 
     q (..., i, d) must already carry the 1/sqrt(d) scale (the official code scales q, not the scores),
     k (..., j, d), v (..., j, e), mask: None or a host boolean array broadcastable to (..., i, j),
-    True = visible. Returns (..., i, e).
+    True = visible. Returns (..., i, e). Under ``autograd.grad`` the probabilities P of the forward pass
+    are kept for the backward pass (one score matrix per call), which then needs no second q k^T.
     """
+    return _attend(q, k, v, mask, _traced(q, k, v))
+
+
+@primitive
+def _attend(q, k, v, mask, keep):
+    """``attend`` as one autograd primitive; ``keep``: hand P to the VJP (only when traced)."""
     if _score_log is not None:
         _score_log.append(tuple(q.shape[:-1]) + (k.shape[-2],))
-    mask = None if mask is None else B.constant(mask)
-    return _probs_fast(q, k, mask) @ v
+    p = _probs_fast(q, k, None if mask is None else B.constant(mask))
+    out = p @ v
+    if keep:
+        _kept[id(out)] = p  # taken at once by _attend_vjp_maker, which autograd calls right after
+    return out
 
 
-def attend_vjp(g, q, k, v, mask=None):
-    """Gradients (dq, dk, dv) of attend for the upstream gradient g (..., i, e), P computed once.
+def attend_vjp(g, q, k, v, mask=None, p=None):
+    """Gradients (dq, dk, dv) of attend for the upstream gradient g (..., i, e).
 
     P = softmax(S), S = q k^T     dV = P^T g      dP = g V^T
     dS = P * (dP - rowsum(dP * P))     dq = dS k     dk = dS^T q
+    ``p``: the forward pass's P (plain arrays only); computed here when None.
     """
     xp = B.xp
     mask = None if mask is None else B.constant(mask)
-    if _traced(g, q, k, v):  # differentiating the VJP itself (order 2)
+    if _traced(g, q, k, v):  # differentiating the VJP itself (order 2): P must be traced too
         p = _probs(q, k, mask)  # (..., i, j)
         dp = g @ xp.swapaxes(v, -1, -2)  # (..., i, j)
         ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
     else:
-        p = _probs_fast(q, k, mask)
+        p = _probs_fast(q, k, mask) if p is None else p
         ds = g @ xp.swapaxes(v, -1, -2)  # dP, then turned into dS in place
         _softmax_backward_(ds, p)
     dq = ds @ k  # (..., i, d)
@@ -306,17 +319,17 @@ def _unbroadcast(grad, shape):
 
 
 def _attend_vjp_maker(argnums, ans, args, kwargs):
-    q, k, v = args[:3]
-    mask = args[3] if len(args) > 3 else kwargs.get("mask")
+    q, k, v, mask, _ = args
+    p = _kept.pop(id(ans), None)  # None when ans is itself traced (order 2): attend_vjp recomputes
 
     def vjp(g):
-        grads = attend_vjp(g, q, k, v, mask)
+        grads = attend_vjp(g, q, k, v, mask, p)
         return tuple(_unbroadcast(grads[a], args[a].shape) for a in argnums)
 
     return vjp
 
 
-defvjp_argnums(attend, _attend_vjp_maker)
+defvjp_argnums(_attend, _attend_vjp_maker)
 
 
 # ----------------------------------------------------------------------------------------------------

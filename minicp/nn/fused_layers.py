@@ -1,0 +1,143 @@
+"""Whole sub-layers as single autograd primitives with hand-written VJPs (the fast path of ``minicp.nn.model``).
+
+autograd pays a Python-level cost for every operation it records, and a primitive's backward pass can
+reuse what its forward pass computed only if both live in one primitive. The feed-forward sub-layer is
+therefore one primitive here:
+
+    feed_forward(x):   xn = LN(x) = xhat w_ln + b_ln,   xhat = (x - mean) / s,   s = sqrt(var + eps)
+                       h = xn W1^T + b1,   a = GELU(h) = h Phi(h),   y = x + a W2^T + b2
+
+    backward for g = dL/dy:
+        db2 = sum g,   dW2 = g^T a,   da = g W2
+        dh = da GELU'(h),   GELU'(h) = Phi(h) + h phi(h)           (kept from the forward pass)
+        db1 = sum dh,   dW1 = dh^T xn,   dxn = dh W1
+        dw_ln = sum dxn xhat,   db_ln = sum dxn,   u = dxn w_ln
+        dx = g + (u - mean(u) - xhat mean(u xhat)) / s
+
+Under ``autograd.grad`` (arguments traced) the forward pass keeps xhat, s, xn, a and GELU'(h) for the
+backward pass; untraced calls keep nothing. The readable composition (``ops.layer_norm``, ``ops.linear``,
+``ops.gelu``) gives the same values and gradients (tests/nn/test_fused_layers.py). Written against the
+backend's plain array module ``B.raw`` (NumPy or CuPy); element-wise passes run on row ranges in parallel
+on the CPU (``minicp.backend.threads``).
+"""
+
+import math
+
+from autograd.extend import Box, defvjp_argnums, primitive
+
+from minicp import backend as B
+from minicp.nn import fused
+
+_RSQRT2 = 1.0 / math.sqrt(2.0)
+_RSQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+_kept = {}  # id(output of a traced call) -> what its backward pass needs, taken by the VJP maker at once
+
+
+def _traced(*arrays):
+    return any(isinstance(a, Box) for a in arrays)
+
+
+def feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps=1e-5):
+    """x + Linear2(GELU(Linear1(LN(x)))) for the stream x (..., D): LN weights (D,), W1 (F, D), b1 (F,),
+    W2 (D, F), b2 (D,), PyTorch layouts. One autograd node."""
+    keep = _traced(x, ln_w, ln_b, w1, b1, w2, b2)
+    return _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
+
+
+def _gelu_rows(h, a, deriv):
+    """a = GELU(h) (exact, erf) into ``a``; when ``deriv`` is an array, GELU'(h) into it too. Rows of h."""
+    xp = B.raw
+    xp.multiply(h, _RSQRT2, out=a)
+    B.special.erf(a, out=a)
+    a += 1.0
+    a *= 0.5  # Phi(h)
+    if deriv is not None:
+        xp.multiply(h, h, out=deriv)
+        deriv *= -0.5
+        xp.exp(deriv, out=deriv)
+        deriv *= h
+        deriv *= _RSQRT2PI  # h phi(h)
+        deriv += a  # Phi(h) + h phi(h)
+    a *= h
+
+
+@primitive
+def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
+    xp = B.raw
+    x2 = fused._rows(x)  # (r, D)
+    rows = x2.shape[0]
+    xhat = xp.empty(x2.shape, dtype=x.dtype)
+    std = xp.empty((rows, 1), dtype=x.dtype)
+    xn = xp.empty(x2.shape, dtype=x.dtype)
+
+    def normalise(lo, hi):
+        _, std[lo:hi] = fused._normalise(x2[lo:hi], eps, out=xhat[lo:hi])
+        xp.multiply(xhat[lo:hi], ln_w, out=xn[lo:hi])
+        xn[lo:hi] += ln_b
+
+    fused._parallel(rows, x2.size, normalise)
+    h = xn @ w1.T  # (r, F)
+    a = xp.empty(h.shape, dtype=x.dtype)
+    deriv = xp.empty(h.shape, dtype=x.dtype) if keep else None
+
+    def activate(lo, hi):
+        h[lo:hi] += b1
+        _gelu_rows(h[lo:hi], a[lo:hi], None if deriv is None else deriv[lo:hi])
+
+    fused._parallel(rows, 2 * h.size, activate)
+    y = a @ w2.T  # (r, D)
+
+    def residual(lo, hi):
+        y[lo:hi] += x2[lo:hi]
+        y[lo:hi] += b2
+
+    fused._parallel(rows, y.size, residual)
+    y = xp.reshape(y, x.shape)
+    if keep:
+        _kept[id(y)] = (xhat, std, xn, a, deriv)
+    return y
+
+
+def _feed_forward_vjp(g, saved, ln_w, w1, w2):
+    """(dx, dln_w, dln_b, dW1, db1, dW2, db2) for the upstream g (..., D); ``saved`` from the forward."""
+    xp = B.raw
+    xhat, std, xn, a, deriv = saved
+    g2 = fused._rows(g)
+    db2, dw2 = xp.sum(g2, axis=0), g2.T @ a
+    dh = g2 @ w2  # da (r, F), turned into dh in place
+    fused._parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
+    db1, dw1 = xp.sum(dh, axis=0), dh.T @ xn
+    dxn = dh @ w1  # (r, D)
+    dx = xp.empty(g2.shape, dtype=g.dtype)
+    parts_w, parts_b = {}, {}
+    inv = 1.0 / g2.shape[-1]
+
+    def rows(lo, hi):
+        u, xh, out = dxn[lo:hi], xhat[lo:hi], dx[lo:hi]
+        parts_w[lo], parts_b[lo] = xp.sum(u * xh, axis=0), xp.sum(u, axis=0)
+        u *= ln_w  # dL/dxhat
+        xp.multiply(xh, xp.sum(u * xh, axis=-1, keepdims=True) * inv, out=out)
+        xp.subtract(u, out, out=out)
+        out -= xp.sum(u, axis=-1, keepdims=True) * inv
+        out /= std[lo:hi]
+        out += g2[lo:hi]  # the residual
+
+    fused._parallel(g2.shape[0], 3 * g2.size, rows)
+    return xp.reshape(dx, g.shape), fused._total(parts_w), fused._total(parts_b), dw1, db1, dw2, db2
+
+
+def _feed_forward_maker(argnums, ans, args, kwargs):
+    x, ln_w, ln_b, w1, b1, w2, b2, eps, _ = args
+    saved = _kept.pop(id(ans), None)
+    if saved is None:  # not kept (ans itself traced: a higher-order derivative, which this VJP does not support)
+        raise NotImplementedError("feed_forward has first-order gradients only; use fused.use_fused(False)")
+
+    def vjp(g):
+        grads = _feed_forward_vjp(g, saved, ln_w, w1, w2)
+        return tuple(grads[i] for i in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_feed_forward, _feed_forward_maker)
