@@ -99,7 +99,7 @@ def use_backend(which="numpy", *, autograd_on_gpu=None):
             raise TypeError(f"autograd_on_gpu must be True or False, got {autograd_on_gpu!r}")
         _raw = _xp
         if autograd_on_gpu:
-            _xp = autograd_cupy.install(_xp)  # autograd traces CuPy arrays through _xp
+            _xp, _sp = autograd_cupy.install(_xp, _sp)  # autograd traces CuPy arrays through _xp and _sp
     if which != name:
         clear_cache()
     name, xp, special, raw = which, _xp, _sp, _raw

@@ -286,14 +286,16 @@ def gelu(x, grad=None):
     GELU(x) = x/2 (1 + erf(x / sqrt 2));  GELU'(x) = (1 + erf(x / sqrt 2)) / 2 + x exp(-x^2 / 2) / sqrt(2 pi).
     """
     xp = _cupy()
+    # NVRTC defines no M_SQRT1_2 / M_2_SQRTPI: the constants are written out (1/sqrt 2 and 1/sqrt(2 pi)).
     if "gelu" not in _kernels:
         _kernels["gelu"] = xp.ElementwiseKernel(
-            "T x", "T y", "y = (T)0.5 * x * ((T)1 + erf(x * (T)M_SQRT1_2));", "minicp_gelu"
+            "T x", "T y", "y = (T)0.5 * x * ((T)1 + erf(x * (T)0.70710678118654752440));", "minicp_gelu"
         )
         _kernels["gelu_vjp"] = xp.ElementwiseKernel(
             "T g, T x",
             "T dx",
-            "dx = g * ((T)0.5 * ((T)1 + erf(x * (T)M_SQRT1_2)) + x * exp((T)-0.5 * x * x) * (T)(0.5 * M_2_SQRTPI * M_SQRT1_2));",
+            "dx = g * ((T)0.5 * ((T)1 + erf(x * (T)0.70710678118654752440))"
+            " + x * exp((T)-0.5 * x * x) * (T)0.39894228040143267794);",
             "minicp_gelu_vjp",
         )
     return _kernels["gelu"](x) if grad is None else _kernels["gelu_vjp"](grad, x)

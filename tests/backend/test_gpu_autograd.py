@@ -33,7 +33,7 @@ def _grads(cfg, params64, tokens, which, dtype):
 
 
 @needs_gpu
-@pytest.mark.parametrize("arch", ["ecp", "transformer", "perceiver_ar"])
+@pytest.mark.parametrize("arch", ["ecp", "transformer", "perceiver_ar", "double", "compressed", "s_split", "longlora"])
 @pytest.mark.parametrize("use_fused", [True, False])
 def test_gradients_on_gpu_equal_cpu_float64(arch, use_fused):
     extra = dict(half_segment=16) if arch == "ecp" else dict(latent=32) if arch == "perceiver_ar" else {}
