@@ -237,6 +237,22 @@ def clear_cache():
 # ----------------------------------------------------------------------------------------------------
 
 
+def column_sum(a):
+    """Sum over the rows of the 2-D array ``a``: (r, c) -> (c,). On CuPy a matrix-vector product
+    (``ones(r) @ a``, a cuBLAS GEMV), several times faster there than a column reduction; NumPy sums."""
+    if name == "cupy" and a.ndim == 2:
+        return raw.ones(a.shape[0], dtype=a.dtype) @ a
+    return raw.sum(a, axis=0)
+
+
+def all_finite(arrays):
+    """True when every entry of every array is finite. On CuPy one device-to-host read for all of them
+    (a read per array would stall the GPU once each)."""
+    if name == "cupy":
+        return bool(raw.stack([raw.isfinite(a).all() for a in arrays]).all())
+    return all(bool(_onp.isfinite(a).all()) for a in arrays)
+
+
 def masked_softmax_(s, mask=None):
     """Softmax of ``s`` over its last axis, **in place**; entries where ``mask`` is False become 0.
 

@@ -299,3 +299,22 @@ def gelu(x, grad=None):
             "minicp_gelu_vjp",
         )
     return _kernels["gelu"](x) if grad is None else _kernels["gelu_vjp"](grad, x)
+
+
+def adamw_(p, g, m, v, *, decay, beta1, beta2, bias2_sqrt, eps, step_size):
+    """One AdamW update of one parameter in one kernel, in place on p, m, v (CuPy arrays of one dtype).
+
+    The same operations in the same order as ``minicp.lm.optim.adamw_step`` (scalars rounded to the
+    array's dtype first); only the compiler's fused multiply-adds can round differently.
+    """
+    xp = _cupy()
+    if "adamw" not in _kernels:
+        _kernels["adamw"] = xp.ElementwiseKernel(
+            "T g, float64 decay, float64 one_minus_b1, float64 beta2, float64 one_minus_b2, "
+            "float64 bias2_sqrt, float64 eps, float64 step_size",
+            "T p, T m, T v",
+            "p = p * (T)decay; m = m + (g - m) * (T)one_minus_b1; v = v * (T)beta2; "
+            "v = v + (T)one_minus_b2 * g * g; p = p - (T)step_size * (m / (sqrt(v) / (T)bias2_sqrt + (T)eps));",
+            "minicp_adamw",
+        )
+    _kernels["adamw"](g, decay, 1.0 - beta1, beta2, 1.0 - beta2, bias2_sqrt, eps, step_size, p, m, v)

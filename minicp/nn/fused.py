@@ -90,7 +90,7 @@ defvjp(
     linear,
     lambda ans, x, w, b=None: lambda g: B.raw.reshape(_rows(g) @ w, x.shape),  # dx = g W
     lambda ans, x, w, b=None: lambda g: _rows(g).T @ _rows(x),  # dW = g^T x   (out, in)
-    lambda ans, x, w, b=None: lambda g: B.raw.sum(_rows(g), axis=0),  # db = sum over rows
+    lambda ans, x, w, b=None: lambda g: B.column_sum(_rows(g)),  # db = sum over rows
 )
 
 
@@ -135,8 +135,8 @@ def _layer_norm_vjp(g, x, w, eps):
     def rows(lo, hi):
         xhat, std = _normalise(x2[lo:hi], eps)
         gs = g2[lo:hi]
-        parts_w[lo] = xp.sum(gs * xhat, axis=0)
-        parts_b[lo] = xp.sum(gs, axis=0)
+        parts_w[lo] = B.column_sum(gs * xhat)
+        parts_b[lo] = B.column_sum(gs)
         gw = gs * w  # dL/dxhat
         out = dx[lo:hi]
         xp.multiply(xhat, xp.sum(gw * xhat, axis=-1, keepdims=True) * inv, out=out)

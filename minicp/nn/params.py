@@ -109,9 +109,9 @@ def check_params(params, config, param_spec):
             f"params do not match the config ({config.arch}, vocab {config.vocab}, dim {config.dim}, layers "
             f"{config.layers}): " + " | ".join(problems)
         )
-    xp = B.xp
-    for name in spec:
-        finite_array(f"params[{name!r}]", getval(flat[name]), xp)
+    if not B.all_finite([getval(flat[name]) for name in spec]):  # one check, one device read on the GPU
+        for name in spec:  # find and name the culprit
+            finite_array(f"params[{name!r}]", getval(flat[name]), B.raw)
     return flat
 
 

@@ -63,3 +63,27 @@ def test_tiny_preset_trains_on_gpu_like_cpu():
         curves[which] = [h["loss"] for h in result.history]
     print("loss curves", curves)
     np.testing.assert_allclose(curves["cupy"], curves["numpy"], rtol=1e-4)
+
+
+@needs_gpu
+def test_adamw_kernel_equals_the_host_update():
+    import cupy
+
+    from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm
+
+    rng = np.random.default_rng(5)
+    host = {
+        "layers.0.w.weight": rng.standard_normal((33, 17)).astype(np.float32),
+        "norm.bias": rng.random(17, np.float32),
+    }
+    dev = {k: cupy.asarray(v) for k, v in host.items()}
+    sh, sd = adamw_init(host), adamw_init(dev)
+    for step in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in host.items()}
+        dgrads = {k: cupy.asarray(v) for k, v in grads.items()}
+        assert abs(clip_grad_norm(dgrads, 0.5) - clip_grad_norm(grads, 0.5)) < 1e-5
+        adamw_step(host, grads, sh, lr=1e-2)
+        adamw_step(dev, dgrads, sd, lr=1e-2)
+    for k in host:  # fused multiply-adds on the GPU round a little differently
+        np.testing.assert_allclose(cupy.asnumpy(dev[k]), host[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cupy.asnumpy(sd["v"][k]), sh["v"][k], rtol=1e-5, atol=1e-9)
