@@ -318,3 +318,44 @@ def adamw_(p, g, m, v, *, decay, beta1, beta2, bias2_sqrt, eps, step_size):
             "minicp_adamw",
         )
     _kernels["adamw"](g, decay, 1.0 - beta1, beta2, 1.0 - beta2, bias2_sqrt, eps, step_size, p, m, v)
+
+
+# LayerNorm over rows of D entries: one warp per row; the mean, then the centred variance (two passes
+# over the row, as the array formula), then y = (x - mean) / sqrt(var + eps) * w + b.
+_LAYER_NORM_SOURCE = r"""
+extern "C" __global__ void KERNEL_NAME(
+        const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+        const long long rows, const int D, const double eps) {
+    const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T* xr = x + row * D;
+    T* yr = y + row * D;
+    T sum = 0;
+    for (int i = lane; i < D; i += 32) sum += xr[i];
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+    const T mean = sum * ((T)1 / (T)D);
+    T sq = 0;
+    for (int i = lane; i < D; i += 32) { const T c = xr[i] - mean; sq += c * c; }
+    for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
+    const T std = SQRT(sq * ((T)1 / (T)D) + (T)eps);
+    for (int i = lane; i < D; i += 32) yr[i] = (xr[i] - mean) / std * w[i] + b[i];
+}
+"""
+
+
+def layer_norm(x2, w, b, eps):
+    """LayerNorm of the rows of the contiguous 2-D CuPy array ``x2`` in one kernel, or None where it does
+    not apply (another dtype, non-contiguous operands)."""
+    xp = _cupy()
+    dtype = x2.dtype.name
+    if dtype not in _KERNEL_TYPES or x2.ndim != 2 or x2.size == 0 or x2.shape[1] >= 2**31:
+        return None
+    if not all(isinstance(a, xp.ndarray) and a.flags.c_contiguous and a.dtype == x2.dtype for a in (x2, w, b)):
+        return None
+    rows, D = x2.shape
+    y = xp.empty_like(x2)
+    kernel = _raw_kernel("minicp_layer_norm", _LAYER_NORM_SOURCE, dtype, SQRT="sqrtf" if dtype == "float32" else "sqrt")
+    warps = 8
+    kernel(((rows + warps - 1) // warps,), (32 * warps,), (x2, w, b, y, xp.int64(rows), xp.int32(D), float(eps)))
+    return y

@@ -113,6 +113,10 @@ def _normalise(x2, eps, out=None):
 def layer_norm(x, w, b, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis of x (..., D); w, b (D,)."""
     x2 = _rows(x)
+    if B.name == "cupy" and B.fused_kernels:
+        y = B.cuda.layer_norm(x2, w, b, eps)  # one kernel instead of about eight passes
+        if y is not None:
+            return B.raw.reshape(y, x.shape)
     y = B.raw.empty(x2.shape, dtype=x.dtype)
 
     def rows(lo, hi):

@@ -87,3 +87,19 @@ def test_adamw_kernel_equals_the_host_update():
     for k in host:  # fused multiply-adds on the GPU round a little differently
         np.testing.assert_allclose(cupy.asnumpy(dev[k]), host[k], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(cupy.asnumpy(sd["v"][k]), sh["v"][k], rtol=1e-5, atol=1e-9)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("D", [1, 37, 512, 1000])
+def test_layer_norm_kernel_equals_float64_formula(dtype, rtol, D):
+    rng = np.random.default_rng(D)
+    x = rng.standard_normal((301, D)) * 3 + 1
+    w, b = rng.standard_normal(D), rng.standard_normal(D)
+    xc = x - x.mean(-1, keepdims=True)
+    want = xc / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5) * w + b  # float64, independent formula
+    import cupy
+
+    got = B.cuda.layer_norm(*(cupy.asarray(a.astype(dtype)) for a in (x, w, b)), 1e-5)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(B.to_numpy(got), want, rtol=rtol, atol=rtol * scale)
