@@ -32,8 +32,8 @@ enabled = True  # False: the readable compositions of autograd.numpy ops (minicp
 
 def active():
     """True when ``ops`` and ``model`` should call these primitives: ``enabled``, on the NumPy backend, or
-    on CuPy with ``gpu_autograd`` (the fused CuPy path has not yet been checked on a GPU, so the CuPy
-    backend keeps its earlier, GPU-tested compositions unless asked)."""
+    on CuPy with ``gpu_autograd`` (the default there; ``autograd_on_gpu=False`` keeps the plain
+    compositions, which then run forward only)."""
     return enabled and (B.name == "numpy" or B.gpu_autograd)
 
 
