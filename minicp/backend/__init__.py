@@ -248,12 +248,19 @@ def column_sum(a):
 def all_finite(arrays):
     """True when every entry of every array is finite. On CuPy one device-to-host read for all of them
     (a read per array would stall the GPU once each)."""
-    if name == "cupy":  # one concatenation (one kernel per dtype), one isfinite, one reduction, one read
-        by_dtype = {}
-        for a in arrays:
-            by_dtype.setdefault(a.dtype, []).append(raw.ravel(a))
-        return all(bool(raw.isfinite(raw.concatenate(parts)).all()) for parts in by_dtype.values())
+    if name == "cupy":
+        return bool(all_finite_pending(arrays))
     return all(bool(_onp.isfinite(a).all()) for a in arrays)
+
+
+def all_finite_pending(arrays):
+    """CuPy: a 0-d device bool, True when every entry of every array is finite, without waiting for it
+    (one concatenation per dtype, one isfinite, one reduction; ``bool()`` of it reads it back)."""
+    by_dtype = {}
+    for a in arrays:
+        by_dtype.setdefault(a.dtype, []).append(raw.ravel(a))
+    flags = [raw.isfinite(raw.concatenate(parts)).all() for parts in by_dtype.values()]
+    return flags[0] if len(flags) == 1 else raw.stack(flags).all()
 
 
 def masked_softmax_(s, mask=None):

@@ -66,6 +66,19 @@ class CupyVSpace(ArrayVSpace):
         return float(self.cupy.vdot(x.ravel(), y.ravel()).real)
 
 
+_vspaces = {}
+
+
+def _cached_vspace(value):
+    """The vector space of ``value``, one object per (shape, dtype): autograd asks for it thousands of
+    times per backward pass, and the object only holds the shape and the dtype."""
+    key = (tuple(value.shape), value.dtype)
+    vs = _vspaces.get(key)
+    if vs is None:
+        vs = _vspaces[key] = CupyVSpace(value)
+    return vs
+
+
 def _holds_box(args, kwargs):
     for a in args:
         if isinstance(a, Box):
@@ -223,7 +236,7 @@ def install(cupy, special):
         _cp, _special = cupy, special
         CupyVSpace.cupy = cupy
         ArrayBox.register(cupy.ndarray)
-        VSpace.register(cupy.ndarray, CupyVSpace)
+        VSpace.register(cupy.ndarray, _cached_vspace)
         _mend_autograd()
         _installed.add("cupy")
     return TracingModule(cupy), TracingSpecial(special)

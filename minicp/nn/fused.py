@@ -272,14 +272,12 @@ def embedding(w, ids):
 
 def embedding_vjp(g, w, ids):
     """dW (V, D): the rows of g (..., D) summed per id. CPU: one sort and ``add.reduceat`` (not the slow
-    ``add.at``); GPU: ``cupyx.scatter_add`` (atomic adds)."""
+    ``add.at``); GPU: ``cupy.add.at`` (atomic adds)."""
     g2 = _rows(g)
     flat = ids.ravel()
     dw = B.raw.zeros(w.shape, dtype=g.dtype)
     if B.name == "cupy":
-        import cupyx  # optional dependency: only on the GPU backend
-
-        cupyx.scatter_add(dw, flat, g2)
+        B.raw.add.at(dw, flat, g2)  # atomic adds
         return dw
     order = onp.argsort(flat, kind="stable")
     rows, starts = onp.unique(flat[order], return_index=True)

@@ -103,3 +103,15 @@ def test_layer_norm_kernel_equals_float64_formula(dtype, rtol, D):
     got = B.cuda.layer_norm(*(cupy.asarray(a.astype(dtype)) for a in (x, w, b)), 1e-5)
     scale = np.abs(want).max()
     np.testing.assert_allclose(B.to_numpy(got), want, rtol=rtol, atol=rtol * scale)
+
+
+@needs_gpu
+def test_non_finite_parameter_is_named_on_the_gpu_too():
+    cfg = ModelConfig(arch="ecp", vocab=64, dim=32, heads=4, layers=2, seq_len=64, half_segment=16)
+    tokens = np.random.default_rng(1).integers(0, 64, (1, 64))
+    with B.backend("cupy"):
+        params = init_params(cfg, seed=3)
+        M.forward(params, tokens, cfg)  # finite: no error
+        params["layers"][1][0]["fn"]["to_q"]["weight"][2, 3] = np.inf
+        with pytest.raises(ValueError, match=r"params\['layers.1.0.fn.to_q.weight'\] must be finite, got inf"):
+            M.forward(params, tokens, cfg)
