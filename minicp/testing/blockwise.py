@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 __all__ = ["block_plan", "attention_blocks", "ROW_CHUNK", "KEY_GRAD_CHUNK"]
 
 ROW_CHUNK = 256
-BATCH_ELEMENTS = 1 << 19  # score entries per batched product (temporaries of a few MiB: in cache, no fresh pages)
+BATCH_ELEMENTS = 1 << 17  # score entries per batched product: temporaries of a MiB or two stay in cache
 KEY_GRAD_CHUNK = 64  # query rows between roundings of the accurate twin's dk, dv partial sums (docs/tolerances.md)
 
 
@@ -154,7 +154,8 @@ def attention_blocks(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
-    row_chunk = row_chunk if dtype in ("float64", "float32") else min(row_chunk, KEY_GRAD_CHUNK)
+    row_chunk = row_chunk if dtype == "float32" else min(row_chunk, KEY_GRAD_CHUNK)  # float64: causal blocks
+    # read fewer hidden columns in shorter chunks (the same values, up to float64 summation order)
     acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io}
     if grads:
         acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))

@@ -1,6 +1,8 @@
 """``assert_matches_reference``: run a kernel on a seeded case and judge every tensor against the reference."""
 
+import concurrent.futures
 import json
+import os
 
 import numpy as onp
 
@@ -48,37 +50,32 @@ def case_context(arch, given, resolved, case, extra=""):
     )
 
 
+def _judge_one(case, key, got, note, rtol, atol, actual_dtype):
+    if rtol is not None or atol is not None:
+        name = case["case"]["dtype"]
+        return compare(got, case[key], name=key, dtype=name, rtol=rtol, atol=atol, note=note, actual_dtype=actual_dtype)
+    groups = block_groups(case["plan"], case["rows"], key)
+    v = judge(key, got, case[key], None, case["case"]["dtype"], budget=case["budget_" + key], groups=groups)
+    v.actual_dtype = actual_dtype or dtype_name(got)
+    v.message += f"\n  {note}"
+    return v
+
+
 def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None):
     """``Report`` of ``results`` (name -> NumPy array) against a ``reference_case`` dict. With ``rtol`` or
-    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets."""
-    verdicts = {}
-    for key, got in results.items():
-        note = context + ("; gradients of sum(out * dout)" if key in GRADS else "")
-        if rtol is not None or atol is not None:
-            verdicts[key] = compare(
-                got,
-                case[key],
-                name=key,
-                dtype=case["case"]["dtype"],
-                rtol=rtol,
-                atol=atol,
-                note=note,
-                actual_dtype=(actual_dtypes or {}).get(key),
-            )
-            continue
-        v = judge(
-            key,
-            got,
-            case[key],
-            None,
-            case["case"]["dtype"],
-            budget=case["budget_" + key],
-            groups=block_groups(case["plan"], case["rows"], key),
-        )
-        v.actual_dtype = (actual_dtypes or {}).get(key, dtype_name(got))
-        v.message += f"\n  {note}"
-        verdicts[key] = v
-    return Report(context, verdicts)
+    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets. The tensors are
+    judged side by side in threads (NumPy releases the GIL)."""
+    keys = list(results)
+    notes = [context + ("; gradients of sum(out * dout)" if key in GRADS else "") for key in keys]
+    dtypes = [(actual_dtypes or {}).get(key) for key in keys]
+    one = lambda i: _judge_one(case, keys[i], results[keys[i]], notes[i], rtol, atol, dtypes[i])
+    workers = min(len(keys), os.cpu_count() or 1)
+    if workers > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            verdicts = list(pool.map(one, range(len(keys))))
+    else:
+        verdicts = [one(i) for i in range(len(keys))]
+    return Report(context, dict(zip(keys, verdicts)))
 
 
 def _validate(fn, check_grads, grad_fn, array_fn, layout, report_path):

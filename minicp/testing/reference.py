@@ -19,6 +19,7 @@ import os
 
 import numpy as onp
 
+from minicp.analysis import kernel_pattern
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.files import atomic_savez
@@ -154,13 +155,15 @@ def reference_case(
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
         return dict(_MEMORY[key])
-    plan, rows = block_plan(arch, n, h, pa)
-    shapes = _shapes(b, h, n, d, len(rows), name, grads)
-    computed = _load_cached(cache_dir, key, shapes)
-    if computed is None:
-        stored = seeded_inputs(seed, b, h, n, d, len(rows), name)
-        computed = dict(stored, **_compute(case, stored, rows, plan, grads, rope))
-        _store_cached(cache_dir, key, computed)
+    R = len(kernel_pattern.rows(arch, n, h, **pa))
+    computed = _load_cached(cache_dir, key, _shapes(b, h, n, d, R, name, grads))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the draw (no GIL) while the plan is built
+        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name) if computed is None else None
+        plan, rows = block_plan(arch, n, h, pa)
+        if drawing is not None:
+            stored = drawing.result()
+            computed = dict(stored, **_compute(case, stored, rows, plan, grads, rope))
+            _store_cached(cache_dir, key, computed)
     result = dict(computed, rows=rows, case=case, plan=plan)
     _MEMORY[key] = result
     while len(_MEMORY) > MEMORY_CACHE:
