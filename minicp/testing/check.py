@@ -15,7 +15,7 @@ from minicp.testing.verdict import Report, judge
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
 
-__all__ = ["LAYOUTS", "assert_matches_reference", "judge_case", "block_groups"]
+__all__ = ["LAYOUTS", "assert_matches_reference", "judge_case", "block_groups", "write_report"]
 
 LAYOUTS = ("bhnd", "bnhd")
 GRADS = ("dq", "dk", "dv")
@@ -131,10 +131,15 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
     return results, dtypes
 
 
+def write_report(report, path):
+    """Write a check's ``Report`` to ``path`` as JSON (atomically); returns the path."""
+    return atomic_write_text(path, json.dumps(_report_dict(report), indent=1))
+
+
 def raise_or_return(report, report_path=None):
     """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
     if report_path is not None:
-        atomic_write_text(report_path, json.dumps(_report_dict(report), indent=1))
+        write_report(report, report_path)
     failed = [v for v in report.verdicts.values() if not v.ok]
     if failed:
         message = "\n".join(
