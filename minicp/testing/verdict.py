@@ -76,7 +76,7 @@ def _err(x, reference, finite):
     with onp.errstate(invalid="ignore", over="ignore"):
         e = onp.subtract(x, reference, dtype=onp.float64)
     onp.abs(e, out=e)
-    if finite is None and onp.isfinite(e).all():
+    if finite is None and onp.isfinite(e.max() if e.size else 0.0):  # a NaN or inf shows in the max
         return e
     e = e if finite is None else onp.where(finite, e, 0.0)
     return onp.where(onp.isfinite(e), e, 0.0)
@@ -84,11 +84,11 @@ def _err(x, reference, finite):
 
 def budgets(reference, floor, dtype, accurate=None):
     """(B_max, B_rms, max(e_F), rms(e_G)) for one tensor; non-finite reference entries are left out."""
-    finite = onp.isfinite(reference)
-    finite = None if finite.all() else finite  # the common case: one pass less per array
+    scale = _rms(reference)  # finite exactly when every entry is (attention values are far from overflow)
+    finite = None if onp.isfinite(scale) else onp.isfinite(reference)  # the common case: no mask passes
     e_f = _err(floor, reference, finite)
     e_g = e_f if accurate is None or accurate is floor else _err(accurate, reference, finite)
-    scale = _rms(reference if finite is None else onp.where(finite, reference, 0.0))
+    scale = scale if finite is None else _rms(onp.where(finite, reference, 0.0))
     absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]  # unit-scale inputs
     f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
     return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
