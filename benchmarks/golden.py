@@ -1,11 +1,12 @@
 """Cost of a check against the kernel's own cost: ECP, n = 16384, 8 heads, d 64, float32, with gradients.
 
-    python benchmarks/golden.py [--seq-len 16384] [--repeats 3]
+    python benchmarks/golden.py [--seq-len 16384] [--repeats 3] [--stages]
 
 Times, in one process, alternated over repeats (medians reported): the kernel's forward + backward
 (PyTorch SDPA over ECP's blocks, CPU), then ``assert_matches_reference`` cold (no cache: reference and
 floors computed), warm (the in-process cache), and from the disk cache with the in-process cache cleared.
-Results: benchmarks/results/golden-cpu.txt.
+The check runs the kernel once (``mtt.adapters``: its grad_fn returns the forward's output too).
+``--stages`` first times each stage of a cold check on its own. Results: benchmarks/results/golden-cpu.txt.
 """
 
 import argparse
@@ -14,11 +15,12 @@ import statistics
 import tempfile
 import time
 
+import numpy as onp
 import torch
 import torch.nn.functional as F
 
 import minicp.testing as mt
-from minicp.testing import reference
+from minicp.testing import blockwise, check, reference, verdict
 from minicp.testing import torch as mtt
 
 try:
@@ -45,11 +47,56 @@ def _timed(f):
     return time.perf_counter() - t
 
 
+def stages(case, fn):
+    """Seconds of each stage of a cold check, run one after the other (what the check does, in its order)."""
+    n, pa = case["seq_len"], {"half_segment": case["segment"] // 2, "partial": False}
+    t, out = {}, {}
+
+    def timed(name, f):
+        start = time.perf_counter()
+        result = f()
+        t[name] = time.perf_counter() - start
+        return result
+
+    x = timed("draw the seeded inputs", lambda: reference.seeded_inputs(0, 1, 8, n, 64, n, "float32"))
+    plan, rows = timed("block plan", lambda: blockwise.block_plan("ecp", n, 8, pa))
+    workers = os.cpu_count() or 1
+    for label, dt in (("reference float64 f+b", "float64"), ("plain float32 floor f+b", "float32")):
+        out[dt] = timed(
+            label,
+            lambda: blockwise.attention_blocks(
+                *(x[k] for k in "qkv"), plan, rows, dtype=dt, dout=x["dout"], workers=workers
+            ),
+        )  # noqa: E501
+    keys = ("out", "dq", "dk", "dv")
+    timed(
+        "budgets (4 tensors)", lambda: [verdict.budgets(out["float64"][k], out["float32"][k], "float32") for k in keys]
+    )
+    case_dict = reference.reference_case(
+        grads=True, **{k: v for k, v in case.items() if k != "segment"}, half_segment=pa["half_segment"]
+    )
+    results, _ = timed(
+        "kernel f+b (once, in the check)",
+        lambda: check.run_kernel(
+            fn, mtt.grad_fn(fn, with_out=True), case_dict, check_grads=True, array_fn=mtt.arrays()
+        ),
+    )  # noqa: E501
+    timed("judging (4 tensors)", lambda: check.judge_case(case_dict, results))
+    folder = tempfile.mkdtemp(prefix="minicp-ref-")
+    computed = {k: v for k, v in case_dict.items() if isinstance(v, onp.ndarray) and k != "rows"}
+    timed("disk cache save", lambda: reference._store_cached(folder, "0" * 64, computed))
+    shapes = {k: (v.shape, v.dtype.name) for k, v in computed.items()}
+    timed("disk cache load", lambda: reference._load_cached(folder, "0" * 64, shapes))
+    for name, seconds in t.items():
+        print(f"  stage {name:<34} {seconds:6.2f} s")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seq-len", type=int, default=16384)
     p.add_argument("--segment", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3, help="alternated repeats; medians are reported")
+    p.add_argument("--stages", action="store_true", help="first time each stage of a cold check on its own")
     args = p.parse_args()
     m = args.segment // 2
     case = dict(arch="ecp", seq_len=args.seq_len, heads=8, head_dim=64, segment=args.segment, dtype="float32")
@@ -58,6 +105,10 @@ def main():
     q, k, v, dout = (torch.randn(1, 8, args.seq_len, 64, generator=g) for _ in range(4))
     print(f"ECP n={args.seq_len}, 8 heads, d 64, float32, torch {torch.__version__}, {torch.get_num_threads()} threads")
     check = lambda cache: mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
+    if args.stages:
+        mtt.grad_fn(fn)(q, k, v, dout)  # PyTorch's first call (warm-up) is not a stage
+        stages(case, fn)
+        reference.clear_cache()
     times = {key: [] for key in ("kernel", "cold", "warm", "disk")}
     for r in range(args.repeats):  # alternated, so that the machine's load falls on every column alike
         cache = tempfile.mkdtemp(prefix="minicp-ref-")
@@ -65,6 +116,7 @@ def main():
         times["kernel"].append(_timed(lambda: mtt.grad_fn(fn)(q, k, v, dout)))
         times["cold"].append(_timed(lambda: check(None)))  # no cache at all
         times["warm"].append(_timed(lambda: check(None)))  # the in-process cache
+        reference.clear_cache()  # else the fill is served from memory and writes nothing
         check(cache)  # fill the disk cache (not timed)
         reference.clear_cache()
         times["disk"].append(_timed(lambda: check(cache)))

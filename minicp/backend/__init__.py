@@ -52,18 +52,18 @@ xp = None  # the array module: autograd.numpy, or cupy behind autograd_cupy.Trac
 raw = None  # the plain array module (numpy or cupy), for untraced arrays inside autograd primitives
 special = None  # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
 
-gpu_autograd = False  # CuPy only: autograd through CuPy arrays and the fused primitives (not yet run on a GPU)
+gpu_autograd = False  # CuPy only: autograd through CuPy arrays and the fused primitives (the default on CuPy)
 fused_kernels = True  # CuPy only: use the fused softmax and RoPE kernels where they apply
 
 
 def use_backend(which="numpy", *, autograd_on_gpu=None):
     """Make ``which`` ("numpy" or "cupy") the array module of every kernel.
 
-    ``autograd_on_gpu=True`` (or ``MINICP_CUPY_AUTOGRAD=1``) registers CuPy arrays with autograd so that
-    ``autograd.grad`` and ``minicp.train`` run on the GPU through the fused primitives. This path is new
-    and has not yet been run on a GPU (its tests are in ``tests/backend/test_gpu_autograd.py``); without
-    it the CuPy backend is the forward-and-``attend_vjp`` path whose GPU results are in
-    ``benchmarks/results/``.
+    On CuPy, autograd runs on the GPU by default: CuPy arrays are registered with autograd and the heavy
+    operations are primitives with CuPy backward passes, so ``autograd.grad(minicp.loss)`` and
+    ``minicp.train`` run on the device (tests: ``tests/backend/test_gpu_autograd.py``).
+    ``autograd_on_gpu=False`` (or ``MINICP_CUPY_AUTOGRAD=0``) gives plain CuPy instead: forward passes
+    and ``ops.attend_vjp`` only, without the tracing wrapper.
 
     Raises ValueError for an unknown name and RuntimeError when CuPy is not installed or no GPU is
     usable (CuPy imports fine on machines without a GPU, so we ask the driver for a device count).
@@ -94,12 +94,12 @@ def use_backend(which="numpy", *, autograd_on_gpu=None):
         if count < 1:
             raise RuntimeError("backend 'cupy': CuPy is installed but CUDA reports no GPU; use backend 'numpy'")
         if autograd_on_gpu is None:
-            autograd_on_gpu = os.environ.get("MINICP_CUPY_AUTOGRAD", "0") == "1"
+            autograd_on_gpu = os.environ.get("MINICP_CUPY_AUTOGRAD", "1") != "0"
         if not isinstance(autograd_on_gpu, bool):
             raise TypeError(f"autograd_on_gpu must be True or False, got {autograd_on_gpu!r}")
         _raw = _xp
         if autograd_on_gpu:
-            _xp = autograd_cupy.install(_xp)  # autograd traces CuPy arrays through _xp
+            _xp, _sp = autograd_cupy.install(_xp, _sp)  # autograd traces CuPy arrays through _xp and _sp
     if which != name:
         clear_cache()
     name, xp, special, raw = which, _xp, _sp, _raw
@@ -235,6 +235,32 @@ def clear_cache():
 # ----------------------------------------------------------------------------------------------------
 # Fused kernels: masked softmax (in place) and RoPE
 # ----------------------------------------------------------------------------------------------------
+
+
+def column_sum(a):
+    """Sum over the rows of the 2-D array ``a``: (r, c) -> (c,). On CuPy a matrix-vector product
+    (``ones(r) @ a``, a cuBLAS GEMV), several times faster there than a column reduction; NumPy sums."""
+    if name == "cupy" and a.ndim == 2:
+        return raw.ones(a.shape[0], dtype=a.dtype) @ a
+    return raw.sum(a, axis=0)
+
+
+def all_finite(arrays):
+    """True when every entry of every array is finite. On CuPy one device-to-host read for all of them
+    (a read per array would stall the GPU once each)."""
+    if name == "cupy":
+        return bool(all_finite_pending(arrays))
+    return all(bool(_onp.isfinite(a).all()) for a in arrays)
+
+
+def all_finite_pending(arrays):
+    """CuPy: a 0-d device bool, True when every entry of every array is finite, without waiting for it
+    (one concatenation per dtype, one isfinite, one reduction; ``bool()`` of it reads it back)."""
+    by_dtype = {}
+    for a in arrays:
+        by_dtype.setdefault(a.dtype, []).append(raw.ravel(a))
+    flags = [raw.isfinite(raw.concatenate(parts)).all() for parts in by_dtype.values()]
+    return flags[0] if len(flags) == 1 else raw.stack(flags).all()
 
 
 def masked_softmax_(s, mask=None):

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from minicp.backend import cuda
+
 
 def decays(name, shape):
     """True if ``name`` gets weight decay: Linear weights (2-D ``*.weight``), not the Embedding, LN or biases."""
@@ -49,6 +51,12 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
         decayed = decays(name, p.shape)
         group_lr = lr if decayed else lr_no_decay
         step_size = group_lr / bias1
+        if type(p).__module__.startswith("cupy"):  # the same update, one kernel per parameter on the GPU
+            decay = 1.0 - group_lr * weight_decay if weight_decay and decayed else 1.0
+            cuda.adamw_(
+                p, g, m, v, decay=decay, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps, step_size=step_size
+            )
+            continue
         if weight_decay and decayed:
             p *= 1.0 - group_lr * weight_decay  # decoupled decay
         m += (g - m) * (1.0 - beta1)  # lerp(m, g, 1 - beta1)
@@ -64,7 +72,8 @@ def clip_grad_norm(flat_grads, max_norm):
 
     Returns the global L2 norm before clipping (computed in float64). In place.
     """
-    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in flat_grads.values()))
+    squares = [np.vdot(g, g).astype(np.float64) for g in flat_grads.values()]  # on the arrays' device
+    norm = math.sqrt(float(sum(squares)))  # one device-to-host read
     if max_norm:
         coef = min(1.0, max_norm / (norm + 1e-6))
         if coef < 1.0:

@@ -32,8 +32,8 @@ enabled = True  # False: the readable compositions of autograd.numpy ops (minicp
 
 def active():
     """True when ``ops`` and ``model`` should call these primitives: ``enabled``, on the NumPy backend, or
-    on CuPy with ``gpu_autograd`` (the fused CuPy path has not yet been checked on a GPU, so the CuPy
-    backend keeps its earlier, GPU-tested compositions unless asked)."""
+    on CuPy with ``gpu_autograd`` (the default there; ``autograd_on_gpu=False`` keeps the plain
+    compositions, which then run forward only)."""
     return enabled and (B.name == "numpy" or B.gpu_autograd)
 
 
@@ -90,7 +90,7 @@ defvjp(
     linear,
     lambda ans, x, w, b=None: lambda g: B.raw.reshape(_rows(g) @ w, x.shape),  # dx = g W
     lambda ans, x, w, b=None: lambda g: _rows(g).T @ _rows(x),  # dW = g^T x   (out, in)
-    lambda ans, x, w, b=None: lambda g: B.raw.sum(_rows(g), axis=0),  # db = sum over rows
+    lambda ans, x, w, b=None: lambda g: B.column_sum(_rows(g)),  # db = sum over rows
 )
 
 
@@ -113,6 +113,10 @@ def _normalise(x2, eps, out=None):
 def layer_norm(x, w, b, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis of x (..., D); w, b (D,)."""
     x2 = _rows(x)
+    if B.name == "cupy" and B.fused_kernels:
+        y = B.cuda.layer_norm(x2, w, b, eps)  # one kernel instead of about eight passes
+        if y is not None:
+            return B.raw.reshape(y, x.shape)
     y = B.raw.empty(x2.shape, dtype=x.dtype)
 
     def rows(lo, hi):
@@ -135,8 +139,8 @@ def _layer_norm_vjp(g, x, w, eps):
     def rows(lo, hi):
         xhat, std = _normalise(x2[lo:hi], eps)
         gs = g2[lo:hi]
-        parts_w[lo] = xp.sum(gs * xhat, axis=0)
-        parts_b[lo] = xp.sum(gs, axis=0)
+        parts_w[lo] = B.column_sum(gs * xhat)
+        parts_b[lo] = B.column_sum(gs)
         gw = gs * w  # dL/dxhat
         out = dx[lo:hi]
         xp.multiply(xhat, xp.sum(gw * xhat, axis=-1, keepdims=True) * inv, out=out)
@@ -268,14 +272,12 @@ def embedding(w, ids):
 
 def embedding_vjp(g, w, ids):
     """dW (V, D): the rows of g (..., D) summed per id. CPU: one sort and ``add.reduceat`` (not the slow
-    ``add.at``); GPU: ``cupyx.scatter_add`` (atomic adds)."""
+    ``add.at``); GPU: ``cupy.add.at`` (atomic adds)."""
     g2 = _rows(g)
     flat = ids.ravel()
     dw = B.raw.zeros(w.shape, dtype=g.dtype)
     if B.name == "cupy":
-        import cupyx  # optional dependency: only on the GPU backend
-
-        cupyx.scatter_add(dw, flat, g2)
+        B.raw.add.at(dw, flat, g2)  # atomic adds
         return dw
     order = onp.argsort(flat, kind="stable")
     rows, starts = onp.unique(flat[order], return_index=True)

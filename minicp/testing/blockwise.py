@@ -19,6 +19,7 @@ straightforward PyTorch implementation in that dtype computes, and its error aga
 the rounding floor that ``minicp.testing.verdict`` scales the budgets by.
 """
 
+import concurrent.futures
 import contextlib
 
 import numpy as onp
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover
 __all__ = ["block_plan", "attention_blocks", "ROW_CHUNK", "KEY_GRAD_CHUNK"]
 
 ROW_CHUNK = 256
-BATCH_ELEMENTS = 1 << 21  # score entries per batched product
+BATCH_ELEMENTS = 1 << 17  # score entries per batched product: temporaries of a MiB or two stay in cache
 KEY_GRAD_CHUNK = 64  # query rows between roundings of the accurate twin's dk, dv partial sums (docs/tolerances.md)
 
 
@@ -53,10 +54,20 @@ def _chunk_cols(n_cols, i0, i1, diagonal):
 
 
 def _softmax(S, rnd):
+    """Row softmax of S, computed in place (S is consumed): the values of exp(S - max) / sum, rounded."""
     S_max = onp.max(S, axis=-1, keepdims=True)
     S_max = onp.where(onp.isfinite(S_max), S_max, 0.0)
-    E = onp.exp(S - S_max)
-    return rnd(E / onp.sum(E, axis=-1, keepdims=True))
+    E = onp.exp(onp.subtract(S, S_max, out=S), out=S)
+    return rnd(onp.divide(E, onp.sum(E, axis=-1, keepdims=True), out=E))
+
+
+def _mask_diagonal(S, i0, diagonal):
+    """S[..., i, j] = -inf where the chunk's row i0 + i may not see column j (j > i0 + i + diagonal), in place;
+    only the columns past the first row's last visible one are touched."""
+    lo = max(0, i0 + diagonal + 1)
+    if lo < S.shape[-1]:
+        hidden = onp.arange(lo, S.shape[-1])[None, :] > onp.arange(i0, i0 + S.shape[-2])[:, None] + diagonal
+        onp.copyto(S[..., lo:], -onp.inf, where=hidden)
 
 
 def single_blas_thread():
@@ -86,18 +97,56 @@ def _groups(plan, batch_elements):
     return groups
 
 
+def _head_parts(groups, workers):
+    """The groups split into ``workers`` parts of whole heads (contiguous head ranges, about equal work),
+    each group keeping its blocks of those heads in order: every head sees its blocks in the same order as
+    unsplit, so the parts may run side by side on shared accumulators (disjoint heads) with equal results."""
+    heads = sorted({int(hd) for g in groups for hd in g[0]})
+    if workers <= 1 or len(heads) <= 1:
+        return [groups]
+    bounds = [heads[round(i * len(heads) / workers)] for i in range(workers)] + [heads[-1] + 1]
+    parts = []
+    for h0, h1 in zip(bounds[:-1], bounds[1:]):
+        part = []
+        for hd, r, c, diagonal in groups:
+            keep = (hd >= h0) & (hd < h1)
+            if keep.any():
+                part.append((hd[keep], r[keep], c[keep], diagonal))
+        parts.append(part)
+    return [p for p in parts if p]
+
+
+def _run_groups(q, k, v, groups, row_chunk, acc):
+    for heads, r, c, diagonal in groups:
+        for i0 in range(0, r.shape[1], row_chunk):
+            i1 = min(r.shape[1], i0 + row_chunk)
+            _chunk(q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc)
+
+
 def attention_blocks(
-    q, k, v, plan, rows, *, dtype="float64", dout=None, scale=None, row_chunk=ROW_CHUNK, intermediates=True
+    q,
+    k,
+    v,
+    plan,
+    rows,
+    *,
+    dtype="float64",
+    dout=None,
+    scale=None,
+    row_chunk=ROW_CHUNK,
+    intermediates=True,
+    workers=1,
 ):
     """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d).
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
-    when ``dout`` (b, h, R, d) is given; float64 arrays holding values of the plain dtype implementation
-    (exact float64 for dtype="float64"). In bfloat16 and float16 the key-side partial sums dk, dv are
+    when ``dout`` (b, h, R, d) is given: float64 for dtype="float64" (exact float64 arithmetic), else
+    float32 arrays holding values of the plain dtype implementation. In bfloat16 and float16 the key-side partial sums dk, dv are
     stored in the dtype after every ``KEY_GRAD_CHUNK`` query rows of a block (as PyTorch's CPU flash
     backward keeps them).
     ``intermediates=False``: the *accurate* implementation, float32 arithmetic throughout, only the
-    inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed together (batched products)."""
+    inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed
+    together (batched products); ``workers`` threads take a range of heads each (same results)."""
     rnd_io = rounder(dtype)
     rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
@@ -105,25 +154,22 @@ def attention_blocks(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
-    row_chunk = row_chunk if dtype in ("float64", "float32") else min(row_chunk, KEY_GRAD_CHUNK)
+    row_chunk = row_chunk if dtype == "float32" else min(row_chunk, KEY_GRAD_CHUNK)  # float64: causal blocks
+    # read fewer hidden columns in shorter chunks (the same values, up to float64 summation order)
     acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io}
     if grads:
-        acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros_like(q), dk=onp.zeros_like(k))
-        acc["dv"] = onp.zeros_like(v)
-    with single_blas_thread():
-        for heads, r, c, diagonal in _groups(plan, BATCH_ELEMENTS):
-            for i0 in range(0, r.shape[1], row_chunk):
-                i1 = min(r.shape[1], i0 + row_chunk)
-                _chunk(
-                    q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc
-                )
-    result = {"out": rnd_io(out).astype(onp.float64)}
+        acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))
+        acc["dv"] = onp.zeros(v.shape, ct)  # calloc: pages are zeroed as the threads first write them
+    parts = _head_parts(_groups(plan, BATCH_ELEMENTS), workers)
+    with single_blas_thread():  # NumPy releases the GIL in products and ufuncs: the parts run side by side
+        if len(parts) > 1:
+            with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(lambda part: _run_groups(q, k, v, part, row_chunk, acc), parts))
+        else:
+            _run_groups(q, k, v, parts[0] if parts else [], row_chunk, acc)
+    result = {"out": rnd_io(out)}
     if grads:
-        result.update(
-            dq=rnd_io(rnd(acc["dq"]) * ct(scale)).astype(onp.float64),
-            dk=rnd_io(acc["dk"]).astype(onp.float64),
-            dv=rnd_io(acc["dv"]).astype(onp.float64),
-        )
+        result.update(dq=rnd_io(rnd(acc["dq"]) * ct(scale)), dk=rnd_io(acc["dk"]), dv=rnd_io(acc["dv"]))
     return result
 
 
@@ -134,17 +180,20 @@ def _chunk(q, k, v, heads, rr, cc, i0, diagonal, acc):
     K, V = k[:, hd, cc], v[:, hd, cc]  # (b, G, C', d)
     S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, G, R', C')
     if diagonal is not None:
-        i1 = i0 + rr.shape[1]
-        visible = onp.arange(cc.shape[1])[None, :] <= onp.arange(i0, i1)[:, None] + diagonal
-        S = onp.where(visible, S, -onp.inf)
+        _mask_diagonal(S, i0, diagonal)
     P = _softmax(S, rnd)
     oi = onp.searchsorted(acc["rows"], rr)
-    acc["out"][:, hd, oi] = rnd(P @ V)
+    O = rnd(P @ V)
+    acc["out"][:, hd, oi] = O
     if "dq" not in acc:
         return
     dO = acc["dout"][:, hd, oi]
     dP = rnd(dO @ onp.swapaxes(V, -1, -2))
-    dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
+    if P.dtype == onp.float64:  # the reference: rowsum(dP * P) = rowsum(dO * O), exactly in real arithmetic
+        dP -= onp.einsum("...i,...i->...", dO, O)[..., None]
+        dS = onp.multiply(dP, P, out=dP)
+    else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
+        dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
     acc["dq"][:, hd, rr] += dS @ K  # every (head, row) lies in one block: no duplicates
     dK, dV = onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO  # (b, G, C', d)
     for g in range(len(heads)):  # key columns may repeat across blocks: in plan order, one block at a time

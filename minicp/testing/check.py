@@ -1,6 +1,8 @@
 """``assert_matches_reference``: run a kernel on a seeded case and judge every tensor against the reference."""
 
+import concurrent.futures
 import json
+import os
 
 import numpy as onp
 
@@ -13,7 +15,7 @@ from minicp.testing.verdict import Report, judge
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
 
-__all__ = ["LAYOUTS", "assert_matches_reference", "judge_case", "block_groups"]
+__all__ = ["LAYOUTS", "assert_matches_reference", "judge_case", "block_groups", "write_report"]
 
 LAYOUTS = ("bhnd", "bnhd")
 GRADS = ("dq", "dk", "dv")
@@ -25,12 +27,14 @@ def block_groups(plan, rows, tensor):
     if tensor in ("out", "dq"):
         index = (lambda r: onp.searchsorted(rows, r)) if tensor == "out" else (lambda r: r)
         return [(f"h{hd} {name}", hd, index(r)) for hd, r, _, _, name in plan]
-    seen, groups = set(), []
+    seen, groups, labels = set(), [], {}
     for hd, _, c, _, _name in plan:
-        key = (hd, c.tobytes())
-        if key not in seen:
-            seen.add(key)
-            groups.append((f"h{hd} keys {describe_positions(c)}", hd, c))
+        cols = c.tobytes()
+        if (hd, cols) not in seen:
+            seen.add((hd, cols))
+            if cols not in labels:  # every head has the same key ranges in most patterns: described once
+                labels[cols] = describe_positions(c)
+            groups.append((f"h{hd} keys {labels[cols]}", hd, c))
     return groups
 
 
@@ -46,37 +50,32 @@ def case_context(arch, given, resolved, case, extra=""):
     )
 
 
+def _judge_one(case, key, got, note, rtol, atol, actual_dtype):
+    if rtol is not None or atol is not None:
+        name = case["case"]["dtype"]
+        return compare(got, case[key], name=key, dtype=name, rtol=rtol, atol=atol, note=note, actual_dtype=actual_dtype)
+    groups = block_groups(case["plan"], case["rows"], key)
+    v = judge(key, got, case[key], None, case["case"]["dtype"], budget=case["budget_" + key], groups=groups)
+    v.actual_dtype = actual_dtype or dtype_name(got)
+    v.message += f"\n  {note}"
+    return v
+
+
 def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None):
     """``Report`` of ``results`` (name -> NumPy array) against a ``reference_case`` dict. With ``rtol`` or
-    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets."""
-    verdicts = {}
-    for key, got in results.items():
-        note = context + ("; gradients of sum(out * dout)" if key in GRADS else "")
-        if rtol is not None or atol is not None:
-            verdicts[key] = compare(
-                got,
-                case[key],
-                name=key,
-                dtype=case["case"]["dtype"],
-                rtol=rtol,
-                atol=atol,
-                note=note,
-                actual_dtype=(actual_dtypes or {}).get(key),
-            )
-            continue
-        v = judge(
-            key,
-            got,
-            case[key],
-            case["floor_" + key],
-            case["case"]["dtype"],
-            accurate=case["accurate_" + key],
-            groups=block_groups(case["plan"], case["rows"], key),
-        )
-        v.actual_dtype = (actual_dtypes or {}).get(key, dtype_name(got))
-        v.message += f"\n  {note}"
-        verdicts[key] = v
-    return Report(context, verdicts)
+    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets. The tensors are
+    judged side by side in threads (NumPy releases the GIL)."""
+    keys = list(results)
+    notes = [context + ("; gradients of sum(out * dout)" if key in GRADS else "") for key in keys]
+    dtypes = [(actual_dtypes or {}).get(key) for key in keys]
+    one = lambda i: _judge_one(case, keys[i], results[keys[i]], notes[i], rtol, atol, dtypes[i])
+    workers = min(len(keys), os.cpu_count() or 1)
+    if workers > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            verdicts = list(pool.map(one, range(len(keys))))
+    else:
+        verdicts = [one(i) for i in range(len(keys))]
+    return Report(context, dict(zip(keys, verdicts)))
 
 
 def _validate(fn, check_grads, grad_fn, array_fn, layout, report_path):
@@ -98,35 +97,49 @@ def _validate(fn, check_grads, grad_fn, array_fn, layout, report_path):
     return check_grads
 
 
+def _grads_tuple(grads):
+    """(out or None, (dq, dk, dv)) from what ``grad_fn`` returned: (dq, dk, dv) or (out, dq, dk, dv)."""
+    if not isinstance(grads, (tuple, list)) or len(grads) not in (3, 4):
+        raise ValueError(
+            f"grad_fn must return (dq, dk, dv) or (out, dq, dk, dv), got {type(grads).__name__}"
+            + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else "")
+        )
+    return (grads[0], tuple(grads[1:])) if len(grads) == 4 else (None, tuple(grads))
+
+
 def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
-    """Call ``fn`` (and ``grad_fn``) on the case's inputs; returns (name -> NumPy (b, h, ., d), actual dtypes)."""
+    """Call ``fn`` (and ``grad_fn``) on the case's inputs; returns (name -> NumPy (b, h, ., d), actual dtypes).
+
+    A ``grad_fn`` returning (out, dq, dk, dv) gives the output of its own forward, and ``fn`` is not called:
+    the kernel runs once (forward + backward)."""
     swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
     convert = array_fn or (lambda a: a.copy())
     inputs = [convert(onp.ascontiguousarray(swap(case[key]))) for key in ("q", "k", "v")]
     rows, n = case["rows"], case["case"]["seq_len"]
-    raw = fn(*inputs)
+    raw, grads = None, None
+    if check_grads:
+        raw, grads = _grads_tuple(grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"])))))
+    raw = fn(*inputs) if raw is None else raw
     dtypes = {"out": dtype_name(raw)}
     out = swap(to_numpy_any(raw))
     if out.ndim == 4 and out.shape[2] == n and len(rows) != n:
         out = out[:, :, rows]  # a dense-mask kernel returned every row
     results = {"out": out}
-    if check_grads:
-        grads = grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"]))))
-        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
-            raise ValueError(
-                f"grad_fn must return (dq, dk, dv), got {type(grads).__name__}"
-                + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else "")
-            )
-        for key, got in zip(GRADS, grads):
-            dtypes[key] = dtype_name(got)
-            results[key] = swap(to_numpy_any(got))
+    for key, got in zip(GRADS, grads or ()):
+        dtypes[key] = dtype_name(got)
+        results[key] = swap(to_numpy_any(got))
     return results, dtypes
+
+
+def write_report(report, path):
+    """Write a check's ``Report`` to ``path`` as JSON (atomically); returns the path."""
+    return atomic_write_text(path, json.dumps(_report_dict(report), indent=1))
 
 
 def raise_or_return(report, report_path=None):
     """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
     if report_path is not None:
-        atomic_write_text(report_path, json.dumps(_report_dict(report), indent=1))
+        write_report(report, report_path)
     failed = [v for v in report.verdicts.values() if not v.ok]
     if failed:
         message = "\n".join(
@@ -189,7 +202,8 @@ def assert_matches_reference(
               those of the plain implementation in it (see minicp.testing.verdict). bfloat16 inputs arrive as
               float32 arrays holding bfloat16 values; convert them in ``array_fn``.
     array_fn  converts each NumPy input before the call (``minicp.testing.torch.arrays`` for PyTorch).
-    check_grads  also judge gradients of sum(out * dout): ``grad_fn(q, k, v, dout) -> (dq, dk, dv)``.
+    check_grads  also judge gradients of sum(out * dout): ``grad_fn(q, k, v, dout) -> (dq, dk, dv)``, or
+              ``-> (out, dq, dk, dv)`` from one forward + backward (then ``fn`` is not called again).
     rtol, atol   use the fixed element-wise test instead of the budgets.
     report_path  also write the JSON report there.
 

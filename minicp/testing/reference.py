@@ -3,12 +3,12 @@
 ``reference_case`` draws ``numpy.random.default_rng(seed)``: q, k, v (b, h, n, d) standard normal, then
 dout (b, h, R, d); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded
 inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
-the same quantities of the plain implementation in the dtype (``floor_*``), the budgets' unit.
+the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
+are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
 
 Results are cached per case: in this process (the last ``MEMORY_CACHE`` cases), and on disk when
-``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one .npz per case,
-named by a hash of the case, holding exactly what was computed: float32 where that is lossless (the
-floors), float64 otherwise (the reference), an array equal to another stored once.
+``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one uncompressed
+.npz per case, named by a hash of the case: the inputs, the float64 reference and the budgets.
 """
 
 import collections
@@ -19,11 +19,13 @@ import os
 
 import numpy as onp
 
+from minicp.analysis import kernel_pattern
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
-from minicp.testing.dtypes import check_dtype, to_storage
+from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.files import atomic_savez
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
+from minicp.testing.verdict import budgets
 from minicp.validate import boolean, nonnegative_int, positive_int
 
 __all__ = [
@@ -36,7 +38,8 @@ __all__ = [
     "clear_cache",
 ]
 
-CASE_VERSION = 3  # 3: the accurate floor keeps dk, dv partial sums in the dtype
+CASE_VERSION = 4  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept
+GRADS = ("dq", "dk", "dv")
 MEMORY_CACHE = 4
 CACHE_ENV = "MINICP_REFERENCE_CACHE"
 _MEMORY = collections.OrderedDict()
@@ -69,53 +72,53 @@ def clear_cache():
 def seeded_inputs(seed, b, h, n, d, R, name):
     """q, k, v (b, h, n, d) and dout (b, h, R, d) drawn in that order from default_rng(seed), rounded to name."""
     rng = onp.random.default_rng(seed)
-    stored = {key: to_storage(rng.standard_normal((b, h, n, d)), name) for key in ("q", "k", "v")}
-    stored["dout"] = to_storage(rng.standard_normal((b, h, R, d)), name)
+    buffer = onp.empty(b * h * max(n, R) * d)  # one float64 buffer for the draws (the values of fresh arrays)
+    draw = lambda shape: rng.standard_normal(out=buffer[: int(onp.prod(shape))].reshape(shape))
+    stored = {key: to_storage(draw((b, h, n, d)), name) for key in ("q", "k", "v")}
+    stored["dout"] = to_storage(draw((b, h, R, d)), name)
     return stored
 
 
-def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, intermediates):
+def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, intermediates, workers):
     """One implementation (reference, plain or accurate) of the case: its out/dq/dk/dv, keys prefixed."""
     if rope:
-        qr, kr = ((rope_reference(x, rope) if dt == "float64" else rope_plain(x, rope, dt)) for x in (q, k))
+        rotate = lambda x: rope_reference(x.astype(onp.float64), rope) if dt == "float64" else rope_plain(x, rope, dt)
+        qr, kr = rotate(q), rotate(k)
     else:
         qr, kr = q, k
-    r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout, intermediates=intermediates)
+    r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout, intermediates=intermediates, workers=workers)
     if rope and dout is not None:
         for key in ("dq", "dk"):
             r[key] = (
                 rope_reference(r[key], rope, inverse=True)
                 if dt == "float64"
-                else rope_plain(r[key], rope, dt, inverse=True).astype(onp.float64)
+                else rope_plain(r[key], rope, dt, inverse=True)
             )
     return {label + key: val for key, val in r.items()}
 
 
 def _compute(case, stored, rows, plan, grads, rope):
-    """Reference (float64) and floor (plain dtype) out/dq/dk/dv from the stored inputs."""
+    """Float64 reference out (dq, dk, dv) from the stored inputs, and per tensor the budgets of the plain
+    implementation in the dtype (``budget_<key>``: B_max, B_rms, max(e_F), rms(e_G); ``verdict.budgets``)."""
     name = case["dtype"]
-    q, k, v, dout = (stored[key].astype(onp.float64) for key in ("q", "k", "v", "dout"))
-    result = {}
+    q, k, v, dout = (stored[key] for key in ("q", "k", "v", "dout"))  # each pass converts what it needs
     passes = [("", "float64", True), ("floor_", "float32" if name == "float64" else name, True)]
     if name not in ("float64", "float32"):
         passes.append(("accurate_", name, False))
-    run = lambda p: _one_pass(q, k, v, dout if grads else None, plan, rows, rope, *p)
-    workers = min(len(passes), os.cpu_count() or 1)
-    with single_blas_thread():  # the passes run side by side, one BLAS thread each (NumPy releases the GIL)
-        if workers > 1:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                for r in pool.map(run, passes):
-                    result.update(r)
-        else:
-            for p in passes:
-                result.update(run(p))
+    workers, result = os.cpu_count() or 1, {}
+    for p in passes:  # each pass over all cores: its heads split between the threads
+        result.update(_one_pass(q, k, v, dout if grads else None, plan, rows, rope, *p, workers))
+    keys = [key for key in result if key in GRADS + ("out",)]
     if name == "float64":  # float64 rounding is float32's scaled by eps64 / eps32 = 2^-29
-        for key in [k for k in result if k.startswith("floor_")]:
-            ref = result[key[len("floor_") :]]
-            result[key] = ref + (result[key] - ref) * 2.0**-29
-    for key in [k for k in result if k.startswith("floor_")]:  # float32 / float64: plain is accurate
-        result.setdefault("accurate_" + key[len("floor_") :], result[key])
-    return result
+        for key in keys:
+            result["floor_" + key] = result[key] + (result["floor_" + key] - result[key]) * 2.0**-29
+
+    def budget(key):
+        return onp.array(budgets(result[key], result["floor_" + key], name, result.get("accurate_" + key)))
+
+    with single_blas_thread(), concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(keys)))) as pool:
+        found = dict(zip(keys, pool.map(budget, keys)))
+    return dict({key: result[key] for key in keys}, **{"budget_" + key: b for key, b in found.items()})
 
 
 def reference_case(
@@ -132,13 +135,14 @@ def reference_case(
     cache_dir=None,
     **pattern_args,
 ):
-    """Inputs, float64 reference and plain-dtype floor of one seeded case (a dict of NumPy arrays).
+    """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
     holding bfloat16 values); ``rows`` (R,) token positions of the output rows; ``out`` (+ ``dq, dk, dv``
-    with ``grads``) float64; ``floor_out`` (+ ``floor_dq`` ...) of the plain implementation in ``dtype``;
-    ``case`` the canonical case dict (every pattern argument resolved). ``segment=`` or ``half_segment=``
-    for ECP; ``rope`` None, "interleaved" or "halves" (the kernel applies RoPE to q and k itself).
+    with ``grads``) float64; ``budget_out`` (+ ``budget_dq`` ...): (B_max, B_rms, max(e_F), rms(e_G)) of
+    the plain implementation in ``dtype`` (``minicp.testing.verdict.budgets``); ``case`` the canonical case
+    dict (every pattern argument resolved). ``segment=`` or ``half_segment=`` for ECP; ``rope`` None,
+    "interleaved" or "halves" (the kernel applies RoPE to q and k itself).
     """
     n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
@@ -151,17 +155,30 @@ def reference_case(
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
         return dict(_MEMORY[key])
-    plan, rows = block_plan(arch, n, h, pa)
-    stored = seeded_inputs(seed, b, h, n, d, len(rows), name)
-    computed = _load_cached(cache_dir, key)
-    if computed is None:
-        computed = _compute(case, stored, rows, plan, grads, rope)
-        _store_cached(cache_dir, key, computed)
-    result = dict(stored, rows=rows, case=case, plan=plan, **computed)
+    R = len(kernel_pattern.rows(arch, n, h, **pa))
+    computed = _load_cached(cache_dir, key, _shapes(b, h, n, d, R, name, grads))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the draw (no GIL) while the plan is built
+        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name) if computed is None else None
+        plan, rows = block_plan(arch, n, h, pa)
+        if drawing is not None:
+            stored = drawing.result()
+            computed = dict(stored, **_compute(case, stored, rows, plan, grads, rope))
+            _store_cached(cache_dir, key, computed)
+    result = dict(computed, rows=rows, case=case, plan=plan)
     _MEMORY[key] = result
     while len(_MEMORY) > MEMORY_CACHE:
         _MEMORY.popitem(last=False)
     return dict(result)
+
+
+def _shapes(b, h, n, d, R, name, grads):
+    """name -> (shape, dtype) of everything a case computes or draws: what a cache entry must hold."""
+    full, rows = (b, h, n, d), (b, h, R, d)
+    shapes = {key: (full, STORAGE[name]) for key in ("q", "k", "v")}
+    shapes.update(dout=(rows, STORAGE[name]), out=(rows, "float64"), budget_out=((4,), "float64"))
+    for key in GRADS if grads else ():
+        shapes.update({key: (full, "float64"), "budget_" + key: ((4,), "float64")})
+    return shapes
 
 
 def _cache_path(cache_dir, key):
@@ -169,43 +186,32 @@ def _cache_path(cache_dir, key):
     return None if not folder else os.path.join(os.fspath(folder), f"minicp-ref-{key[:24]}.npz")
 
 
-def _load_cached(cache_dir, key):
+def _load_cached(cache_dir, key, shapes):
+    """The cached arrays of the case ``key``, or None when absent, of another case, or not what ``shapes``
+    says (a damaged or foreign entry is recomputed)."""
     path = _cache_path(cache_dir, key)
     if path is None or not os.path.isfile(path):
         return None
     try:
         with onp.load(path, allow_pickle=False) as z:
-            if str(z["key"][()]) != key:
+            if str(z["key"][()]) != key or set(z.files) != set(shapes) | {"key"}:
                 return None
-            computed = {k: z[k].astype(onp.float64) for k in z.files if k not in ("key", "aliases")}
-            for alias, original in json.loads(str(z["aliases"][()])).items():
-                computed[alias] = computed[original]
-            return computed
+            computed = {name: z[name] for name in shapes}
     except (OSError, ValueError, KeyError, EOFError):
-        return None  # a damaged cache entry is recomputed
-
-
-def _compact(computed):
-    """Arrays to store, exactly: float32 where that is lossless (the floors hold float32, bfloat16 or float16
-    values), the float64 reference as is; an array equal to one already stored is recorded as an alias."""
-    stored, aliases = {}, {}
-    for name, a in computed.items():
-        same = next((k for k, b in computed.items() if k in stored and b is a), None)
-        if same is not None:
-            aliases[name] = same
-            continue
-        low = a.astype(onp.float32)
-        stored[name] = low if onp.array_equal(low, a, equal_nan=True) else a
-    return stored, aliases
+        return None
+    for name, (shape, dtype) in shapes.items():
+        if computed[name].shape != shape or computed[name].dtype.name != dtype:
+            return None
+    return computed
 
 
 def _store_cached(cache_dir, key, computed):
+    """One uncompressed .npz per case: the drawn inputs, the float64 reference and the budgets (the floors
+    themselves are not kept: the budgets are all the verdicts use of them)."""
     path = _cache_path(cache_dir, key)
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        stored, aliases = _compact(computed)
-        arrays = dict(stored, key=onp.asarray(key), aliases=onp.asarray(json.dumps(aliases)))
-        atomic_savez(path, arrays, compressed=False)
+        atomic_savez(path, dict(computed, key=onp.asarray(key)), compressed=False)
 
 
 def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):

@@ -35,22 +35,26 @@ def arrays(dtype="float32", device="cpu"):
     return lambda a: torch.from_numpy(a).to(device=device, dtype=tdt)
 
 
-def grad_fn(fn, rows=None):
+def grad_fn(fn, rows=None, with_out=False):
     """``grad_fn(q, k, v, dout) -> (dq, dk, dv)`` for a differentiable torch ``fn(q, k, v)``.
 
     ``rows``: for a kernel returning all n rows where the architecture computes fewer (PerceiverAR's first
-    layer), the computed rows that dout belongs to (``minicp.analysis.kernel_pattern.rows``)."""
+    layer), the computed rows that dout belongs to (``minicp.analysis.kernel_pattern.rows``).
+    ``with_out``: return (out, dq, dk, dv), the output of the same forward, so that a check runs the
+    kernel once."""
 
     def grads(q, k, v, dout):
         q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
         out = fn(q, k, v)
         if rows is not None:
             out = out[:, :, torch.as_tensor(rows)]
-        return torch.autograd.grad(out, (q, k, v), grad_outputs=dout)
+        g = torch.autograd.grad(out, (q, k, v), grad_outputs=dout)
+        return (out.detach(), *g) if with_out else g
 
     return grads
 
 
 def adapters(fn, dtype="float32", device="cpu", rows=None):
-    """dict(array_fn=..., grad_fn=...) for ``assert_matches_reference(fn, ..., **adapters(fn, dtype))``."""
-    return {"array_fn": arrays(dtype, device), "grad_fn": grad_fn(fn, rows)}
+    """dict(array_fn=..., grad_fn=...) for ``assert_matches_reference(fn, ..., **adapters(fn, dtype))``; the
+    grad_fn returns the output of its forward too, so that the kernel runs once per check."""
+    return {"array_fn": arrays(dtype, device), "grad_fn": grad_fn(fn, rows, with_out=True)}

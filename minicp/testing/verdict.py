@@ -51,13 +51,13 @@ class TensorVerdict:
     rms_budget: float
     floor_max: float
     floor_rms: float
-    max_share: float
-    rms_share: float
-    bad_fraction: float
-    nonfinite_bad: int
-    worst_index: tuple
-    worst_expected: float
-    worst_actual: float
+    max_share: float = 0.0
+    rms_share: float = 0.0
+    bad_fraction: float = 0.0
+    nonfinite_bad: int = 0
+    worst_index: tuple = ()
+    worst_expected: float = 0.0
+    worst_actual: float = 0.0
     per_head: list = field(default_factory=list)
     per_block: list = field(default_factory=list)
     bad_rows: str = "none"
@@ -67,13 +67,16 @@ class TensorVerdict:
 
 
 def _rms(a):
-    return float(onp.sqrt(onp.mean(onp.square(a)))) if a.size else 0.0
+    """sqrt(mean(a^2)) in one BLAS pass, no temporary."""
+    flat = onp.ravel(a)
+    return float(onp.sqrt(onp.dot(flat, flat) / flat.size)) if flat.size else 0.0
 
 
 def _err(x, reference, finite):
     with onp.errstate(invalid="ignore", over="ignore"):
-        e = onp.abs(x - reference)
-    if finite is None and onp.isfinite(e).all():
+        e = onp.subtract(x, reference, dtype=onp.float64)
+    onp.abs(e, out=e)
+    if finite is None and onp.isfinite(e.max() if e.size else 0.0):  # a NaN or inf shows in the max
         return e
     e = e if finite is None else onp.where(finite, e, 0.0)
     return onp.where(onp.isfinite(e), e, 0.0)
@@ -81,96 +84,97 @@ def _err(x, reference, finite):
 
 def budgets(reference, floor, dtype, accurate=None):
     """(B_max, B_rms, max(e_F), rms(e_G)) for one tensor; non-finite reference entries are left out."""
-    finite = onp.isfinite(reference)
-    finite = None if finite.all() else finite  # the common case: one pass less per array
+    scale = _rms(reference)  # finite exactly when every entry is (attention values are far from overflow)
+    finite = None if onp.isfinite(scale) else onp.isfinite(reference)  # the common case: no mask passes
     e_f = _err(floor, reference, finite)
-    e_g = e_f if accurate is None else _err(accurate, reference, finite)
-    scale = _rms(reference if finite is None else onp.where(finite, reference, 0.0))
+    e_g = e_f if accurate is None or accurate is floor else _err(accurate, reference, finite)
+    scale = scale if finite is None else _rms(onp.where(finite, reference, 0.0))
     absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]  # unit-scale inputs
     f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
     return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
 
 
-def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2):
+def _shape_mismatch(name, dtype, a, r):
+    msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
+    inf = onp.inf
+    return TensorVerdict(name, dtype, r.shape, False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0, message=msg)
+
+
+def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2, budget=None):
     """``TensorVerdict`` for ``actual`` against ``reference`` (float64) with the budgets of ``floor``.
 
     Arrays are (b, h, rows, d). ``groups``: optional [(label, head, row indices)] of declared blocks
-    (query blocks for out/dq, key blocks for dk/dv) to report shares per block."""
-    a, r = onp.asarray(actual, dtype=onp.float64), onp.asarray(reference, dtype=onp.float64)
+    (query blocks for out/dq, key blocks for dk/dv) to report shares per block. ``budget``: the
+    (B_max, B_rms, max(e_F), rms(e_G)) of ``budgets`` computed before, in place of ``floor`` and
+    ``accurate`` (then pass floor=None)."""
+    a, r = onp.asarray(actual), onp.asarray(reference, dtype=onp.float64)
+    a = a if a.dtype.kind == "f" else a.astype(onp.float64)
     if a.shape != r.shape:
-        msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
-        return TensorVerdict(
-            name,
-            dtype,
-            r.shape,
-            False,
-            onp.inf,
-            onp.inf,
-            0,
-            0,
-            0,
-            0,
-            onp.inf,
-            onp.inf,
-            1.0,
-            0,
-            (),
-            0.0,
-            0.0,
-            message=msg,
-        )
-    same = accurate is None or accurate is floor  # float32: the accurate floor is the plain one
-    b_max, b_rms, f_max, f_rms = budgets(
-        r,
-        onp.asarray(floor, dtype=onp.float64),
-        dtype,
-        None if same else onp.asarray(accurate, dtype=onp.float64),
-    )
-    err, nf_bad = _errors(a, r)
-    bad = err > b_max
-    i = onp.unravel_index(int(onp.argmax(err)), err.shape) if err.size else ()
-    max_err, rms_err = (float(err[i]) if err.size else 0.0), _rms(err)
-    v = TensorVerdict(
-        name,
-        dtype,
-        tuple(r.shape),
-        False,
-        max_err,
-        rms_err,
-        b_max,
-        b_rms,
-        f_max,
-        f_rms,
-        _share(max_err, b_max),
-        _share(rms_err, b_rms),
-        float(bad.mean()) if bad.size else 0.0,
-        int(nf_bad.sum()),
-        tuple(int(j) for j in i),
-        float(r[i]) if err.size else 0.0,
-        float(a[i]) if err.size else 0.0,
-    )
+        return _shape_mismatch(name, dtype, a, r)
+    if budget is None:
+        budget = budgets(r, floor, dtype, accurate)
+    b_max, b_rms, f_max, f_rms = (float(x) for x in budget)
+    err, nf_bad, stats = _errors(a, r, row_axis)
+    i = _worst_index(err, stats, row_axis)
+    max_err, rms_err = (float(err[i]) if err.size else 0.0), _stats_rms(stats, err.size)
+    v = TensorVerdict(name, dtype, tuple(r.shape), False, max_err, rms_err, b_max, b_rms, f_max, f_rms)
+    v.max_share, v.rms_share = _share(max_err, b_max), _share(rms_err, b_rms)
+    v.nonfinite_bad, v.worst_index = int(nf_bad.sum()), tuple(int(j) for j in i)
+    v.worst_expected, v.worst_actual = (float(r[i]), float(a[i])) if err.size else (0.0, 0.0)
     v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
-    stats = _row_stats(err, bad, row_axis)
+    bad = err > b_max if max_err > b_max else None  # nothing over the max budget: no pass for it
+    if bad is not None:
+        stats["bad"] = _rows_view(bad, row_axis).sum(axis=-1)
+        v.bad_fraction = float(bad.mean())
+        v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)]
+        v.bad_rows = describe_positions(onp.nonzero(stats["bad"].any(axis=0))[0])
     every = onp.arange(err.shape[row_axis])
-    v.per_head = [_part(f"head {hd}", stats, hd, every, b_max, b_rms) for hd in range(err.shape[1])]
-    if groups:
-        v.per_block = [_part(label, stats, hd, rows, b_max, b_rms) for label, hd, rows in groups]
-    v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)] if bad.any() else []
-    v.bad_rows = describe_positions(onp.nonzero(bad.any(axis=tuple(j for j in range(bad.ndim) if j != row_axis)))[0])
+    v.per_head = _parts([(f"head {hd}", hd, every) for hd in range(err.shape[1])], stats, b_max, b_rms)
+    v.per_block = _parts(groups or [], stats, b_max, b_rms)
     v.message = _message(v)
     return v
 
 
-def _errors(a, r):
-    """|a - r| with non-finite entries of the reference left out (0) and every mismatch made inf; and the
-    mask of mismatched non-finite reference entries. One pass when everything is finite."""
+def _rows_view(x, row_axis):
+    """x (b, h, rows, d) as (h, rows, everything else): a view when b = 1."""
+    return onp.moveaxis(x, (1, row_axis), (0, 1)).reshape(x.shape[1], x.shape[row_axis], -1)
+
+
+def _row_stats(err, row_axis):
+    """Per (head, row): max error and sum of squared errors, and elements per row; the whole tensor's and
+    every block's max and rms follow from these, without further passes over the tensor."""
+    e = _rows_view(err, row_axis)
+    return {"max": e.max(axis=-1), "sq": onp.einsum("hrk,hrk->hr", e, e), "bad": None, "per": e.shape[-1]}
+
+
+def _errors(a, r, row_axis):
+    """|a - r| (float64) with non-finite entries of the reference left out (0) and every mismatch made inf;
+    the mask of mismatched non-finite reference entries; the row statistics. One subtraction when
+    everything is finite (a NaN or inf anywhere shows in the row maxima)."""
     with onp.errstate(invalid="ignore", over="ignore"):
-        err = onp.abs(a - r)
-    if onp.isfinite(err).all():
-        return err, onp.zeros((), dtype=bool)
+        err = onp.subtract(a, r, dtype=onp.float64)
+    onp.abs(err, out=err)
+    stats = _row_stats(err, row_axis) if err.size else {"max": onp.zeros((0, 0)), "sq": 0.0, "bad": None, "per": 0}
+    if onp.isfinite(stats["max"]).all():
+        return err, onp.zeros((), dtype=bool), stats
     nf_bad = nonfinite_mismatch(a, r)
     err = onp.where(onp.isfinite(r), err, 0.0)
-    return onp.where(onp.isnan(err) | nf_bad, onp.inf, err), nf_bad
+    err = onp.where(onp.isnan(err) | nf_bad, onp.inf, err)
+    return err, nf_bad, _row_stats(err, row_axis)
+
+
+def _worst_index(err, stats, row_axis):
+    """Index of the largest error (the first in C order of the row maxima, then within that row)."""
+    if not err.size:
+        return ()
+    hd, row = onp.unravel_index(int(onp.argmax(stats["max"])), stats["max"].shape)
+    inner = onp.moveaxis(err, (1, row_axis), (0, 1))[hd, row]
+    rest = iter(onp.unravel_index(int(onp.argmax(inner)), inner.shape))
+    return tuple(int(hd) if ax == 1 else int(row) if ax == row_axis else int(next(rest)) for ax in range(err.ndim))
+
+
+def _stats_rms(stats, size):
+    return float(onp.sqrt(onp.sum(stats["sq"]) / size)) if size else 0.0
 
 
 def _share(err, budget):
@@ -179,24 +183,35 @@ def _share(err, budget):
     return 0.0 if err == 0 else onp.inf
 
 
-def _row_stats(err, bad, row_axis):
-    """Per (head, row): max error, sum of squared errors, count over budget, and elements per row; so that
-    per-head and per-block shares are sums over rows, not passes over the whole tensor."""
-    e = onp.moveaxis(err, (1, row_axis), (0, 1)).reshape(err.shape[1], err.shape[row_axis], -1)
-    bd = onp.moveaxis(bad, (1, row_axis), (0, 1)).reshape(e.shape)
-    return {"max": e.max(axis=-1), "sq": onp.einsum("hrk,hrk->hr", e, e), "bad": bd.sum(axis=-1), "per": e.shape[-1]}
-
-
-def _part(label, stats, hd, rows, b_max, b_rms):
-    count = len(rows) * stats["per"]
-    worst = float(stats["max"][hd, rows].max()) if count else 0.0
-    rms = float(onp.sqrt(stats["sq"][hd, rows].sum() / count)) if count else 0.0
-    return {
-        "where": label,
-        "max_share": _share(worst, b_max),
-        "rms_share": _share(rms, b_rms),
-        "bad_fraction": float(stats["bad"][hd, rows].sum() / count) if count else 0.0,
-    }
+def _parts(groups, stats, b_max, b_rms):
+    """Shares of every (label, head, row indices) of ``groups``, from the row statistics in a few gathers."""
+    if not groups:
+        return []
+    sizes = onp.array([len(rows) for _, _, rows in groups], dtype=onp.int64)
+    heads = onp.repeat(onp.array([hd for _, hd, _ in groups], dtype=onp.int64), sizes)
+    rows = onp.concatenate([onp.asarray(rows, dtype=onp.int64).ravel() for _, _, rows in groups])
+    starts = onp.concatenate([[0], onp.cumsum(sizes)[:-1]])
+    full = sizes > 0
+    worst, sq, nbad = (onp.zeros(len(groups)) for _ in range(3))
+    if full.any():
+        at = starts[full]
+        worst[full] = onp.maximum.reduceat(stats["max"][heads, rows], at)
+        sq[full] = onp.add.reduceat(stats["sq"][heads, rows], at)
+        if stats["bad"] is not None:
+            nbad[full] = onp.add.reduceat(stats["bad"][heads, rows], at)
+    count = sizes * stats["per"]
+    out = []
+    for j, (label, _, _) in enumerate(groups):
+        rms = float(onp.sqrt(sq[j] / count[j])) if count[j] else 0.0
+        out.append(
+            {
+                "where": label,
+                "max_share": _share(float(worst[j]), b_max),
+                "rms_share": _share(rms, b_rms),
+                "bad_fraction": float(nbad[j] / count[j]) if count[j] else 0.0,
+            }
+        )
+    return out
 
 
 def _message(v):

@@ -33,7 +33,7 @@ def _grads(cfg, params64, tokens, which, dtype):
 
 
 @needs_gpu
-@pytest.mark.parametrize("arch", ["ecp", "transformer", "perceiver_ar"])
+@pytest.mark.parametrize("arch", ["ecp", "transformer", "perceiver_ar", "double", "compressed", "s_split", "longlora"])
 @pytest.mark.parametrize("use_fused", [True, False])
 def test_gradients_on_gpu_equal_cpu_float64(arch, use_fused):
     extra = dict(half_segment=16) if arch == "ecp" else dict(latent=32) if arch == "perceiver_ar" else {}
@@ -63,3 +63,55 @@ def test_tiny_preset_trains_on_gpu_like_cpu():
         curves[which] = [h["loss"] for h in result.history]
     print("loss curves", curves)
     np.testing.assert_allclose(curves["cupy"], curves["numpy"], rtol=1e-4)
+
+
+@needs_gpu
+def test_adamw_kernel_equals_the_host_update():
+    import cupy
+
+    from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm
+
+    rng = np.random.default_rng(5)
+    host = {
+        "layers.0.w.weight": rng.standard_normal((33, 17)).astype(np.float32),
+        "norm.bias": rng.random(17, np.float32),
+    }
+    dev = {k: cupy.asarray(v) for k, v in host.items()}
+    sh, sd = adamw_init(host), adamw_init(dev)
+    for step in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in host.items()}
+        dgrads = {k: cupy.asarray(v) for k, v in grads.items()}
+        assert abs(clip_grad_norm(dgrads, 0.5) - clip_grad_norm(grads, 0.5)) < 1e-5
+        adamw_step(host, grads, sh, lr=1e-2)
+        adamw_step(dev, dgrads, sd, lr=1e-2)
+    for k in host:  # fused multiply-adds on the GPU round a little differently
+        np.testing.assert_allclose(cupy.asnumpy(dev[k]), host[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cupy.asnumpy(sd["v"][k]), sh["v"][k], rtol=1e-5, atol=1e-9)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-5), ("float64", 1e-12)])
+@pytest.mark.parametrize("D", [1, 37, 512, 1000])
+def test_layer_norm_kernel_equals_float64_formula(dtype, rtol, D):
+    rng = np.random.default_rng(D)
+    x = rng.standard_normal((301, D)) * 3 + 1
+    w, b = rng.standard_normal(D), rng.standard_normal(D)
+    xc = x - x.mean(-1, keepdims=True)
+    want = xc / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5) * w + b  # float64, independent formula
+    import cupy
+
+    got = B.cuda.layer_norm(*(cupy.asarray(a.astype(dtype)) for a in (x, w, b)), 1e-5)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(B.to_numpy(got), want, rtol=rtol, atol=rtol * scale)
+
+
+@needs_gpu
+def test_non_finite_parameter_is_named_on_the_gpu_too():
+    cfg = ModelConfig(arch="ecp", vocab=64, dim=32, heads=4, layers=2, seq_len=64, half_segment=16)
+    tokens = np.random.default_rng(1).integers(0, 64, (1, 64))
+    with B.backend("cupy"):
+        params = init_params(cfg, seed=3)
+        M.forward(params, tokens, cfg)  # finite: no error
+        params["layers"][1][0]["fn"]["to_q"]["weight"][2, 3] = np.inf
+        with pytest.raises(ValueError, match=r"params\['layers.1.0.fn.to_q.weight'\] must be finite, got inf"):
+            M.forward(params, tokens, cfg)

@@ -305,18 +305,31 @@ def test_unknown_arch():
 def test_readme_example_runs():
     """examples/test_my_kernel.py (the README's ten-line pytest file) passes."""
     pytest.importorskip("torch")
+    import os
     import pathlib
     import subprocess
     import sys
 
     root = pathlib.Path(__file__).resolve().parents[2]
+    plugin = ["-p", "minicp.testing.pytest_plugin"]  # loaded by name: an installed entry point is not needed
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # (nor loaded a second time when present)
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "examples" / "test_my_kernel.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *plugin,
+            str(root / "examples" / "test_my_kernel.py"),
+        ],
         capture_output=True,
         text=True,
         cwd=root,
+        env=env,
     )
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0 and "6 passed" in r.stdout, r.stdout + r.stderr  # 3 edge cases x 2 dtypes
 
 
 def test_cases_cover_the_edges():

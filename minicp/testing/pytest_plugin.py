@@ -1,0 +1,132 @@
+"""pytest plugin for kernel authors: the ``minicp_check`` fixture, the ``minicp_cases`` marker, two options.
+
+Installed with minicp (entry point ``pytest11``: ``minicp = "minicp.testing.pytest_plugin"``), so pytest
+loads it wherever minicp is installed (or with ``-p minicp.testing.pytest_plugin``)::
+
+    import pytest
+    from minicp.testing import torch as mtt
+
+    @pytest.mark.minicp_cases("ecp", dtypes=("float32", "bfloat16"))   # one test per edge case
+    def test_my_kernel(minicp_check, minicp_case):
+        minicp_check(my_kernel, minicp_case, adapters=mtt.adapters)
+
+``minicp_check(fn, case=None, *, adapters=None, **kwargs)`` runs ``assert_matches_reference`` with, in
+increasing priority, the test's ``@pytest.mark.minicp(arch, **kwargs)`` settings, the case (a ``Case`` from
+``minicp.testing.cases``, or an architecture name) and the call's own keyword arguments; ``adapters(fn,
+dtype)`` (e.g. ``minicp.testing.torch.adapters``) adds ``array_fn`` and ``grad_fn``.
+``minicp_check.golden(fn, path, *, adapters=None, **kwargs)`` runs ``assert_matches_golden`` alike.
+Each returns the ``Report``, or fails the test with the ``MismatchError``.
+
+Options: ``--minicp-cache DIR`` keeps the float64 references on disk between runs (``cache_dir``);
+``--minicp-report DIR`` writes the JSON report of every failing check to ``DIR/<test id>.json``
+(``-2``, ``-3`` ... for later checks of the same test). Nothing here imports torch, and a test suite
+that uses neither the fixture nor the marker runs as before.
+"""
+
+import os
+import re
+
+import pytest
+
+from minicp.golden.check import assert_matches_golden
+from minicp.golden.io import read_golden
+from minicp.testing.cases import Case, cases
+from minicp.testing.check import assert_matches_reference, write_report
+from minicp.testing.compare import MismatchError
+
+__all__ = ["MinicpCheck", "pytest_addoption", "pytest_configure", "pytest_generate_tests", "minicp_check"]
+
+MARKERS = (
+    "minicp(**kwargs): default keyword arguments of every minicp_check call in the test",
+    "minicp_cases(arch=None, **kwargs): parametrize the test's minicp_case over minicp.testing.cases(arch, **kwargs)",
+)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("minicp", "minicp: checking attention kernels against the float64 reference")
+    group.addoption("--minicp-cache", metavar="DIR", default=None, help="keep the float64 references in DIR")
+    group.addoption("--minicp-report", metavar="DIR", default=None, help="write failing checks' JSON reports to DIR")
+
+
+def pytest_configure(config):
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("minicp_cases")
+    if marker is not None:
+        if "minicp_case" not in metafunc.fixturenames:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: @pytest.mark.minicp_cases needs a minicp_case argument"
+            )
+        metafunc.parametrize("minicp_case", cases(*marker.args, **marker.kwargs), ids=str)
+
+
+class MinicpCheck:
+    """The ``minicp_check`` fixture's value: ``__call__`` (a reference check) and ``golden`` (a golden file)."""
+
+    def __init__(self, settings, cache_dir, report_dir, test_id):
+        self.settings, self.cache_dir, self.report_dir, self.test_id = dict(settings), cache_dir, report_dir, test_id
+        self.reports = []  # paths written so far
+
+    def __call__(self, fn, case=None, *, adapters=None, **kwargs):
+        if isinstance(case, Case):
+            given = dict(case.kwargs)
+        elif isinstance(case, str):
+            given = {"arch": case}
+        elif case is None:
+            given = {}
+        else:
+            raise ValueError(f"case must be a minicp.testing.Case, an architecture name or None, got {case!r}")
+        args = {**self.settings, **given, **kwargs}
+        if "arch" not in args:
+            raise ValueError("minicp_check needs an architecture: a case, an arch name, arch= or @pytest.mark.minicp")
+        if self.cache_dir is not None:
+            args.setdefault("cache_dir", self.cache_dir)
+        if adapters is not None:
+            args = {**adapters(fn, args.get("dtype", "float32")), **args}
+        return self._run(assert_matches_reference, fn, **args)
+
+    def golden(self, fn, path, *, adapters=None, **kwargs):
+        args = dict(kwargs)
+        if adapters is not None:
+            args = {**adapters(fn, read_golden(path).config["dtype"]), **args}
+        return self._run(assert_matches_golden, fn, path, **args)
+
+    def _run(self, check, *args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except MismatchError as err:
+            if self.report_dir is not None and getattr(err, "report", None) is not None:
+                path = self._report_path()
+                write_report(err.report, path)
+                self.reports.append(path)
+                if hasattr(err, "add_note"):
+                    err.add_note(f"minicp report: {path}")
+            raise
+
+    def _report_path(self):
+        os.makedirs(self.report_dir, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.test_id).strip("_") or "test"
+        suffix = f"-{len(self.reports) + 1}" if self.reports else ""
+        return os.path.join(self.report_dir, f"{stem}{suffix}.json")
+
+
+@pytest.fixture
+def minicp_check(request):
+    """Check a kernel against minicp's reference (``MinicpCheck``) with this test's settings and options."""
+    marker = request.node.get_closest_marker("minicp")
+    settings = dict(marker.kwargs) if marker is not None else {}
+    if marker is not None and marker.args:
+        settings.setdefault("arch", marker.args[0])
+    config = request.config
+    return MinicpCheck(
+        settings, config.getoption("minicp_cache"), config.getoption("minicp_report"), request.node.nodeid
+    )
+
+
+@pytest.fixture
+def minicp_case(request):
+    """Set by ``@pytest.mark.minicp_cases(...)``; requesting it without the marker is an error."""
+    pytest.fail("minicp_case is parametrized by @pytest.mark.minicp_cases(arch, ...); the test has no such marker")
