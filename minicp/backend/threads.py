@@ -11,9 +11,18 @@ below that the hand-off costs more than it saves. With ``threads = 1`` nothing i
 """
 
 import concurrent.futures
+import contextlib
 import os
 
+import numpy as np
+
+try:  # optional: limits BLAS to one thread while the pool runs many small products at once
+    import threadpoolctl
+except ImportError:  # pragma: no cover - threadpoolctl absent: stacked products stay with BLAS's own threads
+    threadpoolctl = None
+
 MIN_ELEMENTS = 1 << 16  # elements below which a pass runs in the calling thread
+MIN_PRODUCT = 1 << 21  # i * j * d of one matrix product in a stack, from which stacks are split over the pool
 
 
 def _default_threads():
@@ -66,3 +75,37 @@ def parallel_rows(rows, work, fn):
     finally:
         for f in futures:
             f.result()
+
+
+_blas = None
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs single-threaded (threadpoolctl), or a no-op without threadpoolctl."""
+    global _blas
+    if threadpoolctl is None:
+        return contextlib.nullcontext()
+    if _blas is None:
+        _blas = threadpoolctl.ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def matmul(a, b):
+    """a @ b for NumPy stacks a (..., i, d), b (..., d, j) with the same leading shape.
+
+    BLAS threads every product of a stack separately, and for products of a few million multiply-adds
+    (attention blocks) its start-up and barriers cost more than the product, several times more on a
+    busy machine. Large stacks of such products therefore run as contiguous ranges of the stack on the
+    pool, each product single-threaded: ``a @ b`` up to rounding (single-threaded BLAS may block the sums
+    differently). Anything else is ``a @ b``.
+    """
+    lead = a.shape[:-2]
+    stack = int(np.prod(lead)) if lead else 1
+    work = a.shape[-2] * a.shape[-1] * b.shape[-1]
+    if threads < 2 or a.ndim < 3 or b.shape[:-2] != lead or stack < threads or work < MIN_PRODUCT:
+        return a @ b
+    a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])  # views where the layout allows
+    out = np.empty((stack, a.shape[-2], b.shape[-1]), dtype=np.result_type(a, b))
+    with _one_blas_thread():
+        parallel_rows(stack, MIN_ELEMENTS, lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]))
+    return out.reshape(*lead, *out.shape[-2:])

@@ -234,13 +234,17 @@ def _probs_fast(q, k, mask):
     four temporaries of ``_probs``. On NumPy these are the same operations in the same order, so the
     same numbers; on CuPy one fused kernel (``B.masked_softmax_``), equal up to float rounding.
     """
-    xp = B.xp
-    s = q @ xp.swapaxes(k, -1, -2)  # (..., i, j), the only big allocation
+    s = _matmul(q, B.xp.swapaxes(k, -1, -2))  # (..., i, j), the only big allocation
     return B.masked_softmax_(s, mask)  # NumPy: the ops of _probs in place; CuPy: fused
 
 
 def _traced(*arrays):
     return any(isinstance(a, Box) for a in arrays)
+
+
+def _matmul(a, b):
+    """a @ b of plain arrays; on the CPU large stacks of products run in parallel (``threads.matmul``)."""
+    return B.threads.matmul(a, b) if B.name == "numpy" else a @ b
 
 
 _kept = {}  # id(output of a traced attend) -> its probabilities P, handed from the forward to its VJP
@@ -263,7 +267,7 @@ def _attend(q, k, v, mask, keep):
     if _score_log is not None:
         _score_log.append(tuple(q.shape[:-1]) + (k.shape[-2],))
     p = _probs_fast(q, k, None if mask is None else B.constant(mask))
-    out = p @ v
+    out = _matmul(p, v)
     if keep:
         _kept[id(out)] = p  # taken at once by _attend_vjp_maker, which autograd calls right after
     return out
@@ -278,18 +282,24 @@ def attend_vjp(g, q, k, v, mask=None, p=None):
     """
     xp = B.xp
     mask = None if mask is None else B.constant(mask)
-    if _traced(g, q, k, v):  # differentiating the VJP itself (order 2): P must be traced too
-        p = _probs(q, k, mask)  # (..., i, j)
-        dp = g @ xp.swapaxes(v, -1, -2)  # (..., i, j)
-        ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
-    else:
-        p = _probs_fast(q, k, mask) if p is None else p
-        ds = g @ xp.swapaxes(v, -1, -2)  # dP, then turned into dS in place
-        _softmax_backward_(ds, p)
+    if not _traced(g, q, k, v):
+        return _attend_vjp_plain(g, q, k, v, mask, p)
+    p = _probs(q, k, mask)  # differentiating the VJP itself (order 2): P must be traced too
+    dp = g @ xp.swapaxes(v, -1, -2)  # (..., i, j)
+    ds = p * (dp - xp.sum(dp * p, axis=-1, keepdims=True))
     dq = ds @ k  # (..., i, d)
     dk = xp.swapaxes(ds, -1, -2) @ q  # (..., j, d)
     dv = xp.swapaxes(p, -1, -2) @ g  # (..., j, e)
     return dq, dk, dv
+
+
+def _attend_vjp_plain(g, q, k, v, mask, p):
+    """``attend_vjp`` for plain arrays: dS in place in the dP buffer, products in parallel on the CPU."""
+    p = _probs_fast(q, k, mask) if p is None else p
+    swap = B.xp.swapaxes
+    ds = _matmul(g, swap(v, -1, -2))  # dP, then turned into dS in place
+    _softmax_backward_(ds, p)
+    return _matmul(ds, k), _matmul(swap(ds, -1, -2), q), _matmul(swap(p, -1, -2), g)  # dq, dk, dv
 
 
 def _softmax_backward_(ds, p):

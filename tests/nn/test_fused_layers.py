@@ -14,6 +14,7 @@ import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 
+from minicp.backend import threads
 from minicp.nn import fused_layers, ops
 
 RNG = np.random.default_rng(7)
@@ -89,3 +90,17 @@ def test_attend_kept_probabilities_give_the_same_gradients(shared_kv):
         np.testing.assert_array_equal(a, c)
     ops.attend(q, k, v, mask)
     assert not ops._kept  # untraced calls keep nothing
+
+
+def test_stacked_products_on_the_pool_equal_numpy():
+    a = RNG.standard_normal((2, 3, 128, 32)).astype(np.float32)
+    b = RNG.standard_normal((2, 3, 32, 600)).astype(np.float32)  # 128 * 32 * 600 > threads.MIN_PRODUCT
+    assert 128 * 32 * 600 >= threads.MIN_PRODUCT
+    previous = threads.set_threads(2)
+    try:
+        np.testing.assert_allclose(threads.matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)  # BLAS blocking differs
+        bt = np.swapaxes(RNG.standard_normal((2, 3, 600, 32)), -1, -2)  # a strided view, float64
+        np.testing.assert_allclose(threads.matmul(a, bt), a @ bt, rtol=1e-12)
+        assert threads.matmul(a[0, 0], b[0, 0]).shape == (128, 600)  # 2-D: plain a @ b
+    finally:
+        threads.set_threads(previous)
