@@ -109,3 +109,28 @@ def matmul(a, b):
     with _one_blas_thread():
         parallel_rows(stack, MIN_ELEMENTS, lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]))
     return out.reshape(*lead, *out.shape[-2:])
+
+
+def matmul_tn(a, b):
+    """a^T b for 2-D NumPy arrays a (r, o), b (r, i) -> (o, i): a weight gradient, a long sum over rows r.
+
+    BLAS threads such products over the small output, with a barrier per block of the long sum, which
+    stalls whenever another process holds a core. Here each of ``threads`` contiguous row ranges is one
+    single-threaded product on the pool and the partial sums are added in range order: a^T b up to
+    rounding. Small products, and everything but 2-D NumPy arrays, are ``a.T @ b``.
+    """
+    r = a.shape[0]
+    if threads < 2 or a.ndim != 2 or b.ndim != 2 or r < 64 * threads or r * a.shape[1] * b.shape[1] < MIN_PRODUCT:
+        return a.T @ b
+    parts = {}
+
+    def part(lo, hi):
+        parts[lo] = a[lo:hi].T @ b[lo:hi]
+
+    with _one_blas_thread():
+        parallel_rows(r, MIN_ELEMENTS, part)
+    keys = sorted(parts)
+    total = parts[keys[0]]
+    for k in keys[1:]:
+        total += parts[k]
+    return total
