@@ -3,7 +3,10 @@
 NumPy (and SciPy's ufuncs such as ``erf``) release the GIL inside their inner loops, so one big
 element-wise pass split into a few contiguous row ranges runs on several cores at once. BLAS already
 uses its own threads for the matrix products; everything else (GELU, LayerNorm, the softmax of the
-score blocks, the cross-entropy) goes through ``parallel_rows`` here.
+score blocks, the cross-entropy) goes through ``parallel_rows`` here. Two kinds of products are better
+split by hand than threaded by BLAS: large stacks of attention blocks (``matmul``) and weight gradients
+with their long sum over rows (``matmul_tn``); both run single-threaded BLAS calls on the pool, and
+need the optional ``threadpoolctl`` (without it they are plain ``@``).
 
 ``threads``: how many workers (default: the CPUs this process may run on, capped at 8; the
 environment variable ``MINICP_THREADS`` overrides it). Passes smaller than ``MIN_ELEMENTS`` run inline:
@@ -11,14 +14,13 @@ below that the hand-off costs more than it saves. With ``threads = 1`` nothing i
 """
 
 import concurrent.futures
-import contextlib
 import os
 
 import numpy as np
 
 try:  # optional: limits BLAS to one thread while the pool runs many small products at once
     import threadpoolctl
-except ImportError:  # pragma: no cover - threadpoolctl absent: stacked products stay with BLAS's own threads
+except ImportError:  # pragma: no cover - threadpoolctl absent: every product stays with BLAS's own threads
     threadpoolctl = None
 
 MIN_ELEMENTS = 1 << 16  # elements below which a pass runs in the calling thread
@@ -81,10 +83,8 @@ _blas = None
 
 
 def _one_blas_thread():
-    """A context in which BLAS runs single-threaded (threadpoolctl), or a no-op without threadpoolctl."""
+    """A context in which BLAS runs single-threaded (threadpoolctl)."""
     global _blas
-    if threadpoolctl is None:
-        return contextlib.nullcontext()
     if _blas is None:
         _blas = threadpoolctl.ThreadpoolController()
     return _blas.limit(limits=1, user_api="blas")
@@ -102,10 +102,49 @@ def matmul(a, b):
     lead = a.shape[:-2]
     stack = int(np.prod(lead)) if lead else 1
     work = a.shape[-2] * a.shape[-1] * b.shape[-1]
-    if threads < 2 or a.ndim < 3 or b.shape[:-2] != lead or stack < threads or work < MIN_PRODUCT:
+    if (
+        threadpoolctl is None
+        or threads < 2
+        or a.ndim < 3
+        or b.shape[:-2] != lead
+        or stack < threads
+        or work < MIN_PRODUCT
+    ):
         return a @ b
     a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])  # views where the layout allows
     out = np.empty((stack, a.shape[-2], b.shape[-1]), dtype=np.result_type(a, b))
     with _one_blas_thread():
         parallel_rows(stack, MIN_ELEMENTS, lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]))
     return out.reshape(*lead, *out.shape[-2:])
+
+
+def matmul_tn(a, b):
+    """a^T b for 2-D NumPy arrays a (r, o), b (r, i) -> (o, i): a weight gradient, a long sum over rows r.
+
+    BLAS threads such products over the small output, with a barrier per block of the long sum, which
+    stalls whenever another process holds a core. Here each of ``threads`` contiguous row ranges is one
+    single-threaded product on the pool and the partial sums are added in range order: a^T b up to
+    rounding. Small products, and everything but 2-D NumPy arrays, are ``a.T @ b``.
+    """
+    r = a.shape[0]
+    if (
+        threadpoolctl is None
+        or threads < 2
+        or a.ndim != 2
+        or b.ndim != 2
+        or r < 64 * threads
+        or r * a.shape[1] * b.shape[1] < MIN_PRODUCT
+    ):
+        return a.T @ b
+    parts = {}
+
+    def part(lo, hi):
+        parts[lo] = a[lo:hi].T @ b[lo:hi]
+
+    with _one_blas_thread():
+        parallel_rows(r, MIN_ELEMENTS, part)
+    keys = sorted(parts)
+    total = parts[keys[0]]
+    for k in keys[1:]:
+        total += parts[k]
+    return total

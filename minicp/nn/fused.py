@@ -63,6 +63,11 @@ def _parallel(rows, work, fn):
         fn(0, rows)
 
 
+def _matmul_tn(a, b):
+    """a^T b (a weight gradient); on the CPU the long sum over rows is split over the pool."""
+    return threads.matmul_tn(a, b) if B.name == "numpy" else a.T @ b
+
+
 def _total(parts):
     """The sum of the per-range partial sums in ``parts`` (a dict keyed by range start), in range order."""
     keys = sorted(parts)
@@ -89,7 +94,7 @@ def linear(x, w, b=None):
 defvjp(
     linear,
     lambda ans, x, w, b=None: lambda g: B.raw.reshape(_rows(g) @ w, x.shape),  # dx = g W
-    lambda ans, x, w, b=None: lambda g: _rows(g).T @ _rows(x),  # dW = g^T x   (out, in)
+    lambda ans, x, w, b=None: lambda g: _matmul_tn(_rows(g), _rows(x)),  # dW = g^T x   (out, in)
     lambda ans, x, w, b=None: lambda g: B.column_sum(_rows(g)),  # db = sum over rows
 )
 

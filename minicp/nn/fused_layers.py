@@ -104,10 +104,10 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
     xp = B.raw
     xhat, std, xn, a, deriv = saved
     g2 = fused._rows(g)
-    db2, dw2 = xp.sum(g2, axis=0), g2.T @ a
+    db2, dw2 = xp.sum(g2, axis=0), fused._matmul_tn(g2, a)
     dh = g2 @ w2  # da (r, F), turned into dh in place
     fused._parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
-    db1, dw1 = xp.sum(dh, axis=0), dh.T @ xn
+    db1, dw1 = xp.sum(dh, axis=0), fused._matmul_tn(dh, xn)
     dxn = dh @ w1  # (r, D)
     dx = xp.empty(g2.shape, dtype=g.dtype)
     parts_w, parts_b = {}, {}

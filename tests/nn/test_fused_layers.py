@@ -104,3 +104,16 @@ def test_stacked_products_on_the_pool_equal_numpy():
         assert threads.matmul(a[0, 0], b[0, 0]).shape == (128, 600)  # 2-D: plain a @ b
     finally:
         threads.set_threads(previous)
+
+
+def test_weight_gradient_split_over_rows_equals_numpy():
+    a = RNG.standard_normal((4096, 128)).astype(np.float32)
+    b = RNG.standard_normal((4096, 96)).astype(np.float32)
+    previous = threads.set_threads(3)
+    try:
+        np.testing.assert_allclose(threads.matmul_tn(a, b), a.T @ b, rtol=1e-4, atol=1e-3)  # float32 sums of 4096
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        np.testing.assert_allclose(threads.matmul_tn(a64, b64), a64.T @ b64, rtol=1e-12, atol=1e-10)
+        assert threads.matmul_tn(a[:10], b[:10]).shape == (128, 96)  # small: plain a.T @ b
+    finally:
+        threads.set_threads(previous)
