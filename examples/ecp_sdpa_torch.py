@@ -13,7 +13,7 @@ on the CPU by default or on a GPU with ``--device cuda``:
 
 Each is checked with ``minicp.testing.assert_matches_reference`` (output and gradients; float32,
 bfloat16 and float16 inputs), through the PyTorch adapters ``minicp.testing.torch.adapters``. The test
-suite runs a small version (tests/golden/test_golden.py, skipped without torch). Run:
+suite runs a small version (tests/golden/test_golden_cli.py, skipped without torch). Run:
 
     python examples/ecp_sdpa_torch.py                      # CPU, n = 1024, s = 256, about 10 s
     python examples/ecp_sdpa_torch.py --device cuda --seq-len 4096   # GPU kernels, compiled FlexAttention

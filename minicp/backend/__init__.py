@@ -43,7 +43,7 @@ import autograd.numpy as _autograd_numpy
 import autograd.scipy.special as _autograd_special
 import numpy as _onp
 
-from minicp.backend import autograd_cupy, cuda, threads
+from minicp.backend import autograd_cupy, cuda, cuda_layers, threads  # noqa: F401  (cuda_layers: B.cuda_layers)
 
 BACKENDS = ("numpy", "cupy")
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from minicp.backend import cuda
+from minicp.backend import cuda_layers
 
 
 def decays(name, shape):
@@ -53,7 +53,7 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
         step_size = group_lr / bias1
         if type(p).__module__.startswith("cupy"):  # the same update, one kernel per parameter on the GPU
             decay = 1.0 - group_lr * weight_decay if weight_decay and decayed else 1.0
-            cuda.adamw_(
+            cuda_layers.adamw_(
                 p, g, m, v, decay=decay, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps, step_size=step_size
             )
             continue

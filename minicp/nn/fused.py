@@ -119,7 +119,7 @@ def layer_norm(x, w, b, eps=1e-5):
     """PyTorch ``nn.LayerNorm`` over the last axis of x (..., D); w, b (D,)."""
     x2 = _rows(x)
     if B.name == "cupy" and B.fused_kernels:
-        y = B.cuda.layer_norm(x2, w, b, eps)  # one kernel instead of about eight passes
+        y = B.cuda_layers.layer_norm(x2, w, b, eps)  # one kernel instead of about eight passes
         if y is not None:
             return B.raw.reshape(y, x.shape)
     y = B.raw.empty(x2.shape, dtype=x.dtype)
@@ -183,7 +183,7 @@ _RSQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 def gelu(x):
     """Exact GELU x/2 (1 + erf(x / sqrt 2)), the ``nn.GELU()`` default; erf, not the tanh approximation."""
     if B.name == "cupy" and B.fused_kernels:
-        return B.cuda.gelu(x)
+        return B.cuda_layers.gelu(x)
     x2 = _rows(x)
     y = B.raw.empty(x2.shape, dtype=x.dtype)
 
@@ -202,7 +202,7 @@ def gelu(x):
 def gelu_vjp(g, x):
     """g * GELU'(x) = g (Phi(x) + x phi(x)), Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi the normal density."""
     if B.name == "cupy" and B.fused_kernels:
-        return B.cuda.gelu(x, grad=g)
+        return B.cuda_layers.gelu(x, grad=g)
     xp = B.raw
     x2, g2 = _rows(x), _rows(g)
     dx = xp.empty(x2.shape, dtype=x.dtype)

@@ -62,10 +62,31 @@ def _gelu_rows(h, a, deriv):
     a *= h
 
 
+def _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
+    """The same sub-layer on CuPy in three kernels and two products (``minicp.backend.cuda_layers``):
+    LayerNorm (keeping xhat and s when traced), bias + GELU (+ GELU'), residual + bias. None when the
+    kernels do not apply (dtype, layout)."""
+    kernels = B.cuda_layers
+    normed = kernels.layer_norm(x2, ln_w, ln_b, eps, save=keep)
+    if normed is None:
+        return None
+    xn, xhat, std = normed if keep else (normed, None, None)
+    h = xn @ w1.T  # (r, F)
+    a, deriv = kernels.bias_gelu(h, b1, deriv=True) if keep else (kernels.bias_gelu(h, b1), None)
+    y = B.raw.reshape(kernels.residual_bias_(a @ w2.T, x2, b2), x.shape)
+    if keep:
+        _kept[id(y)] = (xhat, std, xn, a, deriv)
+    return y
+
+
 @primitive
 def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     xp = B.raw
     x2 = fused._rows(x)  # (r, D)
+    if B.name == "cupy" and B.fused_kernels:
+        y = _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
+        if y is not None:
+            return y
     rows = x2.shape[0]
     xhat = xp.empty(x2.shape, dtype=x.dtype)
     std = xp.empty((rows, 1), dtype=x.dtype)
@@ -104,10 +125,10 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
     xp = B.raw
     xhat, std, xn, a, deriv = saved
     g2 = fused._rows(g)
-    db2, dw2 = xp.sum(g2, axis=0), fused._matmul_tn(g2, a)
+    db2, dw2 = B.column_sum(g2), fused._matmul_tn(g2, a)
     dh = g2 @ w2  # da (r, F), turned into dh in place
     fused._parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
-    db1, dw1 = xp.sum(dh, axis=0), fused._matmul_tn(dh, xn)
+    db1, dw1 = B.column_sum(dh), fused._matmul_tn(dh, xn)
     dxn = dh @ w1  # (r, D)
     dx = xp.empty(g2.shape, dtype=g.dtype)
     parts_w, parts_b = {}, {}
@@ -115,7 +136,7 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
 
     def rows(lo, hi):
         u, xh, out = dxn[lo:hi], xhat[lo:hi], dx[lo:hi]
-        parts_w[lo], parts_b[lo] = xp.sum(u * xh, axis=0), xp.sum(u, axis=0)
+        parts_w[lo], parts_b[lo] = B.column_sum(u * xh), B.column_sum(u)
         u *= ln_w  # dL/dxhat
         xp.multiply(xh, xp.sum(u * xh, axis=-1, keepdims=True) * inv, out=out)
         xp.subtract(u, out, out=out)

@@ -20,7 +20,8 @@ raises the rms fails. Where the reference is +inf, -inf or NaN the kernel must m
 Arrays are accepted from NumPy, CuPy, and anything with ``__dlpack__`` or ``__array__`` (PyTorch,
 JAX, ...) without minicp importing those libraries (``to_numpy_any``). PyTorch adapters (layouts,
 dtypes, devices, gradients): ``minicp.testing.torch``. Edge cases for ``pytest.mark.parametrize``:
-``cases(arch)``.
+``cases(arch)``. In pytest, the plugin ``minicp.testing.pytest_plugin`` (installed with minicp) gives
+the ``minicp_check`` fixture, the ``minicp_cases`` marker and ``--minicp-cache`` / ``--minicp-report``.
 
 Fixed element-wise tolerances (``TOLERANCES``), for ``compare``/``assert_close`` and for
 ``assert_matches_reference(..., rtol=, atol=)``: ``|actual - expected| <= atol + rtol * |expected|``:

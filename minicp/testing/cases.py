@@ -1,4 +1,4 @@
-"""Edge cases of every architecture, for ``pytest.mark.parametrize``.
+"""Edge cases of every architecture, for ``pytest.mark.parametrize`` (or the plugin's ``minicp_cases`` marker).
 
     @pytest.mark.parametrize("case", mt.cases("ecp", dtypes=("float32", "bfloat16")), ids=str)
     def test_my_kernel(case):

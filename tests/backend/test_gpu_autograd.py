@@ -100,7 +100,7 @@ def test_layer_norm_kernel_equals_float64_formula(dtype, rtol, D):
     want = xc / np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5) * w + b  # float64, independent formula
     import cupy
 
-    got = B.cuda.layer_norm(*(cupy.asarray(a.astype(dtype)) for a in (x, w, b)), 1e-5)
+    got = B.cuda_layers.layer_norm(*(cupy.asarray(a.astype(dtype)) for a in (x, w, b)), 1e-5)
     scale = np.abs(want).max()
     np.testing.assert_allclose(B.to_numpy(got), want, rtol=rtol, atol=rtol * scale)
 
@@ -115,3 +115,40 @@ def test_non_finite_parameter_is_named_on_the_gpu_too():
         params["layers"][1][0]["fn"]["to_q"]["weight"][2, 3] = np.inf
         with pytest.raises(ValueError, match=r"params\['layers.1.0.fn.to_q.weight'\] must be finite, got inf"):
             M.forward(params, tokens, cfg)
+
+
+@needs_gpu
+def test_layer_norm_kernel_keeps_xhat_and_the_divisor():
+    import cupy
+
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((129, 96)) * 2 - 1, rng.standard_normal(96), rng.standard_normal(96)
+    xc = x - x.mean(-1, keepdims=True)
+    std = np.sqrt((xc * xc).mean(-1, keepdims=True) + 1e-5)  # float64, independent formula
+    y, xhat, s = B.cuda_layers.layer_norm(*(cupy.asarray(a) for a in (x, w, b)), 1e-5, save=True)
+    np.testing.assert_allclose(B.to_numpy(s), std, rtol=1e-12)
+    np.testing.assert_allclose(B.to_numpy(xhat), xc / std, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(B.to_numpy(y), xc / std * w + b, rtol=1e-12, atol=1e-12)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype, tol", [("float32", 3e-6), ("float64", 1e-14)])
+def test_bias_gelu_and_residual_kernels_equal_float64_formulas(dtype, tol):
+    import math
+
+    import cupy
+
+    rng = np.random.default_rng(6)
+    h, bias = rng.standard_normal((77, 130)) * 3, rng.standard_normal(130)
+    z = h + bias
+    phi = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    want_a, want_d = z * phi, phi + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    hd, bd = cupy.asarray(h.astype(dtype)), cupy.asarray(bias.astype(dtype))
+    a, d = B.cuda_layers.bias_gelu(hd, bd, deriv=True)
+    np.testing.assert_allclose(B.to_numpy(a), want_a, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(B.to_numpy(d), want_d, rtol=tol, atol=tol * 10)
+    np.testing.assert_array_equal(B.to_numpy(B.cuda_layers.bias_gelu(hd, bd)), B.to_numpy(a))
+    y, x = rng.standard_normal((77, 130)), rng.standard_normal((77, 130))
+    yd = cupy.asarray(y.astype(dtype))
+    B.cuda_layers.residual_bias_(yd, cupy.asarray(x.astype(dtype)), bd)
+    np.testing.assert_allclose(B.to_numpy(yd), y + x + bias, rtol=tol, atol=tol * 10)
