@@ -129,8 +129,10 @@ def test_official_checkpoint_file_loads(tmp_path):
         },
         path,
     )
-    with pytest.warns(UserWarning, match="ignored checkpoint entries epoch, optimizer"):
+    with pytest.warns(UserWarning) as caught:
         params = load_official_state_dict(str(path), cfg, dtype="float64")
+    said = " | ".join(str(w.message) for w in caught)
+    assert "ignored checkpoint entries epoch, optimizer" in said and "stripped the name prefix 'model.'" in said, said
     tokens = np.random.default_rng(1).integers(0, 23, (1, 16))
     with torch.no_grad():
         expected = twin(torch.from_numpy(tokens)).numpy()
