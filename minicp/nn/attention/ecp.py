@@ -30,7 +30,7 @@ official code requires n % m == 0.
 """
 
 from minicp import backend as B
-from minicp.nn import ops
+from minicp.nn import fused, fused_attention, ops
 from minicp.nn.attention import common
 from minicp.nn.attention.blocks import Pattern, causal_block
 from minicp.validate import positive_int
@@ -71,6 +71,9 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     full = n // m  # number of complete half segments
     if full == 0:  # shorter than one half segment: plain causal
         return ops.attend(q, k, v, ops.causal_mask(n, n))
+
+    if fused.active() and v is k and n == full * m and full > 1:  # the usual sub-layer: one primitive
+        return fused_attention.ecp_core(q, k, m)  # the same computation as below (minicp.nn.fused_attention)
 
     # Complete half segments as blocks: (b, h, N, m, d), N = full
     Q = xp.reshape(q[:, :, : full * m], (b, h, full, m, d))
