@@ -22,7 +22,7 @@ import contextlib
 import math
 
 import numpy as onp
-from autograd.extend import defvjp, defvjp_argnums, primitive
+from autograd.extend import Box, defvjp, defvjp_argnums, primitive
 
 from minicp import backend as B
 from minicp.backend import threads
@@ -35,6 +35,17 @@ def active():
     on CuPy with ``gpu_autograd`` (the default there; ``autograd_on_gpu=False`` keeps the plain
     compositions, which then run forward only)."""
     return enabled and (B.name == "numpy" or B.gpu_autograd)
+
+
+def first_order_only(name, *values):
+    """Raise the one error for a derivative of a fused VJP (a higher-order gradient) when any of ``values``
+    is traced. The VJPs of layer_norm, gelu, embedding, cross_entropy and the whole-sub-layer primitives
+    work in place on plain buffers, so they are not themselves differentiable; linear's and rope's are."""
+    if any(isinstance(v, Box) for v in values):
+        raise NotImplementedError(
+            f"{name}: the fused primitives give first-order gradients only; for higher orders switch them off "
+            f"with minicp.nn.fused.use_fused(False)"
+        )
 
 
 @contextlib.contextmanager
@@ -135,6 +146,7 @@ def layer_norm(x, w, b, eps=1e-5):
 
 def _layer_norm_vjp(g, x, w, eps):
     """(dx, dw, db) of layer_norm for the upstream g, row ranges in parallel."""
+    first_order_only("layer_norm", g, x, w)
     xp = B.raw
     x2, g2 = _rows(x), _rows(g)
     dx = xp.empty(x2.shape, dtype=x.dtype)
@@ -201,6 +213,7 @@ def gelu(x):
 
 def gelu_vjp(g, x):
     """g * GELU'(x) = g (Phi(x) + x phi(x)), Phi(x) = (1 + erf(x / sqrt 2)) / 2, phi the normal density."""
+    first_order_only("gelu", g, x)
     if B.name == "cupy" and B.fused_kernels:
         return B.cuda_layers.gelu(x, grad=g)
     xp = B.raw
@@ -278,6 +291,7 @@ def embedding(w, ids):
 def embedding_vjp(g, w, ids):
     """dW (V, D): the rows of g (..., D) summed per id. CPU: one sort and ``add.reduceat`` (not the slow
     ``add.at``); GPU: ``cupy.add.at`` (atomic adds)."""
+    first_order_only("embedding", g, w)
     g2 = _rows(g)
     flat = ids.ravel()
     dw = B.raw.zeros(w.shape, dtype=g.dtype)
@@ -325,6 +339,7 @@ def cross_entropy(logits, targets):
 
 def cross_entropy_vjp(g, logits, targets):
     """d loss / d logits = g (softmax(logits) - onehot(targets)) / rows."""
+    first_order_only("cross_entropy", g, logits)
     xp = B.raw
     z2, t = _rows(logits), targets.ravel()
     dz = xp.empty(z2.shape, dtype=logits.dtype)

@@ -18,7 +18,7 @@ records one node instead of about sixteen, and its backward pass needs no zero-f
 from autograd.extend import defvjp_argnums, primitive
 
 from minicp import backend as B
-from minicp.nn import ops
+from minicp.nn import fused, ops
 
 _kept = {}  # id(output of a traced call) -> (P_0, P, K2), taken by the VJP maker at once
 
@@ -76,8 +76,8 @@ def _ecp_core_vjp(g, q, kv, m, saved):
 def _ecp_core_maker(argnums, ans, args, kwargs):
     q, kv, m, _ = args
     saved = _kept.pop(id(ans), None)
-    if saved is None:  # ans itself traced: a higher-order derivative, which this VJP does not support
-        raise NotImplementedError("the fused ECP core has first-order gradients only; use fused.use_fused(False)")
+    if saved is None:  # not kept: ans itself traced, a higher-order derivative
+        fused.first_order_only("ecp_core", ans)
 
     def vjp(g):
         grads = _ecp_core_vjp(g, q, kv, m, saved)

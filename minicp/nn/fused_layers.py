@@ -151,8 +151,8 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
 def _feed_forward_maker(argnums, ans, args, kwargs):
     x, ln_w, ln_b, w1, b1, w2, b2, eps, _ = args
     saved = _kept.pop(id(ans), None)
-    if saved is None:  # not kept (ans itself traced: a higher-order derivative, which this VJP does not support)
-        raise NotImplementedError("feed_forward has first-order gradients only; use fused.use_fused(False)")
+    if saved is None:  # not kept: ans itself traced, a higher-order derivative
+        fused.first_order_only("feed_forward", ans)
 
     def vjp(g):
         grads = _feed_forward_vjp(g, saved, ln_w, w1, w2)
