@@ -24,7 +24,7 @@ from minicp import backend as B
 from minicp.config import ModelConfig
 from minicp.nn import fused, fused_layers, ops
 from minicp.nn.attention import module as arch_module
-from minicp.nn.params import check_params, check_size, finish_finite_check
+from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
     broadcast at t = H + 1 instead of rejecting that length.
     """
     _check_config(config)
-    flat, pending = check_params(params, config, param_spec, defer_finite=True)  # layers, names, shapes, dtype;
+    _, finish_check = check_params(params, config, param_spec, defer_finite=True)  # layers, names, shapes, dtype;
     # finiteness: started here, answered before returning (on the GPU without waiting here; minicp.nn.params)
     tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
     t = tokens.shape[1]
@@ -237,7 +237,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
     logits = ops.linear(x, params["to_logits"]["1"])  # (b, rows, V)
-    finish_finite_check(flat, param_spec(config), pending)
+    finish_check()  # the parameters' finiteness (read here on the GPU)
     return logits
 
 

@@ -99,10 +99,10 @@ def check_params(params, config, param_spec, *, defer_finite=False):
     """Raise unless ``params`` fit ``config`` (``param_spec``: the model's name -> shape function) and are all
     finite. The layer count is compared first, so a config with absurdly many layers fails at once.
 
-    ``defer_finite=True`` (used by ``forward``): on the GPU, start the finiteness test but do not wait for
-    it; returns ``(flat, pending)``, and ``finish_finite_check(flat, spec, pending)`` later raises the same
-    error. Reading the answer at once would hold the host until the GPU has answered, before the first
-    real kernel of the forward pass is queued. On the CPU the test is made at once and ``pending`` is None.
+    ``defer_finite=True`` (used by ``forward``): returns ``(flat, finish)``; ``finish()`` raises the same
+    error, later. On the GPU the test is queued and only read by ``finish()``: reading it at once would hold
+    the host until the GPU has answered, before the first real kernel of the forward pass is queued. On
+    the CPU the test is made at once and ``finish`` does nothing.
     """
     flat_layers = getval(params.get("layers")) if isinstance(getval(params), dict) else None
     if isinstance(flat_layers, (list, tuple)) and len(flat_layers) != config.layers:
@@ -115,18 +115,18 @@ def check_params(params, config, param_spec, *, defer_finite=False):
             f"params do not match the config ({config.arch}, vocab {config.vocab}, dim {config.dim}, layers "
             f"{config.layers}): " + " | ".join(problems)
         )
+    arrays = [getval(flat[name]) for name in spec]
     if defer_finite and B.name == "cupy":
-        return flat, B.all_finite_pending([getval(flat[name]) for name in spec])
-    finish_finite_check(flat, spec, None if B.all_finite([getval(flat[name]) for name in spec]) else False)
-    return (flat, None) if defer_finite else flat
+        pending = B.all_finite_pending(arrays)  # a device bool, not read yet
+        return flat, lambda: bool(pending) or _name_non_finite(flat, spec)
+    if not B.all_finite(arrays):
+        _name_non_finite(flat, spec)
+    return (flat, lambda: None) if defer_finite else flat
 
 
-def finish_finite_check(flat, spec, pending):
-    """Raise a ValueError naming the first non-finite parameter when ``pending`` (a Python bool or a device
-    0-d bool from ``check_params(..., defer_finite=True)``; None: nothing to check) is false."""
-    if pending is None or bool(pending):
-        return
-    for name in spec:  # find and name the culprit
+def _name_non_finite(flat, spec):
+    """Raise the ValueError that names the first parameter holding a NaN or an inf."""
+    for name in spec:
         finite_array(f"params[{name!r}]", getval(flat[name]), B.raw)
 
 
