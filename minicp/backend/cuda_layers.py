@@ -93,6 +93,7 @@ def layer_norm(x2, w, b, eps, save=False):
         return None
     rows, D = x2.shape
     y = xp.empty_like(x2)
+    # save=False: the kernel never writes xhat or std; y stands in for the two pointers
     xhat, std = (xp.empty_like(x2), xp.empty((rows, 1), dtype=x2.dtype)) if save else (y, y)
     kernel = _raw_kernel("minicp_layer_norm", _LAYER_NORM_SOURCE, dtype, SQRT="sqrtf" if dtype == "float32" else "sqrt")
     warps = 8

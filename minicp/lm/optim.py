@@ -70,7 +70,8 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
 def clip_grad_norm(flat_grads, max_norm):
     """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
 
-    Returns the global L2 norm before clipping (computed in float64). In place.
+    Returns the global L2 norm before clipping (squared norms per parameter in its dtype, summed in float64). In
+    place.
     """
     squares = [np.vdot(g, g).astype(np.float64) for g in flat_grads.values()]  # on the arrays' device
     norm = math.sqrt(float(sum(squares)))  # one device-to-host read
