@@ -10,7 +10,8 @@ Every computed query row of an architecture lies in exactly one block of its blo
 
 so the cost is the pattern's own (linear in n for ECP, LongLoRA, PerceiverAR ...). Rows are processed
 in chunks (softmax is per row, so chunking is exact); a causal block only reads the key columns its
-chunk can see.
+chunk can see. Blocks of one shape whose rows and columns sit at equal steps (ECP, LongLoRA, the
+Double family) are read and written through strided views of the arrays; the others are gathered.
 
 ``dtype="float64"`` is the reference (exact float64 arithmetic). Any other dtype gives the *plain
 implementation in that dtype*: the same formulas with every intermediate (q * scale, S, P, O, dP, dS,
@@ -118,9 +119,80 @@ def _head_parts(groups, workers):
 
 def _run_groups(q, k, v, groups, row_chunk, acc):
     for heads, r, c, diagonal in groups:
+        runs = _strided_runs(heads, r, c, acc) if acc["strided"] else None
         for i0 in range(0, r.shape[1], row_chunk):
             i1 = min(r.shape[1], i0 + row_chunk)
-            _chunk(q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc)
+            cols = _chunk_cols(c.shape[1], i0, i1, diagonal)
+            if runs is None:
+                _chunk(q, k, v, heads, r[:, i0:i1], c[:, :cols], i0, diagonal, acc)
+            else:
+                for run in runs:
+                    _strided_chunk(q, k, v, run, i0, i1, cols, diagonal, acc)
+
+
+def _progression(starts, alone):
+    """The common step of the integer sequence ``starts`` (``alone`` for a single start), or None."""
+    steps = onp.diff(starts)
+    if len(steps) == 0:
+        return alone
+    return int(steps[0]) if steps[0] > 0 and (steps == steps[0]).all() else None
+
+
+def _strided_runs(heads, r, c, acc):
+    """The group as runs of one head whose blocks sit at equal steps (rows, columns and output rows each
+    a contiguous range, their starts in arithmetic progression): [(head, r0, o0, c0, G, row_step,
+    out_step, col_step)], or None when a block does not fit (the group is then gathered).
+
+    Such a run is read and written through strided views of q, k, v, dout, out, dq (no copies), and its key
+    gradients are added in pieces of one column step: ECP's, LongLoRA's and the Double family's blocks."""
+    R, C = r.shape[1], c.shape[1]
+    oi = onp.searchsorted(acc["rows"], r[:, :1])[:, 0]
+    if not (
+        (r == r[:, :1] + onp.arange(R)).all()
+        and (c == c[:, :1] + onp.arange(C)).all()
+        and (acc["rows"][onp.minimum(oi[:, None] + onp.arange(R), len(acc["rows"]) - 1)] == r).all()
+    ):
+        return None
+    runs = []
+    for head in onp.unique(heads):
+        sel = onp.flatnonzero(heads == head)
+        if (onp.diff(sel) != 1).any():
+            return None
+        steps = [_progression(x[sel], alone) for x, alone in ((r[:, 0], R), (oi, R), (c[:, 0], C))]
+        if None in steps or steps[0] < R or steps[1] < R or not (steps[2] >= C or C % steps[2] == 0):
+            return None  # rows of one head lie in one block, so a smaller row step cannot occur
+        runs.append((int(head), int(r[sel[0], 0]), int(oi[sel[0]]), int(c[sel[0], 0]), len(sel), *steps))
+    return runs
+
+
+def _windows(x, head, start, count, step, length):
+    """View (b, count, length, d) of x[:, head]: ``count`` windows of ``length`` rows, ``step`` rows apart."""
+    base = x[:, head, start:]
+    sb, sn, sd = base.strides
+    shape = (x.shape[0], count, length, x.shape[-1])
+    assert (count - 1) * step + length <= base.shape[1]
+    return onp.lib.stride_tricks.as_strided(base, shape, (sb, step * sn, sn, sd), writeable=True)
+
+
+def _strided_chunk(q, k, v, run, i0, i1, cols, diagonal, acc):
+    """Rows i0..i1-1 of a strided run's blocks (``_strided_runs``), read and written through views."""
+    head, r0, o0, c0, G, row_step, out_step, col_step = run
+    K, V = (_windows(x, head, c0, G, col_step, cols) for x in (k, v))
+    dout = _windows(acc["dout"], head, o0, G, out_step, i1)[:, :, i0:] if "dq" in acc else None
+    into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[:, :, i0:]}
+    if dout is not None:  # rows of one head lie in one block: dq is written once, like out
+        into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[:, :, i0:]
+    grads = _math(_windows(q, head, r0, G, row_step, i1)[:, :, i0:], K, V, dout, i0, diagonal, acc, into)
+    if grads is None:
+        return
+    pieces = [(0, cols)] if col_step >= cols else [(j, min(cols, j + col_step)) for j in range(0, cols, col_step)][::-1]
+    for a, z in pieces:  # key columns shared by neighbouring blocks: the earlier block first (plan order)
+        for target, values in ((acc["dk"], grads[1]), (acc["dv"], grads[2])):
+            view = _windows(target, head, c0 + a, G, col_step, z - a)
+            if acc["store_exact"]:
+                onp.add(view, values[:, :, a:z], out=view)
+            else:
+                view[...] = acc["store"](view + values[:, :, a:z])
 
 
 def attention_blocks(
@@ -136,6 +208,7 @@ def attention_blocks(
     row_chunk=ROW_CHUNK,
     intermediates=True,
     workers=1,
+    strided=True,
 ):
     """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d).
 
@@ -146,7 +219,9 @@ def attention_blocks(
     backward keeps them).
     ``intermediates=False``: the *accurate* implementation, float32 arithmetic throughout, only the
     inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed
-    together (batched products); ``workers`` threads take a range of heads each (same results)."""
+    together (batched products); ``workers`` threads take a range of heads each (same results).
+    ``strided``: blocks at equal steps are read through strided views instead of gathered copies (the same
+    values up to BLAS summation order; False gathers every block)."""
     rnd_io = rounder(dtype)
     rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
@@ -156,7 +231,8 @@ def attention_blocks(
     grads = dout is not None
     row_chunk = row_chunk if dtype == "float32" else min(row_chunk, KEY_GRAD_CHUNK)  # float64: causal blocks
     # read fewer hidden columns in shorter chunks (the same values, up to float64 summation order)
-    acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io}
+    acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io, "strided": strided}
+    acc.update(exact=dtype in ("float32", "float64") or not intermediates, store_exact=dtype in ("float32", "float64"))
     if grads:
         acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))
         acc["dv"] = onp.zeros(v.shape, ct)  # calloc: pages are zeroed as the threads first write them
@@ -173,29 +249,53 @@ def attention_blocks(
     return result
 
 
-def _chunk(q, k, v, heads, rr, cc, i0, diagonal, acc):
-    """One row chunk of G same-shaped blocks: rr (G, R') query rows, cc (G, C') key columns of heads (G,)."""
-    rnd, hd = acc["rnd"], heads[:, None]
-    Qs = rnd(q[:, hd, rr] * acc["scale"])  # (b, G, R', d)
-    K, V = k[:, hd, cc], v[:, hd, cc]  # (b, G, C', d)
+def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
+    """One row chunk of G blocks: Q (b, G, R', d) query rows, K, V (b, G, C', d) key columns, dO (b, G, R', d)
+    or None. Writes O (b, G, R', d) into ``into["O"]`` and, with dO, dq unscaled (b, G, R', d) into
+    ``into["dQ"]``; returns None without dO, else (dQ, dK, dV) with dK, dV (b, G, C', d). ``into=None``:
+    returns (O, None) or (O, (dQ, dK, dV)) instead."""
+    rnd, exact, into = acc["rnd"], acc["exact"], into or {}
+    Qs = rnd(Q * acc["scale"])  # (b, G, R', d)
     S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, G, R', C')
+    assert S.shape == Q.shape[:-1] + (K.shape[-2],)
     if diagonal is not None:
         _mask_diagonal(S, i0, diagonal)
     P = _softmax(S, rnd)
-    oi = onp.searchsorted(acc["rows"], rr)
-    O = rnd(P @ V)
-    acc["out"][:, hd, oi] = O
-    if "dq" not in acc:
-        return
-    dO = acc["dout"][:, hd, oi]
+    O = _product(P, V, into.get("O"), rnd, exact)
+    if dO is None:
+        return None if into else (O, None)
     dP = rnd(dO @ onp.swapaxes(V, -1, -2))
     if P.dtype == onp.float64:  # the reference: rowsum(dP * P) = rowsum(dO * O), exactly in real arithmetic
         dP -= onp.einsum("...i,...i->...", dO, O)[..., None]
         dS = onp.multiply(dP, P, out=dP)
     else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
         dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
-    acc["dq"][:, hd, rr] += dS @ K  # every (head, row) lies in one block: no duplicates
-    dK, dV = onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO  # (b, G, C', d)
+    dQ = _product(dS, K, into.get("dQ"), lambda x: x, True)
+    grads = (dQ, onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO)
+    return grads if into else (O, grads)
+
+
+def _product(A, B, target, rnd, exact):
+    """rnd(A @ B), written into ``target`` when given (straight from BLAS when rnd changes nothing)."""
+    if target is None:
+        return rnd(A @ B)
+    if exact:
+        return onp.matmul(A, B, out=target)
+    target[...] = rnd(A @ B)
+    return target
+
+
+def _chunk(q, k, v, heads, rr, cc, i0, diagonal, acc):
+    """One row chunk of G same-shaped blocks, gathered: rr (G, R') query rows, cc (G, C') key columns of heads (G,)."""
+    hd = heads[:, None]
+    oi = onp.searchsorted(acc["rows"], rr)
+    dout = acc["dout"][:, hd, oi] if "dq" in acc else None
+    O, grads = _math(q[:, hd, rr], k[:, hd, cc], v[:, hd, cc], dout, i0, diagonal, acc)
+    acc["out"][:, hd, oi] = O
+    if grads is None:
+        return
+    dQ, dK, dV = grads
+    acc["dq"][:, hd, rr] += dQ  # every (head, row) lies in one block: no duplicates
     for g in range(len(heads)):  # key columns may repeat across blocks: in plan order, one block at a time
         _add_rows(acc["dk"], heads[g], cc[g], dK[:, g], acc["store"])
         _add_rows(acc["dv"], heads[g], cc[g], dV[:, g], acc["store"])
