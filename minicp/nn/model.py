@@ -27,6 +27,8 @@ from minicp.nn.attention import module as arch_module
 from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
 
+_after_backward = None  # inside value_and_grad: a list of the forward passes' parameter checks, run at its end
+
 # ----------------------------------------------------------------------------------------------------
 # Parameters
 # ----------------------------------------------------------------------------------------------------
@@ -237,7 +239,10 @@ def forward(params, tokens, config, *, official_broadcast=False):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
     logits = ops.linear(x, params["to_logits"]["1"])  # (b, rows, V)
-    finish_check()  # the parameters' finiteness (read here on the GPU)
+    if _after_backward is not None:  # inside value_and_grad: read once the backward pass is queued too
+        _after_backward.append(finish_check)
+    else:
+        finish_check()  # the parameters' finiteness (read here on the GPU)
     return logits
 
 
@@ -265,7 +270,15 @@ def value_and_grad(params, tokens, config, *, official_broadcast=False):
     def of_leaves(leaves):
         return loss(unflatten(dict(zip(names, leaves))), tokens, config, official_broadcast=official_broadcast)
 
-    value, grads = _autograd_value_and_grad(of_leaves)(tuple(flat.values()))
+    global _after_backward
+    previous, _after_backward = _after_backward, []
+    try:
+        value, grads = _autograd_value_and_grad(of_leaves)(tuple(flat.values()))
+        checks = _after_backward
+    finally:
+        _after_backward = previous
+    for check in checks:  # the forward's parameter checks, read after the backward pass is queued (GPU)
+        check()
     return value, unflatten(dict(zip(names, grads)))
 
 

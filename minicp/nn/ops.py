@@ -135,6 +135,24 @@ def _rope_tables(positions_bytes, positions_dtype, d, dtype, base, freqs_bytes=N
     return tables
 
 
+_host_copies = {}  # id(device array) -> (the array, its host copy)
+
+
+def _host_copy(a):
+    """``a`` as a NumPy array. A device array (an official ``freqs`` buffer on the GPU) is read once per
+    array object: reading it on every call would hold the host until the GPU has finished everything queued
+    before (twice per RoPE layer). The entry keeps the array alive, so its id cannot be reused by another;
+    the buffer is treated as a constant (changing it in place is not seen)."""
+    if isinstance(a, onp.ndarray):
+        return a
+    hit = _host_copies.get(id(a))
+    if hit is None or hit[0] is not a:
+        if len(_host_copies) >= 16:
+            _host_copies.clear()
+        hit = _host_copies[id(a)] = (a, onp.asarray(B.to_numpy(a)))
+    return hit[1]
+
+
 def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     """Rotate channel pairs of x (..., n, d) by angle position * theta_i.
 
@@ -158,7 +176,7 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     pos = onp.asarray(positions)
     fkey = (None, None)
     if freqs is not None:
-        f = onp.asarray(B.to_numpy(getval(freqs)))  # tobytes() is C-order for any layout
+        f = _host_copy(getval(freqs))  # tobytes() is C-order for any layout
         fkey = (f.tobytes(), f.dtype.str)
     cos, sin = map(
         B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey)

@@ -39,3 +39,33 @@ def test_flat_tracing_equals_nested_tracing_bit_for_bit(arch, use_fused):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     used = sum(np.abs(g).max() > 0 for g in want.values())  # some official projections go unused
     assert used >= 0.75 * len(want), f"only {used} of {len(want)} parameters have a gradient"
+
+
+def test_parameter_checks_are_read_after_the_backward_pass(monkeypatch):
+    """On the GPU reading the finiteness test holds the host until the GPU is done: inside value_and_grad the
+    forward's check is read once the backward pass has been queued too; forward alone reads it before it
+    returns. (The CPU check is made at once; here a recording finish() stands in for the GPU's.)"""
+    cfg = ModelConfig(arch="ecp", vocab=50, dim=24, heads=3, layers=2, seq_len=32, half_segment=8)
+    params = init_params(cfg, seed=7, dtype="float64")
+    tokens = np.random.default_rng(2).integers(0, 50, (2, 33))
+    log, check, grad = [], M.check_params, M._autograd_value_and_grad
+
+    def recording_check(*args, **kwargs):
+        flat, _ = check(*args, **kwargs)
+        return flat, lambda: log.append("check")
+
+    def recording_grad(f):
+        def run(x):
+            out = grad(f)(x)
+            log.append("backward")
+            return out
+
+        return run
+
+    monkeypatch.setattr(M, "check_params", recording_check)
+    monkeypatch.setattr(M, "_autograd_value_and_grad", recording_grad)
+    M.value_and_grad(params, tokens, cfg)
+    assert log == ["backward", "check"]
+    log.clear()
+    M.forward(params, tokens[:, :-1], cfg)
+    assert log == ["check"] and M._after_backward is None
