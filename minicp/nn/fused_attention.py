@@ -2,7 +2,7 @@
 
 With K = V (the official sub-layer shares them) and n a multiple of m, N = n / m half segments:
 
-    forward:   Q, K = q, kv as blocks (b, h, N, m, d), computed as one flat stack of b h N blocks
+    forward:   Q, K = q, kv as blocks (b, h, N, m, d)
                O_0 = attend(Q_0, K_0, K_0)           causal m x m          (ATTN)
                O_t = attend(Q_t, K2_t, K2_t)         K2_t = [K_{t-1}; K_t], m x 2m, query r sees keys 0..m+r (PAR)
     backward:  (dQ_0, dK_0, dV_0) and (dQ_t, dK2_t, dV2_t) from ``ops.attend_vjp`` with the kept probabilities;
@@ -29,9 +29,8 @@ def ecp_core(q, kv, half_segment):
 
 
 def _blocks(q, kv, m):
-    """q, kv (b, h, n, d) as F = b h N half-segment blocks (F, m, d), one flat stack over batch and heads."""
     b, h, n, d = q.shape
-    shape = (b * h * (n // m), m, d)
+    shape = (b, h, n // m, m, d)
     return B.raw.reshape(q, shape), B.raw.reshape(kv, shape)
 
 
@@ -42,22 +41,14 @@ def _masks(m):
 @primitive
 def _ecp_core(q, kv, m, keep):
     xp = B.raw
-    b, h, n, d = q.shape
-    N = n // m
-    Q, K = _blocks(q, kv, m)  # (F, m, d), F = b h N
-    # Pair j = blocks (j, j + 1) of the flat stack, for query block j + 1: every later half segment of a
-    # head, plus b h - 1 pairs that straddle two heads (query block 0 of the next head). Those are computed
-    # (one stack, no copies of Q or of the output), then overwritten by the first blocks' own attention.
-    K2 = xp.concatenate([K[:-1], K[1:]], axis=1)  # (F - 1, 2m, d)
+    Q, K = _blocks(q, kv, m)  # (b, h, N, m, d)
+    K2 = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
     first, pairs = _masks(m)
     if ops._score_log is not None:  # the same score tensors as the readable path's two attend calls
-        ops._score_log.extend([(b, h, m, m), (b, h, N - 1, m, 2 * m)])
-    P = ops._probs_fast(Q[1:], K2, B.constant(pairs))  # (F - 1, m, 2m)
-    P[N - 1 :: N] = 0.0  # the straddling pairs: no output, no gradient
-    O = xp.empty(Q.shape, dtype=P.dtype)  # (F, m, d)
-    ops._matmul_into(P, K2, O[1:])
-    P0 = ops._probs_fast(Q[::N], K[::N], B.constant(first))  # (b h, m, m): every head's first half segment
-    O[::N] = ops._matmul(P0, K[::N])
+        ops._score_log.extend([Q.shape[:2] + (m, m), K2.shape[:3] + (m, 2 * m)])
+    P0 = ops._probs_fast(Q[:, :, 0], K[:, :, 0], B.constant(first))  # (b, h, m, m)
+    P = ops._probs_fast(Q[:, :, 1:], K2, B.constant(pairs))  # (b, h, N-1, m, 2m)
+    O = xp.concatenate([ops._matmul(P0, K[:, :, 0])[:, :, None], ops._matmul(P, K2)], axis=2)
     out = xp.reshape(O, q.shape)
     if keep:
         _kept[id(out)] = (P0, P, K2)
@@ -68,20 +59,18 @@ def _ecp_core_vjp(g, q, kv, m, saved):
     """(dq, dkv) for the upstream g (b, h, n, d)."""
     xp = B.raw
     P0, P, K2 = saved
-    N = q.shape[2] // m
     Q, K = _blocks(q, kv, m)
-    G = xp.reshape(g, Q.shape)  # (F, m, d)
+    G = xp.reshape(g, Q.shape)
     first, pairs = _masks(m)
-    dq = xp.empty(Q.shape, dtype=G.dtype)
-    dq[1:], dk2, dv2 = ops.attend_vjp(G[1:], Q[1:], K2, K2, pairs, P)  # straddling pairs: P = 0, all zero
-    dk2 += dv2  # (F - 1, 2m, d): K2 is both the keys and the values
-    dq0, dk0, dv0 = ops.attend_vjp(G[::N], Q[::N], K[::N], K[::N], first, P0)
-    dq[::N] = dq0
+    dq0, dk0, dv0 = ops.attend_vjp(G[:, :, 0], Q[:, :, 0], K[:, :, 0], K[:, :, 0], first, P0)
+    dq2, dk2, dv2 = ops.attend_vjp(G[:, :, 1:], Q[:, :, 1:], K2, K2, pairs, P)
+    dq = xp.reshape(xp.concatenate([dq0[:, :, None], dq2], axis=2), q.shape)
+    dk2 += dv2  # (b, h, N-1, 2m, d): K2 is both the keys and the values
     dkv = xp.zeros(K.shape, dtype=dk2.dtype)
-    dkv[:-1] += dk2[:, :m]  # the first half of each pair: block j
-    dkv[1:] += dk2[:, m:]  # the second half: block j + 1
-    dkv[::N] += dk0 + dv0
-    return xp.reshape(dq, q.shape), xp.reshape(dkv, kv.shape)
+    dkv[:, :, 0] = dk0 + dv0
+    dkv[:, :, :-1] += dk2[:, :, :, :m]  # the first half of each pair: half segment t - 1
+    dkv[:, :, 1:] += dk2[:, :, :, m:]  # the second half: half segment t
+    return dq, xp.reshape(dkv, kv.shape)
 
 
 def _ecp_core_maker(argnums, ans, args, kwargs):

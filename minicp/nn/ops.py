@@ -265,14 +265,6 @@ def _matmul(a, b):
     return B.threads.matmul(a, b) if B.name == "numpy" else a @ b
 
 
-def _matmul_into(a, b, out):
-    """out[...] = a @ b; on CuPy straight into a C-contiguous ``out`` (no temporary, no copy)."""
-    if B.name == "numpy" or not out.flags.c_contiguous:
-        out[...] = _matmul(a, b)
-    else:
-        B.raw.matmul(a, b, out=out)
-
-
 _kept = {}  # id(output of a traced attend) -> its probabilities P, handed from the forward to its VJP
 
 
