@@ -38,8 +38,8 @@ def _masks(m):
     return ops.causal_mask(m, m), ops.causal_mask(m, 2 * m, diagonal=m)
 
 
-@primitive
-def _ecp_core(q, kv, m, keep):
+def _core_forward(q, kv, m):
+    """ECP attention of plain arrays: (out (b, h, n, d), what the VJP needs)."""
     xp = B.raw
     Q, K = _blocks(q, kv, m)  # (b, h, N, m, d)
     K2 = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
@@ -49,9 +49,14 @@ def _ecp_core(q, kv, m, keep):
     P0 = ops._probs_fast(Q[:, :, 0], K[:, :, 0], B.constant(first))  # (b, h, m, m)
     P = ops._probs_fast(Q[:, :, 1:], K2, B.constant(pairs))  # (b, h, N-1, m, 2m)
     O = xp.concatenate([ops._matmul(P0, K[:, :, 0])[:, :, None], ops._matmul(P, K2)], axis=2)
-    out = xp.reshape(O, q.shape)
+    return xp.reshape(O, q.shape), (P0, P, K2)
+
+
+@primitive
+def _ecp_core(q, kv, m, keep):
+    out, saved = _core_forward(q, kv, m)
     if keep:
-        _kept[id(out)] = (P0, P, K2)
+        _kept[id(out)] = saved
     return out
 
 
@@ -87,3 +92,101 @@ def _ecp_core_maker(argnums, ans, args, kwargs):
 
 
 defvjp_argnums(_ecp_core, _ecp_core_maker)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole ECP attention sub-layer as one primitive
+# ----------------------------------------------------------------------------------------------------
+#
+#   forward:   q = to_q(x), kv = to_kv(x) as heads (b, h, n, d);  RoPE on both (where the layer has it);
+#              q = q d^-0.5;  o = ecp_core(q, kv);  om = o as (b, n, D)
+#              y[:, :m] = om[:, :m] W0^T + b0 (to_out_0),   y[:, m:] = om[:, m:] W^T + b (to_out)
+#   backward:  dW0, db0, dW, db from g and om;  dom = g W (row blocks);  (dq, dkv) = ecp_core's VJP;
+#              dq = dq d^-0.5;  RoPE^T (the rotation by -angle) on dq and dkv;
+#              dWq = dq^T x,  dWkv = dkv^T x,  dx = dq Wq + dkv Wkv
+#
+# About twenty autograd nodes become one, and the slices, concatenations and head reshapes need no
+# zero-filled gradients of their own in the backward pass (on a GPU each of those is a kernel launch).
+
+_kept_sublayer = {}  # id(output of a traced call) -> what its backward pass needs
+
+
+def sublayer_applies(cfg, n):
+    """True when ``ecp_sublayer`` computes the layer: K = V, no per-head LayerNorm, n = N m with N >= 2."""
+    m = cfg.half_segment
+    return not cfg.separate_kv and not cfg.kv_layernorm and n % m == 0 and n // m >= 2
+
+
+def ecp_sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style):
+    """ECP attention sub-layer of the normalised stream x (b, n, D): the official projections (PyTorch
+    layouts), RoPE by ``tables`` = (cos, sin) (n, d // 2) or None, ECP with K = V, and the two output
+    projections. (b, n, D) -> (b, n, D); the same values as the composition in ``ecp.attention_layer``."""
+    keep = ops._traced(x, wq, wkv, w0, b0, w, b)
+    return _sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep)
+
+
+def _heads(a, heads):
+    """(b, n, D) -> (b, h, n, d), a view."""
+    bsz, n, D = a.shape
+    return B.raw.swapaxes(B.raw.reshape(a, (bsz, n, heads, D // heads)), 1, 2)
+
+
+def _merged(a):
+    """(b, h, n, d) -> (b, n, D)."""
+    bsz, h, n, d = a.shape
+    return B.raw.reshape(B.raw.swapaxes(a, 1, 2), (bsz, n, h * d))
+
+
+@primitive
+def _sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep):
+    xp = B.raw
+    bsz, n, D = x.shape
+    q, kv = _heads(fused.linear(x, wq), heads), _heads(fused.linear(x, wkv), heads)  # (b, h, n, d)
+    if tables is not None:
+        q, kv = fused.rope(q, *tables, style), fused.rope(kv, *tables, style)
+    q = q * (D // heads) ** -0.5  # python float: keeps float32
+    o, saved = _core_forward(q, kv, m)
+    om = _merged(o)  # (b, n, D)
+    y = xp.empty((bsz, n, D), dtype=om.dtype)
+    y[:, :m] = fused.linear(om[:, :m], w0, b0)  # rows 0..m-1: to_out_0
+    y[:, m:] = fused.linear(om[:, m:], w, b)  # rows m..n-1: to_out
+    if keep:
+        _kept_sublayer[id(y)] = (q, kv, om, saved)
+    return y
+
+
+def _sublayer_vjp(g, x, wq, wkv, w0, w, tables, heads, m, style, kept):
+    """(dx, dWq, dWkv, dW0, db0, dW, db) for the upstream g (b, n, D)."""
+    xp = B.raw
+    q, kv, om, saved = kept
+    g0, g1 = fused._rows(g[:, :m]), fused._rows(g[:, m:])  # (b m, D), (b (n - m), D)
+    dw0, db0 = fused._matmul_tn(g0, fused._rows(om[:, :m])), B.column_sum(g0)
+    dw, db = fused._matmul_tn(g1, fused._rows(om[:, m:])), B.column_sum(g1)
+    dom = xp.empty(om.shape, dtype=g.dtype)
+    dom[:, :m] = xp.reshape(g0 @ w0, dom[:, :m].shape)
+    dom[:, m:] = xp.reshape(g1 @ w, dom[:, m:].shape)
+    dq, dkv = _ecp_core_vjp(_heads(dom, heads), q, kv, m, saved)
+    dq = dq * (x.shape[-1] // heads) ** -0.5
+    if tables is not None:
+        cos, sin = tables
+        dq, dkv = fused.rope(dq, cos, -sin, style), fused.rope(dkv, cos, -sin, style)  # the inverse rotation
+    dq, dkv = fused._rows(_merged(dq)), fused._rows(_merged(dkv))  # (b n, D)
+    dx = xp.reshape(dq @ wq + dkv @ wkv, x.shape)
+    x2 = fused._rows(x)
+    return dx, fused._matmul_tn(dq, x2), fused._matmul_tn(dkv, x2), dw0, db0, dw, db
+
+
+def _sublayer_maker(argnums, ans, args, kwargs):
+    x, wq, wkv, w0, _, w, _, tables, heads, m, style, _ = args
+    kept = _kept_sublayer.pop(id(ans), None)
+    if kept is None:  # not kept: ans itself traced, a higher-order derivative
+        fused.first_order_only("ecp_sublayer", ans)
+
+    def vjp(g):
+        grads = _sublayer_vjp(g, x, wq, wkv, w0, w, tables, heads, m, style, kept)
+        return tuple(grads[i] for i in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_sublayer, _sublayer_maker)

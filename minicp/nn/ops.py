@@ -153,6 +153,18 @@ def _host_copy(a):
     return hit[1]
 
 
+def rope_tables(positions, d, dtype, base=10000.0, freqs=None):
+    """cos(angle), sin(angle) (n, d//2) of ``rope`` for ``positions``, as backend constants (moved to the
+    GPU once per distinct table)."""
+    pos = onp.asarray(positions)
+    fkey = (None, None)
+    if freqs is not None:
+        f = _host_copy(getval(freqs))  # tobytes() is C-order for any layout
+        fkey = (f.tobytes(), f.dtype.str)
+    tables = _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(dtype).str, base, *fkey)
+    return tuple(map(B.constant, tables))
+
+
 def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     """Rotate channel pairs of x (..., n, d) by angle position * theta_i.
 
@@ -173,14 +185,7 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     half = d // 2
     if style == "halves" and d % 2:
         raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
-    pos = onp.asarray(positions)
-    fkey = (None, None)
-    if freqs is not None:
-        f = _host_copy(getval(freqs))  # tobytes() is C-order for any layout
-        fkey = (f.tobytes(), f.dtype.str)
-    cos, sin = map(
-        B.constant, _rope_tables(pos.tobytes(), pos.dtype.str, d, onp.dtype(x.dtype).str, base, *fkey)
-    )  # (n, d//2)
+    cos, sin = rope_tables(positions, d, x.dtype, base, freqs)  # (n, d//2)
     if fused.active():
         return fused.rope(x, cos, sin, style)
     rotated = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere

@@ -29,6 +29,8 @@ segment then has r < m rows and sees the previous full half segment plus itself 
 official code requires n % m == 0.
 """
 
+import numpy as onp
+
 from minicp import backend as B
 from minicp.nn import fused, fused_attention, ops
 from minicp.nn.attention import common
@@ -124,6 +126,15 @@ def attention_layer(p, x, cfg, layer):
     xp = B.xp
     b, n, D = x.shape
     m = cfg.half_segment
+    if fused.active() and fused_attention.sublayer_applies(cfg, n):  # the usual sub-layer: one primitive
+        tables = None
+        if cfg.rope_in_layer(layer):
+            freqs = p.get("pos_emb", {}).get("freqs")
+            tables = ops.rope_tables(onp.arange(n), cfg.head_dim, x.dtype, cfg.rope_base, freqs)
+        weights = [p[name]["weight"] for name in ("to_q", "to_kv")]
+        weights += [p[name][key] for name in ("to_out_0", "to_out") for key in ("weight", "bias")]
+        return fused_attention.ecp_sublayer(x, *weights, tables, cfg.heads, m, cfg.rope_style)  # the same
+        # computation as below (minicp.nn.fused_attention)
     q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
     o = ops.merge_heads(attention(q, k, v, half_segment=m, partial=cfg.partial_segments, scale=1.0))  # (b, n, D)
     first = min(m, n)
