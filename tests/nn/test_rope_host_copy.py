@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from minicp.nn import ops
+from minicp.nn import ops, rope
 
 
 class FakeDeviceArray:
@@ -20,8 +20,8 @@ def test_device_freqs_are_read_once_per_array(monkeypatch):
         reads.append(a)
         return a.values
 
-    monkeypatch.setattr(ops.B, "to_numpy", to_numpy)
-    monkeypatch.setattr(ops, "_host_copies", {})
+    monkeypatch.setattr(rope.B, "to_numpy", to_numpy)
+    monkeypatch.setattr(rope, "_host_copies", {})
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 8))
     pos = np.arange(6)
     want = ops.rope(x, pos, freqs=ops.rope_frequencies(8, 10000.0))
