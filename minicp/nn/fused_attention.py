@@ -147,11 +147,13 @@ def _sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep):
     q = q * (D // heads) ** -0.5  # python float: keeps float32
     o, saved = _core_forward(q, kv, m)
     om = _merged(o)  # (b, n, D)
+    kept = (q, kv, om, saved) if keep else None
+    del q, kv, o, saved  # untraced: the probabilities and the heads are freed before the output projections
     y = xp.empty((bsz, n, D), dtype=om.dtype)
     y[:, :m] = fused.linear(om[:, :m], w0, b0)  # rows 0..m-1: to_out_0
     y[:, m:] = fused.linear(om[:, m:], w, b)  # rows m..n-1: to_out
     if keep:
-        _kept_sublayer[id(y)] = (q, kv, om, saved)
+        _kept_sublayer[id(y)] = kept
     return y
 
 

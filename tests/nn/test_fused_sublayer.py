@@ -43,7 +43,10 @@ def test_sublayer_equals_the_composition(b, n, dim, heads, m, layer, style):
     with fused.use_fused(False):
         want = run(p, x)
         want_dx = grad(lambda x: np.sum(np.sin(run(p, x))))(x)
-    np.testing.assert_allclose(run(p, x), want, rtol=1e-12, atol=1e-13)
+    tables = ops.rope_tables(np.arange(n), dim // heads, x.dtype) if cfg.rope_in_layer(layer) else None
+    args = [p[name][key] for name, key in NAMES]
+    got = fused_attention.ecp_sublayer(x, *args, tables, heads, m, style)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(grad(lambda x: np.sum(np.sin(run(p, x))))(x), want_dx, rtol=1e-10, atol=1e-12)
     for name, key in NAMES:
         f = lambda a: np.sum(np.sin(run(_with(p, name, key, a), x)))  # noqa: E731
@@ -61,13 +64,21 @@ def test_check_grads_on_the_primitive():
     check_grads(f, modes=["rev"], order=1)(x, *args)
 
 
-def test_official_freqs_buffer_is_used():
+def test_official_freqs_buffer_is_used_and_the_primitive_only_under_autograd(monkeypatch):
     cfg, p, x = _case(1, 16, 8, 2, 4, 0, "interleaved", seed=5)
     p = {**p, "pos_emb": {"freqs": ops.rope_frequencies(4, 10000.0) * 3.0}}  # not the default frequencies
+    calls, primitive = [], fused_attention.ecp_sublayer
+    monkeypatch.setattr(fused_attention, "ecp_sublayer", lambda *a: calls.append(1) or primitive(*a))
+    f = lambda x, p: np.sum(np.sin(ecp.attention_layer(p, x, cfg, 0)))  # noqa: E731
     with fused.use_fused(False):
-        want = ecp.attention_layer(p, x, cfg, 0)
-    np.testing.assert_allclose(ecp.attention_layer(p, x, cfg, 0), want, rtol=1e-12, atol=1e-13)
-    assert not np.allclose(want, ecp.attention_layer({k: v for k, v in p.items() if k != "pos_emb"}, x, cfg, 0))
+        want = grad(f)(x, p)
+    assert not calls
+    np.testing.assert_allclose(grad(f)(x, p), want, rtol=1e-10, atol=1e-12)
+    assert calls == [1]  # traced: the primitive; untraced (inference): the composition
+    ecp.attention_layer(p, x, cfg, 0)
+    assert calls == [1]
+    default = {k: v for k, v in p.items() if k != "pos_emb"}
+    assert not np.allclose(want, grad(f)(x, default))
 
 
 def test_other_layouts_keep_the_composition():

@@ -126,15 +126,16 @@ def attention_layer(p, x, cfg, layer):
     xp = B.xp
     b, n, D = x.shape
     m = cfg.half_segment
-    if fused.active() and fused_attention.sublayer_applies(cfg, n):  # the usual sub-layer: one primitive
+    weights = [p[name]["weight"] for name in ("to_q", "to_kv")]
+    weights += [p[name][key] for name in ("to_out_0", "to_out") for key in ("weight", "bias")]
+    if fused.active() and ops._traced(x, *weights) and fused_attention.sublayer_applies(cfg, n):
+        # under autograd, the usual sub-layer as one primitive: the same computation as below
+        # (minicp.nn.fused_attention). Untraced (inference) the composition below measured faster.
         tables = None
         if cfg.rope_in_layer(layer):
             freqs = p.get("pos_emb", {}).get("freqs")
             tables = ops.rope_tables(onp.arange(n), cfg.head_dim, x.dtype, cfg.rope_base, freqs)
-        weights = [p[name]["weight"] for name in ("to_q", "to_kv")]
-        weights += [p[name][key] for name in ("to_out_0", "to_out") for key in ("weight", "bias")]
-        return fused_attention.ecp_sublayer(x, *weights, tables, cfg.heads, m, cfg.rope_style)  # the same
-        # computation as below (minicp.nn.fused_attention)
+        return fused_attention.ecp_sublayer(x, *weights, tables, cfg.heads, m, cfg.rope_style)
     q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
     o = ops.merge_heads(attention(q, k, v, half_segment=m, partial=cfg.partial_segments, scale=1.0))  # (b, n, D)
     first = min(m, n)
