@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from minicp.backend import cuda_layers
+from minicp.backend import cuda_layers, cuda_multi
 
 
 def decays(name, shape):
@@ -46,6 +46,16 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
     bias1 = 1.0 - beta1**t
     bias2_sqrt = math.sqrt(1.0 - beta2**t)
     lr_no_decay = lr if lr_no_decay is None else lr_no_decay
+    names = list(flat_params)
+    tensors = [[flat_params[k] for k in names], [flat_grads[k] for k in names]]
+    tensors += [[state["m"][k] for k in names], [state["v"][k] for k in names]]
+    if cuda_multi.applies(*tensors):  # CuPy: one kernel for every parameter, the same update as below
+        group_lrs = [lr if decays(k, flat_params[k].shape) else lr_no_decay for k in names]
+        decay = [1.0 - g * weight_decay if weight_decay and decays(k, flat_params[k].shape) else 1.0
+                 for k, g in zip(names, group_lrs)]  # fmt: skip
+        cuda_multi.adamw_(*tensors, decay, [g / bias1 for g in group_lrs], beta1=beta1, beta2=beta2,
+                          bias2_sqrt=bias2_sqrt, eps=eps)  # fmt: skip
+        return flat_params, state
     for name, p in flat_params.items():
         g, m, v = flat_grads[name], state["m"][name], state["v"][name]
         decayed = decays(name, p.shape)
@@ -70,10 +80,17 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
 def clip_grad_norm(flat_grads, max_norm):
     """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
 
-    Returns the global L2 norm before clipping (squared norms per parameter in its dtype, summed in float64). In
-    place.
+    Returns the global L2 norm before clipping (squared norms per parameter in its dtype, summed in float64;
+    on CuPy each parameter's sum of squares is accumulated in float64, all in one kernel). In place.
     """
-    squares = [np.vdot(g, g).astype(np.float64) for g in flat_grads.values()]  # on the arrays' device
+    grads = list(flat_grads.values())
+    if cuda_multi.applies(grads):  # CuPy: three kernels for all gradients, the sums of squares in float64
+        xp = cuda_multi._cupy()
+        norm_dev = xp.sqrt(xp.sum(cuda_multi.sum_squares(grads)))
+        if max_norm:  # min(1, max_norm / (norm + 1e-6)) on the device; a factor 1 changes nothing
+            cuda_multi.scale_(grads, xp.minimum(1.0, max_norm / (norm_dev + 1e-6)))
+        return float(norm_dev)  # the one read back, after the scaling is queued
+    squares = [np.vdot(g, g).astype(np.float64) for g in grads]  # on the arrays' device
     norm = math.sqrt(float(sum(squares)))  # one device-to-host read
     if max_norm:
         coef = min(1.0, max_norm / (norm + 1e-6))

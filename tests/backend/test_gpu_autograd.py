@@ -152,3 +152,35 @@ def test_bias_gelu_and_residual_kernels_equal_float64_formulas(dtype, tol):
     yd = cupy.asarray(y.astype(dtype))
     B.cuda_layers.residual_bias_(yd, cupy.asarray(x.astype(dtype)), bd)
     np.testing.assert_allclose(B.to_numpy(yd), y + x + bias, rtol=tol, atol=tol * 10)
+
+
+@needs_gpu
+def test_multi_tensor_optimiser_kernels_equal_the_one_tensor_ones(monkeypatch):
+    """Clipping and AdamW for all parameters in one launch each (``minicp.backend.cuda_multi``) against the
+    per-parameter kernels and a float64 norm: tensors of several chunks, of one element, decayed or not."""
+    import cupy
+
+    from minicp.backend import cuda_multi
+    from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm
+
+    rng = np.random.default_rng(9)
+    shapes = {"a.weight": (300, 70), "b.weight": (3 * cuda_multi.CHUNK + 5,), "c.bias": (1,), "d.weight": (7, 3)}
+    start = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    runs, applies = {}, cuda_multi.applies
+    for multi in (True, False):
+        monkeypatch.setattr(cuda_multi, "applies", applies if multi else (lambda *g: False))
+        dev = {k: cupy.asarray(v) for k, v in start.items()}
+        state, norms = adamw_init(dev), []
+        for step in range(3):
+            g = {k: cupy.asarray(rng.standard_normal(s).astype(np.float32) * (step + 1)) for k, s in shapes.items()}
+            want = np.sqrt(sum(float((cupy.asnumpy(x).astype(np.float64) ** 2).sum()) for x in g.values()))
+            norms.append((clip_grad_norm(g, 50.0), want))
+            adamw_step(dev, g, state, lr=1e-2, lr_no_decay=3e-3)
+        runs[multi] = ({k: cupy.asnumpy(v) for k, v in dev.items()}, norms)
+        rng = np.random.default_rng(9)
+        start = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    for got, want in runs[True][1]:
+        assert abs(got - want) <= 1e-6 * want
+    assert any(want > 50.0 for _, want in runs[True][1])  # clipping took place
+    for k in shapes:
+        np.testing.assert_allclose(runs[True][0][k], runs[False][0][k], rtol=1e-6, atol=1e-7, err_msg=k)
