@@ -48,6 +48,26 @@ def first_order_only(name, *values):
         )
 
 
+def kept_vjp(name, kept, full_vjp):
+    """The VJP maker (for ``defvjp_argnums``) of a primitive whose traced forward pass stored what its backward
+    pass needs in ``kept[id(output)]``: ``full_vjp(g, saved, *args)`` returns the gradients of every array
+    argument, in order, and the maker hands autograd those it asks for. Nothing stored means the output is
+    itself traced (a higher-order derivative): ``first_order_only`` raises."""
+
+    def maker(argnums, ans, args, kwargs):
+        saved = kept.pop(id(ans), None)
+        if saved is None:
+            first_order_only(name, ans)
+
+        def vjp(g):
+            grads = full_vjp(g, saved, *args)
+            return tuple(grads[i] for i in argnums)
+
+        return vjp
+
+    return maker
+
+
 @contextlib.contextmanager
 def use_fused(flag):
     """Temporarily switch the fused primitives on (True) or off (False)."""

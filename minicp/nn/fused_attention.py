@@ -78,20 +78,9 @@ def _ecp_core_vjp(g, q, kv, m, saved):
     return dq, xp.reshape(dkv, kv.shape)
 
 
-def _ecp_core_maker(argnums, ans, args, kwargs):
-    q, kv, m, _ = args
-    saved = _kept.pop(id(ans), None)
-    if saved is None:  # not kept: ans itself traced, a higher-order derivative
-        fused.first_order_only("ecp_core", ans)
-
-    def vjp(g):
-        grads = _ecp_core_vjp(g, q, kv, m, saved)
-        return tuple(grads[i] for i in argnums)
-
-    return vjp
-
-
-defvjp_argnums(_ecp_core, _ecp_core_maker)
+defvjp_argnums(
+    _ecp_core, fused.kept_vjp("ecp_core", _kept, lambda g, saved, q, kv, m, keep: _ecp_core_vjp(g, q, kv, m, saved))
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,8 +146,8 @@ def _sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep):
     return y
 
 
-def _sublayer_vjp(g, x, wq, wkv, w0, w, tables, heads, m, style, kept):
-    """(dx, dWq, dWkv, dW0, db0, dW, db) for the upstream g (b, n, D)."""
+def _sublayer_vjp(g, kept, x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep):
+    """(dx, dWq, dWkv, dW0, db0, dW, db) for the upstream g (b, n, D); the arguments of ``_sublayer``."""
     xp = B.raw
     q, kv, om, saved = kept
     g0, g1 = fused._rows(g[:, :m]), fused._rows(g[:, m:])  # (b m, D), (b (n - m), D)
@@ -178,17 +167,4 @@ def _sublayer_vjp(g, x, wq, wkv, w0, w, tables, heads, m, style, kept):
     return dx, fused._matmul_tn(dq, x2), fused._matmul_tn(dkv, x2), dw0, db0, dw, db
 
 
-def _sublayer_maker(argnums, ans, args, kwargs):
-    x, wq, wkv, w0, _, w, _, tables, heads, m, style, _ = args
-    kept = _kept_sublayer.pop(id(ans), None)
-    if kept is None:  # not kept: ans itself traced, a higher-order derivative
-        fused.first_order_only("ecp_sublayer", ans)
-
-    def vjp(g):
-        grads = _sublayer_vjp(g, x, wq, wkv, w0, w, tables, heads, m, style, kept)
-        return tuple(grads[i] for i in argnums)
-
-    return vjp
-
-
-defvjp_argnums(_sublayer, _sublayer_maker)
+defvjp_argnums(_sublayer, fused.kept_vjp("ecp_sublayer", _kept_sublayer, _sublayer_vjp))

@@ -148,17 +148,11 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
     return xp.reshape(dx, g.shape), fused._total(parts_w), fused._total(parts_b), dw1, db1, dw2, db2
 
 
-def _feed_forward_maker(argnums, ans, args, kwargs):
-    x, ln_w, ln_b, w1, b1, w2, b2, eps, _ = args
-    saved = _kept.pop(id(ans), None)
-    if saved is None:  # not kept: ans itself traced, a higher-order derivative
-        fused.first_order_only("feed_forward", ans)
-
-    def vjp(g):
-        grads = _feed_forward_vjp(g, saved, ln_w, w1, w2)
-        return tuple(grads[i] for i in argnums)
-
-    return vjp
-
-
-defvjp_argnums(_feed_forward, _feed_forward_maker)
+defvjp_argnums(
+    _feed_forward,
+    fused.kept_vjp(
+        "feed_forward",
+        _kept,
+        lambda g, saved, x, ln_w, ln_b, w1, b1, w2, b2, eps, keep: _feed_forward_vjp(g, saved, ln_w, w1, w2),
+    ),
+)

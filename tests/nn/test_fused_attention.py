@@ -66,6 +66,10 @@ def _second_order_cases():
         "cross_entropy": (lambda z: fused.cross_entropy(z, np.array([[1, 3, 0]])), x[None]),
         "feed_forward": (lambda x: fused_layers.feed_forward(x, ones, zeros, w, zeros, w, zeros), x),
         "ecp_core": (lambda q: fused_attention.ecp_core(q, kv, 4), q),
+        "ecp_sublayer": (
+            lambda x: fused_attention.ecp_sublayer(x[None], w, w, w, zeros, w, zeros, None, 2, 1, "halves"),
+            x,
+        ),
     }
 
 
