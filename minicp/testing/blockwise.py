@@ -182,7 +182,7 @@ def _strided_chunk(q, k, v, run, i0, i1, cols, diagonal, acc):
     into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[:, :, i0:]}
     if dout is not None:  # rows of one head lie in one block: dq is written once, like out
         into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[:, :, i0:]
-    grads = _math(_windows(q, head, r0, G, row_step, i1)[:, :, i0:], K, V, dout, i0, diagonal, acc, into)
+    _, grads = _math(_windows(q, head, r0, G, row_step, i1)[:, :, i0:], K, V, dout, i0, diagonal, acc, into)
     if grads is None:
         return
     pieces = [(0, cols)] if col_step >= cols else [(j, min(cols, j + col_step)) for j in range(0, cols, col_step)][::-1]
@@ -251,9 +251,8 @@ def attention_blocks(
 
 def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     """One row chunk of G blocks: Q (b, G, R', d) query rows, K, V (b, G, C', d) key columns, dO (b, G, R', d)
-    or None. Writes O (b, G, R', d) into ``into["O"]`` and, with dO, dq unscaled (b, G, R', d) into
-    ``into["dQ"]``; returns None without dO, else (dQ, dK, dV) with dK, dV (b, G, C', d). ``into=None``:
-    returns (O, None) or (O, (dQ, dK, dV)) instead."""
+    or None. Returns (O, None) without dO, else (O, (dQ, dK, dV)): O, dQ (unscaled) (b, G, R', d), dK, dV
+    (b, G, C', d). ``into``: views to write O (``"O"``) and dQ (``"dQ"``) into, which are then returned."""
     rnd, exact, into = acc["rnd"], acc["exact"], into or {}
     Qs = rnd(Q * acc["scale"])  # (b, G, R', d)
     S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, G, R', C')
@@ -263,7 +262,7 @@ def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     P = _softmax(S, rnd)
     O = _product(P, V, into.get("O"), rnd, exact)
     if dO is None:
-        return None if into else (O, None)
+        return O, None
     dP = rnd(dO @ onp.swapaxes(V, -1, -2))
     if P.dtype == onp.float64:  # the reference: rowsum(dP * P) = rowsum(dO * O), exactly in real arithmetic
         dP -= onp.einsum("...i,...i->...", dO, O)[..., None]
@@ -271,8 +270,7 @@ def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
         dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
     dQ = _product(dS, K, into.get("dQ"), lambda x: x, True)
-    grads = (dQ, onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO)
-    return grads if into else (O, grads)
+    return O, (dQ, onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO)
 
 
 def _product(A, B, target, rnd, exact):
