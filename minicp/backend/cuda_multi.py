@@ -8,6 +8,7 @@ elements, one thread block per chunk.
 
     sum_squares(arrays)      per tensor sum of g^2, accumulated in float64 (one atomic add per block)
     scale_(arrays, coef)     g *= coef, coef a device scalar (no read back to the host)
+    clip_(arrays, max_norm)  the two for gradient clipping, on one pointer table
     adamw_(p, g, m, v, ...)  the update of ``minicp.backend.cuda_layers.adamw_``, the same operations
                              in the same order, with per-tensor decay and step size
 
@@ -103,34 +104,52 @@ def applies(*groups):
 
 
 def _table(groups):
-    """Device pointer table (all groups, one after the other), sizes and the chunk map of the first group."""
+    """Device pointer table (all groups, one after the other), the sizes and the chunk map (tensor and start
+    of every chunk) of the first group."""
     xp = _cupy()
-    first = groups[0]
-    sizes = onp.array([a.size for a in first], dtype=onp.int64)
-    chunks = [(t, s) for t, n in enumerate(sizes) for s in range(0, int(n), CHUNK)]
+    sizes = onp.array([a.size for a in groups[0]], dtype=onp.int64)
+    counts = -(-sizes // CHUNK)  # chunks per tensor
+    tensor = onp.repeat(onp.arange(len(sizes), dtype=onp.int32), counts)
+    first = onp.cumsum(counts) - counts  # index of each tensor's first chunk
+    start = (onp.arange(len(tensor)) - onp.repeat(first, counts)) * CHUNK
     ptrs = onp.array([a.data.ptr for group in groups for a in group], dtype=onp.uint64)
-    tensor = onp.array([t for t, _ in chunks], dtype=onp.int32)
-    start = onp.array([s for _, s in chunks], dtype=onp.int64)
-    return [xp.asarray(x) for x in (ptrs, sizes, tensor, start)], len(chunks)
+    return [xp.asarray(x) for x in (ptrs, sizes, tensor, start.astype(onp.int64))], len(tensor)
 
 
-def sum_squares(arrays):
-    """Per tensor sum of squares (float64, on the device) of the arrays."""
-    xp = _cupy()
-    out = xp.zeros(len(arrays), dtype=xp.float64)
-    table, blocks = _table([arrays])
+def _sum_squares(table, blocks, dtype_name, count):
+    out = _cupy().zeros(count, dtype=onp.float64)
     if blocks:
-        kernel = _raw_kernel("minicp_sum_squares", _SUM_SQUARES, arrays[0].dtype.name, CHUNK=CHUNK)
+        kernel = _raw_kernel("minicp_sum_squares", _SUM_SQUARES, dtype_name, CHUNK=CHUNK)
         kernel((blocks,), (THREADS,), (*table, out))
     return out
 
 
+def sum_squares(arrays):
+    """Per tensor sum of squares (float64, on the device) of the arrays."""
+    return _sum_squares(*_table([arrays]), arrays[0].dtype.name, len(arrays))
+
+
+def _scale(table, blocks, dtype_name, coef):
+    if blocks:
+        kernel = _raw_kernel("minicp_scale", _SCALE, dtype_name, CHUNK=CHUNK)
+        kernel((blocks,), (THREADS,), (*table, coef))
+
+
 def scale_(arrays, coef):
     """arrays *= coef (a float64 device scalar), in place."""
+    _scale(*_table([arrays]), arrays[0].dtype.name, coef)
+
+
+def clip_(arrays, max_norm):
+    """torch's clip_grad_norm_ for all arrays, in place: the global norm (a float64 device scalar, not read
+    back) and, when ``max_norm``, every array times min(1, max_norm / (norm + 1e-6)) (a factor 1 changes
+    nothing). One pointer table for both kernels."""
+    xp = _cupy()
     table, blocks = _table([arrays])
-    if blocks:
-        kernel = _raw_kernel("minicp_scale", _SCALE, arrays[0].dtype.name, CHUNK=CHUNK)
-        kernel((blocks,), (THREADS,), (*table, coef))
+    norm = xp.sqrt(xp.sum(_sum_squares(table, blocks, arrays[0].dtype.name, len(arrays))))
+    if max_norm:
+        _scale(table, blocks, arrays[0].dtype.name, xp.minimum(1.0, max_norm / (norm + 1e-6)))
+    return norm
 
 
 def adamw_(params, grads, ms, vs, decays, step_sizes, *, beta1, beta2, bias2_sqrt, eps):

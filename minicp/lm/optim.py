@@ -47,28 +47,26 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
     bias2_sqrt = math.sqrt(1.0 - beta2**t)
     lr_no_decay = lr if lr_no_decay is None else lr_no_decay
     names = list(flat_params)
+    hyper = {}  # name -> (decay factor, step size) of its parameter group
+    for name in names:
+        decayed = decays(name, flat_params[name].shape)
+        group_lr = lr if decayed else lr_no_decay
+        hyper[name] = (1.0 - group_lr * weight_decay if weight_decay and decayed else 1.0, group_lr / bias1)
     tensors = [[flat_params[k] for k in names], [flat_grads[k] for k in names]]
     tensors += [[state["m"][k] for k in names], [state["v"][k] for k in names]]
     if cuda_multi.applies(*tensors):  # CuPy: one kernel for every parameter, the same update as below
-        group_lrs = [lr if decays(k, flat_params[k].shape) else lr_no_decay for k in names]
-        decay = [1.0 - g * weight_decay if weight_decay and decays(k, flat_params[k].shape) else 1.0
-                 for k, g in zip(names, group_lrs)]  # fmt: skip
-        cuda_multi.adamw_(*tensors, decay, [g / bias1 for g in group_lrs], beta1=beta1, beta2=beta2,
-                          bias2_sqrt=bias2_sqrt, eps=eps)  # fmt: skip
+        decay, step = zip(*(hyper[k] for k in names))
+        cuda_multi.adamw_(*tensors, decay, step, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps)
         return flat_params, state
-    for name, p in flat_params.items():
-        g, m, v = flat_grads[name], state["m"][name], state["v"][name]
-        decayed = decays(name, p.shape)
-        group_lr = lr if decayed else lr_no_decay
-        step_size = group_lr / bias1
+    for name, p, g, m, v in zip(names, *tensors):
+        decay, step_size = hyper[name]
         if type(p).__module__.startswith("cupy"):  # the same update, one kernel per parameter on the GPU
-            decay = 1.0 - group_lr * weight_decay if weight_decay and decayed else 1.0
             cuda_layers.adamw_(
                 p, g, m, v, decay=decay, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps, step_size=step_size
             )
             continue
-        if weight_decay and decayed:
-            p *= 1.0 - group_lr * weight_decay  # decoupled decay
+        if decay != 1.0:
+            p *= decay  # decoupled decay
         m += (g - m) * (1.0 - beta1)  # lerp(m, g, 1 - beta1)
         v *= beta2
         v += (1.0 - beta2) * g * g
@@ -84,12 +82,8 @@ def clip_grad_norm(flat_grads, max_norm):
     on CuPy each parameter's sum of squares is accumulated in float64, all in one kernel). In place.
     """
     grads = list(flat_grads.values())
-    if cuda_multi.applies(grads):  # CuPy: three kernels for all gradients, the sums of squares in float64
-        xp = cuda_multi._cupy()
-        norm_dev = xp.sqrt(xp.sum(cuda_multi.sum_squares(grads)))
-        if max_norm:  # min(1, max_norm / (norm + 1e-6)) on the device; a factor 1 changes nothing
-            cuda_multi.scale_(grads, xp.minimum(1.0, max_norm / (norm_dev + 1e-6)))
-        return float(norm_dev)  # the one read back, after the scaling is queued
+    if cuda_multi.applies(grads):  # CuPy: two kernels for all gradients, the sums of squares in float64
+        return float(cuda_multi.clip_(grads, max_norm))  # the one read back, after the scaling is queued
     squares = [np.vdot(g, g).astype(np.float64) for g in grads]  # on the arrays' device
     norm = math.sqrt(float(sum(squares)))  # one device-to-host read
     if max_norm:
