@@ -118,6 +118,7 @@ def _head_parts(groups, workers):
 
 
 def _run_groups(q, k, v, groups, row_chunk, acc):
+    acc = dict(acc, work={})  # this thread's scratch buffers, reused chunk after chunk (``_scratch``)
     for heads, r, c, diagonal in groups:
         runs = _strided_runs(heads, r, c, acc) if acc["strided"] else None
         for i0 in range(0, r.shape[1], row_chunk):
@@ -252,25 +253,39 @@ def attention_blocks(
 def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     """One row chunk of G blocks: Q (b, G, R', d) query rows, K, V (b, G, C', d) key columns, dO (b, G, R', d)
     or None. Returns (O, None) without dO, else (O, (dQ, dK, dV)): O, dQ (unscaled) (b, G, R', d), dK, dV
-    (b, G, C', d). ``into``: views to write O (``"O"``) and dQ (``"dQ"``) into, which are then returned."""
+    (b, G, C', d). ``into``: views to write O (``"O"``) and dQ (``"dQ"``) into, which are then returned.
+    S, dP, dK and dV are written into the thread's scratch buffers (valid until its next chunk)."""
     rnd, exact, into = acc["rnd"], acc["exact"], into or {}
-    Qs = rnd(Q * acc["scale"])  # (b, G, R', d)
-    S = rnd(Qs @ onp.swapaxes(K, -1, -2))  # (b, G, R', C')
-    assert S.shape == Q.shape[:-1] + (K.shape[-2],)
+    scratch = lambda name, shape: _scratch(acc["work"], name, shape, Q.dtype)
+    Qs = rnd(onp.multiply(Q, acc["scale"], out=scratch("Qs", Q.shape)))  # (b, G, R', d)
+    S = rnd(onp.matmul(Qs, onp.swapaxes(K, -1, -2), out=scratch("S", Q.shape[:-1] + K.shape[-2:-1])))
+    assert S.shape == Q.shape[:-1] + (K.shape[-2],)  # (b, G, R', C')
     if diagonal is not None:
         _mask_diagonal(S, i0, diagonal)
     P = _softmax(S, rnd)
     O = _product(P, V, into.get("O"), rnd, exact)
     if dO is None:
         return O, None
-    dP = rnd(dO @ onp.swapaxes(V, -1, -2))
+    dP = rnd(onp.matmul(dO, onp.swapaxes(V, -1, -2), out=scratch("dP", S.shape)))
     if P.dtype == onp.float64:  # the reference: rowsum(dP * P) = rowsum(dO * O), exactly in real arithmetic
         dP -= onp.einsum("...i,...i->...", dO, O)[..., None]
-        dS = onp.multiply(dP, P, out=dP)
     else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
-        dS = rnd(P * (dP - onp.sum(dP * P, axis=-1, keepdims=True)))
+        dP -= onp.sum(onp.multiply(dP, P, out=scratch("dP*P", S.shape)), axis=-1, keepdims=True)
+    dS = rnd(onp.multiply(dP, P, out=dP))
     dQ = _product(dS, K, into.get("dQ"), lambda x: x, True)
-    return O, (dQ, onp.swapaxes(dS, -1, -2) @ Qs, onp.swapaxes(P, -1, -2) @ dO)
+    dK = onp.matmul(onp.swapaxes(dS, -1, -2), Qs, out=scratch("dK", K.shape))
+    return O, (dQ, dK, onp.matmul(onp.swapaxes(P, -1, -2), dO, out=scratch("dV", V.shape)))
+
+
+def _scratch(work, name, shape, dtype):
+    """A C-contiguous (shape) array of ``dtype`` inside ``work[name]``, a flat buffer grown on demand: one
+    allocation per thread and name instead of one per chunk (fresh pages of every new temporary cost
+    more than the products that fill them)."""
+    size = int(onp.prod(shape))
+    buf = work.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = work[name] = onp.empty(max(size, 0 if buf is None else buf.size), dtype)
+    return buf[:size].reshape(shape)
 
 
 def _product(A, B, target, rnd, exact):
