@@ -103,9 +103,10 @@ def _head_parts(groups, workers):
     each group keeping its blocks of those heads in order: every head sees its blocks in the same order as
     unsplit, so the parts may run side by side on shared accumulators (disjoint heads) with equal results."""
     heads = sorted({int(hd) for g in groups for hd in g[0]})
-    if workers <= 1 or len(heads) <= 1:
+    workers = min(workers, len(heads))  # a part is at least one head (more cores than heads: some idle)
+    if workers <= 1:
         return [groups]
-    bounds = [heads[round(i * len(heads) / workers)] for i in range(workers)] + [heads[-1] + 1]
+    bounds = [heads[i * len(heads) // workers] for i in range(workers)] + [heads[-1] + 1]
     parts = []
     for h0, h1 in zip(bounds[:-1], bounds[1:]):
         part = []

@@ -60,3 +60,20 @@ def test_small_batches_and_threads_keep_the_key_gradient_order(dtype, monkeypatc
     fast, plain = _both("ecp", 96, 8, {"half_segment": 8}, dtype, heads=4, workers=2, batch_elements=200,
                         monkeypatch=monkeypatch)  # fmt: skip
     assert all(np.array_equal(fast[key], plain[key]) for key in plain)
+
+
+@pytest.mark.parametrize("heads", [1, 3, 8])
+def test_more_workers_than_heads_give_the_single_thread_values(heads):
+    """A machine with more cores than heads (16 cores, 8 heads) splits the work into one part per head at most;
+    each part's values equal the unsplit run's (disjoint heads, the same order within a head)."""
+    plan, rows = blockwise.block_plan("ecp", 64, heads, {"half_segment": 8, "partial": False})
+    x = reference.seeded_inputs(2, 1, heads, 64, 8, len(rows), "float32")
+    run = lambda workers: blockwise.attention_blocks(
+        x["q"], x["k"], x["v"], plan, rows, dtype="float32", dout=x["dout"], workers=workers
+    )
+    one = run(1)
+    for workers in (heads + 1, 2 * heads, 16, 17):
+        parts = blockwise._head_parts(blockwise._groups(plan, blockwise.BATCH_ELEMENTS), workers)
+        assert len(parts) == min(heads, workers)
+        many = run(workers)
+        assert all(np.array_equal(one[key], many[key]) for key in one), workers
