@@ -100,8 +100,8 @@ plt.show()
 #
 # ## 2 · A golden file
 #
-# `make_golden` draws q, k, v and the upstream gradient `dout` from `numpy.random.default_rng(seed)`, rounds them to the
-# requested dtype, computes the output and the gradients of `sum(out * dout)` in float64 **from the rounded inputs**, and
+# `make_golden` draws q, k, v and the upstream gradient `dout` from the seed (one generator per tensor, split off by
+# `numpy.random.SeedSequence(seed).spawn(4)`, so that the four fill side by side), rounds them to the requested dtype, computes the output and the gradients of `sum(out * dout)` in float64 **from the rounded inputs**, and
 # stores them in that dtype. The command line does the same: `minicp golden --arch ecp --seq-len 512 --segment 128 --heads 4 --head-dim 32 -o ecp.npz`.
 
 # %%

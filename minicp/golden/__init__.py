@@ -43,8 +43,10 @@ Model level (``make_model_golden``, ``minicp golden --model ...``), the whole la
 ``loss`` (0-d) of ``loss(params, tokens)`` (the official wrapper's loss); ``grad/<name>`` = d loss /
 d param; ``config`` with the full ModelConfig.
 
-Reproducibility: attention level draws ``rng = numpy.random.default_rng(seed)`` then q, k, v, dout
-with ``rng.standard_normal`` in that order (float64), rounds them to the dtype, and computes every
+Reproducibility: attention level splits the seed with ``numpy.random.SeedSequence(seed).spawn(4)``,
+one generator each for q, k, v, dout, draws ``standard_normal`` in float32 (float64 for a float64
+case; ``"draw": 2`` in the config; files of format_version 1 used one float64 stream,
+``default_rng(seed)``, for all four in turn, and still load), rounds them to the dtype, and computes every
 reference value in float64 **from the rounded inputs**; so a kernel that reads the stored inputs is
 measured only by its own arithmetic. Model level: ``init_params(config, seed)`` (float64, rounded),
 tokens from ``default_rng(seed + 1).integers(0, vocab, (b, n + 1))``.

@@ -5,7 +5,7 @@ import numpy as onp
 from minicp.analysis import kernel_pattern
 from minicp.config import ModelConfig
 from minicp.golden.io import read_golden
-from minicp.golden.make import FORMAT, FORMAT_VERSION, INPUTS, Golden, block_arrays
+from minicp.golden.make import FORMAT, INPUTS, READABLE_VERSIONS, Golden, block_arrays, input_draw
 from minicp.golden.model import model_expected_arrays, model_recomputed
 from minicp.nn.model import param_spec
 from minicp.testing.check import LAYOUTS, case_context, judge_case, raise_or_return, run_kernel
@@ -60,8 +60,8 @@ def check_golden(golden, check_grads=False, source="golden", max_work=WORK_LIMIT
     c = golden.config
     if c.get("format") != FORMAT:
         _fail(source, f"config format is {c.get('format')!r}, expected {FORMAT!r}")
-    if c.get("format_version") != FORMAT_VERSION:
-        _fail(source, f"format_version {c.get('format_version')!r} is not supported (this reader: {FORMAT_VERSION})")
+    if c.get("format_version") not in READABLE_VERSIONS or isinstance(c.get("format_version"), bool):
+        _fail(source, f"format_version {c.get('format_version')!r} is not supported (this reader: {READABLE_VERSIONS})")
     name = c.get("dtype")
     if name not in DTYPES or c.get("storage_dtype") != STORAGE[name]:
         _fail(source, f"dtype {name!r} / storage_dtype {c.get('storage_dtype')!r} are not a valid pair")
@@ -153,7 +153,16 @@ def _check_attention(g, name, check_grads, source, max_work):
             f"{max_work:.2g}; pass max_work=None (CLI: --allow-large) to check it anyway",
         )
     ref = reference_case(
-        arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=int(c["seed"]), grads=True, **pa
+        arch,
+        seq_len=n,
+        heads=h,
+        head_dim=d,
+        batch=b,
+        dtype=name,
+        seed=int(c["seed"]),
+        grads=True,
+        draw=input_draw(c, source),
+        **pa,
     )
     for key in INPUTS:
         if not onp.array_equal(g[key], ref[key]):
@@ -231,6 +240,7 @@ def assert_matches_golden(
         dtype=c["dtype"],
         seed=c["seed"],
         grads=True,
+        draw=input_draw(c, str(path)),
         **c["pattern_args"],
     )
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")

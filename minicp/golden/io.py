@@ -7,7 +7,7 @@ import zlib
 
 import numpy as onp
 
-from minicp.golden.make import INPUTS, Golden, input_digest
+from minicp.golden.make import INPUTS, Golden, input_digest, input_draw
 from minicp.testing.files import atomic_savez, open_regular
 from minicp.testing.reference import seeded_inputs
 
@@ -69,6 +69,7 @@ def regenerate_inputs(config, source):
             int(config["head_dim"]),
             int(config["out_rows"]),
             config["dtype"],
+            input_draw(config, source),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}: cannot regenerate the inputs from the config ({type(e).__name__}: {e})") from e

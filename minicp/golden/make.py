@@ -9,13 +9,14 @@ from minicp.analysis import kernel_pattern
 from minicp.testing.compare import TOLERANCES
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.patterns import normalize_pattern_args, resolved_pattern_args
-from minicp.testing.reference import reference_case
+from minicp.testing.reference import DRAW, DRAWS, reference_case
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS
 from minicp.validate import choice, nonnegative_int
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "MASK_LIMIT",
     "INPUT_MODES",
     "Golden",
@@ -24,9 +25,11 @@ __all__ = [
     "input_digest",
     "block_arrays",
     "minicp_version",
+    "input_draw",
 ]
 
-FORMAT, FORMAT_VERSION = "minicp-golden", 1
+FORMAT, FORMAT_VERSION = "minicp-golden", 2  # 2: the input draw is recorded ("draw"); 1 had one stream
+READABLE_VERSIONS = (1, 2)
 MASK_LIMIT = 8192
 INPUT_MODES = ("stored", "seed")
 INPUTS = ("q", "k", "v", "dout")
@@ -184,8 +187,10 @@ def make_golden(
         "seed": int(seed),
         "inputs": inputs,
         "input_sha256": input_digest(arrays),
-        "rng": "numpy.random.default_rng(seed).standard_normal: q, k, v (b,h,n,d), then dout (b,h,R,d); "
-        "rounded to dtype; references computed in float64 from the rounded inputs",
+        "draw": DRAW,
+        "rng": "numpy.random.SeedSequence(seed).spawn(4): one generator per tensor q, k, v (b,h,n,d), dout "
+        "(b,h,R,d); standard_normal in float32 (float64 for dtype float64), rounded to dtype; references "
+        "computed in float64 from the rounded inputs",
         "objective": "gradients of sum(out * dout)",
         "mask": mask_mode,
         "mask_limit": mask_limit,
@@ -203,3 +208,14 @@ def make_golden(
     if inputs == "seed":
         arrays.update({key: ref[key] for key in INPUTS})  # in memory the case is complete
     return Golden(arrays, config)
+
+
+def input_draw(config, source="golden"):
+    """How an attention file's inputs were drawn from its seed (``minicp.testing.reference.seeded_inputs``):
+    1 for format_version 1, else the config's ``draw``. ValueError naming the file otherwise."""
+    if config.get("format_version") == 1:
+        return 1
+    draw = config.get("draw")
+    if draw not in DRAWS or isinstance(draw, bool):
+        raise ValueError(f"{source}: config draw {draw!r} is not one of {DRAWS}")
+    return draw

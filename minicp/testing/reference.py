@@ -1,7 +1,7 @@
 """Seeded cases and their float64 reference, computed block by block at the pattern's own cost and cached.
 
-``reference_case`` draws ``numpy.random.default_rng(seed)``: q, k, v (b, h, n, d) standard normal, then
-dout (b, h, R, d); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded
+``reference_case`` draws q, k, v (b, h, n, d) and dout (b, h, R, d) standard normal from the seed
+(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded
 inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
 the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
 are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
@@ -40,7 +40,10 @@ __all__ = [
     "clear_cache",
 ]
 
-CASE_VERSION = 4  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept
+CASE_VERSION = 5  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept;
+# 5: the input draw is recorded (``draw``)
+DRAWS = (1, 2)  # how inputs are drawn from a seed (``seeded_inputs``)
+DRAW = 2
 GRADS = ("dq", "dk", "dv")
 INPUTS = ("q", "k", "v", "dout")
 MEMORY_CACHE = 4
@@ -48,7 +51,7 @@ CACHE_ENV = "MINICP_REFERENCE_CACHE"
 _MEMORY = collections.OrderedDict()
 
 
-def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope, pattern_args):
+def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope, pattern_args, draw=DRAW):
     """(canonical case dict, sha256 hex of its JSON): what the reference depends on, nothing else."""
     case = {
         "version": CASE_VERSION,
@@ -60,6 +63,7 @@ def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope,
         "batch": batch,
         "dtype": dtype,
         "seed": seed,
+        "draw": draw,
         "grads": grads,
         "rope": rope,
     }
@@ -72,14 +76,32 @@ def clear_cache():
     _MEMORY.clear()
 
 
-def seeded_inputs(seed, b, h, n, d, R, name):
-    """q, k, v (b, h, n, d) and dout (b, h, R, d) drawn in that order from default_rng(seed), rounded to name."""
-    rng = onp.random.default_rng(seed)
-    buffer = onp.empty(b * h * max(n, R) * d)  # one float64 buffer for the draws (the values of fresh arrays)
-    draw = lambda shape: rng.standard_normal(out=buffer[: int(onp.prod(shape))].reshape(shape))
-    stored = {key: to_storage(draw((b, h, n, d)), name) for key in ("q", "k", "v")}
-    stored["dout"] = to_storage(draw((b, h, R, d)), name)
-    return stored
+def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
+    """q, k, v (b, h, n, d) and dout (b, h, R, d), standard normal from ``seed``, rounded to name.
+
+    ``draw=2`` (the current one): ``numpy.random.SeedSequence(seed).spawn(4)`` gives one generator per
+    tensor (q, k, v, dout in that order), each filled with ``standard_normal`` in float32 (float64 when
+    name is float64) on its own thread. ``draw=1`` (files of format_version 1): one stream,
+    ``default_rng(seed).standard_normal`` in float64 for q, k, v, then dout."""
+    if draw not in DRAWS:
+        raise ValueError(f"draw {draw!r} is not one of {DRAWS}")
+    shapes = {key: (b, h, n, d) for key in ("q", "k", "v")}
+    shapes["dout"] = (b, h, R, d)
+    if draw == 1:
+        rng = onp.random.default_rng(seed)
+        buffer = onp.empty(b * h * max(n, R) * d)  # one float64 buffer for the draws (the values of fresh arrays)
+        return {
+            key: to_storage(rng.standard_normal(out=buffer[: int(onp.prod(s))].reshape(s)), name)
+            for key, s in shapes.items()
+        }
+    wide = onp.float64 if name == "float64" else onp.float32
+    streams = dict(zip(INPUTS, onp.random.SeedSequence(seed).spawn(len(INPUTS))))
+
+    def one(key):  # a generator's fill runs without the GIL: the four tensors fill side by side
+        return to_storage(onp.random.default_rng(streams[key]).standard_normal(shapes[key], dtype=wide), name)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(INPUTS), os.cpu_count() or 1))) as pool:
+        return dict(zip(INPUTS, pool.map(one, INPUTS)))
 
 
 def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, intermediates, workers):
@@ -136,6 +158,7 @@ def reference_case(
     grads=False,
     rope=None,
     cache_dir=None,
+    draw=DRAW,
     **pattern_args,
 ):
     """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict).
@@ -145,15 +168,28 @@ def reference_case(
     with ``grads``) float64; ``budget_out`` (+ ``budget_dq`` ...): (B_max, B_rms, max(e_F), rms(e_G)) of
     the plain implementation in ``dtype`` (``minicp.testing.verdict.budgets``); ``case`` the canonical case
     dict (every pattern argument resolved). ``segment=`` or ``half_segment=`` for ECP; ``rope`` None,
-    "interleaved" or "halves" (the kernel applies RoPE to q and k itself).
+    "interleaved" or "halves" (the kernel applies RoPE to q and k itself); ``draw`` how the inputs are
+    drawn from the seed (``seeded_inputs``; 1 only for golden files of format_version 1).
     """
     n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
     seed, grads = nonnegative_int("seed", seed), boolean("grads", grads)
+    if draw not in DRAWS or isinstance(draw, bool):
+        raise ValueError(f"draw {draw!r} is not one of {DRAWS} (the ways inputs are drawn from a seed)")
     name, rope = check_dtype(dtype), check_rope(rope, d)
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(
-        arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=seed, grads=grads, rope=rope, pattern_args=pa
+        arch,
+        seq_len=n,
+        heads=h,
+        head_dim=d,
+        batch=b,
+        dtype=name,
+        seed=seed,
+        grads=grads,
+        rope=rope,
+        pattern_args=pa,
+        draw=draw,
     )
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
@@ -161,7 +197,7 @@ def reference_case(
     R = len(kernel_pattern.rows(arch, n, h, **pa))
     computed = _load_cached(cache_dir, key, _shapes(b, h, n, d, R, name, grads))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the draw (no GIL) while the plan is built
-        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name) if computed is None else None
+        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name, draw) if computed is None else None
         plan, rows = block_plan(arch, n, h, pa)
         if drawing is not None:
             stored = drawing.result()

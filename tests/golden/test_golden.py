@@ -11,6 +11,8 @@ import minicp
 from minicp import golden as G
 from minicp.analysis import kernel_pattern as kp
 from minicp.config import ARCHITECTURES
+from minicp.golden.make import input_digest
+from minicp.testing import reference
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -105,8 +107,33 @@ def test_reproducible_and_seeded():
     for key in a.keys():
         assert np.array_equal(a[key], b[key])
     assert not np.array_equal(a["q"], c["q"])
-    rng = np.random.default_rng(3)  # the documented draw order
-    assert np.array_equal(a["q"], rng.standard_normal(a["q"].shape).astype(np.float32))
+    assert a.config["draw"] == 2 and a.config["format_version"] == 2
+    streams = np.random.SeedSequence(3).spawn(4)  # the documented draw: one generator per tensor, in order
+    for key, stream in zip(("q", "k", "v", "dout"), streams):
+        expected = np.random.default_rng(stream).standard_normal(a[key].shape, dtype=np.float32)
+        assert np.array_equal(a[key], expected), key
+
+
+def test_format_version_1_files_still_load_and_check(tmp_path):
+    """A file of format_version 1 (one float64 stream, default_rng(seed), for q, k, v, dout in turn) is read
+    with that draw: its inputs regenerate from the seed and its stored outputs check."""
+    g = small_golden("ecp", seed=5)
+    rng = np.random.default_rng(5)  # the version-1 draw, written out here independently
+    old = {key: rng.standard_normal(g[key].shape).astype(np.float32) for key in ("q", "k", "v", "dout")}
+    ref = reference.reference_case("ecp", **CASES["ecp"], head_dim=4, batch=2, seed=5, grads=True, draw=1)
+    assert all(np.array_equal(old[key], ref[key]) for key in old)
+    arrays = dict(g.arrays, **old, **{key: ref[key].astype(np.float32) for key in ("out", "dq", "dk", "dv")})
+    config = {key: value for key, value in g.config.items() if key != "draw"}
+    config.update(format_version=1, inputs="seed", input_sha256=input_digest(old))
+    path = G.save_golden(G.Golden(arrays, config), tmp_path / "v1.npz")
+    back = G.load_golden(path, check=True, check_grads=True)
+    assert all(np.array_equal(back[key], old[key]) for key in old)
+    bad = dict(config, format_version=2)  # the same file claiming version 2 without a draw: refused by name
+    G.save_golden(G.Golden(arrays, bad), tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="draw None is not one of"):
+        G.load_golden(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="format_version 3 is not supported"):
+        G.check_golden(G.Golden(arrays, dict(config, format_version=3)))
 
 
 def test_mask_limit_and_segment_config():
