@@ -227,7 +227,7 @@ def attention_blocks(
     rnd_io = rounder(dtype)
     rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
     ct = onp.float64 if dtype == "float64" else onp.float32
-    q, k, v = (rnd_io(onp.asarray(x, dtype=ct)) for x in (q, k, v))
+    q, k, v = (_operand(x, ct, rnd_io) for x in (q, k, v))
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
@@ -236,7 +236,7 @@ def attention_blocks(
     acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io, "strided": strided}
     acc.update(exact=dtype in ("float32", "float64") or not intermediates, store_exact=dtype in ("float32", "float64"))
     if grads:
-        acc.update(dout=rnd_io(onp.asarray(dout, dtype=ct)), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))
+        acc.update(dout=_operand(dout, ct, rnd_io), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))
         acc["dv"] = onp.zeros(v.shape, ct)  # calloc: pages are zeroed as the threads first write them
     parts = _head_parts(_groups(plan, BATCH_ELEMENTS), workers)
     with single_blas_thread():  # NumPy releases the GIL in products and ufuncs: the parts run side by side
@@ -247,8 +247,28 @@ def attention_blocks(
             _run_groups(q, k, v, parts[0] if parts else [], row_chunk, acc)
     result = {"out": rnd_io(out)}
     if grads:
-        result.update(dq=rnd_io(rnd(acc["dq"]) * ct(scale)), dk=rnd_io(acc["dk"]), dv=rnd_io(acc["dv"]))
+        dq = onp.multiply(acc["dq"], ct(scale), out=acc["dq"]) if acc["exact"] else rnd(acc["dq"]) * ct(scale)
+        result.update(dq=rnd_io(dq), dk=rnd_io(acc["dk"]), dv=rnd_io(acc["dv"]))
     return result
+
+
+def _operand(x, ct, rnd_io):
+    """An input as the arithmetic reads it: float32 inputs of the float64 reference stay float32 (each chunk
+    widens its own rows and columns, ``_wide``: exact, and no full float64 copy to allocate and fault in
+    before the threads start); everything else converted and rounded to the dtype up front."""
+    x = onp.asarray(x)
+    if ct == onp.float64 and x.dtype in (onp.float32, onp.float64):
+        return x
+    return rnd_io(onp.asarray(x, dtype=ct))
+
+
+def _wide(acc, name, x, dtype):
+    """x as ``dtype`` (a scratch copy when it is narrower: float32 values are exact in float64)."""
+    if x is None or x.dtype == dtype:
+        return x
+    out = _scratch(acc["work"], name, x.shape, dtype)
+    onp.copyto(out, x)
+    return out
 
 
 def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
@@ -256,8 +276,9 @@ def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     or None. Returns (O, None) without dO, else (O, (dQ, dK, dV)): O, dQ (unscaled) (b, G, R', d), dK, dV
     (b, G, C', d). ``into``: views to write O (``"O"``) and dQ (``"dQ"``) into, which are then returned.
     S, dP, dK and dV are written into the thread's scratch buffers (valid until its next chunk)."""
-    rnd, exact, into = acc["rnd"], acc["exact"], into or {}
-    scratch = lambda name, shape: _scratch(acc["work"], name, shape, Q.dtype)
+    rnd, exact, into, ct = acc["rnd"], acc["exact"], into or {}, acc["out"].dtype
+    scratch = lambda name, shape: _scratch(acc["work"], name, shape, ct)
+    K, V, dO = _wide(acc, "K", K, ct), _wide(acc, "V", V, ct), _wide(acc, "dO", dO, ct)
     Qs = rnd(onp.multiply(Q, acc["scale"], out=scratch("Qs", Q.shape)))  # (b, G, R', d)
     S = rnd(onp.matmul(Qs, onp.swapaxes(K, -1, -2), out=scratch("S", Q.shape[:-1] + K.shape[-2:-1])))
     assert S.shape == Q.shape[:-1] + (K.shape[-2],)  # (b, G, R', C')
