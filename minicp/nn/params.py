@@ -100,9 +100,10 @@ def check_params(params, config, param_spec, *, defer_finite=False):
     finite. The layer count is compared first, so a config with absurdly many layers fails at once.
 
     ``defer_finite=True`` (used by ``forward``): returns ``(flat, finish)``; ``finish()`` raises the same
-    error, later. On the GPU the test is queued and only read by ``finish()``: reading it at once would hold
-    the host until the GPU has answered, before the first real kernel of the forward pass is queued. On
-    the CPU the test is made at once and ``finish`` does nothing.
+    error, later. On the GPU ``finish()`` queues the test behind the work queued so far and reads it:
+    reading it at once would hold the host until the GPU has answered, and even queuing it first keeps the
+    GPU idle while the host prepares it, before the first real kernel of the forward pass. On the CPU the
+    test is made at once and ``finish`` does nothing.
     """
     flat_layers = getval(params.get("layers")) if isinstance(getval(params), dict) else None
     if isinstance(flat_layers, (list, tuple)) and len(flat_layers) != config.layers:
@@ -117,8 +118,7 @@ def check_params(params, config, param_spec, *, defer_finite=False):
         )
     arrays = [getval(flat[name]) for name in spec]
     if defer_finite and B.name == "cupy":
-        pending = B.all_finite_pending(arrays)  # a device bool, not read yet
-        return flat, lambda: bool(pending) or _name_non_finite(flat, spec)
+        return flat, lambda: bool(B.all_finite_pending(arrays)) or _name_non_finite(flat, spec)
     if not B.all_finite(arrays):
         _name_non_finite(flat, spec)
     return (flat, lambda: None) if defer_finite else flat
