@@ -135,22 +135,29 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     if budget is None:
         budget = budgets(r, floor, dtype, accurate)
     b_max, b_rms, f_max, f_rms = (float(x) for x in budget)
-    err, nf_bad, stats = _errors(a, r, row_axis)
-    i = _worst_index(err, stats, row_axis)
-    max_err, rms_err = (float(err[i]) if err.size else 0.0), _stats_rms(stats, err.size)
+    stats = _lean_stats(a, r, b_max) if row_axis == 2 and r.ndim == 4 and r.size else None
+    if stats is not None:  # every error finite and within the max budget: no full-size error array
+        err, nf_bad, i = None, onp.zeros((), dtype=bool), _lean_worst_index(a, r, stats)
+        max_err = float(abs(onp.subtract(a[i], r[i], dtype=onp.float64)))
+    else:
+        err, nf_bad, stats = _errors(a, r, row_axis)
+        i = _worst_index(err, stats, row_axis)
+        max_err = float(err[i]) if err.size else 0.0
+    rms_err = _stats_rms(stats, r.size)
     v = TensorVerdict(name, dtype, tuple(r.shape), False, max_err, rms_err, b_max, b_rms, f_max, f_rms)
     v.max_share, v.rms_share = _share(max_err, b_max), _share(rms_err, b_rms)
     v.nonfinite_bad, v.worst_index = int(nf_bad.sum()), tuple(int(j) for j in i)
-    v.worst_expected, v.worst_actual = (float(r[i]), float(a[i])) if err.size else (0.0, 0.0)
+    v.worst_expected, v.worst_actual = (float(r[i]), float(a[i])) if r.size else (0.0, 0.0)
     v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
-    bad = err > b_max if max_err > b_max else None  # nothing over the max budget: no pass for it
+    bad = err > b_max if max_err > b_max else None  # nothing over the max budget: no pass for it (err is
+    # then None on the lean path)
     if bad is not None:
         stats["bad"] = _rows_view(bad, row_axis).sum(axis=-1)
         v.bad_fraction = float(bad.mean())
         v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)]
         v.bad_rows = describe_positions(onp.nonzero(stats["bad"].any(axis=0))[0])
-    every = onp.arange(err.shape[row_axis])
-    v.per_head = _parts([(f"head {hd}", hd, every) for hd in range(err.shape[1])], stats, b_max, b_rms)
+    every = onp.arange(r.shape[row_axis])
+    v.per_head = _parts([(f"head {hd}", hd, every) for hd in range(r.shape[1])], stats, b_max, b_rms)
     v.per_block = _parts(groups or [], stats, b_max, b_rms)
     v.message = _message(v)
     return v
@@ -166,6 +173,32 @@ def _row_stats(err, row_axis):
     every block's max and rms follow from these, without further passes over the tensor."""
     e = _rows_view(err, row_axis)
     return {"max": e.max(axis=-1), "sq": onp.einsum("hrk,hrk->hr", e, e), "bad": None, "per": e.shape[-1]}
+
+
+def _lean_stats(a, r, b_max):
+    """The row statistics of |a - r| for (b, h, rows, d) arrays, one head at a time through one reused
+    buffer, or None unless every error is finite and within ``b_max`` (then ``_errors`` gives the full
+    picture). A passing check thus allocates no full-size error array."""
+    H, R = r.shape[1], r.shape[2]
+    mx, sq, buf = onp.empty((H, R)), onp.empty((H, R)), onp.empty(r[:, 0].shape)
+    for hd in range(H):
+        with onp.errstate(invalid="ignore", over="ignore"):
+            e = onp.subtract(a[:, hd], r[:, hd], dtype=onp.float64, out=buf)  # (b, rows, d)
+        onp.abs(e, out=e)
+        rows = onp.swapaxes(e, 0, 1).reshape(R, -1)  # (rows, b d): a view when b = 1
+        mx[hd] = rows.max(axis=-1)
+        if not (onp.isfinite(mx[hd]).all() and mx[hd].max() <= b_max):
+            return None
+        sq[hd] = onp.einsum("rk,rk->r", rows, rows)
+    return {"max": mx, "sq": sq, "bad": None, "per": rows.shape[-1]}
+
+
+def _lean_worst_index(a, r, stats):
+    """``_worst_index`` from the row statistics and the errors of the one row that holds the largest."""
+    hd, row = onp.unravel_index(int(onp.argmax(stats["max"])), stats["max"].shape)
+    e = onp.abs(onp.subtract(a[:, hd, row], r[:, hd, row], dtype=onp.float64))  # (b, d)
+    bi, di = onp.unravel_index(int(onp.argmax(e)), e.shape)
+    return (int(bi), int(hd), int(row), int(di))
 
 
 def _errors(a, r, row_axis):
