@@ -18,6 +18,7 @@ records one node instead of about sixteen, and its backward pass needs no zero-f
 from autograd.extend import defvjp_argnums, primitive
 
 from minicp import backend as B
+from minicp.backend import cuda_blocks
 from minicp.nn import fused, ops
 
 _kept = {}  # id(output of a traced call) -> (P_0, P, K2), taken by the VJP maker at once
@@ -38,9 +39,12 @@ def _masks(m):
     return ops.causal_mask(m, m), ops.causal_mask(m, 2 * m, diagonal=m)
 
 
-def _core_forward(q, kv, m):
-    """ECP attention of plain arrays: (out (b, h, n, d), what the VJP needs)."""
+def _core_forward(q, kv, m, keep=True):
+    """ECP attention of plain arrays: (out (b, h, n, d), what the VJP needs; None when not ``keep``)."""
     xp = B.raw
+    if not keep and B.name == "cupy" and cuda_blocks.applies(q, kv):  # inference on the GPU: no copies
+        masks = (B.constant(mask) for mask in _masks(m))
+        return cuda_blocks.ecp_forward(q, kv, m, *masks, B.masked_softmax_), None
     Q, K = _blocks(q, kv, m)  # (b, h, N, m, d)
     K2 = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
     first, pairs = _masks(m)
@@ -54,7 +58,7 @@ def _core_forward(q, kv, m):
 
 @primitive
 def _ecp_core(q, kv, m, keep):
-    out, saved = _core_forward(q, kv, m)
+    out, saved = _core_forward(q, kv, m, keep)
     if keep:
         _kept[id(out)] = saved
     return out
