@@ -24,7 +24,7 @@ from minicp.testing import blockwise, check, reference, verdict
 from minicp.testing import torch as mtt
 
 try:
-    from threadpoolctl import threadpool_limits  # optional: NumPy's BLAS threads on a shared machine
+    from threadpoolctl import threadpool_limits  # optional: the BLAS threads, set to the cores used
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
@@ -103,7 +103,10 @@ def main():
     fn = lambda q, k, v: ecp_sdpa(q, k, v, m)
     g = torch.Generator().manual_seed(0)
     q, k, v, dout = (torch.randn(1, 8, args.seq_len, 64, generator=g) for _ in range(4))
-    print(f"ECP n={args.seq_len}, 8 heads, d 64, float32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"ECP n={args.seq_len}, 8 heads, d 64, float32, torch {torch.__version__}, {torch.get_num_threads()} torch "
+        f"threads; minicp: {os.cpu_count()} threads over the 8 heads (at most 8 busy)"
+    )
     check = lambda cache: mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
     if args.stages:
         mtt.grad_fn(fn)(q, k, v, dout)  # PyTorch's first call (warm-up) is not a stage
@@ -130,8 +133,10 @@ def main():
 
 
 if __name__ == "__main__":
+    cores = os.cpu_count() or 1  # both sides get every core: PyTorch's threads, and minicp's threads over heads
+    torch.set_num_threads(cores)
     if threadpool_limits is not None:
-        with threadpool_limits(limits=2):
+        with threadpool_limits(limits=cores):
             main()
     else:
         main()
