@@ -142,15 +142,7 @@ def raise_or_return(report, report_path=None):
         write_report(report, report_path)
     failed = [v for v in report.verdicts.values() if not v.ok]
     if failed:
-        message = "\n".join(
-            [v.message for v in failed]
-            + [
-                f"({len(failed)} of {len(report.verdicts)} tensors "
-                f"failed; passing: "
-                + ", ".join(v.message.split("\n")[0] for v in report.verdicts.values() if v.ok)
-                + ")"
-            ]
-        )
+        message = "\n".join([v.message for v in failed] + [_failed_line(failed, report.verdicts)])
         err = MismatchError(message, failed[0])
         err.report = report
         raise err
@@ -233,3 +225,11 @@ def assert_matches_reference(
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
     return raise_or_return(report, report_path)
+
+
+def _failed_line(failed, verdicts):
+    """'(2 of 4 tensors failed; passing: ...)', the passing ones' first lines (none: no list)."""
+    passing = [v.message.split("\n")[0] for v in verdicts.values() if v.ok]
+    return f"({len(failed)} of {len(verdicts)} tensors failed" + (
+        f"; passing: {', '.join(passing)})" if passing else ")"
+    )
