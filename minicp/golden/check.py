@@ -108,6 +108,15 @@ def _attention_fields(c, source):
     return arch, pa, b, h, n, d, rows
 
 
+def _file_reference(c, source):
+    """``reference_case`` (with gradients) of an attention file's case: its pattern, sizes, dtype, seed and draw."""
+    arch, pa, b, h, n, d, _ = _attention_fields(c, source)
+    return reference_case(
+        arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=c["dtype"], seed=int(c["seed"]), grads=True,
+        draw=input_draw(c, source), **pa,
+    )  # fmt: skip
+
+
 def _check_mask(g, arch, pa, h, n, source):
     mask = g["mask"]
     heads_in_mask = mask.shape[0] if mask.ndim == 3 else -1
@@ -152,18 +161,7 @@ def _check_attention(g, name, check_grads, source, max_work):
             f"recomputing this case takes {attention_work(c):.2g} multiply-adds, more than max_work = "
             f"{max_work:.2g}; pass max_work=None (CLI: --allow-large) to check it anyway",
         )
-    ref = reference_case(
-        arch,
-        seq_len=n,
-        heads=h,
-        head_dim=d,
-        batch=b,
-        dtype=name,
-        seed=int(c["seed"]),
-        grads=True,
-        draw=input_draw(c, source),
-        **pa,
-    )
+    ref = _file_reference(c, source)
     for key in INPUTS:
         if not onp.array_equal(g[key], ref[key]):
             _fail(source, f"stored input {key!r} is not the draw of seed {c['seed']} (see the config's 'rng')")
@@ -231,18 +229,7 @@ def assert_matches_golden(
         raise ValueError(f"{path}: assert_matches_golden needs an attention-level file, got kind {c.get('kind')!r}")
     if check_grads and not check and max_work is not None and attention_work(c) > max_work:
         _fail(str(path), f"the case takes {attention_work(c):.2g} multiply-adds (> max_work); pass max_work=None")
-    case = reference_case(
-        c["arch"],
-        seq_len=c["seq_len"],
-        heads=c["heads"],
-        head_dim=c["head_dim"],
-        batch=c["batch"],
-        dtype=c["dtype"],
-        seed=c["seed"],
-        grads=True,
-        draw=input_draw(c, str(path)),
-        **c["pattern_args"],
-    )
+    case = _file_reference(c, str(path))
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)

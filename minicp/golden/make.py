@@ -9,7 +9,7 @@ from minicp.analysis import kernel_pattern
 from minicp.testing.compare import TOLERANCES
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.patterns import normalize_pattern_args, resolved_pattern_args
-from minicp.testing.reference import DRAW, DRAWS, reference_case
+from minicp.testing.reference import DRAW, check_draw, reference_case
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS
 from minicp.validate import choice, nonnegative_int
 
@@ -215,7 +215,7 @@ def input_draw(config, source="golden"):
     1 for format_version 1, else the config's ``draw``. ValueError naming the file otherwise."""
     if config.get("format_version") == 1:
         return 1
-    draw = config.get("draw")
-    if draw not in DRAWS or isinstance(draw, bool):
-        raise ValueError(f"{source}: config draw {draw!r} is not one of {DRAWS}")
-    return draw
+    try:
+        return check_draw(config.get("draw"))
+    except ValueError as e:
+        raise ValueError(f"{source}: config {e}") from None

@@ -12,7 +12,8 @@ With K = V (the official sub-layer shares them) and n a multiple of m, N = n / m
 The readable path (``ecp.attention``: slices, two concatenations and two ``ops.attend`` calls) computes the
 same values, bit for bit, and the same gradients up to the order of three additions; as one primitive autograd
 records one node instead of about sixteen, and its backward pass needs no zero-filled gradient for each slice
-(tests/nn/test_fused_attention.py).
+(tests/nn/test_fused_attention.py). On CuPy an untraced call (inference, nothing kept) is computed without
+building K2 at all: ``minicp.backend.cuda_blocks``, equal up to float rounding (tests/backend/test_gpu_blocks.py).
 """
 
 from autograd.extend import defvjp_argnums, primitive
@@ -39,7 +40,7 @@ def _masks(m):
     return ops.causal_mask(m, m), ops.causal_mask(m, 2 * m, diagonal=m)
 
 
-def _core_forward(q, kv, m, keep=True):
+def _core_forward(q, kv, m, keep):
     """ECP attention of plain arrays: (out (b, h, n, d), what the VJP needs; None when not ``keep``)."""
     xp = B.raw
     if not keep and B.name == "cupy" and cuda_blocks.applies(q, kv):  # inference on the GPU: no copies
@@ -138,7 +139,7 @@ def _sublayer(x, wq, wkv, w0, b0, w, b, tables, heads, m, style, keep):
     if tables is not None:
         q, kv = fused.rope(q, *tables, style), fused.rope(kv, *tables, style)
     q = q * (D // heads) ** -0.5  # python float: keeps float32
-    o, saved = _core_forward(q, kv, m)
+    o, saved = _core_forward(q, kv, m, keep)
     om = _merged(o)  # (b, n, D)
     kept = (q, kv, om, saved) if keep else None
     del q, kv, o, saved  # untraced: the probabilities and the heads are freed before the output projections

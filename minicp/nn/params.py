@@ -118,7 +118,7 @@ def check_params(params, config, param_spec, *, defer_finite=False):
         )
     arrays = [getval(flat[name]) for name in spec]
     if defer_finite and B.name == "cupy":
-        return flat, lambda: bool(B.all_finite_pending(arrays)) or _name_non_finite(flat, spec)
+        return flat, lambda: B.all_finite(arrays) or _name_non_finite(flat, spec)
     if not B.all_finite(arrays):
         _name_non_finite(flat, spec)
     return (flat, lambda: None) if defer_finite else flat

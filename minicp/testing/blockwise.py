@@ -294,7 +294,7 @@ def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
     else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
         dP -= onp.sum(onp.multiply(dP, P, out=scratch("dP*P", S.shape)), axis=-1, keepdims=True)
     dS = rnd(onp.multiply(dP, P, out=dP))
-    dQ = _product(dS, K, into.get("dQ"), lambda x: x, True)
+    dQ = onp.matmul(dS, K, out=into.get("dQ"))  # unscaled, never rounded here
     dK = onp.matmul(onp.swapaxes(dS, -1, -2), Qs, out=scratch("dK", K.shape))
     return O, (dQ, dK, onp.matmul(onp.swapaxes(P, -1, -2), dO, out=scratch("dV", V.shape)))
 

@@ -1,8 +1,8 @@
 """Seeded cases and their float64 reference, computed block by block at the pattern's own cost and cached.
 
 ``reference_case`` draws q, k, v (b, h, n, d) and dout (b, h, R, d) standard normal from the seed
-(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded
-inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
+(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``); rounds
+them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
 the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
 are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
 
@@ -71,6 +71,13 @@ def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope,
     return case, hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_draw(draw):
+    """``draw`` if it is one of ``DRAWS`` (the ways inputs are drawn from a seed), else ValueError."""
+    if draw not in DRAWS or isinstance(draw, bool):
+        raise ValueError(f"draw {draw!r} is not one of {DRAWS} (the ways inputs are drawn from a seed)")
+    return draw
+
+
 def clear_cache():
     """Forget the in-process cache."""
     _MEMORY.clear()
@@ -83,8 +90,7 @@ def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
     tensor (q, k, v, dout in that order), each filled with ``standard_normal`` in float32 (float64 when
     name is float64) on its own thread. ``draw=1`` (files of format_version 1): one stream,
     ``default_rng(seed).standard_normal`` in float64 for q, k, v, then dout."""
-    if draw not in DRAWS:
-        raise ValueError(f"draw {draw!r} is not one of {DRAWS}")
+    check_draw(draw)
     shapes = {key: (b, h, n, d) for key in ("q", "k", "v")}
     shapes["dout"] = (b, h, R, d)
     if draw == 1:
@@ -173,9 +179,7 @@ def reference_case(
     """
     n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
-    seed, grads = nonnegative_int("seed", seed), boolean("grads", grads)
-    if draw not in DRAWS or isinstance(draw, bool):
-        raise ValueError(f"draw {draw!r} is not one of {DRAWS} (the ways inputs are drawn from a seed)")
+    seed, grads, draw = nonnegative_int("seed", seed), boolean("grads", grads), check_draw(draw)
     name, rope = check_dtype(dtype), check_rope(rope, d)
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(

@@ -149,8 +149,8 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     v.nonfinite_bad, v.worst_index = int(nf_bad.sum()), tuple(int(j) for j in i)
     v.worst_expected, v.worst_actual = (float(r[i]), float(a[i])) if r.size else (0.0, 0.0)
     v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
-    bad = err > b_max if max_err > b_max else None  # nothing over the max budget: no pass for it (err is
-    # then None on the lean path)
+    bad = err > b_max if max_err > b_max else None  # nothing over the max budget (always so on the lean
+    # path, where err is None): no pass for it
     if bad is not None:
         stats["bad"] = _rows_view(bad, row_axis).sum(axis=-1)
         v.bad_fraction = float(bad.mean())
