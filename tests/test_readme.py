@@ -42,5 +42,11 @@ def test_readme_failure_message_is_what_the_check_prints():
     number = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
     got = str(info.value)
     assert number.split(got) == number.split(shown)  # the words, positions and layout exactly
-    for a, b in zip(number.findall(got), number.findall(shown)):  # the numbers to a BLAS's last bits
-        assert float(a) == pytest.approx(float(b), rel=1e-3), (a, b)
+    for a, b in zip(number.finditer(got), number.finditer(shown)):
+        # errors, values and indices to 1e-3; what the float32 floor sets (budgets, floors and shares of
+        # budget) moves with the BLAS's summation order: 7% between an AMD EPYC and an Intel Xeon
+        of_floor = got[a.end() : a.end() + 1] == "%" or re.search(
+            r"(budget|float32 max|accurate rms) $", got[: a.start()]
+        )
+        rel = 0.2 if of_floor else 1e-3
+        assert float(a.group()) == pytest.approx(float(b.group()), rel=rel), (a.group(), b.group())

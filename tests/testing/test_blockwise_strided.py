@@ -5,6 +5,7 @@ import pytest
 
 from minicp.testing import blockwise, reference
 from minicp.testing.cases import EDGES
+from minicp.testing.dtypes import EPS
 
 WIDER = {  # more blocks than the edge cases: several per batch, two heads per group, partial ends
     "ecp": [(96, {"half_segment": 8}), (90, {"half_segment": 8, "partial": True}), (64, {"half_segment": 16})],
@@ -38,8 +39,10 @@ def test_strided_views_equal_gathered_blocks(arch, n, d, pa, dtype, row_chunk):
         assert fast[key].dtype == plain[key].dtype and fast[key].shape == plain[key].shape
         if dtype == "float64":  # BLAS may sum a view and a copy in another order: float64 rounding only
             np.testing.assert_allclose(fast[key], plain[key], rtol=1e-12, atol=1e-12, err_msg=key)
-        else:  # the same products on the same values: the plain implementation's rounding is kept exactly
-            assert np.array_equal(fast[key], plain[key]), key
+        else:  # the same products on the same values, summed in an order that may differ (OpenBLAS on an
+            # Intel Xeon: up to 2 float32 units of the largest entry; exact on an AMD EPYC and in bfloat16)
+            scale = np.abs(plain[key]).max()
+            assert np.abs(fast[key] - plain[key]).max() <= 8 * EPS[dtype] * scale, key
 
 
 def test_strided_route_is_taken_for_ecp_and_gathering_for_the_roll_wrap():
