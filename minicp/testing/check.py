@@ -10,7 +10,7 @@ from minicp.testing.compare import MismatchError, check_tolerance, compare
 from minicp.testing.convert import to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
 from minicp.testing.files import atomic_write_text
-from minicp.testing.reference import reference_case
+from minicp.testing.reference import case_inputs, complete_case, fingerprint, forget
 from minicp.testing.verdict import Report, judge
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
@@ -114,12 +114,21 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
     the kernel runs once (forward + backward)."""
     swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
     convert = array_fn or (lambda a: a.copy())
+    keys = ("q", "k", "v") + (("dout",) if check_grads else ())
+    before = {key: fingerprint(case[key]) for key in keys}  # array_fn may share the case's memory
     inputs = [convert(onp.ascontiguousarray(swap(case[key]))) for key in ("q", "k", "v")]
     rows, n = case["rows"], case["case"]["seq_len"]
     raw, grads = None, None
     if check_grads:
         raw, grads = _grads_tuple(grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"])))))
     raw = fn(*inputs) if raw is None else raw
+    changed = [key for key in keys if fingerprint(case[key]) != before[key]]
+    if changed:
+        forget(case)  # the cached inputs are no longer the draw
+        raise ValueError(
+            f"the kernel changed its input(s) {', '.join(changed)} in place; a checked kernel must leave q, k, v "
+            "and dout as given (they are the seeded inputs the reference is computed from)"
+        )
     dtypes = {"out": dtype_name(raw)}
     out = swap(to_numpy_any(raw))
     if out.ndim == 4 and out.shape[2] == n and len(rows) != n:
@@ -199,6 +208,7 @@ def assert_matches_reference(
     rtol, atol   use the fixed element-wise test instead of the budgets.
     report_path  also write the JSON report there.
 
+    The kernel runs on the drawn inputs before the reference is computed (or loaded from the cache).
     Every tensor is judged before anything is raised: ``MismatchError`` lists each failing tensor (per head,
     per declared block, rows over budget); ``.comparison`` is the first failing verdict, ``.report`` all.
     Returns the ``Report`` (name -> verdict) when all pass.
@@ -207,7 +217,7 @@ def assert_matches_reference(
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)
     check_dtype(name)
-    case = reference_case(
+    case = case_inputs(
         arch,
         seq_len=seq_len,
         heads=heads,
@@ -223,6 +233,7 @@ def assert_matches_reference(
     given = {k: v for k, v in pattern_args.items()}
     context = case_context(arch, given, case["case"]["pattern_args"], case["case"])
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
+    case = complete_case(case, cache_dir)  # the reference after the kernel (``case_inputs`` says why)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
     return raise_or_return(report, report_path)
 

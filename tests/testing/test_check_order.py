@@ -1,0 +1,76 @@
+"""A check runs the kernel on the drawn inputs before it computes the reference, and refuses a kernel that
+writes into its inputs (they are the values the reference is then computed from, and the cache keeps them)."""
+
+import numpy as np
+import pytest
+
+import minicp
+import minicp.testing as mt
+from minicp.testing import check, reference
+
+CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, seed=3)
+
+
+def _ecp(q, k, v):
+    """A correct NumPy kernel: minicp's own ECP attention, (b, h, n, d) in and out."""
+    return np.asarray(minicp.attention("ecp", q, k, v, half_segment=8))
+
+
+def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch):
+    order = []
+    monkeypatch.setattr(
+        check, "complete_case", lambda case, cache_dir=None: order.append("reference") or reference.complete_case(case)
+    )
+
+    def kernel(q, k, v):
+        order.append("kernel")
+        return _ecp(q, k, v)
+
+    mt.clear_cache()
+    assert mt.assert_matches_reference(kernel, "ecp", **CASE).ok
+    assert order == ["kernel", "reference"]
+
+
+def test_inputs_then_completion_equal_reference_case(tmp_path):
+    mt.clear_cache()
+    whole = reference.reference_case("ecp", grads=True, dtype="bfloat16", **CASE)
+    mt.clear_cache()
+    first = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)
+    assert "out" not in first and {"q", "k", "v", "dout", "rows", "plan", "case"} <= set(first)
+    done = reference.complete_case(first, str(tmp_path))
+    for key, value in whole.items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(done[key], value), key
+    cached = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # complete from memory
+    assert np.array_equal(cached["dv"], whole["dv"])
+    mt.clear_cache()
+    from_disk = reference.case_inputs("ecp", grads=True, dtype="bfloat16", cache_dir=str(tmp_path), **CASE)
+    assert np.array_equal(from_disk["budget_dq"], whole["budget_dq"])
+    with pytest.raises(ValueError, match="case_inputs or reference_case"):
+        reference.complete_case({"q": 1})
+
+
+@pytest.mark.parametrize("target", ["q", "v"])
+def test_a_kernel_writing_into_its_inputs_is_refused_and_the_cache_forgets_them(target):
+    mt.clear_cache()
+    draw = {key: value.copy() for key, value in reference.case_inputs("ecp", **CASE).items() if key in "qkv"}
+
+    def in_place(q, k, v):
+        out = _ecp(q, k, v)
+        {"q": q, "v": v}[target][0, 0, 5, 1] += 1.0  # e.g. a RoPE or scaling done in place
+        return out
+
+    with pytest.raises(ValueError, match=rf"changed its input\(s\) {target} in place"):  # shared, as from_numpy
+        mt.assert_matches_reference(in_place, "ecp", array_fn=lambda a: a, **CASE)
+    assert mt.assert_matches_reference(in_place, "ecp", **CASE).ok  # the default array_fn hands over copies
+    again = reference.case_inputs("ecp", **CASE)  # drawn anew, not the damaged arrays
+    assert all(np.array_equal(again[key], draw[key]) for key in draw)
+
+
+def test_fingerprint_sees_a_changed_value_of_any_dtype():
+    for dtype in (np.float64, np.float32, np.float16):
+        a = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(dtype)
+        b = a.copy()
+        b[2, 4, 6] = np.nextafter(b[2, 4, 6], np.inf)  # one unit in the last place
+        assert reference.fingerprint(a) == reference.fingerprint(a.copy())
+        assert reference.fingerprint(a) != reference.fingerprint(b)
