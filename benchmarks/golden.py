@@ -5,12 +5,14 @@
 Times, in one process, alternated over repeats (medians reported): the kernel's forward + backward
 (PyTorch SDPA over ECP's blocks, CPU), then ``assert_matches_reference`` cold (no cache: reference and
 floors computed), warm (the in-process cache), and from the disk cache with the in-process cache cleared.
-The check runs the kernel once (``mtt.adapters``: its grad_fn returns the forward's output too).
+The check runs the kernel once (``mtt.adapters``: its grad_fn returns the forward's output too), on the
+drawn inputs, before it computes the reference.
 ``--stages`` first times each stage of a cold check on its own. Results: benchmarks/results/golden-cpu.txt.
 """
 
 import argparse
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -41,6 +43,15 @@ def ecp_sdpa(q, k, v, m):
     return torch.cat([first[:, :, None], rest], dim=2).reshape(b, h, n, d)
 
 
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo), or what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _timed(f):
     t = time.perf_counter()
     f()
@@ -60,6 +71,15 @@ def stages(case, fn):
 
     x = timed("draw the seeded inputs", lambda: reference.seeded_inputs(0, 1, 8, n, 64, n, "float32"))
     plan, rows = timed("block plan", lambda: blockwise.block_plan("ecp", n, 8, pa))
+    case_dict = reference.case_inputs(
+        grads=True, **{k: v for k, v in case.items() if k != "segment"}, half_segment=pa["half_segment"]
+    )
+    results, _ = timed(
+        "kernel f+b (once, in the check)",
+        lambda: check.run_kernel(
+            fn, mtt.grad_fn(fn, with_out=True), case_dict, check_grads=True, array_fn=mtt.arrays()
+        ),
+    )  # noqa: E501
     workers = os.cpu_count() or 1
     for label, dt in (("reference float64 f+b", "float64"), ("plain float32 floor f+b", "float32")):
         out[dt] = timed(
@@ -72,15 +92,7 @@ def stages(case, fn):
     timed(
         "budgets (4 tensors)", lambda: [verdict.budgets(out["float64"][k], out["float32"][k], "float32") for k in keys]
     )
-    case_dict = reference.reference_case(
-        grads=True, **{k: v for k, v in case.items() if k != "segment"}, half_segment=pa["half_segment"]
-    )
-    results, _ = timed(
-        "kernel f+b (once, in the check)",
-        lambda: check.run_kernel(
-            fn, mtt.grad_fn(fn, with_out=True), case_dict, check_grads=True, array_fn=mtt.arrays()
-        ),
-    )  # noqa: E501
+    case_dict = reference.complete_case(case_dict)
     timed("judging (4 tensors)", lambda: check.judge_case(case_dict, results))
     folder = tempfile.mkdtemp(prefix="minicp-ref-")
     computed = {k: v for k, v in case_dict.items() if isinstance(v, onp.ndarray) and k != "rows"}
@@ -105,7 +117,7 @@ def main():
     q, k, v, dout = (torch.randn(1, 8, args.seq_len, 64, generator=g) for _ in range(4))
     print(
         f"ECP n={args.seq_len}, 8 heads, d 64, float32, torch {torch.__version__}, {torch.get_num_threads()} torch "
-        f"threads; minicp: {os.cpu_count()} threads over the 8 heads (at most 8 busy)"
+        f"threads; minicp: {os.cpu_count()} threads over the 8 heads (at most 8 busy); CPU: {cpu_name()}"
     )
     check = lambda cache: mt.assert_matches_reference(fn, check_grads=True, cache_dir=cache, **case, **mtt.adapters(fn))
     if args.stages:
