@@ -122,14 +122,15 @@ def _run_groups(q, k, v, groups, row_chunk, acc):
     acc = dict(acc, work={})  # this thread's scratch buffers, reused chunk after chunk (``_scratch``)
     for heads, r, c, diagonal in groups:
         runs = _strided_runs(heads, r, c, acc) if acc["strided"] else None
-        for i0 in range(0, r.shape[1], row_chunk):
-            i1 = min(r.shape[1], i0 + row_chunk)
-            cols = _chunk_cols(c.shape[1], i0, i1, diagonal)
-            if runs is None:
-                _chunk(q, k, v, heads, r[:, i0:i1], c[:, :cols], i0, diagonal, acc)
-            else:
-                for run in runs:
-                    _strided_chunk(q, k, v, run, i0, i1, cols, diagonal, acc)
+        chunks = [(i0, min(r.shape[1], i0 + row_chunk)) for i0 in range(0, r.shape[1], row_chunk)]
+        if runs is None:
+            for i0, i1 in chunks:
+                _chunk(
+                    q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc
+                )
+        else:
+            for run in runs:  # one head each: its chunks in order, as unsplit
+                _strided_run(q, k, v, run, chunks, c.shape[1], diagonal, acc)
 
 
 def _progression(starts, alone):
@@ -176,20 +177,43 @@ def _windows(x, head, start, count, step, length):
     return onp.lib.stride_tricks.as_strided(base, shape, (sb, step * sn, sn, sd), writeable=True)
 
 
-def _strided_chunk(q, k, v, run, i0, i1, cols, diagonal, acc):
-    """Rows i0..i1-1 of a strided run's blocks (``_strided_runs``), read and written through views."""
+def _strided_run(q, k, v, run, chunks, C, diagonal, acc):
+    """The row chunks of a strided run's blocks (``_strided_runs``), read and written through views. The key
+    columns are widened once for all chunks; where the key gradients are kept exactly (float32, float64)
+    they are summed over the chunks first and added to dk, dv once per run."""
     head, r0, o0, c0, G, row_step, out_step, col_step = run
-    K, V = (_windows(x, head, c0, G, col_step, cols) for x in (k, v))
-    dout = _windows(acc["dout"], head, o0, G, out_step, i1)[:, :, i0:] if "dq" in acc else None
-    into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[:, :, i0:]}
-    if dout is not None:  # rows of one head lie in one block: dq is written once, like out
-        into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[:, :, i0:]
-    _, grads = _math(_windows(q, head, r0, G, row_step, i1)[:, :, i0:], K, V, dout, i0, diagonal, acc, into)
-    if grads is None:
-        return
+    ct = acc["out"].dtype
+    K, V = (_wide(acc, name, _windows(x, head, c0, G, col_step, C), ct) for name, x in (("K", k), ("V", v)))
+    grads = "dq" in acc
+    summed = grads and acc["store_exact"] and len(chunks) > 1
+    if summed:
+        dK_sum, dV_sum = (_scratch(acc["work"], name, K.shape, ct) for name in ("dK sum", "dV sum"))
+        dK_sum[...], dV_sum[...] = 0, 0
+    for i0, i1 in chunks:
+        cols = _chunk_cols(C, i0, i1, diagonal)
+        dout = _windows(acc["dout"], head, o0, G, out_step, i1)[:, :, i0:] if grads else None
+        into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[:, :, i0:]}
+        if grads:  # rows of one head lie in one block: dq is written once, like out
+            into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[:, :, i0:]
+        Q = _windows(q, head, r0, G, row_step, i1)[:, :, i0:]
+        _, g = _math(Q, K[:, :, :cols], V[:, :, :cols], dout, i0, diagonal, acc, into)
+        if g is None:
+            continue
+        if summed:
+            onp.add(dK_sum[:, :, :cols], g[1], out=dK_sum[:, :, :cols])
+            onp.add(dV_sum[:, :, :cols], g[2], out=dV_sum[:, :, :cols])
+        else:
+            _add_key_grads(acc, head, c0, G, col_step, cols, g[1], g[2])
+    if summed:
+        _add_key_grads(acc, head, c0, G, col_step, C, dK_sum, dV_sum)
+
+
+def _add_key_grads(acc, head, c0, G, col_step, cols, dK, dV):
+    """dk, dv of a run's G blocks += dK, dV (b, G, cols, d), in pieces of one column step: key columns
+    shared by neighbouring blocks get the earlier block's part first (plan order)."""
     pieces = [(0, cols)] if col_step >= cols else [(j, min(cols, j + col_step)) for j in range(0, cols, col_step)][::-1]
-    for a, z in pieces:  # key columns shared by neighbouring blocks: the earlier block first (plan order)
-        for target, values in ((acc["dk"], grads[1]), (acc["dv"], grads[2])):
+    for a, z in pieces:
+        for target, values in ((acc["dk"], dK), (acc["dv"], dV)):
             view = _windows(target, head, c0 + a, G, col_step, z - a)
             if acc["store_exact"]:
                 onp.add(view, values[:, :, a:z], out=view)
