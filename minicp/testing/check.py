@@ -7,7 +7,7 @@ import os
 import numpy as onp
 
 from minicp.testing.compare import MismatchError, check_tolerance, compare
-from minicp.testing.convert import to_numpy_any
+from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
 from minicp.testing.files import atomic_write_text
 from minicp.testing.reference import case_inputs, complete_case, fingerprint, forget
@@ -113,14 +113,15 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
     A ``grad_fn`` returning (out, dq, dk, dv) gives the output of its own forward, and ``fn`` is not called:
     the kernel runs once (forward + backward)."""
     swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
-    convert = array_fn or (lambda a: a.copy())
+    convert = array_fn or aligned_copy
     keys = ("q", "k", "v") + (("dout",) if check_grads else ())
     before = {key: fingerprint(case[key]) for key in keys}  # array_fn may share the case's memory
-    inputs = [convert(onp.ascontiguousarray(swap(case[key]))) for key in ("q", "k", "v")]
+    contiguous = lambda a: a if a.flags.c_contiguous else aligned_copy(a)  # bnhd: a transposed copy
+    inputs = [convert(contiguous(swap(case[key]))) for key in ("q", "k", "v")]
     rows, n = case["rows"], case["case"]["seq_len"]
     raw, grads = None, None
     if check_grads:
-        raw, grads = _grads_tuple(grad_fn(*inputs, convert(onp.ascontiguousarray(swap(case["dout"])))))
+        raw, grads = _grads_tuple(grad_fn(*inputs, convert(contiguous(swap(case["dout"])))))
     raw = fn(*inputs) if raw is None else raw
     changed = [key for key in keys if fingerprint(case[key]) != before[key]]
     if changed:

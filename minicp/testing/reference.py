@@ -23,6 +23,7 @@ import numpy as onp
 
 from minicp.analysis import kernel_pattern
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
+from minicp.testing.convert import aligned_copy, aligned_empty
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.files import atomic_savez, mapped_npz
 from minicp.testing.patterns import resolved_pattern_args
@@ -124,7 +125,13 @@ def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
     streams = dict(zip(INPUTS, onp.random.SeedSequence(seed).spawn(len(INPUTS))))
 
     def one(key):  # a generator's fill runs without the GIL: the four tensors fill side by side
-        return to_storage(onp.random.default_rng(streams[key]).standard_normal(shapes[key], dtype=wide), name)
+        out = aligned_empty(shapes[key], STORAGE[name])  # aligned as PyTorch's own (``convert``)
+        rng = onp.random.default_rng(streams[key])
+        if name in ("float32", "float64"):  # drawn in place (bfloat16 and float16 are rounded first)
+            rng.standard_normal(out=out, dtype=wide)
+        else:
+            out[...] = to_storage(rng.standard_normal(shapes[key], dtype=wide), name)
+        return out
 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(INPUTS), os.cpu_count() or 1))) as pool:
         return dict(zip(INPUTS, pool.map(one, INPUTS)))
@@ -306,7 +313,7 @@ def _load_cached(cache_dir, key, shapes):
         if z[name].shape != shape or z[name].dtype.name != dtype:
             return None
     computed = {name: z[name] for name in shapes}  # the reference and budgets stay mapped (read-only) ...
-    computed.update({name: onp.array(computed[name]) for name in INPUTS})  # ... the kernel's inputs are copies
+    computed.update({name: aligned_copy(computed[name]) for name in INPUTS})  # ... the kernel's inputs are copies
     return computed
 
 

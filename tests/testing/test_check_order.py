@@ -74,3 +74,32 @@ def test_fingerprint_sees_a_changed_value_of_any_dtype():
         b[2, 4, 6] = np.nextafter(b[2, 4, 6], np.inf)  # one unit in the last place
         assert reference.fingerprint(a) == reference.fingerprint(a.copy())
         assert reference.fingerprint(a) != reference.fingerprint(b)
+
+
+@pytest.mark.parametrize("layout", ["bhnd", "bnhd"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_kernel_gets_64_byte_aligned_contiguous_inputs(layout, shared, tmp_path):
+    seen = []
+
+    def kernel(q, k, v):
+        seen.extend((x.ctypes.data % 64, x.flags.c_contiguous) for x in (q, k, v))
+        swap = (lambda a: np.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
+        return swap(_ecp(swap(q), swap(k), swap(v)))
+
+    for cache in (None, str(tmp_path), str(tmp_path)):  # drawn, drawn and stored, loaded from the disk cache
+        mt.clear_cache()
+        kwargs = {"array_fn": (lambda a: a)} if shared else {}
+        assert mt.assert_matches_reference(kernel, "ecp", layout=layout, cache_dir=cache, **kwargs, **CASE).ok
+    assert seen and all(offset == 0 and contiguous for offset, contiguous in seen)
+
+
+def test_aligned_arrays_of_any_shape_and_dtype():
+    from minicp.testing.convert import aligned_copy, aligned_empty
+
+    for shape, dtype in (((3, 5, 7), np.float32), ((0,), np.float64), ((), np.float16), ((2, 9), np.uint8)):
+        a = aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 64 == 0  # an empty array has no data to align
+    x = np.random.default_rng(1).standard_normal((4, 6))[:, ::2]  # not contiguous
+    y = aligned_copy(x)
+    assert np.array_equal(x, y) and y.flags.c_contiguous and y.ctypes.data % 64 == 0
