@@ -8,10 +8,10 @@ from minicp.golden.io import read_golden
 from minicp.golden.make import FORMAT, INPUTS, READABLE_VERSIONS, Golden, block_arrays, input_draw
 from minicp.golden.model import model_expected_arrays, model_recomputed
 from minicp.nn.model import param_spec
-from minicp.testing.check import LAYOUTS, case_context, judge_case, raise_or_return, run_kernel
+from minicp.testing.check import LAYOUTS, case_context, check_case
 from minicp.testing.compare import compare
 from minicp.testing.dtypes import DTYPES, EPS, STORAGE, is_bfloat16_exact
-from minicp.testing.reference import reference_case
+from minicp.testing.reference import case_inputs, reference_case
 from minicp.validate import boolean, choice, real
 
 __all__ = ["WORK_LIMIT", "attention_work", "check_golden", "load_golden", "assert_matches_golden"]
@@ -108,10 +108,11 @@ def _attention_fields(c, source):
     return arch, pa, b, h, n, d, rows
 
 
-def _file_reference(c, source):
-    """``reference_case`` (with gradients) of an attention file's case: its pattern, sizes, dtype, seed and draw."""
+def _file_reference(c, source, build=reference_case):
+    """``reference_case`` (with gradients) of an attention file's case: its pattern, sizes, dtype, seed and
+    draw; ``build=case_inputs`` for its inputs only (the reference when cached)."""
     arch, pa, b, h, n, d, _ = _attention_fields(c, source)
-    return reference_case(
+    return build(
         arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=c["dtype"], seed=int(c["seed"]), grads=True,
         draw=input_draw(c, source), **pa,
     )  # fmt: skip
@@ -229,8 +230,9 @@ def assert_matches_golden(
         raise ValueError(f"{path}: assert_matches_golden needs an attention-level file, got kind {c.get('kind')!r}")
     if check_grads and not check and max_work is not None and attention_work(c) > max_work:
         _fail(str(path), f"the case takes {attention_work(c):.2g} multiply-adds (> max_work); pass max_work=None")
-    case = _file_reference(c, str(path))
+    case = _file_reference(c, str(path), build=case_inputs)  # complete already when the file was verified
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")
-    results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
-    report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
-    return raise_or_return(report, report_path)
+    return check_case(
+        case, fn, grad_fn, check_grads=check_grads, array_fn=array_fn, layout=layout, context=context, rtol=rtol,
+        atol=atol, report_path=report_path, cache_dir=None,
+    )  # fmt: skip

@@ -95,15 +95,6 @@ def forget(case):
     _MEMORY.pop(_key_of(case["case"]), None)
 
 
-def fingerprint(a):
-    """A checksum of an array's bytes: their sum as 32-bit words, modulo 2^64. A call that writes new values
-    into the array changes it; one that only moves values around (a permutation) does not, and is not
-    seen. One pass over the memory, no copy: about 3 ms for 32 MiB on the 2-core machine."""
-    a = onp.ascontiguousarray(a)
-    words = a.reshape(-1).view(onp.uint32) if a.nbytes % 4 == 0 else a.reshape(-1).view(onp.uint8)
-    return int(onp.add.reduce(words, dtype=onp.uint64))
-
-
 def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
     """q, k, v (b, h, n, d) and dout (b, h, R, d), standard normal from ``seed``, rounded to name.
 
@@ -179,36 +170,20 @@ def _compute(case, stored, rows, plan, grads, rope):
     return dict({key: result[key] for key in keys}, **{"budget_" + key: b for key, b in found.items()})
 
 
-def reference_case(
-    arch,
-    *,
-    seq_len,
-    heads,
-    head_dim,
-    batch=1,
-    dtype="float32",
-    seed=0,
-    grads=False,
-    rope=None,
-    cache_dir=None,
-    draw=DRAW,
-    **pattern_args,
-):
+def reference_case(arch, *, cache_dir=None, **case_args):
     """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
     holding bfloat16 values); ``rows`` (R,) token positions of the output rows; ``out`` (+ ``dq, dk, dv``
     with ``grads``) float64; ``budget_out`` (+ ``budget_dq`` ...): (B_max, B_rms, max(e_F), rms(e_G)) of
     the plain implementation in ``dtype`` (``minicp.testing.verdict.budgets``); ``case`` the canonical case
-    dict (every pattern argument resolved). ``segment=`` or ``half_segment=`` for ECP; ``rope`` None,
-    "interleaved" or "halves" (the kernel applies RoPE to q and k itself); ``draw`` how the inputs are
-    drawn from the seed (``seeded_inputs``; 1 only for golden files of format_version 1).
+    dict (every pattern argument resolved).
 
-    The same as ``complete_case(case_inputs(...), cache_dir)``.
+    Arguments: those of ``case_inputs`` (``seq_len``, ``heads``, ``head_dim``, ``batch``, ``dtype``, ``seed``,
+    ``grads``, ``rope``, ``draw`` and the pattern's own); the same as
+    ``complete_case(case_inputs(...), cache_dir)``.
     """
-    given = dict(seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=dtype, seed=seed)
-    given.update(grads=grads, rope=rope, cache_dir=cache_dir, draw=draw)
-    return complete_case(case_inputs(arch, **given, **pattern_args), cache_dir)
+    return complete_case(case_inputs(arch, cache_dir=cache_dir, **case_args), cache_dir)
 
 
 def case_inputs(
@@ -226,11 +201,14 @@ def case_inputs(
     draw=DRAW,
     **pattern_args,
 ):
-    """The first half of ``reference_case`` (same arguments): the case's inputs, ``rows``, ``plan`` and
-    ``case``, and everything else when the case is cached (in this process or in ``cache_dir``).
-    ``complete_case`` computes what is missing.
+    """The first half of ``reference_case``: the case's inputs, ``rows``, ``plan`` and ``case``, and
+    everything else when the case is cached (in this process or in ``cache_dir``). ``complete_case``
+    computes what is missing. ``segment=`` or ``half_segment=`` for ECP (``**pattern_args``: the
+    architecture's own); ``rope`` None, "interleaved" or "halves" (the kernel applies RoPE to q and k
+    itself); ``draw`` how the inputs are drawn from the seed (``seeded_inputs``; 1 only for golden files
+    of format_version 1).
 
-    ``assert_matches_reference`` runs the kernel between the two: a kernel run after the reference finds
+    ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
     the memory that the reference's passes allocated and freed, which the system must hand out again page
     by page (measured on a 2-core machine with the PyTorch ECP kernel of benchmarks/golden.py: a median
     1.14 s there against 0.48 s right after the draw)."""
@@ -272,9 +250,9 @@ def complete_case(case, cache_dir=None):
     c, key = case["case"], _key_of(case["case"])
     if "out" not in case:
         stored = {name: case[name] for name in INPUTS}
-        computed = _compute(c, stored, case["rows"], case["plan"], c["grads"], c["rope"])
+        computed = dict(stored, **_compute(c, stored, case["rows"], case["plan"], c["grads"], c["rope"]))
+        _store_cached(cache_dir, key, computed)
         case = dict(case, **computed)
-        _store_cached(cache_dir, key, {name: val for name, val in case.items() if name not in ("rows", "case", "plan")})
     _MEMORY[key] = case
     _MEMORY.move_to_end(key)
     while len(_MEMORY) > MEMORY_CACHE:

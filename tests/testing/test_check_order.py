@@ -6,6 +6,7 @@ import pytest
 
 import minicp
 import minicp.testing as mt
+from minicp import golden
 from minicp.testing import check, reference
 
 CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, seed=3)
@@ -16,7 +17,7 @@ def _ecp(q, k, v):
     return np.asarray(minicp.attention("ecp", q, k, v, half_segment=8))
 
 
-def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch):
+def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch, tmp_path):
     order = []
     monkeypatch.setattr(
         check, "complete_case", lambda case, cache_dir=None: order.append("reference") or reference.complete_case(case)
@@ -29,6 +30,13 @@ def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch):
     mt.clear_cache()
     assert mt.assert_matches_reference(kernel, "ecp", **CASE).ok
     assert order == ["kernel", "reference"]
+    path = str(tmp_path / "ecp.npz")
+    golden.save_golden(golden.make_golden("ecp", **CASE), path)
+    for verify in (False, True):  # verifying the file (check=True) computes the reference before the kernel
+        mt.clear_cache()  # runs; the check's own completion then finds it in the cache
+        order.clear()
+        assert golden.assert_matches_golden(kernel, path, check=verify).ok
+        assert order == ["kernel", "reference"]
 
 
 def test_inputs_then_completion_equal_reference_case(tmp_path):
@@ -72,8 +80,8 @@ def test_fingerprint_sees_a_changed_value_of_any_dtype():
         a = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(dtype)
         b = a.copy()
         b[2, 4, 6] = np.nextafter(b[2, 4, 6], np.inf)  # one unit in the last place
-        assert reference.fingerprint(a) == reference.fingerprint(a.copy())
-        assert reference.fingerprint(a) != reference.fingerprint(b)
+        assert check._fingerprint(a) == check._fingerprint(a.copy())
+        assert check._fingerprint(a) != check._fingerprint(b)
 
 
 @pytest.mark.parametrize("layout", ["bhnd", "bnhd"])
