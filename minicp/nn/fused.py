@@ -26,6 +26,7 @@ from autograd.extend import Box, defvjp, defvjp_argnums, primitive
 
 from minicp import backend as B
 from minicp.backend import threads
+from minicp.nn import gelu32
 
 enabled = True  # False: the readable compositions of autograd.numpy ops (minicp.nn.ops, minicp.nn.model)
 
@@ -221,6 +222,9 @@ def gelu(x):
 
     def rows(lo, hi):
         out, xs = y[lo:hi], x2[lo:hi]
+        if gelu32.applies(xs, out):
+            gelu32.gelu_rows(xs, a=out)
+            return
         B.raw.multiply(xs, _RSQRT2, out=out)
         B.special.erf(out, out=out)
         out += 1.0
@@ -242,6 +246,10 @@ def gelu_vjp(g, x):
 
     def rows(lo, hi):
         out, xs = dx[lo:hi], x2[lo:hi]
+        if gelu32.applies(xs, out):
+            gelu32.gelu_rows(xs, deriv=out)
+            out *= g2[lo:hi]
+            return
         xp.multiply(xs, _RSQRT2, out=out)
         B.special.erf(out, out=out)
         out += 1.0

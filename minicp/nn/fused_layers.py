@@ -26,7 +26,7 @@ import math
 from autograd.extend import Box, defvjp_argnums, primitive
 
 from minicp import backend as B
-from minicp.nn import fused
+from minicp.nn import fused, gelu32
 
 _RSQRT2 = 1.0 / math.sqrt(2.0)
 _RSQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -45,9 +45,14 @@ def feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps=1e-5):
     return _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
 
 
-def _gelu_rows(h, a, deriv):
-    """a = GELU(h) (exact, erf) into ``a``; when ``deriv`` is an array, GELU'(h) into it too. Rows of h."""
+def _gelu_rows(h, b1, a, deriv):
+    """h += b1, then a = GELU(h) (exact, erf) into ``a``; when ``deriv`` is an array, GELU'(h) into it too.
+    Rows of h. Float32 NumPy rows go through ``gelu32`` (NumPy's SIMD passes instead of SciPy's erf)."""
+    if gelu32.applies(h, a, deriv):
+        gelu32.gelu_rows(h, a, deriv, bias=b1)
+        return
     xp = B.raw
+    h += b1
     xp.multiply(h, _RSQRT2, out=a)
     B.special.erf(a, out=a)
     a += 1.0
@@ -103,8 +108,7 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     deriv = xp.empty(h.shape, dtype=x.dtype) if keep else None
 
     def activate(lo, hi):
-        h[lo:hi] += b1
-        _gelu_rows(h[lo:hi], a[lo:hi], None if deriv is None else deriv[lo:hi])
+        _gelu_rows(h[lo:hi], b1, a[lo:hi], None if deriv is None else deriv[lo:hi])
 
     fused._parallel(rows, 2 * h.size, activate)
     y = a @ w2.T  # (r, D)
