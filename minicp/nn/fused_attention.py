@@ -14,12 +14,14 @@ same values, bit for bit, and the same gradients up to the order of three additi
 records one node instead of about sixteen, and its backward pass needs no zero-filled gradient for each slice
 (tests/nn/test_fused_attention.py). On CuPy an untraced call (inference, nothing kept) is computed without
 building K2 at all: ``minicp.backend.cuda_blocks``, equal up to float rounding (tests/backend/test_gpu_blocks.py).
+On NumPy every call goes through ``minicp.backend.cpu_blocks``: windows of the keys instead of K2, and the
+blocks in cache-sized groups spread over the thread pool.
 """
 
 from autograd.extend import defvjp_argnums, primitive
 
 from minicp import backend as B
-from minicp.backend import cuda_blocks
+from minicp.backend import cpu_blocks, cuda_blocks
 from minicp.nn import fused, ops
 
 _kept = {}  # id(output of a traced call) -> (P_0, P, K2), taken by the VJP maker at once
@@ -46,6 +48,10 @@ def _core_forward(q, kv, m, keep):
     if not keep and B.name == "cupy" and cuda_blocks.applies(q, kv):  # inference on the GPU: no copies
         masks = (B.constant(mask) for mask in _masks(m))
         return cuda_blocks.ecp_forward(q, kv, m, *masks, B.masked_softmax_), None
+    if B.name == "numpy" and cpu_blocks.applies(q, kv, m):  # CPU: groups of blocks in cache, no copies
+        if ops._score_log is not None:
+            ops._score_log.extend([q.shape[:2] + (m, m), q.shape[:2] + (q.shape[2] // m - 1, m, 2 * m)])
+        return cpu_blocks.ecp_forward(q, kv, m, *_masks(m), keep)
     Q, K = _blocks(q, kv, m)  # (b, h, N, m, d)
     K2 = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
     first, pairs = _masks(m)

@@ -26,6 +26,7 @@ import math
 from autograd.extend import Box, defvjp_argnums, primitive
 
 from minicp import backend as B
+from minicp.backend import threads
 from minicp.nn import fused, gelu32
 
 _RSQRT2 = 1.0 / math.sqrt(2.0)
@@ -92,6 +93,8 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
         y = _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
         if y is not None:
             return y
+    if not keep and B.name == "numpy":
+        return xp.reshape(_feed_forward_blocks(x2, ln_w, ln_b, w1, b1, w2, b2, eps), x.shape)
     rows = x2.shape[0]
     xhat = xp.empty(x2.shape, dtype=x.dtype)
     std = xp.empty((rows, 1), dtype=x.dtype)
@@ -121,6 +124,42 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     y = xp.reshape(y, x.shape)
     if keep:
         _kept[id(y)] = (xhat, std, xn, a, deriv)
+    return y
+
+
+BLOCK_ENTRIES = 1 << 20  # entries of one row block's hidden activations (4 MiB of float32): fewer repacks of W1, W2
+
+
+def _feed_forward_blocks(x2, ln_w, ln_b, w1, b1, w2, b2, eps):
+    """The untraced sub-layer on NumPy (inference): the same formulas over blocks of rows, so that a
+    block's LayerNorm, hidden activations (rows, F) and GELU stay in cache and no (r, F) array is made.
+    Each thread takes a contiguous range of rows and runs its products single-threaded."""
+    xp = B.raw
+    rows, D = x2.shape
+    step = max(1, min(rows, BLOCK_ENTRIES // w1.shape[0]))
+    y = xp.empty(x2.shape, dtype=x2.dtype)
+
+    def run(lo, hi):
+        xn = xp.empty((step, D), dtype=x2.dtype)
+        h = xp.empty((step, w1.shape[0]), dtype=x2.dtype)
+        a = h if gelu32.applies(h) else xp.empty_like(h)  # gelu32 may write GELU over its input
+        for r0 in range(lo, hi, step):
+            r1 = min(hi, r0 + step)
+            xs, ns, hs, as_, ys = x2[r0:r1], xn[: r1 - r0], h[: r1 - r0], a[: r1 - r0], y[r0:r1]
+            fused._normalise(xs, eps, out=ns)
+            ns *= ln_w
+            ns += ln_b
+            xp.matmul(ns, w1.T, out=hs)
+            _gelu_rows(hs, b1, as_, None)
+            xp.matmul(as_, w2.T, out=ys)
+            ys += xs
+            ys += b2
+
+    if threads.threadpoolctl is not None and threads.threads > 1 and rows >= 2 * step:
+        with threads._one_blas_thread():
+            threads.parallel_rows(rows, threads.MIN_ELEMENTS, run)
+    else:
+        run(0, rows)
     return y
 
 

@@ -117,3 +117,17 @@ def test_weight_gradient_split_over_rows_equals_numpy():
         assert threads.matmul_tn(a[:10], b[:10]).shape == (128, 96)  # small: plain a.T @ b
     finally:
         threads.set_threads(previous)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-4)])
+@pytest.mark.parametrize("block_entries", [1, 7 * 37, 1 << 20])  # one row a block ... one block for all
+def test_untraced_feed_forward_in_row_blocks_equals_the_readable_composition(monkeypatch, dtype, tol, block_entries):
+    monkeypatch.setattr(fused_layers, "BLOCK_ENTRIES", block_entries)
+    args = ff_args((3, 41, 24), 37, dtype)  # 123 rows: blocks of 7 rows end in a partial one
+    y = fused_layers.feed_forward(*args)
+    assert y.dtype == dtype and y.shape == args[0].shape and not fused_layers._kept
+    ref = readable_feed_forward(*[a.astype(np.float64) for a in args])
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    traced = {}
+    grad(lambda x: anp.sum(traced.setdefault("y", fused_layers.feed_forward(x, *args[1:]))))(args[0])
+    np.testing.assert_allclose(y, traced["y"]._value, rtol=tol, atol=tol)  # the traced path (whole arrays)
