@@ -95,6 +95,11 @@ def _parallel(rows, work, fn):
         fn(0, rows)
 
 
+def _dot(a, b):
+    """a @ b for 2-D a, b; on the CPU the rows of a are split over the pool (``threads.matmul_rows``)."""
+    return threads.matmul_rows(a, b) if B.name == "numpy" else a @ b
+
+
 def _matmul_tn(a, b):
     """a^T b (a weight gradient); on the CPU the long sum over rows is split over the pool."""
     return threads.matmul_tn(a, b) if B.name == "numpy" else a.T @ b
@@ -117,7 +122,7 @@ def _total(parts):
 @primitive
 def linear(x, w, b=None):
     """PyTorch ``nn.Linear``: x (..., in), w (out, in), b (out,) or None -> (..., out); one 2-D matmul."""
-    y = _rows(x) @ w.T  # (rows, out)
+    y = _dot(_rows(x), w.T)  # (rows, out)
     if b is not None:
         _parallel(y.shape[0], y.size, lambda lo, hi: y[lo:hi].__iadd__(b))
     return B.raw.reshape(y, (*x.shape[:-1], w.shape[0]))
@@ -125,7 +130,7 @@ def linear(x, w, b=None):
 
 defvjp(
     linear,
-    lambda ans, x, w, b=None: lambda g: B.raw.reshape(_rows(g) @ w, x.shape),  # dx = g W
+    lambda ans, x, w, b=None: lambda g: B.raw.reshape(_dot(_rows(g), w), x.shape),  # dx = g W
     lambda ans, x, w, b=None: lambda g: _matmul_tn(_rows(g), _rows(x)),  # dW = g^T x   (out, in)
     lambda ans, x, w, b=None: lambda g: B.column_sum(_rows(g)),  # db = sum over rows
 )

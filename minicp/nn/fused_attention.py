@@ -165,15 +165,15 @@ def _sublayer_vjp(g, kept, x, wq, wkv, w0, b0, w, b, tables, heads, m, style, ke
     dw0, db0 = fused._matmul_tn(g0, fused._rows(om[:, :m])), B.column_sum(g0)
     dw, db = fused._matmul_tn(g1, fused._rows(om[:, m:])), B.column_sum(g1)
     dom = xp.empty(om.shape, dtype=g.dtype)
-    dom[:, :m] = xp.reshape(g0 @ w0, dom[:, :m].shape)
-    dom[:, m:] = xp.reshape(g1 @ w, dom[:, m:].shape)
+    dom[:, :m] = xp.reshape(fused._dot(g0, w0), dom[:, :m].shape)
+    dom[:, m:] = xp.reshape(fused._dot(g1, w), dom[:, m:].shape)
     dq, dkv = _ecp_core_vjp(_heads(dom, heads), q, kv, m, saved)
     dq = dq * (x.shape[-1] // heads) ** -0.5
     if tables is not None:
         cos, sin = tables
         dq, dkv = fused.rope(dq, cos, -sin, style), fused.rope(dkv, cos, -sin, style)  # the inverse rotation
     dq, dkv = fused._rows(_merged(dq)), fused._rows(_merged(dkv))  # (b n, D)
-    dx = xp.reshape(dq @ wq + dkv @ wkv, x.shape)
+    dx = xp.reshape(fused._dot(dq, wq) + fused._dot(dkv, wkv), x.shape)
     x2 = fused._rows(x)
     return dx, fused._matmul_tn(dq, x2), fused._matmul_tn(dkv, x2), dw0, db0, dw, db
 

@@ -106,7 +106,7 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
         xn[lo:hi] += ln_b
 
     fused._parallel(rows, x2.size, normalise)
-    h = xn @ w1.T  # (r, F)
+    h = fused._dot(xn, w1.T)  # (r, F)
     a = xp.empty(h.shape, dtype=x.dtype)
     deriv = xp.empty(h.shape, dtype=x.dtype) if keep else None
 
@@ -114,7 +114,7 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
         _gelu_rows(h[lo:hi], b1, a[lo:hi], None if deriv is None else deriv[lo:hi])
 
     fused._parallel(rows, 2 * h.size, activate)
-    y = a @ w2.T  # (r, D)
+    y = fused._dot(a, w2.T)  # (r, D)
 
     def residual(lo, hi):
         y[lo:hi] += x2[lo:hi]
@@ -169,10 +169,10 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
     xhat, std, xn, a, deriv = saved
     g2 = fused._rows(g)
     db2, dw2 = B.column_sum(g2), fused._matmul_tn(g2, a)
-    dh = g2 @ w2  # da (r, F), turned into dh in place
+    dh = fused._dot(g2, w2)  # da (r, F), turned into dh in place
     fused._parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
     db1, dw1 = B.column_sum(dh), fused._matmul_tn(dh, xn)
-    dxn = dh @ w1  # (r, D)
+    dxn = fused._dot(dh, w1)  # (r, D)
     dx = xp.empty(g2.shape, dtype=g.dtype)
     parts_w, parts_b = {}, {}
     inv = 1.0 / g2.shape[-1]

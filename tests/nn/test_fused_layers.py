@@ -106,6 +106,23 @@ def test_stacked_products_on_the_pool_equal_numpy():
         threads.set_threads(previous)
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_row_split_products_equal_numpy(count):
+    a = RNG.standard_normal((1001, 128))  # 1001 rows: ranges of unequal length
+    b = RNG.standard_normal((128, 40))
+    assert 1001 * 128 * 40 >= threads.MIN_PRODUCT
+    previous = threads.set_threads(count)
+    try:
+        np.testing.assert_allclose(threads.matmul_rows(a, b), a @ b, rtol=1e-12, atol=1e-12)
+        a32, bt = a.astype(np.float32), np.asarray(RNG.standard_normal((40, 128)), np.float32).T  # b a strided view
+        got = threads.matmul_rows(a32, bt)
+        assert got.dtype == np.float32 and got.shape == (1001, 40)
+        np.testing.assert_allclose(got, a32 @ bt, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(threads.matmul_rows(a[:10], b), a[:10] @ b)  # small: plain a @ b
+    finally:
+        threads.set_threads(previous)
+
+
 def test_weight_gradient_split_over_rows_equals_numpy():
     a = RNG.standard_normal((4096, 128)).astype(np.float32)
     b = RNG.standard_normal((4096, 96)).astype(np.float32)
