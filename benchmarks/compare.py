@@ -9,7 +9,12 @@
 twin's weights through ``load_official_state_dict``. Both sides run float32; on the GPU both use full FP32
 matmuls (TF32 off: CuPy's default, and ``torch.backends.cuda.matmul.allow_tf32 = False``). The two sides
 alternate, one call each per repetition, after ``--warmup`` untimed calls each; the medians and the ratio
-minicp / PyTorch are printed (below 1: minicp is faster). On the GPU each call ends with a device
+minicp / PyTorch are printed (below 1: minicp is faster). Before every timed call the process sleeps
+``--gap`` seconds: after a multi-threaded product, OpenBLAS's worker threads keep spinning on their cores
+for a while (and OpenMP's do after PyTorch's parallel regions), so whichever side ran second lost a core to
+the first side's idle threads. Measured on 2 cores: PyTorch's forward + backward took a median 195.4 ms
+alone and 248.8 ms right after one 2-thread NumPy product. Records made before ``--gap`` existed
+(``compare-cpu.json``, ``compare-cpu-xeon.json``) timed PyTorch in that disturbed state. On the GPU each call ends with a device
 synchronisation before the clock stops, and the peak memory of one training step is read (CuPy: bytes its
 memory pool holds, from an emptied pool; PyTorch: ``max_memory_reserved``, and ``max_memory_allocated``).
 
@@ -50,6 +55,7 @@ def parse(argv=None):
     p.add_argument("--repeat", type=int, default=7, help="timed calls per side (alternating)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="pin NumPy/BLAS, minicp and torch threads")
+    p.add_argument("--gap", type=float, default=0.25, help="seconds of sleep before each timed call (see above)")
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument("--no-fused", action="store_true", help="minicp's readable path")
     p.add_argument("--out-json", default=None)
@@ -67,7 +73,9 @@ class Side:
     def __init__(self, call, sync):
         self.call, self.sync = call, sync
 
-    def timed(self):
+    def timed(self, gap=0.0):
+        if gap:
+            time.sleep(gap)  # the other side's idle worker threads stop spinning
         t0 = time.perf_counter()
         self.call()
         self.sync()
@@ -223,10 +231,10 @@ def run(args):
             mside.timed(), tside.timed()
         times = {"minicp": [], "torch": []}
         for _ in range(args.repeat):  # alternate the two sides
-            times["minicp"].append(mside.timed())
-            times["torch"].append(tside.timed())
+            times["minicp"].append(mside.timed(args.gap))
+            times["torch"].append(tside.timed(args.gap))
         med = {k: statistics.median(v) for k, v in times.items()}
-        row = dict(shape=shape, median_s=med, ratio=med["minicp"] / med["torch"], times_s=times)
+        row = dict(shape=shape, gap_s=args.gap, median_s=med, ratio=med["minicp"] / med["torch"], times_s=times)
         row["tokens_per_s"] = {k: shape["batch"] * shape["seq_len"] / v for k, v in med.items()}
         if args.device == "cuda" and kind == "train":
             cp_bytes, t_reserved, t_alloc = peak_memory(mside, tside)
