@@ -103,9 +103,10 @@ def ecp_forward(q, kv, m, first_mask, pair_mask, keep):
             _softmax_(s, pairs, top[:g], total[:g])
             np.matmul(s, k2, out=O[bi, hi_, t0 + 1 : t1 + 1])
 
-    if threads.threadpoolctl is not None and threads.threads > 1 and len(items) > 1:
+    work = b * h * N * m * 2 * m  # score entries: small cores run inline
+    if threads.threadpoolctl is not None and threads.threads > 1 and len(items) > 1 and work >= threads.MIN_ELEMENTS:
         with threads._one_blas_thread():
-            threads.parallel_rows(len(items), threads.MIN_ELEMENTS, run)
+            threads.parallel_rows(len(items), work, run)
     else:
         run(0, len(items))
     return out, ((P0, P, K2) if keep else None)

@@ -55,6 +55,17 @@ def set_threads(count):
     return previous
 
 
+def _forget_pool_after_fork():
+    """A forked child has none of its parent's worker threads: the pool object it inherits would queue work
+    that nobody runs. The child starts a pool of its own on first use."""
+    global _pool, _pool_size, _blas
+    _pool, _pool_size, _blas = None, 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _executor():
     global _pool, _pool_size
     if _pool is None or _pool_size != threads - 1:
