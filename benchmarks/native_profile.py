@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from minicp.testing.files import atomic_write_text
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WAITS = ("take_gil", "PyEval_RestoreThread", "SimpleQueue_get", "acquire_lock", "pthread_cond", "sem_wait", "futex")
 ELEMENTWISE = ("FLOAT_", "DOUBLE_", "simd_", "_contig", "strided", "pairwise", "npy_", "ufunc_")
@@ -117,10 +119,7 @@ def main(argv=None):
     report = head + "\n" + report
     print(report)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(report + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, report + "\n")
     return 0
 
 

@@ -9,8 +9,8 @@ it through memory, and OpenBLAS first fills it with zeros (beta = 0).
 Here, for one head at a time and a group of consecutive query blocks t0 .. t1 - 1:
 
     S = Q_t K2_t^T                     (g, m, 2m)   K2_t a strided window of the head's keys (no copy)
-    S = fmin(S, L)                     L = 0 where visible ... +inf, -inf where masked: a masked score is
-                                       -inf whatever it was (inf, NaN included), a visible one unchanged
+    S = fmin(S, L)                     L = +inf where visible, -inf where masked: a masked score becomes
+                                       -inf whatever it was (inf, NaN included), a visible one is unchanged
     S = exp(S - max) / sum             the same passes, in the same order, as ``masked_softmax_``
     O_t = S K2_t                       written straight into the (b, n, h, d) output
 
@@ -90,23 +90,18 @@ def ecp_forward(q, kv, m, first_mask, pair_mask, keep):
         top = np.empty((group, m, 1), dtype=dtype)
         total = np.empty((group, m, 1), dtype=dtype)
         for i, t0, t1 in items[lo:hi]:
-            bi, hi_ = divmod(i, h)
+            bi, head = divmod(i, h)
             g = t1 - t0
             if t0 == 0:  # block 0: causal m x m on K_0
-                s0 = P0[bi, hi_] if keep else scratch[0, :, :m]
-                np.matmul(Q[bi, hi_, 0], K[bi, hi_, 0].T, out=s0)
+                s0 = P0[bi, head] if keep else scratch[0, :, :m]
+                np.matmul(Q[bi, head, 0], K[bi, head, 0].T, out=s0)
                 _softmax_(s0, first, top[0], total[0])
-                np.matmul(s0, K[bi, hi_, 0], out=O[bi, hi_, 0])
-            s = P[bi, hi_, t0:t1] if keep else scratch[:g]
-            k2 = K2[bi, hi_, t0:t1]  # (g, 2m, d)
-            np.matmul(Q[bi, hi_, t0 + 1 : t1 + 1], k2.swapaxes(-1, -2), out=s)
+                np.matmul(s0, K[bi, head, 0], out=O[bi, head, 0])
+            s = P[bi, head, t0:t1] if keep else scratch[:g]
+            k2 = K2[bi, head, t0:t1]  # (g, 2m, d)
+            np.matmul(Q[bi, head, t0 + 1 : t1 + 1], k2.swapaxes(-1, -2), out=s)
             _softmax_(s, pairs, top[:g], total[:g])
-            np.matmul(s, k2, out=O[bi, hi_, t0 + 1 : t1 + 1])
+            np.matmul(s, k2, out=O[bi, head, t0 + 1 : t1 + 1])
 
-    work = b * h * N * m * 2 * m  # score entries: small cores run inline
-    if threads.threadpoolctl is not None and threads.threads > 1 and len(items) > 1 and work >= threads.MIN_ELEMENTS:
-        with threads._one_blas_thread():
-            threads.parallel_rows(len(items), work, run)
-    else:
-        run(0, len(items))
+    threads.parallel_products(len(items), b * h * N * m * 2 * m, run)  # work: score entries
     return out, ((P0, P, K2) if keep else None)

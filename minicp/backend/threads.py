@@ -104,6 +104,30 @@ def _one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
+def parallel_products(rows, work, fn):
+    """``parallel_rows`` for work whose ranges run matrix products: BLAS is held to one thread while the
+    ranges run on the pool, so its threads never run beside the pool's. Without ``threadpoolctl``, with one
+    thread, or when ``work`` is small, one call ``fn(0, rows)`` in the calling thread (BLAS threads as usual)."""
+    if threadpoolctl is None or threads < 2 or rows < 2 or work < MIN_ELEMENTS:
+        fn(0, rows)
+        return
+    with _one_blas_thread():
+        parallel_rows(rows, work, fn)
+
+
+def _splits_rows(a, b):
+    """True when the 2-D product over the rows of a and b is large enough to split (and can be split)."""
+    r = a.shape[0]
+    return (
+        threadpoolctl is not None
+        and threads >= 2
+        and a.ndim == 2
+        and b.ndim == 2
+        and r >= 64 * threads
+        and r * a.shape[1] * b.shape[-1] >= MIN_PRODUCT
+    )
+
+
 def matmul(a, b):
     """a @ b for NumPy stacks a (..., i, d), b (..., d, j) with the same leading shape.
 
@@ -127,8 +151,7 @@ def matmul(a, b):
         return a @ b
     a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])  # views where the layout allows
     out = np.empty((stack, a.shape[-2], b.shape[-1]), dtype=np.result_type(a, b))
-    with _one_blas_thread():
-        parallel_rows(stack, MIN_ELEMENTS, lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]))
+    parallel_products(stack, MIN_ELEMENTS, lambda lo, hi: np.matmul(a3[lo:hi], b3[lo:hi], out=out[lo:hi]))
     return out.reshape(*lead, *out.shape[-2:])
 
 
@@ -136,19 +159,10 @@ def matmul_rows(a, b):
     """a @ b for a 2-D NumPy a (r, k) and b (k, o): contiguous row ranges of a on the pool, each one
     single-threaded product, so that BLAS's own threads never run beside the pool's. a @ b up to the
     rounding of single-threaded BLAS; small products and everything else are ``a @ b``."""
-    r = a.shape[0]
-    if (
-        threadpoolctl is None
-        or threads < 2
-        or a.ndim != 2
-        or b.ndim != 2
-        or r < 64 * threads
-        or r * a.shape[1] * b.shape[1] < MIN_PRODUCT
-    ):
+    if not _splits_rows(a, b):
         return a @ b
-    out = np.empty((r, b.shape[1]), dtype=np.result_type(a, b))
-    with _one_blas_thread():
-        parallel_rows(r, MIN_ELEMENTS, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    parallel_products(a.shape[0], MIN_ELEMENTS, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
     return out
 
 
@@ -160,23 +174,14 @@ def matmul_tn(a, b):
     single-threaded product on the pool and the partial sums are added in range order: a^T b up to
     rounding. Small products, and everything but 2-D NumPy arrays, are ``a.T @ b``.
     """
-    r = a.shape[0]
-    if (
-        threadpoolctl is None
-        or threads < 2
-        or a.ndim != 2
-        or b.ndim != 2
-        or r < 64 * threads
-        or r * a.shape[1] * b.shape[1] < MIN_PRODUCT
-    ):
+    if not _splits_rows(a, b):
         return a.T @ b
     parts = {}
 
     def part(lo, hi):
         parts[lo] = a[lo:hi].T @ b[lo:hi]
 
-    with _one_blas_thread():
-        parallel_rows(r, MIN_ELEMENTS, part)
+    parallel_products(a.shape[0], MIN_ELEMENTS, part)
     keys = sorted(parts)
     total = parts[keys[0]]
     for k in keys[1:]:

@@ -48,15 +48,13 @@ def _core_forward(q, kv, m, keep):
     if not keep and B.name == "cupy" and cuda_blocks.applies(q, kv):  # inference on the GPU: no copies
         masks = (B.constant(mask) for mask in _masks(m))
         return cuda_blocks.ecp_forward(q, kv, m, *masks, B.masked_softmax_), None
+    if ops._score_log is not None:  # the same score tensors as the readable path's two attend calls
+        ops._score_log.extend([q.shape[:2] + (m, m), q.shape[:2] + (q.shape[2] // m - 1, m, 2 * m)])
     if B.name == "numpy" and cpu_blocks.applies(q, kv, m):  # CPU: groups of blocks in cache, no copies
-        if ops._score_log is not None:
-            ops._score_log.extend([q.shape[:2] + (m, m), q.shape[:2] + (q.shape[2] // m - 1, m, 2 * m)])
         return cpu_blocks.ecp_forward(q, kv, m, *_masks(m), keep)
     Q, K = _blocks(q, kv, m)  # (b, h, N, m, d)
     K2 = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
     first, pairs = _masks(m)
-    if ops._score_log is not None:  # the same score tensors as the readable path's two attend calls
-        ops._score_log.extend([Q.shape[:2] + (m, m), K2.shape[:3] + (m, 2 * m)])
     P0 = ops._probs_fast(Q[:, :, 0], K[:, :, 0], B.constant(first))  # (b, h, m, m)
     P = ops._probs_fast(Q[:, :, 1:], K2, B.constant(pairs))  # (b, h, N-1, m, 2m)
     O = xp.concatenate([ops._matmul(P0, K[:, :, 0])[:, :, None], ops._matmul(P, K2)], axis=2)

@@ -155,11 +155,7 @@ def _feed_forward_blocks(x2, ln_w, ln_b, w1, b1, w2, b2, eps):
             ys += xs
             ys += b2
 
-    if threads.threadpoolctl is not None and threads.threads > 1 and rows >= 2 * step:
-        with threads._one_blas_thread():
-            threads.parallel_rows(rows, threads.MIN_ELEMENTS, run)
-    else:
-        run(0, rows)
+    threads.parallel_products(rows, rows * w1.shape[0], run)  # work: hidden activations
     return y
 
 

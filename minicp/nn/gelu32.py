@@ -86,7 +86,7 @@ def _piece(h, a, deriv, u, t, p, q, mask):
 
 
 def _flat(x, name):
-    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
+    if not applies(x):
         raise ValueError(f"{name} must be a C-contiguous float32 NumPy array")
     return x
 
