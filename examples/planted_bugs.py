@@ -28,6 +28,7 @@ import minicp
 import minicp.testing as mt
 from minicp.nn import ops
 from minicp.nn.attention import ecp as ecp_module
+from minicp.nn.rope import rope as minicp_rope
 
 CASE = dict(seq_len=512, heads=4, head_dim=32, half_segment=64)  # paper segment s = 128
 
@@ -127,7 +128,7 @@ def check_sublayer(rope, dtype="float32"):
     p32 = {key: {w: val.astype(dtype) for w, val in sub.items()} for key, sub in p.items()}
     out, q_rot = ecp_sublayer(p32, x.astype(dtype), cfg, rope)
     # the reference: minicp's RoPE on q, and the official sub-layer (which scales q after RoPE)
-    q_ref = ops.rope(ops.split_heads(ops.linear(x, p["to_q"]), cfg.heads), np.arange(cfg.seq_len), "interleaved")
+    q_ref = minicp_rope(ops.split_heads(ops.linear(x, p["to_q"]), cfg.heads), np.arange(cfg.seq_len), "interleaved")
     mt.assert_close(q_rot, q_ref, name="rope(q) (layer 0, positions 0..n-1)", dtype=dtype)
     return mt.assert_close(out, ecp_module.attention_layer(p, x, cfg, 0), name="ECP sub-layer output", dtype=dtype)
 

@@ -1,6 +1,8 @@
 """The package's layout rules, checked on the source tree: no import cycles, no module over 400 lines,
-no imports inside functions except optional dependencies, no references to documents outside the
-repository, and every notebook identical to its percent-format source."""
+no imports inside functions except optional dependencies and the few heavy modules loaded on first use,
+a docstring-opened ``__init__.py`` in every subpackage, tests laid out like the package, no name exported by
+two public modules, no fast path inside the reference, no references to documents outside the repository,
+and every notebook identical to its percent-format source."""
 
 import ast
 import pathlib
@@ -25,6 +27,7 @@ OPTIONAL = {
     "threadpoolctl",
     "pydoc_data",
 }  # pydoc_data: the 466 kB demo corpus, loaded only when asked for
+LAZY = {"autograd.scipy"}  # loaded on first use: importing it loads most of SciPy (about 0.6 s)
 
 
 def module_name(path):
@@ -101,7 +104,81 @@ def test_no_imports_inside_functions_except_optional(path):
                 else:
                     continue
                 for mod in mods:
-                    assert mod.split(".")[0] in OPTIONAL, f"{path.name}:{sub.lineno} imports {mod} inside {node.name}"
+                    lazy = any(mod == name or mod.startswith(name + ".") for name in LAZY)
+                    assert lazy or mod.split(".")[0] in OPTIONAL, (
+                        f"{path.name}:{sub.lineno} imports {mod} inside {node.name}"
+                    )
+
+
+PACKAGES = sorted(p for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__")
+
+
+@pytest.mark.parametrize("folder", [PACKAGE, *PACKAGES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_package_opens_with_a_docstring(folder):
+    init = folder / "__init__.py"
+    assert init.exists(), f"{folder.relative_to(ROOT)} has no __init__.py"
+    assert ast.get_docstring(ast.parse(init.read_text())), f"{init.relative_to(ROOT)} has no docstring"
+
+
+def test_tests_are_laid_out_like_the_package():
+    """Every folder under tests/ is named after a subpackage of minicp (tests/nn/ for minicp/nn/, ...)."""
+    subpackages = {p.relative_to(PACKAGE).as_posix() for p in PACKAGES}
+    folders = {
+        p.relative_to(ROOT / "tests").as_posix()
+        for p in (ROOT / "tests").rglob("*")
+        if p.is_dir() and p.name not in ("__pycache__", ".hypothesis")
+    }
+    assert folders <= subpackages, sorted(folders - subpackages)
+
+
+def _public_names(path):
+    """Names a module exports: its ``__all__``, or else the names it imports with a re-export marker."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    lines = path.read_text().splitlines()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and "re-export" in lines[node.lineno - 1]:
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
+def test_no_name_is_exported_by_two_public_modules():
+    """A package's face may hand on what its own submodules define; two other modules may not both export a
+    name (``minicp.nn.ops.rope`` beside ``minicp.nn.rope.rope`` was one)."""
+    exported = {module_name(p): _public_names(p) for p in MODULES if not module_name(p).startswith("minicp.golden")}
+    # minicp.golden is left out until its re-exports of minicp.testing's names are gone (work under way)
+    clashes = []
+    for a in sorted(exported):
+        for b in sorted(exported):
+            if a < b and not b.startswith(a + ".") and not a.startswith(b + "."):
+                clashes += [f"{name}: {a} and {b}" for name in sorted(exported[a] & exported[b])]
+    assert not clashes, clashes
+
+
+REFERENCE = [
+    ROOT / "minicp/nn/ops.py",
+    ROOT / "minicp/nn/model.py",
+    *sorted((ROOT / "minicp/nn/attention").glob("*.py")),
+]
+
+
+@pytest.mark.parametrize("path", REFERENCE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_reference_has_no_fast_path(path):
+    """The reference is what the reference engine runs: no branch to the fast engine, no tracing test, no
+    identity test (``v is k``) choosing another computation."""
+    text = path.read_text()
+    for pattern in (
+        r"\bfused\b",
+        r"cpu_blocks",
+        r"_traced",
+        r"minicp\.fast",
+        r"\b[kvq] is [kvq]\b",
+        r"isinstance\(\w+, Box\)",
+    ):
+        assert not re.search(pattern, text), f"{path.name} matches {pattern!r}"
 
 
 def test_no_references_outside_the_repository():

@@ -15,8 +15,6 @@ from minicp.nn.attention import module as arch_module
 from minicp.nn.attention import patterns as arch_patterns
 from minicp.validate import MAX_WORK, bounded, choice, half_segment_from, integer, nonnegative_int, positive_int
 
-__all__ = ["METHODS", "receptive_field", "receptive_field_by_layer", "closed_form"]
-
 MAX_LAYER_ROWS = 2**26  # layers x seq_len for the interval method: about a minute at most
 
 METHODS = ("intervals", "dense")

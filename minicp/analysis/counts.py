@@ -51,8 +51,6 @@ MAX_LISTED_LAYERS = 10**6  # per_layer=True returns a list of l ints
 COUNTS = ("computed", "unmasked")
 SHIFTS = ("varlen", "roll")
 
-__all__ = ["COUNTS", "SHIFTS", "Sizes", "resolve", "count_attention_steps", "full_attention_steps"]
-
 
 # ----------------------------------------------------------------------------------------------------
 # Resolving the sizes (validation and defaults come from ModelConfig)

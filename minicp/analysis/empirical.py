@@ -17,8 +17,6 @@ from minicp.config import ModelConfig
 from minicp.nn import model as M
 from minicp.validate import nonnegative_int, positive_int
 
-__all__ = ["influence", "empirical_receptive_field"]
-
 
 def _to_float64(tree):
     if isinstance(tree, dict):

@@ -15,8 +15,6 @@ import numpy as onp
 from minicp.config import ModelConfig
 from minicp.validate import integer, positive_int
 
-__all__ = ["ReceptiveField"]
-
 BIG = onp.iinfo(onp.int64).max // 4  # padding for unused interval slots (sorts last)
 
 

@@ -36,11 +36,11 @@ PyTorch version and backend; compare only the computed rows (``rows(...)``), whi
 
 import numpy as onp
 
-from minicp.nn.attention import attention_mask, pattern_args_for, resolve_pattern_args  # noqa: F401  (re-exported)
+from minicp.nn.attention import attention_mask
 from minicp.nn.attention import patterns as _patterns
 from minicp.validate import positive_int
 
-__all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows", "pattern_args_for"]
+__all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows"]
 
 
 # ----------------------------------------------------------------------------------------------------

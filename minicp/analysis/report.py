@@ -3,8 +3,6 @@
 from minicp.analysis.counts import _layer_counts, count_attention_steps, resolve
 from minicp.analysis.tables import _fmt_int, _grid, _pct
 
-__all__ = ["format_steps"]
-
 
 def _runs_of_equal_layers(comp, unm, layers):
     """[(first, last)] runs of consecutive layers with the same (computed, unmasked) counts; ``comp`` and

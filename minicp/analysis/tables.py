@@ -18,17 +18,6 @@ from minicp.analysis.counts import count_attention_steps, full_attention_steps
 from minicp.config import PERCEIVER_FAMILY
 from minicp.validate import boolean
 
-__all__ = [
-    "evaluate_formula",
-    "table7",
-    "format_table7",
-    "TABLE7_NOTATION",
-    "table8",
-    "format_table8",
-    "TABLE8_SIZES",
-    "TABLE8_PAPER",
-]
-
 # ----------------------------------------------------------------------------------------------------
 # Formulas as text that can be evaluated ("·" is multiplication, "²" a square; exact rationals)
 # ----------------------------------------------------------------------------------------------------

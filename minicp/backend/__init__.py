@@ -7,32 +7,21 @@ everywhere at once:
 * ``"numpy"`` (default): ``autograd.numpy`` on the CPU. Calling it outside of tracing costs the same
   as plain NumPy, and inside ``autograd.grad`` it records the tape.
 * ``"cupy"``: CuPy on an NVIDIA GPU. ``autograd_cupy`` registers CuPy arrays with autograd (boxes and a
-  vector space), so ``autograd.grad`` of the model runs on the device; the heavy operations are
-  primitives with hand-written VJPs (``minicp.nn.fused``, ``minicp.nn.ops.attend``) whose backward
-  passes are CuPy kernels.
+  vector space), so ``autograd.grad`` of the model runs on the device.
 
 Switch with ``use_backend("cupy")``, temporarily with ``with backend("cupy"): ...``, or for a whole
 process with the environment variable ``MINICP_BACKEND=cupy``. ``to_numpy`` brings any result back to
-the host (for plotting and comparisons); ``asarray`` moves host data to the current backend.
+the host (for plotting and comparisons); ``asarray`` moves host data to the current backend;
+``constant(a)`` is a host constant (a mask, a RoPE table) on the current backend, copied to the GPU once.
 
-Besides ``xp`` and ``special`` the backend provides two things the kernels use without knowing which
-backend is active:
-
-* ``constant(a)``: a host constant (a mask, a RoPE table) on the current backend. On the GPU a
-  *read-only* host array is copied once and the device copy is reused (cached by identity; the cache
-  holds the host array, so its id cannot be reused while cached). Writeable arrays are copied every
-  time, because they may change.
-* ``masked_softmax_(s, mask)``: softmax over the last axis of the score buffer ``s``, in place, with
-  masked entries exactly 0. On NumPy it is the plain sequence of array operations; on CuPy one fused
-  kernel (one read and one write of ``s`` instead of six passes), for float32 and float64, when the
-  mask is None or its shape matches the trailing axes of ``s`` (otherwise the array operations).
-* ``fused_rope(x, cos, sin, style)``: on CuPy, RoPE in one kernel (the array formula costs about ten
-  passes over x); None elsewhere, and ``ops.rope`` then uses its array formula. Bit-identical results.
-
-``fused_kernels = False`` turns both CuPy kernels off (for comparisons).
+``special`` on the CPU is ``autograd.scipy.special``, imported on first use: importing it loads most of
+SciPy (about 0.6 s), which ``import minicp`` should not pay.
 
 Why not ``from minicp.backend import xp``: that binds the module once at import time, and a later
 ``use_backend`` would never reach it. Write ``from minicp import backend as B`` and use ``B.xp``.
+
+This module is the array module only. The fast engine's kernels (fused primitives, thread pool, CUDA
+kernels) live in ``minicp.fast``.
 """
 
 import collections
@@ -40,30 +29,36 @@ import contextlib
 import os
 
 import autograd.numpy as _autograd_numpy
-import autograd.scipy.special as _autograd_special
 import numpy as _onp
 
-from minicp.backend import autograd_cupy, cuda, cuda_layers, threads  # noqa: F401  (cuda_layers: B.cuda_layers)
+from minicp.backend import autograd_cupy
 
 BACKENDS = ("numpy", "cupy")
 
 name = None  # "numpy" or "cupy"
 xp = None  # the array module: autograd.numpy, or cupy behind autograd_cupy.TracingModule
 raw = None  # the plain array module (numpy or cupy), for untraced arrays inside autograd primitives
-special = None  # erf / logsumexp: autograd.scipy.special or cupyx.scipy.special
+special = None  # erf / logsumexp: autograd.scipy.special (imported on first use) or cupyx.scipy.special
 
-gpu_autograd = False  # CuPy only: autograd through CuPy arrays and the fused primitives (the default on CuPy)
-fused_kernels = True  # CuPy only: use the fused softmax and RoPE kernels where they apply
+gpu_autograd = False  # CuPy only: autograd through CuPy arrays (the default on CuPy)
+
+
+class _AutogradSpecial:
+    """``autograd.scipy.special``, imported on its first use (it loads most of SciPy)."""
+
+    def __getattr__(self, attr):
+        import autograd.scipy.special as module  # lazy: about 0.6 s of SciPy, needed only for GELU's erf
+
+        return getattr(module, attr)
 
 
 def use_backend(which="numpy", *, autograd_on_gpu=None):
     """Make ``which`` ("numpy" or "cupy") the array module of every kernel.
 
-    On CuPy, autograd runs on the GPU by default: CuPy arrays are registered with autograd and the heavy
-    operations are primitives with CuPy backward passes, so ``autograd.grad(minicp.loss)`` and
-    ``minicp.train`` run on the device (tests: ``tests/backend/test_gpu_autograd.py``).
-    ``autograd_on_gpu=False`` (or ``MINICP_CUPY_AUTOGRAD=0``) gives plain CuPy instead: forward passes
-    and ``ops.attend_vjp`` only, without the tracing wrapper.
+    On CuPy, autograd runs on the GPU by default: CuPy arrays are registered with autograd, so
+    ``autograd.grad(minicp.loss)`` and ``minicp.train`` run on the device (tests under ``tests/fast/``
+    and ``tests/backend/`` marked ``gpu``). ``autograd_on_gpu=False`` (or ``MINICP_CUPY_AUTOGRAD=0``)
+    gives plain CuPy instead: forward passes and ``ops.attend_vjp`` only, without the tracing wrapper.
 
     Raises ValueError for an unknown name and RuntimeError when CuPy is not installed or no GPU is
     usable (CuPy imports fine on machines without a GPU, so we ask the driver for a device count).
@@ -73,7 +68,7 @@ def use_backend(which="numpy", *, autograd_on_gpu=None):
     if which not in BACKENDS:
         raise ValueError(f"backend {which!r} is not one of {BACKENDS}")
     if which == "numpy":
-        _xp, _sp, _raw = _autograd_numpy, _autograd_special, _onp
+        _xp, _sp, _raw = _autograd_numpy, _AutogradSpecial(), _onp
     else:
         try:
             import cupy as _xp
@@ -233,16 +228,8 @@ def clear_cache():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Fused kernels: masked softmax (in place) and RoPE
+# Finiteness
 # ----------------------------------------------------------------------------------------------------
-
-
-def column_sum(a):
-    """Sum over the rows of the 2-D array ``a``: (r, c) -> (c,). On CuPy a matrix-vector product
-    (``ones(r) @ a``, a cuBLAS GEMV), several times faster there than a column reduction; NumPy sums."""
-    if name == "cupy" and a.ndim == 2:
-        return raw.ones(a.shape[0], dtype=a.dtype) @ a
-    return raw.sum(a, axis=0)
 
 
 def all_finite(arrays):
@@ -261,60 +248,6 @@ def all_finite_pending(arrays):
         by_dtype.setdefault(a.dtype, []).append(raw.ravel(a))
     flags = [raw.isfinite(raw.concatenate(parts)).all() for parts in by_dtype.values()]
     return flags[0] if len(flags) == 1 else raw.stack(flags).all()
-
-
-def masked_softmax_(s, mask=None):
-    """Softmax of ``s`` over its last axis, **in place**; entries where ``mask`` is False become 0.
-
-    s: a plain (untraced), writeable, floating array of the current backend (..., i, j).
-    mask: None or a boolean array of the current backend, broadcastable to s, True = visible.
-    Returns s. A row whose entries are all masked becomes NaN on both backends (as exp(-inf - -inf)).
-    """
-    if name == "cupy" and fused_kernels:
-        done = cuda.fused_softmax(s, mask)
-        if done is not None:
-            return done
-    if name == "numpy" and s.flags.c_contiguous and s.ndim >= 2 and (mask is None or mask.ndim <= 2):
-        # CPU: the same passes, on contiguous row ranges of s in parallel (NumPy releases the GIL)
-        s3 = s.reshape(-1, *s.shape[-2:])  # (R, i, j), a view
-        if s3.shape[0] >= threads.threads or mask is None or mask.ndim == 1 or mask.shape[0] == 1:
-            s2 = s3 if s3.shape[0] >= threads.threads else s.reshape(-1, s.shape[-1])
-            threads.parallel_rows(s2.shape[0], s.size, lambda lo, hi: _softmax_rows_(s2[lo:hi], mask))
-        else:  # few matrices: split their rows, and the mask's with them
-            for r in range(s3.shape[0]):
-                rows = s3[r]
-                threads.parallel_rows(
-                    rows.shape[0], rows.size, lambda lo, hi, rows=rows: _softmax_rows_(rows[lo:hi], mask[lo:hi])
-                )
-        return s
-    return _softmax_rows_(s, mask)
-
-
-def _softmax_rows_(s, mask):
-    """The plain passes of ``masked_softmax_`` on s (..., j), in place."""
-    if mask is not None:
-        raw.copyto(s, -raw.inf, where=raw.logical_not(mask))
-    s -= raw.max(s, axis=-1, keepdims=True)  # stable: the row max is a visible entry
-    raw.exp(s, out=s)
-    s /= raw.sum(s, axis=-1, keepdims=True)
-    return s
-
-
-def fused_rope(x, cos, sin, style):
-    """RoPE of x (..., n, d) by the tables cos, sin (n, d//2) in one CuPy kernel, or None.
-
-    None (the caller then uses its array formula) on NumPy, under autograd tracing, with
-    ``fused_kernels = False``, or for dtypes other than float32/float64. Same arithmetic as
-    ``ops.rope``, each product and sum rounded separately (no FMA contraction), so the numbers equal
-    the array formula's bit for bit:
-        interleaved, pair (2i, 2i+1):  (x_2i cos - x_2i+1 sin,  x_2i+1 cos + x_2i sin); odd last channel kept
-        halves, pair (i, i + d/2):     (x_i cos - x_i+d/2 sin,  x_i+d/2 cos + x_i sin)
-    The kernel runs over the pairs: the two members of each pair are strided views of x (and of the
-    contiguous output), so x may itself be a strided view (the heads of a projection).
-    """
-    if name != "cupy" or not fused_kernels:
-        return None
-    return cuda.fused_rope(x, cos, sin, style)
 
 
 use_backend(os.environ.get("MINICP_BACKEND", "numpy"))

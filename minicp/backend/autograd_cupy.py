@@ -20,9 +20,9 @@ only (NumPy values keep autograd's own code, so the CPU path is untouched):
   with ``numpy.add.at``: each gets a CuPy-safe VJP, chosen when the value is a CuPy array;
 * ``special.erf`` (readable GELU): a primitive over ``cupyx.scipy.special.erf``.
 
-The heavy operations (linear, LayerNorm, GELU, RoPE, embedding, cross-entropy, attention) are autograd
-primitives with hand-written VJPs written against the backend's array module (``minicp.nn.fused``,
-``minicp.nn.ops.attend``), so their backward passes are CuPy kernels too.
+The reference (``minicp.nn``) then runs on the GPU as it is, autograd's own VJPs and ``ops.attend``'s
+computing with CuPy. The fast engine's primitives (``minicp.fast``) have hand-written VJPs written against
+the backend's plain array module, so their backward passes are CuPy kernels too.
 """
 
 import math

@@ -21,8 +21,16 @@ COMMANDS = {
     "golden": ("minicp.cli.golden", "write golden test vectors (.npz) for kernel authors"),
 }
 
-USAGE = "usage: minicp <command> [options]     (minicp <command> --help for each)\n\ncommands:\n" + "\n".join(
-    f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()
+ENGINES_NOTE = """
+engines: train, eval and generate run the fast engine by default (fused primitives, tested equal to the
+readable reference up to the order of summation); --engine reference runs the readable code of minicp/nn
+instead. Each prints the engine it uses. In Python: engine=..., minicp.engine(...), minicp.which_engine(cfg)."""
+
+USAGE = (
+    "usage: minicp <command> [options]     (minicp <command> --help for each)\n\ncommands:\n"
+    + "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    + "\n"
+    + ENGINES_NOTE
 )
 
 

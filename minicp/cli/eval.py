@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from minicp.cli.options import command, fail
+from minicp.cli.options import add_engine_argument, command, fail, report_engine
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate only the first so many tokens of the split")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    add_engine_argument(p)
     args = p.parse_args(argv)
     try:
         ck = load_checkpoint(args.checkpoint)
@@ -53,6 +54,7 @@ def main(argv=None):
         f"{len(ids):,} {args.split} tokens",
         file=sys.stderr,
     )
+    report_engine(cfg, args.engine)
     try:
         print_perplexities(
             ck["params"],
@@ -62,6 +64,7 @@ def main(argv=None):
             stride=args.stride,
             split=args.split,
             progress=not args.no_progress,
+            engine=args.engine,
         )
     except ValueError as e:
         fail(str(e))

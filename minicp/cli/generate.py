@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from minicp.cli.options import command, fail
+from minicp.cli.options import add_engine_argument, command, fail, report_engine
 from minicp.lm import data as D
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.generate import generate
@@ -43,6 +43,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eos", type=int, default=None, help="stop at this token id (e.g. 10 for a newline)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    add_engine_argument(p)
     args = p.parse_args(argv)
     try:
         ck = load_checkpoint(args.checkpoint)
@@ -52,6 +53,7 @@ def main(argv=None):
     ids = D.encode(text)
     if ids.size == 0:
         fail("the prompt is empty; give at least one character")
+    report_engine(ck["config"], args.engine)
     try:
         out = generate(
             ck["params"],
@@ -64,6 +66,7 @@ def main(argv=None):
             seed=args.seed,
             eos=args.eos,
             progress=not args.no_progress,
+            engine=args.engine,
         )
     except ValueError as e:
         fail(str(e))

@@ -4,7 +4,6 @@ import argparse
 import sys
 import time
 
-from minicp.analysis import kernel_pattern
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 from minicp.golden import (
     DTYPES,
@@ -16,6 +15,7 @@ from minicp.golden import (
     make_model_golden,
     save_golden,
 )
+from minicp.nn.attention import pattern_args_for
 from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 
@@ -198,7 +198,7 @@ def _attention_golden(args, half):
     for opt, (pname, _) in _PATTERN_OPTIONS.items():
         if getattr(args, opt) is not None:
             pattern_args[pname] = getattr(args, opt)
-    required, optional = kernel_pattern.pattern_args_for(args.arch)
+    required, optional = pattern_args_for(args.arch)
     for pname in pattern_args:
         if pname not in required + optional:
             flag = "--segment/--half-segment" if pname == "half_segment" else "--" + pname.replace("_", "-")

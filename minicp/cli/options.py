@@ -5,6 +5,7 @@ import functools
 import sys
 
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
+from minicp.engines import ENGINES, which_engine
 
 ERRORS = (ValueError, TypeError, OSError)  # what a bad argument or file raises (CheckpointError is a ValueError)
 
@@ -29,6 +30,24 @@ def command(main):
             fail(str(e))
 
     return wrapped
+
+
+def add_engine_argument(parser):
+    """--engine, shared by train, eval and generate (see ``minicp.engines``)."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="fast",
+        help="which engine computes the model: fast (default; fused primitives, tested equal to the reference "
+        "up to the order of summation) or reference (the readable code of minicp/nn, slower)",
+    )
+
+
+def report_engine(config, engine, seq_len=None):
+    """One line on stderr: the engine that will run and how it computes the attention (as ``which_engine``)."""
+    choice = which_engine(config, engine, purpose="loop", seq_len=seq_len)
+    attention = choice.parts.get("attention", choice.parts.get("everything"))
+    print(f"engine: {choice.engine}; attention: {attention}", file=sys.stderr)
 
 
 def add_model_arguments(parser):

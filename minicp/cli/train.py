@@ -4,7 +4,14 @@ import argparse
 import dataclasses
 import sys
 
-from minicp.cli.options import add_model_arguments, command, fail, model_config_from_args
+from minicp.cli.options import (
+    add_engine_argument,
+    add_model_arguments,
+    command,
+    fail,
+    model_config_from_args,
+    report_engine,
+)
 from minicp.lm.checkpoint import CheckpointError, load_checkpoint
 from minicp.lm.data import load_tokens
 from minicp.lm.evaluate import print_perplexities
@@ -100,6 +107,7 @@ def _parser():
     t.add_argument(
         "--eval-batch", type=int, default=8, help="windows per forward pass in the final perplexity (default 8)"
     )
+    add_engine_argument(t)
     return p
 
 
@@ -143,6 +151,7 @@ def main(argv=None):
         f"corpus {args.corpus}: {len(splits['train']):,} train / {len(splits['valid']):,} valid tokens",
         file=sys.stderr,
     )
+    report_engine(config, args.engine)
     try:
         result = train(
             config,
@@ -153,6 +162,7 @@ def main(argv=None):
             resume=args.resume,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            engine=args.engine,
         )
     except (CheckpointError, FileExistsError) as e:
         fail(str(e))
@@ -160,7 +170,13 @@ def main(argv=None):
     if result.history:
         print(f"last training loss {result.history[-1]['loss']:.4f}")
     print_perplexities(
-        result.params, splits["valid"], config, batch=args.eval_batch, split="valid", progress=not args.no_progress
+        result.params,
+        splits["valid"],
+        config,
+        batch=args.eval_batch,
+        split="valid",
+        progress=not args.no_progress,
+        engine=args.engine,
     )
     if args.checkpoint:
         print(f"checkpoint: {args.checkpoint}")

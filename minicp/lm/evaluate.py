@@ -38,6 +38,7 @@ import sys
 import numpy as np
 
 from minicp import backend as B
+from minicp import engines
 from minicp.lm.generate import _bar
 from minicp.nn import model as M
 from minicp.nn.params import host_array
@@ -90,14 +91,16 @@ def every_token_once_windows(T, n, latent, stride=None):
 # ----------------------------------------------------------------------------------------------------
 
 
-def window_nll(params, windows, config):
+def window_nll(params, windows, config, engine=None):
     """Per-target negative log-likelihoods (b, L) of rows ``windows`` (b, n + 1), float64.
 
     Target column j is token ``windows[:, n - L + 1 + j]``; this is the wrapper loss before its mean.
+    ``engine``: see ``minicp.engines`` (None: the default for loops, "fast").
     """
     windows = np.asarray(windows)
     L = config.latent
-    logits = np.asarray(B.to_numpy(M.forward(params, windows[:, :-1], config)))[:, -L:].astype(np.float64)
+    model = engines.module(engine, "loop")
+    logits = np.asarray(B.to_numpy(model.forward(params, windows[:, :-1], config)))[:, -L:].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
     logz = np.log(np.exp(logits).sum(axis=-1))
     targets = windows[:, -L:]
@@ -134,13 +137,15 @@ def _batches(windows, batch, progress, what):
     bar.close()
 
 
-def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=False, progress=False):
+def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=False, progress=False, engine=None):
     """The official main's perplexity: exp(mean over half-overlapping windows of each window's mean CE).
 
     ``truncate`` cuts the stream to a multiple of n + 1 first, as the official test set does. With
-    ``details`` returns a dict (ppl, mean_nll, window_means, windows) instead of the number.
+    ``details`` returns a dict (ppl, mean_nll, window_means, windows) instead of the number. ``engine``: see
+    ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast").
     """
     batch, progress = _request(params, config, batch, progress)
+    engine, _ = engines.resolve(engine, "loop")
     details = boolean("details", details)
     n, L = config.seq_len, config.latent
     ids = _stream(ids, n, truncate)
@@ -148,20 +153,24 @@ def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=
     means = []
     for chunk in _batches(windows, batch, progress, "official"):
         rows = np.stack([ids[b : b + n + 1] for b, _, _ in chunk])
-        means.extend(window_nll(params, rows, config).mean(axis=1))
+        means.extend(window_nll(params, rows, config, engine).mean(axis=1))
     mean = float(np.mean(means))
     if details:
         return {"ppl": math.exp(mean), "mean_nll": mean, "window_means": np.asarray(means), "windows": windows}
     return math.exp(mean)
 
 
-def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, details=False, progress=False):
+def perplexity_every_token_once(
+    params, ids, config, *, stride=None, batch=8, details=False, progress=False, engine=None
+):
     """exp(mean NLL) with every target n - L + 1 .. T - 1 scored exactly once (see the module docstring).
 
     With ``details`` returns a dict (ppl, mean_nll, tokens, windows, counts) where ``counts[t]`` is how
     many times target t was scored (1 for every scored target, 0 before the first reachable one).
+    ``engine``: see ``perplexity_official``.
     """
     batch, progress = _request(params, config, batch, progress)
+    engine, _ = engines.resolve(engine, "loop")
     details = boolean("details", details)
     n, L = config.seq_len, config.latent
     ids = _stream(ids, n, truncate=False)
@@ -170,7 +179,7 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
     total, count = 0.0, 0
     counts = np.zeros(T, dtype=np.int64) if details else None
     for chunk in _batches(windows, batch, progress, "every token once"):
-        nll = window_nll(params, np.stack([ids[b : b + n + 1] for b, _, _ in chunk]), config)  # (b, L)
+        nll = window_nll(params, np.stack([ids[b : b + n + 1] for b, _, _ in chunk]), config, engine)  # (b, L)
         for row, (b, first, stop) in zip(nll, chunk):
             # column j of row scores target b + n - L + 1 + j; keep targets first .. stop - 1
             keep = row[first - (b + n - L + 1) :]
@@ -184,12 +193,12 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
     return math.exp(mean)
 
 
-def perplexities(params, ids, config, *, batch=8, stride=None, progress=False):
+def perplexities(params, ids, config, *, batch=8, stride=None, progress=False, engine=None):
     """Both numbers: {"official": ..., "every_token_once": ...}."""
     return {
-        "official": perplexity_official(params, ids, config, batch=batch, progress=progress),
+        "official": perplexity_official(params, ids, config, batch=batch, progress=progress, engine=engine),
         "every_token_once": perplexity_every_token_once(
-            params, ids, config, batch=batch, stride=stride, progress=progress
+            params, ids, config, batch=batch, stride=stride, progress=progress, engine=engine
         ),
     }
 
@@ -197,25 +206,31 @@ def perplexities(params, ids, config, *, batch=8, stride=None, progress=False):
 METHODS = ("every_token_once", "official")
 
 
-def perplexity(params, ids, config, *, method="every_token_once", batch=8, stride=None, progress=False):
+def perplexity(params, ids, config, *, method="every_token_once", batch=8, stride=None, progress=False, engine=None):
     """Perplexity of ``ids`` (a 1-D token stream) under the model.
 
     ``method="every_token_once"`` (default): each target scored once with the most context the windowing
     allows, comparable across architectures. ``method="official"``: the official main's half-overlapping
     windows, mean of window means (depends on the latent length L). See the module docstring for both.
+    ``engine``: "reference" or "fast" (None: an enclosing ``minicp.engine`` block's, else "fast"; see
+    ``minicp.engines``).
     """
     method = choice("method", method, METHODS)
     if method == "every_token_once":
-        return perplexity_every_token_once(params, ids, config, batch=batch, stride=stride, progress=progress)
+        return perplexity_every_token_once(
+            params, ids, config, batch=batch, stride=stride, progress=progress, engine=engine
+        )
     if stride is not None:
         raise ValueError("stride applies to method='every_token_once' only; the official windows move by n/2")
-    return perplexity_official(params, ids, config, batch=batch, progress=progress)
+    return perplexity_official(params, ids, config, batch=batch, progress=progress, engine=engine)
 
 
-def print_perplexities(params, ids, config, *, batch=8, stride=None, split="valid", file=None, progress=False):
+def print_perplexities(
+    params, ids, config, *, batch=8, stride=None, split="valid", file=None, progress=False, engine=None
+):
     """Print both perplexities with a one-line explanation each; returns them (``progress``: tqdm on stderr)."""
     file = sys.stdout if file is None else file
-    res = perplexities(params, ids, config, batch=batch, stride=stride, progress=progress)
+    res = perplexities(params, ids, config, batch=batch, stride=stride, progress=progress, engine=engine)
     n, L = config.seq_len, config.latent
     S = min(L, max(1, n // 2)) if stride is None else stride
     print(

@@ -46,6 +46,7 @@ import sys
 import numpy as np
 
 from minicp import backend as B
+from minicp import engines
 from minicp.config import PERCEIVER_FAMILY
 from minicp.nn import model as M
 from minicp.nn.params import host_array
@@ -115,10 +116,11 @@ def window_input(window, config, pad_id=0):
     return window, config
 
 
-def next_token_logits(params, window, config, pad_id=0):
-    """Logits (b, V) for the token after each row of ``window`` (b, t), 1 <= t <= n."""
+def next_token_logits(params, window, config, pad_id=0, engine=None):
+    """Logits (b, V) for the token after each row of ``window`` (b, t), 1 <= t <= n (``engine``: see
+    ``minicp.engines``; None: the default for loops, "fast")."""
     tokens, cfg = window_input(window, config, pad_id)
-    logits = M.forward(params, tokens, cfg)
+    logits = engines.module(engine, "loop").forward(params, tokens, cfg)
     return np.asarray(B.to_numpy(logits[:, -1]), dtype=np.float64)
 
 
@@ -136,15 +138,18 @@ def generate(
     eos=None,
     pad_id=0,
     progress=False,
+    engine=None,
 ):
     """Continue ``prompt`` ((t,) or (b, t) token ids, t >= 1) by up to ``max_new_tokens`` tokens.
 
     Returns only the new tokens, shaped like the prompt ((steps,) or (b, steps)). With ``eos``, a row that
     drew ``eos`` keeps emitting ``eos`` and generation stops once every row has. See the module docstring
     for top-k, temperature and how prompts shorter than n are handled. ``progress``: a tqdm bar on stderr.
-    Every argument is checked first (ValueError / TypeError naming it; docs/inputs.md).
+    ``engine``: "reference" or "fast" (None: an enclosing ``minicp.engine`` block's, else "fast"; see
+    ``minicp.engines``). Every argument is checked first (ValueError / TypeError naming it; docs/inputs.md).
     """
     max_new_tokens, seq, single = _check_request(config, max_new_tokens, prompt)
+    engine, _ = engines.resolve(engine, "loop")
     temperature = real("temperature", temperature, low=0)
     pad_id, eos = (
         _token_id("pad_id", pad_id, config.vocab),
@@ -162,7 +167,7 @@ def generate(
     new = []
     bar = _bar(max_new_tokens, progress)
     for _ in range(max_new_tokens):
-        logits = next_token_logits(params, seq[:, -config.seq_len :], config, pad_id)
+        logits = next_token_logits(params, seq[:, -config.seq_len :], config, pad_id, engine)
         tok = sample_next(logits, rng, temperature=temperature, k=k)
         if eos is not None:
             tok = np.where(done, eos, tok)

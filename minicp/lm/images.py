@@ -20,6 +20,7 @@ import numpy as np
 from autograd import value_and_grad
 
 from minicp import backend as B
+from minicp import engines
 from minicp import validate as V
 from minicp.config import ModelConfig
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm
@@ -81,37 +82,38 @@ def _labels(labels, num, classes):
     return lab.astype(np.int64)
 
 
-def class_logits(params, tokens, config, classes=10):
-    """(b, classes) scores: the last output row's entries for the class ids vocab - classes .. vocab - 1."""
+def class_logits(params, tokens, config, classes=10, engine=None):
+    """(b, classes) scores: the last output row's entries for the class ids vocab - classes .. vocab - 1.
+    ``engine``: see ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast")."""
     classes = _classes(config, classes)
-    logits = M.forward(params, tokens, config)  # (b, rows, V)
+    logits = engines.module(engine, "loop").forward(params, tokens, config)  # (b, rows, V)
     return logits[:, -1, config.vocab - classes :]  # (b, classes)
 
 
-def classification_loss(params, tokens, labels, config, classes=10):
+def classification_loss(params, tokens, labels, config, classes=10, engine=None):
     """Mean cross-entropy of the class logits against integer labels (b,)."""
-    scores = class_logits(params, tokens, config, classes)
+    scores = class_logits(params, tokens, config, classes, engine)
     labels = _labels(labels, scores.shape[0], scores.shape[1])
     logp = M.log_softmax(scores)  # (b, classes)
     picked = logp[B.asarray(np.arange(len(labels))), B.asarray(labels)]
     return -B.xp.sum(picked) * (1.0 / len(labels))
 
 
-def predict(params, tokens, config, classes=10, batch=256):
+def predict(params, tokens, config, classes=10, batch=256, engine=None):
     """Predicted class per row (num,), in batches of ``batch`` rows."""
     batch = V.positive_int("batch", batch)
     tokens = np.asarray(tokens)
     out = [
-        np.argmax(B.to_numpy(class_logits(params, tokens[i : i + batch], config, classes)), axis=-1)
+        np.argmax(B.to_numpy(class_logits(params, tokens[i : i + batch], config, classes, engine)), axis=-1)
         for i in range(0, len(tokens), batch)
     ]
     return np.concatenate(out).astype(np.int64)
 
 
-def accuracy(params, tokens, labels, config, classes=10, batch=256):
+def accuracy(params, tokens, labels, config, classes=10, batch=256, engine=None):
     """Share of rows whose predicted class equals the label."""
     labels = _labels(labels, len(tokens), _at_least("classes", classes, 2))
-    return float(np.mean(predict(params, tokens, config, classes, batch) == labels))
+    return float(np.mean(predict(params, tokens, config, classes, batch, engine) == labels))
 
 
 def split_indices(labels, test_fraction=0.2, seed=0):
@@ -130,9 +132,6 @@ def split_indices(labels, test_fraction=0.2, seed=0):
     return train, test
 
 
-_value_and_grad = value_and_grad(classification_loss)
-
-
 def train_classifier(
     config,
     tokens,
@@ -146,14 +145,18 @@ def train_classifier(
     clip=1.0,
     seed=0,
     callback=None,
+    engine=None,
 ):
     """Train a pixel classifier; returns (params, history) with history[i] = {"step", "loss", "grad_norm"}.
 
     Rows are visited in a fresh random order every epoch (numpy Generator seeded with ``seed``, which also
     seeds ``init_params``); AdamW with betas (0.9, 0.95), decoupled decay on Linear weights, global-norm
     clipping. ``callback(step, info)`` runs after every step (e.g. a tqdm bar's update); return True to stop.
+    ``engine``: see ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast").
     """
     classes = _classes(config, classes)
+    engine, _ = engines.resolve(engine, "loop")
+    loss_and_grad = value_and_grad(classification_loss)
     steps, batch = V.nonnegative_int("steps", steps), V.positive_int("batch", batch)
     lr = V.real("lr", lr, low=0, low_open=True)
     tokens = np.asarray(tokens)
@@ -173,7 +176,7 @@ def train_classifier(
             take.extend(grab)
             pos += len(grab)
         rows = np.asarray(take)
-        value, grads = _value_and_grad(M.unflatten(flat), tokens[rows], labels[rows], config, classes)
+        value, grads = loss_and_grad(M.unflatten(flat), tokens[rows], labels[rows], config, classes, engine)
         grads = {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
         norm = clip_grad_norm(grads, clip)
         adamw_step(flat, grads, state, lr=lr, weight_decay=weight_decay)

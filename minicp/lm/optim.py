@@ -7,14 +7,18 @@ For step t = 1, 2, ... (decoupled weight decay):
     v = beta2 * v + (1 - beta2) * g * g
     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-plus ``clip_grad_norm`` (torch.nn.utils.clip_grad_norm_). Used by minicp.train.
+plus ``clip_grad_norm`` (torch.nn.utils.clip_grad_norm_). Used by minicp.train. The arrays may be NumPy or
+CuPy; with ``engine="fast"`` and CuPy arrays each function is a few multi-tensor CUDA kernels for all
+parameters (``minicp.fast.cuda.multi``: the same operations in the same order) instead of a loop over them.
 """
 
 import math
 
 import numpy as np
 
-from minicp.backend import cuda_layers, cuda_multi
+from minicp.engines import ENGINES
+from minicp.fast.cuda import multi as cuda_multi
+from minicp.validate import choice
 
 
 def decays(name, shape):
@@ -31,8 +35,19 @@ def adamw_init(flat_params):
     }
 
 
-def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, lr_no_decay=None):
-    """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy arrays).
+def adamw_step(
+    flat_params,
+    flat_grads,
+    state,
+    *,
+    lr,
+    betas=(0.9, 0.95),
+    eps=1e-8,
+    weight_decay=0.1,
+    lr_no_decay=None,
+    engine="reference",
+):
+    """One torch.optim.AdamW step, in place on ``flat_params`` and ``state`` (plain NumPy or CuPy arrays).
 
     Weight decay is applied to the names for which ``decays`` is true. The two official parameter
     groups may have different learning rates: ``lr`` for the decayed group, ``lr_no_decay`` (default
@@ -40,6 +55,7 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
     float32 arrays in float32 (NEP 50). The arithmetic follows torch's single-tensor implementation
     operation by operation, so float64 runs agree with it to rounding.
     """
+    engine = choice("engine", engine, ENGINES)
     beta1, beta2 = betas
     state["step"] += 1
     t = state["step"]
@@ -54,35 +70,30 @@ def adamw_step(flat_params, flat_grads, state, *, lr, betas=(0.9, 0.95), eps=1e-
         hyper[name] = (1.0 - group_lr * weight_decay if weight_decay and decayed else 1.0, group_lr / bias1)
     tensors = [[flat_params[k] for k in names], [flat_grads[k] for k in names]]
     tensors += [[state["m"][k] for k in names], [state["v"][k] for k in names]]
-    if cuda_multi.applies(*tensors):  # CuPy: one kernel for every parameter, the same update as below
+    if engine == "fast" and cuda_multi.applies(*tensors):  # CuPy: one kernel for all, the same update as below
         decay, step = zip(*(hyper[k] for k in names))
         cuda_multi.adamw_(*tensors, decay, step, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps)
         return flat_params, state
     for name, p, g, m, v in zip(names, *tensors):
         decay, step_size = hyper[name]
-        if type(p).__module__.startswith("cupy"):  # the same update, one kernel per parameter on the GPU
-            cuda_layers.adamw_(
-                p, g, m, v, decay=decay, beta1=beta1, beta2=beta2, bias2_sqrt=bias2_sqrt, eps=eps, step_size=step_size
-            )
-            continue
         if decay != 1.0:
             p *= decay  # decoupled decay
         m += (g - m) * (1.0 - beta1)  # lerp(m, g, 1 - beta1)
         v *= beta2
         v += (1.0 - beta2) * g * g
-        denom = np.sqrt(v) / bias2_sqrt + eps
+        denom = np.sqrt(v) / bias2_sqrt + eps  # np.sqrt of a CuPy array runs on the GPU
         p -= step_size * (m / denom)
     return flat_params, state
 
 
-def clip_grad_norm(flat_grads, max_norm):
+def clip_grad_norm(flat_grads, max_norm, engine="reference"):
     """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
 
     Returns the global L2 norm before clipping (squared norms per parameter in its dtype, summed in float64;
     on CuPy each parameter's sum of squares is accumulated in float64, all in one kernel). In place.
     """
     grads = list(flat_grads.values())
-    if cuda_multi.applies(grads):  # CuPy: two kernels for all gradients, the sums of squares in float64
+    if choice("engine", engine, ENGINES) == "fast" and cuda_multi.applies(grads):  # CuPy: two kernels for all
         return float(cuda_multi.clip_(grads, max_norm))  # the one read back, after the scaling is queued
     squares = [np.vdot(g, g).astype(np.float64) for g in grads]  # on the arrays' device
     norm = math.sqrt(float(sum(squares)))  # one device-to-host read

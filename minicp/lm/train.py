@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minicp import backend as B
+from minicp import engines
 from minicp.config import ModelConfig
 
 # checkpoints and the optimiser live in their own modules; their names stay importable from here
@@ -70,21 +71,20 @@ from minicp.validate import boolean
 # Loss and gradient
 # ----------------------------------------------------------------------------------------------------
 
-_value_and_grad = M.value_and_grad  # autograd.value_and_grad(M.loss), traced over a flat tuple (fewer ops)
 
-
-def loss_and_grad(params, tokens, config):
-    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd)."""
-    value, grads = _value_and_grad(params, tokens, config)
+def loss_and_grad(params, tokens, config, engine=None):
+    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd), computed by
+    ``engine`` (see ``minicp.engines``; None: the default for loops, "fast")."""
+    value, grads = engines.module(engine, "loop").value_and_grad(params, tokens, config)
     return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
 
 
-def accumulated_loss_and_grad(params, micro_batches, config):
+def accumulated_loss_and_grad(params, micro_batches, config, engine=None):
     """Official gradient accumulation: the micro-batch losses are SUMMED (``loss.backward()`` per micro-batch,
     no division), so the gradient is the sum of the micro-batch gradients. Returns (loss sum, flat grads)."""
     loss_sum, grads = 0.0, None
     for tokens in micro_batches:
-        value, g = loss_and_grad(params, tokens, config)
+        value, g = loss_and_grad(params, tokens, config, engine)
         loss_sum += value
         if grads is None:
             grads = g
@@ -109,12 +109,13 @@ class TrainResult:
     tokens_per_s: float  # training tokens (rows * n, all micro-batches) per second in this call
 
 
-def validation_loss(params, config, rows, batch=8):
+def validation_loss(params, config, rows, batch=8, engine=None):
     """Mean wrapper loss over ``rows`` (num, n + 1), in batches (each batch's mean weighted by its size)."""
+    model = engines.module(engine, "loop")
     total, count = 0.0, 0
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
-        total += float(M.loss(params, chunk, config)) * len(chunk)
+        total += float(model.loss(params, chunk, config)) * len(chunk)
         count += len(chunk)
     return total / count
 
@@ -131,6 +132,7 @@ def train(
     overwrite=False,
     progress=True,
     callback=None,
+    engine=None,
 ):
     """Train ``config`` on ``data`` for ``tcfg.steps`` optimiser steps; returns a TrainResult.
 
@@ -145,10 +147,14 @@ def train(
     overwrite:  allow a fresh run to replace an existing checkpoint (refused otherwise).
     progress:   tqdm progress bar (loss, lr, tokens/s).
     callback:   ``callback(step, info, params)`` after every step (info = the history entry); return True to stop.
+    engine:     "reference" or "fast": which engine computes the loss and its gradient (None: an enclosing
+                ``minicp.engine`` block's, else "fast"; ``minicp.which_engine(config, purpose="loop")`` says
+                what runs). The choice changes only the order of summation, not the recipe.
     """
     tcfg, checkpoint, resume, overwrite, progress = _checked_arguments(
         config, tcfg, checkpoint, resume, overwrite, progress, callback
     )
+    engine, _ = engines.resolve(engine, "loop")
     sampler = Sampler(data, config.seq_len, make_rng(tcfg.seed), tcfg.sampling, vocab=config.vocab)
     valid_rows = _validation_rows(valid, config, tcfg.eval_windows)
     if resume:
@@ -176,7 +182,7 @@ def train(
     before = sampler.state()  # the data state at the start of the step in progress
     try:
         while step < tcfg.steps:
-            grads, info = _gradients(flat, sampler, config, tcfg, step)
+            grads, info = _gradients(flat, sampler, config, tcfg, step, engine)
             with _sigint_held():  # the update, the step count and the history move together, or not at all
                 adamw_step(
                     flat,
@@ -194,7 +200,7 @@ def train(
                 done += 1
                 history.append(info)  # before the validation loss, so an interrupt there keeps the entry
             if tcfg.eval_every and valid_rows is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch)
+                info["valid_loss"] = validation_loss(M.unflatten(flat), config, valid_rows, tcfg.batch, engine)
             _show(bar, info, done * tokens / (time.perf_counter() - t0))
             if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
                 save(step)
@@ -254,12 +260,12 @@ def _fresh(config, tcfg, checkpoint, params, overwrite):
     return params, opt_state, 0, []
 
 
-def _gradients(flat, sampler, config, tcfg, step):
+def _gradients(flat, sampler, config, tcfg, step, engine):
     """One step's summed micro-batch gradients, clipped, and its history entry (before the update)."""
     lr, lr_no_decay = learning_rates(tcfg, step)
     micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
     on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
-    loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
+    loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config, engine)
     norm = clip_grad_norm(grads, tcfg.clip)
     info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
     info["grad_norm"] = norm

@@ -10,7 +10,7 @@ its Linear weights use torch's (out, in) layout, so loading is a checked key-for
 * every official parameter must be present with exactly the expected shape; float16 / bfloat16 tensors
   are converted exactly to float32 first (a warning names the dtype);
 * the RoPE buffers ``layers.i.0.fn.pos_emb.freqs`` are not parameters, but they are part of the
-  official model: each must be within one ulp of ``ops.rope_frequencies(head_dim, rope_base)`` (else the
+  official model: each must be within one ulp of ``rope_frequencies(head_dim, rope_base)`` (else the
   error names the layer), and its values are kept, under the same name, for that layer's RoPE;
 * anything else is an unexpected entry, and an error.
 """
@@ -22,8 +22,8 @@ import numpy as onp
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import ops
 from minicp.nn.model import flatten, param_spec, unflatten
+from minicp.nn.rope import rope_frequencies
 from minicp.validate import finite_array, float_dtype, regular_file
 
 CHECKPOINT_EXTRAS = ("epoch", "optimizer")  # what the official main saves next to 'state_dict'
@@ -154,7 +154,7 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
         problems.append(f"wrong shape {len(wrong)}: {'; '.join(wrong[:8])}")
 
     d = config.head_dim
-    theta = ops.rope_frequencies(d, config.rope_base).astype(onp.float64)
+    theta = rope_frequencies(d, config.rope_base).astype(onp.float64)
     kept = {}
     for name, value in sorted(freqs.items()):
         layer = name[len("layers.") :].split(".", 1)[0] if name.startswith("layers.") else None

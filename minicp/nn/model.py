@@ -16,18 +16,16 @@ Parameters are nested dicts (and a list of layers) whose paths are the official 
 
 import math
 
+import autograd
 import numpy as onp
-from autograd import value_and_grad as _autograd_value_and_grad
 from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import fused, fused_layers, ops
+from minicp.nn import ops
 from minicp.nn.attention import module as arch_module
 from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
-
-_after_backward = None  # inside value_and_grad: a list of the forward passes' parameter checks, run at its end
 
 # ----------------------------------------------------------------------------------------------------
 # Parameters
@@ -76,7 +74,7 @@ def init_params(cfg, seed=0, dtype="float32"):
     Linear weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); Embedding ~ N(0, 1);
     LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
     """
-    _check_config(cfg)
+    check_config(cfg)
     dtype, seed, _ = float_dtype("dtype", dtype), nonnegative_int("seed", seed), check_size(cfg)  # int32: all 0
     rng = onp.random.default_rng(seed)
     spec = param_spec(cfg)
@@ -131,7 +129,7 @@ def unflatten(flat):
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_config(cfg):
+def check_config(cfg):
     if not isinstance(cfg, ModelConfig):
         raise ValueError(f"config must be a minicp.ModelConfig, got {type(cfg).__name__}")
 
@@ -195,19 +193,42 @@ def check_tokens(tokens, cfg, extra=0, official_broadcast=False):
     return tokens
 
 
+def model_inputs(params, tokens, config, *, official_broadcast=False, defer_finite=False):
+    """The checks every forward pass starts with: (tokens as NumPy, the config to run, finish).
+
+    Checks the config, the parameters (layers, names, shapes, dtype, finiteness) and the tokens
+    (``check_tokens``). ECP at t = N_s tokens runs as the official code runs it: N_s blocks of one token.
+    ``finish()`` answers the parameters' finiteness; with ``defer_finite`` on the GPU it is read only when
+    called (``minicp.nn.params``), otherwise it was checked already and ``finish`` does nothing.
+    """
+    check_config(config)
+    if defer_finite:
+        _, finish = check_params(params, config, param_spec, defer_finite=True)
+    else:
+        check_params(params, config, param_spec)
+        finish = lambda: None  # noqa: E731
+    tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
+    t = tokens.shape[1]
+    if config.arch == "ecp" and t != config.seq_len and config.seq_len % config.half_segment == 0:
+        if t == config.num_segments:  # official: N_s blocks of t / N_s = 1 token
+            config = config.replace(segment=2, half_segment=1, partial_segments=False)
+    return tokens, config, finish
+
+
+def feed_forward(p, x, cfg):
+    """The feed-forward sub-layer's output FF(LN(x)) = Linear2(GELU(Linear1(LN(x)))): (b, n, D) -> (b, n, D)."""
+    net = p["fn"]["net"]
+    h = ops.layer_norm(x, p["norm"], cfg.eps)  # (b, n, D)
+    h = ops.gelu(ops.linear(h, net["0"]))  # (b, n, 4D)
+    return ops.linear(h, net["3"])  # (b, n, D)
+
+
 def block(p, x, cfg, layer):
     """One pre-norm Transformer block of layer ``layer``: (b, n_in, D) -> (b, n_out, D)."""
     mod = arch_module(cfg.arch)
     attn, ff = p
     x = mod.skip(x, cfg, layer) + mod.attention_layer(attn["fn"], ops.layer_norm(x, attn["norm"], cfg.eps), cfg, layer)
-    net = ff["fn"]["net"]
-    if fused.active():  # the whole feed-forward sub-layer, residual included, as one primitive
-        norm, first, second = ff["norm"], net["0"], net["3"]
-        args = norm["weight"], norm["bias"], first["weight"], first["bias"], second["weight"], second["bias"]
-        return fused_layers.feed_forward(x, *args, cfg.eps)
-    h = ops.layer_norm(x, ff["norm"], cfg.eps)
-    h = ops.linear(ops.gelu(ops.linear(h, net["0"])), net["3"])
-    return x + h
+    return x + feed_forward(ff, x, cfg)
 
 
 def forward(params, tokens, config, *, official_broadcast=False):
@@ -217,33 +238,12 @@ def forward(params, tokens, config, *, official_broadcast=False):
     p + t - H), ECP at t = N_s uses blocks of one token. ``official_broadcast``: follow PerceiverAR's
     broadcast at t = H + 1 instead of rejecting that length.
     """
-    _check_config(config)
-    _, finish_check = check_params(params, config, param_spec, defer_finite=True)  # layers, names, shapes, dtype;
-    # finiteness: started here, answered before returning (on the GPU without waiting here; minicp.nn.params)
-    tokens = check_tokens(tokens, config, official_broadcast=official_broadcast)
-    t = tokens.shape[1]
-    if (
-        config.arch == "ecp"
-        and t != config.seq_len
-        and config.seq_len % config.half_segment == 0
-        and t == config.num_segments
-    ):
-        config = config.replace(
-            segment=2, half_segment=1, partial_segments=False
-        )  # official: N_s blocks of t / N_s = 1
-    if fused.active():
-        x = fused.embedding(params["token_emb"]["weight"], B.asarray(tokens))  # (b, t, D)
-    else:
-        x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
+    tokens, config, _ = model_inputs(params, tokens, config, official_broadcast=official_broadcast)
+    x = params["token_emb"]["weight"][B.asarray(tokens)]  # (b, t, D)
     for layer, p in enumerate(params["layers"]):
         x = block(p, x, config, layer)
     x = ops.layer_norm(x, params["to_logits"]["0"], config.eps)
-    logits = ops.linear(x, params["to_logits"]["1"])  # (b, rows, V)
-    if _after_backward is not None:  # inside value_and_grad: read once the backward pass is queued too
-        _after_backward.append(finish_check)
-    else:
-        finish_check()  # the parameters' finiteness (read here on the GPU)
-    return logits
+    return ops.linear(x, params["to_logits"]["1"])  # (b, rows, V)
 
 
 def log_softmax(logits):
@@ -254,32 +254,10 @@ def log_softmax(logits):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-def value_and_grad(params, tokens, config, *, official_broadcast=False):
-    """``loss`` and its gradient (nested like ``params``): what ``autograd.value_and_grad(loss)`` returns,
-    but traced with respect to the flat tuple of parameter arrays.
-
-    autograd gives every container it traces (each nested dict and list of ``params``) a gradient of its
-    own, built from zeros and added into its parent's in the backward pass: one zeros array and one
-    addition per parameter per nesting level (about 450 and 530 of each for 4 layers). With a flat tuple
-    it is one of each per parameter; on a GPU each is a kernel launch. Same values, summed in the same
-    order per parameter.
-    """
-    flat = flatten(params)
-    names = list(flat)
-
-    def of_leaves(leaves):
-        return loss(unflatten(dict(zip(names, leaves))), tokens, config, official_broadcast=official_broadcast)
-
-    global _after_backward
-    previous, _after_backward = _after_backward, []
-    try:
-        value, grads = _autograd_value_and_grad(of_leaves)(tuple(flat.values()))
-        checks = _after_backward
-    finally:
-        _after_backward = previous
-    for check in checks:  # the forward's parameter checks, read after the backward pass is queued (GPU)
-        check()
-    return value, unflatten(dict(zip(names, grads)))
+def loss_rows(config, rows):
+    """L, the number of trailing positions the loss scores: the latent length, or all ``rows`` the forward
+    pass returned when there are fewer (t < L, or PerceiverAR / Compressed at t < n)."""
+    return min(config.latent, rows)
 
 
 def loss(params, tokens, config, *, official_broadcast=False):
@@ -289,16 +267,18 @@ def loss(params, tokens, config, *, official_broadcast=False):
     Where the forward pass returns fewer than L rows (t < L, or PerceiverAR / Compressed at t < n),
     L is that number of rows (the official wrapper would fail on the mismatch unless the counts agree).
     """
-    _check_config(config)
+    check_config(config)
     tokens = check_tokens(tokens, config, extra=1, official_broadcast=official_broadcast)
-    b, n1 = tokens.shape
+    b = tokens.shape[0]
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
-    L = min(config.latent, logits.shape[1])
-    targets = B.asarray(tokens[:, -L:])
-    if fused.active():  # one primitive: log-softmax, pick and mean; no slice when all rows are used
-        return fused.cross_entropy(logits if L == logits.shape[1] else logits[:, -L:], targets)
-    logits = logits[:, -L:]  # (b, L, V)
-    logp = log_softmax(logits)  # (b, L, V)
+    L = loss_rows(config, logits.shape[1])
+    targets = B.asarray(tokens[:, -L:])  # (b, L)
+    logp = log_softmax(logits[:, -L:])  # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
     picked = logp[rows, cols, targets]  # (b, L) log p(target)
     return -B.xp.sum(picked) * (1.0 / picked.size)  # mean; float32 stays float32
+
+
+def value_and_grad(params, tokens, config, *, official_broadcast=False):
+    """``loss`` and its gradient with respect to ``params`` (nested like ``params``), by autograd."""
+    return autograd.value_and_grad(loss)(params, tokens, config, official_broadcast=official_broadcast)

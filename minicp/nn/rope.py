@@ -2,7 +2,7 @@
 
 ``rope`` rotates channel pairs by angle position * theta_i; ``rope_tables`` gives the cos/sin tables it
 uses (cached on the host, moved to the GPU once); ``rope_frequencies`` and ``rope_angles`` spell out the
-official ``freqs`` buffer and the angles in the official precision. ``minicp.nn.ops`` re-exports them.
+official ``freqs`` buffer and the angles in the official precision.
 """
 
 import functools
@@ -11,7 +11,6 @@ import numpy as onp  # host-side constants only (angles, tables); never applied 
 from autograd.tracer import getval
 
 from minicp import backend as B
-from minicp.nn import fused
 from minicp.validate import positive_int, real
 
 ROPE_STYLES = ("interleaved", "halves")
@@ -115,11 +114,6 @@ def rope(x, positions, style="interleaved", base=10000.0, freqs=None):
     if style == "halves" and d % 2:
         raise ValueError(f"rope style 'halves' needs an even head dim, got {d}")
     cos, sin = rope_tables(positions, d, x.dtype, base, freqs)  # (n, d//2)
-    if fused.active():
-        return fused.rope(x, cos, sin, style)
-    rotated = B.fused_rope(x, cos, sin, style)  # CuPy: the same numbers in one kernel; None elsewhere
-    if rotated is not None:
-        return rotated
     if style == "interleaved":
         pairs = xp.reshape(x[..., : 2 * half], (*lead, n, half, 2))  # (..., n, d//2, 2)
         even, odd = pairs[..., 0], pairs[..., 1]

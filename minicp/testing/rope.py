@@ -2,7 +2,7 @@
 
 Positions are the official ones, 0..n-1; ``style`` is "interleaved" (pairs (x_2i, x_2i+1), the official
 ECP code) or "halves" (pairs (x_i, x_{i+d/2}), HF LLaMA / LongLoRA). The reference rotates in float64
-with the official float32 frequencies theta_i = base^(-2i/d) (``minicp.nn.ops.rope``); its gradient
+with the official float32 frequencies theta_i = base^(-2i/d) (``minicp.nn.rope.rope``); its gradient
 rotates back (angle -> -angle is exact). The plain implementation in a low dtype forms the angles
 position * theta in float32, as a PyTorch RoPE does, so its floor includes the angle rounding that
 grows with the position.
@@ -11,12 +11,12 @@ grows with the position.
 import numpy as onp
 
 from minicp import backend as B
-from minicp.nn import ops
+from minicp.nn import rope as R
 from minicp.testing.dtypes import rounder
 
 __all__ = ["ROPE_STYLES", "check_rope", "rope_reference", "rope_plain"]
 
-ROPE_STYLES = ops.ROPE_STYLES
+ROPE_STYLES = R.ROPE_STYLES
 
 
 def check_rope(rope, head_dim):
@@ -35,7 +35,7 @@ def rope_reference(x, style, inverse=False):
     n = x.shape[-2]
     positions = onp.arange(n, dtype=onp.float64)
     with B.backend("numpy"):
-        return onp.asarray(ops.rope(x, -positions if inverse else positions, style))
+        return onp.asarray(R.rope(x, -positions if inverse else positions, style))
 
 
 def _rotate(x, cos, sin, style, rnd):
@@ -58,6 +58,6 @@ def rope_plain(x, style, dtype, inverse=False):
     rnd = rounder(dtype)
     ct = onp.float64 if dtype == "float64" else onp.float32
     n, d = x.shape[-2], x.shape[-1]
-    ang = ops.rope_angles(onp.arange(n), d, onp.dtype(ct))  # (n, d//2), products in ct
+    ang = R.rope_angles(onp.arange(n), d, onp.dtype(ct))  # (n, d//2), products in ct
     cos, sin = rnd(onp.cos(ang)), rnd(onp.sin(ang))
     return _rotate(rnd(onp.asarray(x, dtype=ct)), cos, -sin if inverse else sin, style, rnd)

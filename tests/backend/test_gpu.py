@@ -1,6 +1,7 @@
-"""The CuPy backend against the CPU float64 reference.
+"""The CuPy backend against the CPU float64 reference: the reference (and the fast engine's model) run on
+the GPU with the same code. The fast engine's CUDA kernels have their own tests (tests/fast/test_gpu_*.py).
 
-Run on a machine with an NVIDIA GPU and CuPy:  ``python -m pytest -m gpu tests/test_gpu.py``.
+Run on a machine with an NVIDIA GPU and CuPy:  ``python -m pytest -m gpu tests``.
 Elsewhere every test that needs a GPU is *skipped* (CuPy imports fine on machines without one, so the
 skip asks the driver through ``minicp.backend.gpu_available``); the tests that simulate a missing GPU
 run everywhere.
@@ -26,11 +27,11 @@ import types
 import numpy as np
 import pytest
 
-from minicp import ModelConfig
+from minicp import ModelConfig, engines
 from minicp import backend as B
 from minicp.nn import ops
 from minicp.nn.attention import module
-from minicp.nn.model import forward, init_params, loss
+from minicp.nn.model import init_params
 
 pytestmark = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not B.gpu_available(), reason="needs CuPy and a usable NVIDIA GPU")
@@ -172,59 +173,6 @@ def test_constants_are_copied_once(gpu):
     assert B.constant(mask) is not dev
 
 
-@needs_gpu
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("J", [7, 100, 256, 512, 1500, 5000])  # warp (scalar, float4), block kernels
-@pytest.mark.parametrize("mask_kind", ["none", "2d", "1d", "full", "broadcast-fallback"])
-def test_fused_masked_softmax_matches_the_array_ops(gpu, dtype, J, mask_kind):
-    """The fused kernel (every block size) against the same softmax written with plain array ops."""
-    rng = np.random.default_rng(J)
-    s = rng.standard_normal((3, 6, J)) * 4
-    mask = {
-        "none": None,
-        "2d": rng.random((6, J)) < 0.7,
-        "1d": rng.random(J) < 0.7,
-        "full": rng.random((3, 6, J)) < 0.7,
-        "broadcast-fallback": rng.random((3, 1, J)) < 0.7,
-    }[mask_kind]
-    if mask is not None:
-        mask[..., 0] = True  # no fully masked row ...
-        if mask_kind in ("2d", "full"):
-            mask[..., 2, :] = False  # ... except one: NaN on both paths
-    with np.errstate(invalid="ignore"):  # the fully masked row: NaN
-        ref = on_cpu(lambda: B.masked_softmax_(s.copy(), mask))
-    got = B.masked_softmax_(B.asarray(s.astype(dtype)), None if mask is None else B.asarray(mask))
-    got = B.to_numpy(got)
-    assert got.dtype == dtype
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
-    ok = ~np.isnan(ref)
-    np.testing.assert_allclose(
-        got[ok], ref[ok], rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7 if dtype == "float32" else 1e-15
-    )
-    if mask is not None:
-        assert (got[ok & ~np.broadcast_to(mask, s.shape)] == 0).all()  # masked entries exactly 0
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("style,d", [("interleaved", 16), ("interleaved", 7), ("halves", 16)])
-def test_fused_rope_equals_the_array_formula_bit_for_bit(gpu, monkeypatch, dtype, style, d):
-    rng = np.random.default_rng(d)
-    x_host = rng.standard_normal((2, 33, 3, d))
-    pos = rng.integers(0, 5000, 33)
-    x = B.xp.swapaxes(B.asarray(x_host.astype(dtype)), 1, 2)  # (2, 3, 33, d), a strided view
-    cos, sin = ops.rope_tables(pos, d, dtype, 10000.0)
-    assert B.fused_rope(x, cos, sin, style) is not None
-    fused = B.to_numpy(ops.rope(x, pos, style))
-    monkeypatch.setattr(B, "fused_kernels", False)
-    assert B.fused_rope(x, cos, sin, style) is None
-    plain = B.to_numpy(ops.rope(x, pos, style))
-    assert fused.dtype == dtype
-    np.testing.assert_array_equal(fused, plain)
-    ref = on_cpu(ops.rope, np.swapaxes(x_host.astype(dtype), 1, 2), pos, style)  # NumPy, same dtype
-    np.testing.assert_array_equal(fused, ref)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Head-level attention of every architecture
 # ----------------------------------------------------------------------------------------------------
@@ -248,20 +196,18 @@ HEAD_CASES = [
 
 
 @needs_gpu
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "array-ops"])
 @pytest.mark.parametrize(
     "arch,n,kwargs",
     HEAD_CASES,
     ids=lambda c: str(c) if not isinstance(c, dict) else "-".join(f"{k}={v}" for k, v in c.items()) or "default",
 )
-def test_head_attention_matches_cpu_float64(gpu, monkeypatch, arch, n, kwargs, fused):
-    monkeypatch.setattr(B, "fused_kernels", fused)
+def test_head_attention_matches_cpu_float64(gpu, arch, n, kwargs):
     b, h, d = (1, 2, 16) if n > 1000 else (2, 4, 16)
     q, k, v = np.random.default_rng(n).standard_normal((3, b, h, n, d))
     mod = module(arch)
     ref = on_cpu(mod.attention, q, k, v, **kwargs)
     got = mod.attention(to_gpu(q), to_gpu(k), to_gpu(v), **kwargs)
-    check_close(got, ref, what=f"{arch} {kwargs} {'fused' if fused else 'array ops'}")
+    check_close(got, ref, what=f"{arch} {kwargs}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,10 +223,8 @@ VJP_CASES = {
 
 
 @needs_gpu
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "array-ops"])
 @pytest.mark.parametrize("case", list(VJP_CASES))
-def test_attend_and_its_vjp_match_cpu_float64(gpu, monkeypatch, case, fused):
-    monkeypatch.setattr(B, "fused_kernels", fused)
+def test_attend_and_its_vjp_match_cpu_float64(gpu, case):
     qs, ks, vs, mask = VJP_CASES[case]
     rng = np.random.default_rng(len(case))
     q, k, v = rng.standard_normal(qs) * 0.5, rng.standard_normal(ks) * 0.5, rng.standard_normal(vs)
@@ -290,7 +234,7 @@ def test_attend_and_its_vjp_match_cpu_float64(gpu, monkeypatch, case, fused):
     check_close(ops.attend(to_gpu(q), to_gpu(k), to_gpu(v), mask), out_ref, what=f"attend {case}")
     grads = ops.attend_vjp(to_gpu(g), to_gpu(q), to_gpu(k), to_gpu(v), mask)
     for name, got, ref in zip(("dq", "dk", "dv"), grads, grads_ref):
-        check_close(got, ref, what=f"{name} {case} {'fused' if fused else 'array ops'}")
+        check_close(got, ref, what=f"{name} {case}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -328,12 +272,14 @@ def test_attention_sublayer_matches_cpu_float64(gpu, arch, layer):
 
 
 @needs_gpu
+@pytest.mark.parametrize("engine", ["reference", "fast"])
 @pytest.mark.parametrize("arch", list(MODEL_CASES))
-def test_model_logits_and_loss_match_cpu_float64(gpu, arch):
+def test_model_logits_and_loss_match_cpu_float64(gpu, arch, engine):
+    forward, loss = engines.module(engine).forward, engines.module(engine).loss
     cfg, params = _model(arch)
     tokens = np.random.default_rng(7).integers(0, cfg.vocab, (2, cfg.seq_len + 1))
-    logits_ref = on_cpu(forward, params, tokens[:, :-1], cfg)
-    loss_ref = on_cpu(loss, params, tokens, cfg)
+    logits_ref = on_cpu(engines.module("reference").forward, params, tokens[:, :-1], cfg)
+    loss_ref = on_cpu(engines.module("reference").loss, params, tokens, cfg)
     params32 = tree_map(to_gpu, params)
     check_close(
         forward(params32, tokens[:, :-1], cfg),

@@ -100,7 +100,14 @@ def test_eval_and_generate_show_progress_on_stderr(tmp_path, checkpoint, capsys)
     assert main(["generate", checkpoint, "--tokens", "3", "--prompt", "ab"]) == 0
     assert "generate" in capsys.readouterr().err
     assert main(["generate", checkpoint, "--tokens", "3", "--prompt", "ab", "--no-progress"]) == 0
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err.startswith("engine: fast; attention:")  # one line: which engine runs
+    assert (
+        main(["generate", checkpoint, "--tokens", "3", "--prompt", "ab", "--no-progress", "--engine", "reference"]) == 0
+    )
+    assert (
+        capsys.readouterr().err
+        == "engine: reference; attention: the readable code of minicp/nn (autograd's gradients)\n"
+    )
 
 
 def test_a_real_process_exits_2_without_traceback(tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import minicp.analysis.kernel_pattern as kp
-from minicp.nn import ops
+from minicp.nn import rope as R
 
 
 def _blocks(arch, n, h, pa):
@@ -102,7 +102,7 @@ def ecp_predicate(m, off_by_one=False, own_half_only=False):
 def rope_torch(x, style, offset=0):
     """RoPE in the tensor's dtype with float32 angles (position * theta), as a PyTorch kernel writes it."""
     n, d = x.shape[-2], x.shape[-1]
-    theta = torch.from_numpy(ops.rope_angles([1.0], d, "float32")[0])  # (d/2,) float32
+    theta = torch.from_numpy(R.rope_angles([1.0], d, "float32")[0])  # (d/2,) float32
     ang = (torch.arange(n, dtype=torch.float32) + offset)[:, None] * theta[None, :]
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     if style == "interleaved":

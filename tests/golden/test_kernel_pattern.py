@@ -10,6 +10,7 @@ from strategies import HEAD_CASES, model_configs
 import minicp
 from minicp.analysis import kernel_pattern as kp
 from minicp.nn.attention import module as arch_module
+from minicp.nn.attention import pattern_args_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -101,7 +102,7 @@ def test_kernel_pattern_validation():
         allowed(np.array([0.5]), np.array([0]))
     with pytest.raises(ValueError, match="kv_idx"):
         allowed(1, 1.0)
-    assert kp.pattern_args_for("ecp") == (("half_segment",), ("partial",))
+    assert pattern_args_for("ecp") == (("half_segment",), ("partial",))
 
 
 def test_allowed_works_on_torch_and_as_flex_mask_mod():

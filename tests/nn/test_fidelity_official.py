@@ -22,7 +22,7 @@ from minicp import (  # noqa: E402
     torch_twin,  # noqa: E402
 )
 from minicp.lm.generate import next_token_logits  # noqa: E402
-from minicp.nn import ops  # noqa: E402
+from minicp.nn import rope as R  # noqa: E402
 from minicp.nn.model import length_problem  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def test_rope_frequencies_equal_torch_for_every_head_dim():
     mpmath.mp.prec = 200
     not_rounded = []
     for d in range(1, 257):
-        ours = ops.rope_frequencies(d)
+        ours = R.rope_frequencies(d)
         theirs = torch_twin.RotaryFreqs(d).freqs.numpy()
         assert ours.dtype == np.float32 and ours.shape == theirs.shape == (d // 2,)
         exps = np.arange(0, d - d % 2, 2, dtype=np.float32) / np.float32(d)
@@ -70,7 +70,7 @@ def test_rope_frequencies_equal_torch_for_every_head_dim():
             not_rounded.append(d)
     for d in (64, 128):
         if d not in not_rounded:  # the dims of the paper's models
-            np.testing.assert_array_equal(ops.rope_frequencies(d), torch_twin.RotaryFreqs(d).freqs.numpy())
+            np.testing.assert_array_equal(R.rope_frequencies(d), torch_twin.RotaryFreqs(d).freqs.numpy())
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minicp.nn import ops
+from minicp.nn.rope import rope
 
 
 def test_linear_and_layer_norm_match_their_definitions():
@@ -44,7 +45,7 @@ def test_rope_is_complex_rotation(d, n, style):
     rng = np.random.default_rng(d * 10 + n)
     x = rng.standard_normal((2, n, d))
     pos = rng.integers(0, 64, n)  # theta is float32 (as official): angle error <= 64 * 6e-8
-    y = ops.rope(x, pos, style)
+    y = rope(x, pos, style)
     half = d // 2
     for i in range(half):
         theta = 10000.0 ** (-2 * i / d)
@@ -60,7 +61,7 @@ def test_rope_scores_depend_on_relative_position_only():
     rng = np.random.default_rng(1)
     q, k = rng.standard_normal((2, 1, 8))
     for style in ("interleaved", "halves"):
-        s = lambda a, b: float((ops.rope(q, [a], style) @ ops.rope(k, [b], style).T)[0, 0])
+        s = lambda a, b: float((rope(q, [a], style) @ rope(k, [b], style).T)[0, 0])
         assert s(10, 3) == pytest.approx(s(107, 100), rel=1e-10)
 
 
@@ -125,25 +126,5 @@ def test_record_scores_sees_every_score_matrix():
 def test_float32_stays_float32():
     q = np.ones((1, 1, 4, 8), dtype=np.float32)
     assert ops.attend(q, q, q, ops.causal_mask(4, 4)).dtype == np.float32
-    assert ops.rope(q, np.arange(4)).dtype == np.float32
+    assert rope(q, np.arange(4)).dtype == np.float32
     assert ops.gelu(q).dtype == np.float32
-
-
-def test_fast_indexing_vjp_matches_add_at():
-    """ops re-registers the VJP of x[idx]; it must equal numpy.add.at's scatter, also for repeated ids."""
-    from autograd import grad
-
-    rng = np.random.default_rng(5)
-    table = rng.standard_normal((7, 3))
-    ids = np.array([[1, 4, 1], [6, 1, 0]])
-    g = rng.standard_normal((2, 3, 3))
-    expected = np.zeros_like(table)
-    np.add.at(expected, ids, g)
-    # repeated ids are summed in another order than add.at's: equal up to rounding
-    np.testing.assert_allclose(grad(lambda t: anp.sum(t[ids] * g))(table), expected, rtol=1e-14, atol=1e-15)
-    x = rng.standard_normal((4, 5, 6))
-    h = rng.standard_normal((4, 2, 3))
-    expected = np.zeros_like(x)
-    expected[:, 1:3, ::2] = h
-    np.testing.assert_array_equal(grad(lambda x: anp.sum(x[:, 1:3, ::2] * h))(x), expected)
-    check_grads(lambda x: anp.sum(anp.sin(x[:, 1:3, ::2]) ** 2), modes=["rev"], order=2)(x)

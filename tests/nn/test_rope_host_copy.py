@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from minicp.nn import ops, rope
+from minicp.nn import rope
 
 
 class FakeDeviceArray:
@@ -24,10 +24,10 @@ def test_device_freqs_are_read_once_per_array(monkeypatch):
     monkeypatch.setattr(rope, "_host_copies", {})
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 8))
     pos = np.arange(6)
-    want = ops.rope(x, pos, freqs=ops.rope_frequencies(8, 10000.0))
-    a = FakeDeviceArray(ops.rope_frequencies(8, 10000.0))
+    want = rope.rope(x, pos, freqs=rope.rope_frequencies(8, 10000.0))
+    a = FakeDeviceArray(rope.rope_frequencies(8, 10000.0))
     for _ in range(3):
-        np.testing.assert_array_equal(ops.rope(x, pos, freqs=a), want)
+        np.testing.assert_array_equal(rope.rope(x, pos, freqs=a), want)
     assert reads == [a]
-    b = FakeDeviceArray(ops.rope_frequencies(8, 10000.0) * 2)  # another buffer: read, and used
-    assert not np.allclose(ops.rope(x, pos, freqs=b), want) and reads == [a, b]
+    b = FakeDeviceArray(rope.rope_frequencies(8, 10000.0) * 2)  # another buffer: read, and used
+    assert not np.allclose(rope.rope(x, pos, freqs=b), want) and reads == [a, b]

@@ -12,6 +12,7 @@
 import numpy as onp
 
 from minicp.nn import ops
+from minicp.nn.rope import rope
 
 
 def project(p, x, cfg, layer):
@@ -27,11 +28,11 @@ def project(p, x, cfg, layer):
     if cfg.rope_in_layer(layer):
         pos = onp.arange(n)
         freqs = p.get("pos_emb", {}).get("freqs")  # an official buffer, kept by the loader
-        q = ops.rope(q, pos, cfg.rope_style, cfg.rope_base, freqs)
+        q = rope(q, pos, cfg.rope_style, cfg.rope_base, freqs)
         if cfg.separate_kv:
-            k = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # values are not rotated
+            k = rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # values are not rotated
         else:
-            k = v = ops.rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # official: rotates kv, so V too
+            k = v = rope(k, pos, cfg.rope_style, cfg.rope_base, freqs)  # official: rotates kv, so V too
     if cfg.kv_layernorm:
         if cfg.separate_kv:
             k, v = ops.layer_norm(k, p["norm"], cfg.eps), ops.layer_norm(v, p["norm"], cfg.eps)

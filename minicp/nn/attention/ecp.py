@@ -29,10 +29,8 @@ segment then has r < m rows and sees the previous full half segment plus itself 
 official code requires n % m == 0.
 """
 
-import numpy as onp
-
 from minicp import backend as B
-from minicp.nn import fused, fused_attention, ops
+from minicp.nn import ops
 from minicp.nn.attention import common
 from minicp.nn.attention.blocks import Pattern, causal_block
 from minicp.validate import positive_int
@@ -74,9 +72,6 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     if full == 0:  # shorter than one half segment: plain causal
         return ops.attend(q, k, v, ops.causal_mask(n, n))
 
-    if fused.active() and v is k and n == full * m and full > 1:  # the usual sub-layer: one primitive
-        return fused_attention.ecp_core(q, k, m)  # the same computation as below (minicp.nn.fused_attention)
-
     # Complete half segments as blocks: (b, h, N, m, d), N = full
     Q = xp.reshape(q[:, :, : full * m], (b, h, full, m, d))
     K = xp.reshape(k[:, :, : full * m], (b, h, full, m, d))
@@ -89,7 +84,7 @@ def attention(q, k, v, *, half_segment, partial=False, scale=None):
     # PAR: half segment t >= 1 attends to cat(KV_{t-1}, KV_t) (m x 2m); query r sees keys 0..m+r
     if full > 1:
         K_pair = xp.concatenate([K[:, :, :-1], K[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, d)
-        V_pair = K_pair if v is k else xp.concatenate([V[:, :, :-1], V[:, :, 1:]], axis=3)  # K = V: one copy
+        V_pair = xp.concatenate([V[:, :, :-1], V[:, :, 1:]], axis=3)  # (b, h, N-1, 2m, e)
         O_pairs = ops.attend(Q[:, :, 1:], K_pair, V_pair, ops.causal_mask(m, 2 * m, diagonal=m))
         assert O_pairs.shape == (b, h, full - 1, m, e)
         outputs.append(O_pairs)
@@ -126,16 +121,6 @@ def attention_layer(p, x, cfg, layer):
     xp = B.xp
     b, n, D = x.shape
     m = cfg.half_segment
-    weights = [p[name]["weight"] for name in ("to_q", "to_kv")]
-    weights += [p[name][key] for name in ("to_out_0", "to_out") for key in ("weight", "bias")]
-    if fused.active() and ops._traced(x, *weights) and fused_attention.sublayer_applies(cfg, n):
-        # under autograd, the usual sub-layer as one primitive: the same computation as below
-        # (minicp.nn.fused_attention). Untraced (inference) the composition below measured faster.
-        tables = None
-        if cfg.rope_in_layer(layer):
-            freqs = p.get("pos_emb", {}).get("freqs")
-            tables = ops.rope_tables(onp.arange(n), cfg.head_dim, x.dtype, cfg.rope_base, freqs)
-        return fused_attention.ecp_sublayer(x, *weights, tables, cfg.heads, m, cfg.rope_style)
     q, k, v = common.project(p, x, cfg, layer)  # (b, h, n, d) each
     o = ops.merge_heads(attention(q, k, v, half_segment=m, partial=cfg.partial_segments, scale=1.0))  # (b, n, D)
     first = min(m, n)

@@ -1,6 +1,6 @@
 """ECP's attention core on NumPy in cache-sized groups of blocks, over windows of the keys instead of copies.
 
-The plain path (``minicp.nn.fused_attention._core_forward`` on CuPy, and before this module on NumPy)
+The K2 route (``minicp.fast.ecp``, the one CuPy training takes)
 concatenates K2_t = [K_{t-1}; K_t] for every pair, computes every block's scores into one array of
 b h (N - 1) m 2m numbers, runs each softmax pass over all of it, and concatenates the outputs. At the
 inference benchmark's size (n = 8192, m = 256, 8 heads) that array is 134 MB a layer: each pass streams
@@ -15,17 +15,17 @@ Here, for one head at a time and a group of consecutive query blocks t0 .. t1 - 
     O_t = S K2_t                       written straight into the (b, n, h, d) output
 
 with g chosen so that S fits a core's L2 cache, each group's products single-threaded and the groups
-spread over ``minicp.backend.threads``. Block 0 of each head is the causal m x m block on K_0. Under
+spread over ``minicp.fast.threads``. Block 0 of each head is the causal m x m block on K_0. Under
 autograd the probabilities are kept for the backward pass: S is then a slice of the kept array P, and
 the K2 handed to the VJP is the read-only window view. Tested against a dense n x n float64 reference in
-``tests/backend/test_cpu_blocks.py``; through the fused primitive it gives the readable path's float64
-values bit for bit (``tests/nn/test_fused_attention.py``).
+``tests/fast/test_cpu_blocks.py``, and through the fast engine against the readable reference
+(``tests/fast/test_ecp_routes.py``).
 """
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from minicp.backend import threads
+from minicp.fast import threads
 
 GROUP_ENTRIES = 1 << 17  # scores per group: 512 KiB of float32
 

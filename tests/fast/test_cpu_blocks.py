@@ -10,7 +10,7 @@ C-contiguous; groups are forced small so that heads end in partial groups.
 import numpy as np
 import pytest
 
-from minicp.backend import cpu_blocks
+from minicp.fast import cpu_blocks
 from minicp.nn import ops
 
 

@@ -1,26 +1,33 @@
-"""The CUDA kernels of the CuPy backend: a fused masked softmax and a fused RoPE.
+"""CUDA kernels of the fast engine on CuPy: a fused masked softmax and a fused RoPE, and the machinery
+every kernel of ``minicp.fast.cuda`` shares (NVRTC compilation with the dtype's words filled in, a cache).
 
-Only ``minicp.backend`` calls these, and only while the backend is ``"cupy"`` with
-``backend.fused_kernels`` on. Each returns None when it does not apply (dtype, shape, layout), and the
-caller then computes the same thing with array operations. The kernel sources are plain CUDA C with a
-few words (T, EXP, ITEMS, ...) filled in per dtype before NVRTC compiles them once.
+Each entry point returns None when it does not apply (dtype, shape, layout), and the caller then computes
+the same thing with array passes. The kernel sources are plain CUDA C with a few words (T, EXP, ITEMS, ...)
+filled in per dtype before NVRTC compiles them once. ``enabled = False`` turns every kernel of the fast
+engine off on CuPy (array passes instead), for comparisons.
 """
 
 import re
 
 import numpy as _onp
 
+enabled = True  # False: array passes instead of the fast engine's CUDA kernels (for comparisons)
 
-def _cupy():
+
+def cupy_module():
     import cupy  # optional dependency: this module only runs on the GPU backend
 
     return cupy
 
 
 def fused_rope(x, cos, sin, style):
-    """RoPE of x (..., n, d) by cos, sin (n, d // 2) in one kernel, or None (see ``backend.fused_rope``)."""
-    xp = _cupy()
-    if not isinstance(x, xp.ndarray) or x.dtype.name not in _KERNEL_TYPES:
+    """RoPE of x (..., n, d) by cos, sin (n, d // 2) in one kernel, or None where it does not apply.
+
+    Each product and sum rounded separately (no FMA contraction), so the numbers equal the array formula's
+    bit for bit.
+    """
+    xp = cupy_module()
+    if not enabled or not isinstance(x, xp.ndarray) or x.dtype.name not in KERNEL_TYPES:
         return None
     *lead, n, d = x.shape
     half = d // 2
@@ -39,7 +46,7 @@ def fused_rope(x, cos, sin, style):
     return y
 
 
-_KERNEL_TYPES = {
+KERNEL_TYPES = {
     "float32": dict(
         T="float", EXP="expf", NEG_INF_VALUE="__int_as_float(0xff800000)", NAN_VALUE="__int_as_float(0x7fc00000)"
     ),
@@ -191,27 +198,27 @@ extern "C" __global__ void KERNEL_NAME(
 }
 """
 
-_kernels = {}
+compiled = {}
 _no_mask = {}
 
 
-def _raw_kernel(kernel_name, source, dtype_name, **words):
-    xp = _cupy()
+def raw_kernel(kernel_name, source, dtype_name, **words):
+    xp = cupy_module()
     """Compile ``source`` with T, EXP, ... filled in for ``dtype_name`` (NVRTC, once; CuPy caches on disk)."""
-    words = dict(_KERNEL_TYPES[dtype_name], **words)
+    words = dict(KERNEL_TYPES[dtype_name], **words)
     words["KERNEL_NAME"] = "_".join(
         [kernel_name, dtype_name] + [f"{k}{v}" for k, v in sorted(words.items()) if k == "ITEMS"]
     )
-    if words["KERNEL_NAME"] not in _kernels:
+    if words["KERNEL_NAME"] not in compiled:
         src = re.sub(r"\b(" + "|".join(words) + r")\b", lambda mo: str(words[mo.group(1)]), source)
-        _kernels[words["KERNEL_NAME"]] = xp.RawKernel(src, words["KERNEL_NAME"])
-    return _kernels[words["KERNEL_NAME"]]
+        compiled[words["KERNEL_NAME"]] = xp.RawKernel(src, words["KERNEL_NAME"])
+    return compiled[words["KERNEL_NAME"]]
 
 
 def fused_softmax(s, mask):
-    xp = _cupy()
+    xp = cupy_module()
     """Run a fused kernel when it applies and return s; None when the caller must fall back."""
-    if s.dtype.name not in _KERNEL_TYPES or s.ndim < 1 or s.size == 0 or not s.flags.c_contiguous:
+    if s.dtype.name not in KERNEL_TYPES or s.ndim < 1 or s.size == 0 or not s.flags.c_contiguous:
         return None
     J = s.shape[-1]
     rows = s.size // J
@@ -243,17 +250,17 @@ def fused_softmax(s, mask):
         and s.data.ptr % 16 == 0
         and (not has_mask or mask.data.ptr % 4 == 0)
     ):
-        _raw_kernel("minicp_softmax_warp_vec4", _SOFTMAX_WARP_VEC4_SOURCE, "float32", ITEMS=J // 32)(
+        raw_kernel("minicp_softmax_warp_vec4", _SOFTMAX_WARP_VEC4_SOURCE, "float32", ITEMS=J // 32)(
             (-(-rows // warps),), (32 * warps,), args
         )
     elif J <= 1024:
         items = 1 << max(0, (-(-J // 32) - 1).bit_length())  # next power of two >= J / 32
-        _raw_kernel("minicp_softmax_warp", _SOFTMAX_WARP_SOURCE, s.dtype.name, ITEMS=items)(
+        raw_kernel("minicp_softmax_warp", _SOFTMAX_WARP_SOURCE, s.dtype.name, ITEMS=items)(
             (-(-rows // warps),), (32 * warps,), args
         )
     else:
         threads = 256 if J <= 4096 else 1024
-        _raw_kernel("minicp_softmax_block", _SOFTMAX_BLOCK_SOURCE, s.dtype.name)((rows,), (threads,), args)
+        raw_kernel("minicp_softmax_block", _SOFTMAX_BLOCK_SOURCE, s.dtype.name)((rows,), (threads,), args)
     return s
 
 
@@ -268,13 +275,13 @@ __device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(
 
 
 def _rope_kernel():
-    xp = _cupy()
-    if "rope" not in _kernels:
-        _kernels["rope"] = xp.ElementwiseKernel(
+    xp = cupy_module()
+    if "rope" not in compiled:
+        compiled["rope"] = xp.ElementwiseKernel(
             "T a, T b, T c, T s",
             "T ya, T yb",
             "ya = sub_rn(mul_rn(a, c), mul_rn(b, s)); yb = add_rn(mul_rn(b, c), mul_rn(a, s));",
             "minicp_rope",
             preamble=_ROPE_PREAMBLE,
         )
-    return _kernels["rope"]
+    return compiled["rope"]

@@ -1,5 +1,5 @@
-"""``minicp.nn.model.value_and_grad`` (traced over the flat tuple of parameters) against autograd's own
-``value_and_grad(loss)`` over the nested parameters: the same loss and the same gradients, bit for bit, for
+"""The fast engine's ``value_and_grad`` (``minicp.fast.model``, traced over the flat tuple of parameters)
+against autograd's own ``value_and_grad(loss)`` over the nested parameters: the same loss and the same gradients, bit for bit, for
 every architecture, with the nested structure of ``params``. A gradient routed to the wrong name (names and
 leaves zipped out of step) or a parameter left out would differ by O(1)."""
 
@@ -8,7 +8,7 @@ import pytest
 from autograd import value_and_grad
 
 from minicp import ModelConfig, init_params
-from minicp.nn import fused
+from minicp.fast import model as F
 from minicp.nn import model as M
 
 ARCHS = {
@@ -22,15 +22,13 @@ ARCHS = {
 }
 
 
-@pytest.mark.parametrize("use_fused", [True, False])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_flat_tracing_equals_nested_tracing_bit_for_bit(arch, use_fused):
+def test_flat_tracing_equals_nested_tracing_bit_for_bit(arch):
     cfg = ModelConfig(arch=arch, vocab=50, dim=24, heads=3, layers=2, seq_len=32, **ARCHS[arch])
     params = init_params(cfg, seed=7, dtype="float64")
     tokens = np.random.default_rng(2).integers(0, 50, (2, 33))
-    with fused.use_fused(use_fused):
-        want_value, want = value_and_grad(M.loss)(params, tokens, cfg)
-        got_value, got = M.value_and_grad(params, tokens, cfg)
+    want_value, want = value_and_grad(F.loss)(params, tokens, cfg)
+    got_value, got = F.value_and_grad(params, tokens, cfg)
     assert float(got_value) == float(want_value)
     want, got = M.flatten(want), M.flatten(got)
     assert list(got) == list(want)  # same names, same order, same nesting after unflatten
@@ -48,7 +46,7 @@ def test_parameter_checks_are_read_after_the_backward_pass(monkeypatch):
     cfg = ModelConfig(arch="ecp", vocab=50, dim=24, heads=3, layers=2, seq_len=32, half_segment=8)
     params = init_params(cfg, seed=7, dtype="float64")
     tokens = np.random.default_rng(2).integers(0, 50, (2, 33))
-    log, check, grad = [], M.check_params, M._autograd_value_and_grad
+    log, check, grad = [], M.check_params, F.autograd_value_and_grad
 
     def recording_check(*args, **kwargs):
         flat, _ = check(*args, **kwargs)
@@ -63,9 +61,9 @@ def test_parameter_checks_are_read_after_the_backward_pass(monkeypatch):
         return run
 
     monkeypatch.setattr(M, "check_params", recording_check)
-    monkeypatch.setattr(M, "_autograd_value_and_grad", recording_grad)
-    M.value_and_grad(params, tokens, cfg)
+    monkeypatch.setattr(F, "autograd_value_and_grad", recording_grad)
+    F.value_and_grad(params, tokens, cfg)
     assert log == ["backward", "check"]
     log.clear()
-    M.forward(params, tokens[:, :-1], cfg)
-    assert log == ["check"] and M._after_backward is None
+    F.forward(params, tokens[:, :-1], cfg)
+    assert log == ["check"] and F._after_backward is None

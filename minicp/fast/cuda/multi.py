@@ -9,16 +9,16 @@ elements, one thread block per chunk.
     sum_squares(arrays)      per tensor sum of g^2, accumulated in float64 (one atomic add per block)
     scale_(arrays, coef)     g *= coef, coef a device scalar (no read back to the host)
     clip_(arrays, max_norm)  the two for gradient clipping, on one pointer table
-    adamw_(p, g, m, v, ...)  the update of ``minicp.backend.cuda_layers.adamw_``, the same operations
-                             in the same order, with per-tensor decay and step size
+    adamw_(p, g, m, v, ...)  the update of ``minicp.lm.optim.adamw_step``, the same operations in the
+                             same order, with per-tensor decay and step size
 
 Tensors must be C-contiguous and of one float dtype; ``applies`` says when they are. Tested against the
-one-tensor kernels and CuPy's own reductions in ``tests/backend/test_gpu_autograd.py``.
+readable update and CuPy's own reductions in ``tests/fast/test_gpu_kernels.py``.
 """
 
 import numpy as onp
 
-from minicp.backend.cuda import _cupy, _raw_kernel
+from minicp.fast.cuda.kernels import cupy_module, raw_kernel
 
 CHUNK = 1 << 14  # elements per thread block
 THREADS = 256
@@ -106,7 +106,7 @@ def applies(*groups):
 def _table(groups):
     """Device pointer table (all groups, one after the other), the sizes and the chunk map (tensor and start
     of every chunk) of the first group."""
-    xp = _cupy()
+    xp = cupy_module()
     sizes = onp.array([a.size for a in groups[0]], dtype=onp.int64)
     counts = -(-sizes // CHUNK)  # chunks per tensor
     tensor = onp.repeat(onp.arange(len(sizes), dtype=onp.int32), counts)
@@ -117,9 +117,9 @@ def _table(groups):
 
 
 def _sum_squares(table, blocks, dtype_name, count):
-    out = _cupy().zeros(count, dtype=onp.float64)
+    out = cupy_module().zeros(count, dtype=onp.float64)
     if blocks:
-        kernel = _raw_kernel("minicp_sum_squares", _SUM_SQUARES, dtype_name, CHUNK=CHUNK)
+        kernel = raw_kernel("minicp_sum_squares", _SUM_SQUARES, dtype_name, CHUNK=CHUNK)
         kernel((blocks,), (THREADS,), (*table, out))
     return out
 
@@ -131,7 +131,7 @@ def sum_squares(arrays):
 
 def _scale(table, blocks, dtype_name, coef):
     if blocks:
-        kernel = _raw_kernel("minicp_scale", _SCALE, dtype_name, CHUNK=CHUNK)
+        kernel = raw_kernel("minicp_scale", _SCALE, dtype_name, CHUNK=CHUNK)
         kernel((blocks,), (THREADS,), (*table, coef))
 
 
@@ -144,7 +144,7 @@ def clip_(arrays, max_norm):
     """torch's clip_grad_norm_ for all arrays, in place: the global norm (a float64 device scalar, not read
     back) and, when ``max_norm``, every array times min(1, max_norm / (norm + 1e-6)) (a factor 1 changes
     nothing). One pointer table for both kernels."""
-    xp = _cupy()
+    xp = cupy_module()
     table, blocks = _table([arrays])
     norm = xp.sqrt(xp.sum(_sum_squares(table, blocks, arrays[0].dtype.name, len(arrays))))
     if max_norm:
@@ -154,11 +154,11 @@ def clip_(arrays, max_norm):
 
 def adamw_(params, grads, ms, vs, decays, step_sizes, *, beta1, beta2, bias2_sqrt, eps):
     """AdamW for every tensor at once, in place on params, ms, vs; ``decays`` and ``step_sizes`` per tensor."""
-    xp = _cupy()
+    xp = cupy_module()
     table, blocks = _table([params, grads, ms, vs])
     if not blocks:
         return
     decay, step = (xp.asarray(onp.asarray(x, dtype=onp.float64)) for x in (decays, step_sizes))
-    kernel = _raw_kernel("minicp_multi_adamw", _ADAMW, params[0].dtype.name, CHUNK=CHUNK)
+    kernel = raw_kernel("minicp_multi_adamw", _ADAMW, params[0].dtype.name, CHUNK=CHUNK)
     args = (*table, decay, step, onp.float64(1.0 - beta1), onp.float64(beta2), onp.float64(1.0 - beta2))
     kernel((blocks,), (THREADS,), (*args, onp.float64(bias2_sqrt), onp.float64(eps), onp.int32(len(params))))

@@ -1,4 +1,4 @@
-"""Whole sub-layers as single autograd primitives with hand-written VJPs (the fast path of ``minicp.nn.model``).
+"""The feed-forward sub-layer as one autograd primitive with a hand-written VJP (the fast engine).
 
 autograd pays a Python-level cost for every operation it records, and a primitive's backward pass can
 reuse what its forward pass computed only if both live in one primitive. The feed-forward sub-layer is
@@ -15,71 +15,45 @@ therefore one primitive here:
         dx = g + (u - mean(u) - xhat mean(u xhat)) / s
 
 Under ``autograd.grad`` (arguments traced) the forward pass keeps xhat, s, xn, a and GELU'(h) for the
-backward pass; untraced calls keep nothing. The readable composition (``ops.layer_norm``, ``ops.linear``,
-``ops.gelu``) gives the same values and gradients (tests/nn/test_fused_layers.py). Written against the
-backend's plain array module ``B.raw`` (NumPy or CuPy); element-wise passes run on row ranges in parallel
-on the CPU (``minicp.backend.threads``).
+backward pass; untraced calls keep nothing. The reference's composition (``minicp.nn.model.feed_forward``)
+gives the same values and gradients (tests/fast/test_feed_forward.py). Written against the backend's plain
+array module ``B.raw`` (NumPy or CuPy); element-wise passes run on row ranges in parallel on the CPU
+(``minicp.fast.threads``); on CuPy the element-wise parts are three CUDA kernels.
 """
 
-import math
-
-from autograd.extend import Box, defvjp_argnums, primitive
+from autograd.extend import defvjp_argnums, primitive
 
 from minicp import backend as B
-from minicp.backend import threads
-from minicp.nn import fused, gelu32
-
-_RSQRT2 = 1.0 / math.sqrt(2.0)
-_RSQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+from minicp.fast import arrays as A
+from minicp.fast import threads
+from minicp.fast.cuda import kernels
+from minicp.fast.cuda import layers as cuda_layers
+from minicp.fast.gelu import gelu_rows
+from minicp.fast.primitives import kept_vjp, normalise, traced
 
 _kept = {}  # id(output of a traced call) -> what its backward pass needs, taken by the VJP maker at once
-
-
-def _traced(*arrays):
-    return any(isinstance(a, Box) for a in arrays)
 
 
 def feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps=1e-5):
     """x + Linear2(GELU(Linear1(LN(x)))) for the stream x (..., D): LN weights (D,), W1 (F, D), b1 (F,),
     W2 (D, F), b2 (D,), PyTorch layouts. One autograd node."""
-    keep = _traced(x, ln_w, ln_b, w1, b1, w2, b2)
+    keep = traced(x, ln_w, ln_b, w1, b1, w2, b2)
     return _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
-
-
-def _gelu_rows(h, b1, a, deriv):
-    """h += b1, then a = GELU(h) (exact, erf) into ``a``; when ``deriv`` is an array, GELU'(h) into it too.
-    Rows of h. Float32 NumPy rows go through ``gelu32`` (NumPy's SIMD passes instead of SciPy's erf)."""
-    if gelu32.applies(h, a, deriv):
-        gelu32.gelu_rows(h, a, deriv, bias=b1)
-        return
-    xp = B.raw
-    h += b1
-    xp.multiply(h, _RSQRT2, out=a)
-    B.special.erf(a, out=a)
-    a += 1.0
-    a *= 0.5  # Phi(h)
-    if deriv is not None:
-        xp.multiply(h, h, out=deriv)
-        deriv *= -0.5
-        xp.exp(deriv, out=deriv)
-        deriv *= h
-        deriv *= _RSQRT2PI  # h phi(h)
-        deriv += a  # Phi(h) + h phi(h)
-    a *= h
 
 
 def _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     """The same sub-layer on CuPy in three kernels and two products (``minicp.backend.cuda_layers``):
     LayerNorm (keeping xhat and s when traced), bias + GELU (+ GELU'), residual + bias. None when the
     kernels do not apply (dtype, layout)."""
-    kernels = B.cuda_layers
-    normed = kernels.layer_norm(x2, ln_w, ln_b, eps, save=keep)
+    normed = cuda_layers.layer_norm(x2, ln_w, ln_b, eps, save=keep)
     if normed is None:
         return None
     xn, xhat, std = normed if keep else (normed, None, None)
     h = xn @ w1.T  # (r, F)
-    a, deriv = kernels.bias_gelu(h, b1, deriv=True) if keep else (kernels.bias_gelu(h, b1), None)
-    y = B.raw.reshape(kernels.residual_bias_(a @ w2.T, x2, b2), x.shape)
+    a = B.raw.empty_like(h)
+    deriv = B.raw.empty_like(h) if keep else None
+    gelu_rows(h, a, deriv, bias=b1)
+    y = B.raw.reshape(cuda_layers.residual_bias_(a @ w2.T, x2, b2), x.shape)
     if keep:
         _kept[id(y)] = (xhat, std, xn, a, deriv)
     return y
@@ -88,8 +62,8 @@ def _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
 @primitive
 def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     xp = B.raw
-    x2 = fused._rows(x)  # (r, D)
-    if B.name == "cupy" and B.fused_kernels:
+    x2 = A.rows(x)  # (r, D)
+    if B.name == "cupy" and kernels.enabled:
         y = _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep)
         if y is not None:
             return y
@@ -100,27 +74,27 @@ def _feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
     std = xp.empty((rows, 1), dtype=x.dtype)
     xn = xp.empty(x2.shape, dtype=x.dtype)
 
-    def normalise(lo, hi):
-        _, std[lo:hi] = fused._normalise(x2[lo:hi], eps, out=xhat[lo:hi])
+    def normalise_rows(lo, hi):
+        _, std[lo:hi] = normalise(x2[lo:hi], eps, out=xhat[lo:hi])
         xp.multiply(xhat[lo:hi], ln_w, out=xn[lo:hi])
         xn[lo:hi] += ln_b
 
-    fused._parallel(rows, x2.size, normalise)
-    h = fused._dot(xn, w1.T)  # (r, F)
+    A.parallel(rows, x2.size, normalise_rows)
+    h = A.dot(xn, w1.T)  # (r, F)
     a = xp.empty(h.shape, dtype=x.dtype)
     deriv = xp.empty(h.shape, dtype=x.dtype) if keep else None
 
     def activate(lo, hi):
-        _gelu_rows(h[lo:hi], b1, a[lo:hi], None if deriv is None else deriv[lo:hi])
+        gelu_rows(h[lo:hi], a[lo:hi], None if deriv is None else deriv[lo:hi], bias=b1)
 
-    fused._parallel(rows, 2 * h.size, activate)
-    y = fused._dot(a, w2.T)  # (r, D)
+    A.parallel(rows, 2 * h.size, activate)
+    y = A.dot(a, w2.T)  # (r, D)
 
     def residual(lo, hi):
         y[lo:hi] += x2[lo:hi]
         y[lo:hi] += b2
 
-    fused._parallel(rows, y.size, residual)
+    A.parallel(rows, y.size, residual)
     y = xp.reshape(y, x.shape)
     if keep:
         _kept[id(y)] = (xhat, std, xn, a, deriv)
@@ -142,15 +116,15 @@ def _feed_forward_blocks(x2, ln_w, ln_b, w1, b1, w2, b2, eps):
     def run(lo, hi):
         xn = xp.empty((step, D), dtype=x2.dtype)
         h = xp.empty((step, w1.shape[0]), dtype=x2.dtype)
-        a = h if gelu32.applies(h) else xp.empty_like(h)  # gelu32 may write GELU over its input
+        a = xp.empty_like(h)
         for r0 in range(lo, hi, step):
             r1 = min(hi, r0 + step)
             xs, ns, hs, as_, ys = x2[r0:r1], xn[: r1 - r0], h[: r1 - r0], a[: r1 - r0], y[r0:r1]
-            fused._normalise(xs, eps, out=ns)
+            normalise(xs, eps, out=ns)
             ns *= ln_w
             ns += ln_b
             xp.matmul(ns, w1.T, out=hs)
-            _gelu_rows(hs, b1, as_, None)
+            gelu_rows(hs, as_, bias=b1)
             xp.matmul(as_, w2.T, out=ys)
             ys += xs
             ys += b2
@@ -163,19 +137,19 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
     """(dx, dln_w, dln_b, dW1, db1, dW2, db2) for the upstream g (..., D); ``saved`` from the forward."""
     xp = B.raw
     xhat, std, xn, a, deriv = saved
-    g2 = fused._rows(g)
-    db2, dw2 = B.column_sum(g2), fused._matmul_tn(g2, a)
-    dh = fused._dot(g2, w2)  # da (r, F), turned into dh in place
-    fused._parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
-    db1, dw1 = B.column_sum(dh), fused._matmul_tn(dh, xn)
-    dxn = fused._dot(dh, w1)  # (r, D)
+    g2 = A.rows(g)
+    db2, dw2 = A.column_sum(g2), A.dot_tn(g2, a)
+    dh = A.dot(g2, w2)  # da (r, F), turned into dh in place
+    A.parallel(dh.shape[0], dh.size, lambda lo, hi: dh[lo:hi].__imul__(deriv[lo:hi]))
+    db1, dw1 = A.column_sum(dh), A.dot_tn(dh, xn)
+    dxn = A.dot(dh, w1)  # (r, D)
     dx = xp.empty(g2.shape, dtype=g.dtype)
     parts_w, parts_b = {}, {}
     inv = 1.0 / g2.shape[-1]
 
     def rows(lo, hi):
         u, xh, out = dxn[lo:hi], xhat[lo:hi], dx[lo:hi]
-        parts_w[lo], parts_b[lo] = B.column_sum(u * xh), B.column_sum(u)
+        parts_w[lo], parts_b[lo] = A.column_sum(u * xh), A.column_sum(u)
         u *= ln_w  # dL/dxhat
         xp.multiply(xh, xp.sum(u * xh, axis=-1, keepdims=True) * inv, out=out)
         xp.subtract(u, out, out=out)
@@ -183,13 +157,13 @@ def _feed_forward_vjp(g, saved, ln_w, w1, w2):
         out /= std[lo:hi]
         out += g2[lo:hi]  # the residual
 
-    fused._parallel(g2.shape[0], 3 * g2.size, rows)
-    return xp.reshape(dx, g.shape), fused._total(parts_w), fused._total(parts_b), dw1, db1, dw2, db2
+    A.parallel(g2.shape[0], 3 * g2.size, rows)
+    return xp.reshape(dx, g.shape), A.total(parts_w), A.total(parts_b), dw1, db1, dw2, db2
 
 
 defvjp_argnums(
     _feed_forward,
-    fused.kept_vjp(
+    kept_vjp(
         "feed_forward",
         _kept,
         lambda g, saved, x, ln_w, ln_b, w1, b1, w2, b2, eps, keep: _feed_forward_vjp(g, saved, ln_w, w1, w2),
