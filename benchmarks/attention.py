@@ -1,6 +1,7 @@
-"""Forward time and peak memory of every architecture's attention sub-layer.
+"""Forward time and peak memory of every architecture's attention sub-layer, on either engine and device.
 
-    python benchmarks/attention.py [--sizes 1024 2048 4096 8192] [--repeat 3]
+    python benchmarks/attention.py [--sizes 1024 2048 4096 8192] [--repeat 3] [--engine fast|reference]
+    python benchmarks/attention.py --device cuda --sizes 4096 8192 16384 32768    # CuPy against torch on CUDA
 
 Setting: batch 1, D = 512, 8 heads, float32, ECP segment 512 (half segment 256),
 latent L = n/2, Compressed p = n/4, s-Split c = 256, LongLoRA g = n/4. Each layer is the official
@@ -8,9 +9,12 @@ sub-layer (projections, RoPE, kv LayerNorm where used, attention, output project
 
 Printed per architecture and n: best-of-repeat forward time, its ratio to full attention, the
 attention-step ratio (computed score entries / n^2), the same two for the attention core alone
-(head level, q/k/v given: the part the step count describes), peak NumPy memory (tracemalloc), and, when
-torch is installed, the time of the PyTorch twin's layer (minicp/torch_twin/) with the same weights and the
-ratio minicp / torch (< 1 means minicp is faster).
+(head level, q/k/v given: the part the step count describes), peak NumPy memory (tracemalloc; CPU only),
+and, when torch is installed, the time of the PyTorch twin's layer (minicp/torch_twin/) with the same weights
+and the ratio minicp / torch (< 1 means minicp is faster). ``--engine``: the sub-layer and core of the fast
+engine (``minicp.fast``: ECP's sub-layer primitive, the reference's code for the other architectures) or of
+the readable reference (``minicp.nn``). On the GPU each timed call ends with a device synchronisation and both
+sides run full FP32 matmuls (TF32 off).
 """
 
 import argparse
@@ -20,9 +24,12 @@ import tracemalloc
 
 import numpy as np
 
+from minicp import backend as B
 from minicp.config import sized_config
+from minicp.fast import ecp as fast_ecp
+from minicp.fast import model as fast_model
 from minicp.nn.attention import module, patterns
-from minicp.nn.model import unflatten
+from minicp.nn.model import flatten, unflatten
 
 try:
     import torch
@@ -41,13 +48,36 @@ def config(arch, n):
     return sized_config(arch, n, vocab=256, dim=512, heads=8, layers=1, **fixed)
 
 
+def synchronise():
+    if B.name == "cupy":
+        B.raw.cuda.Device().synchronize()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def best_time(fn, repeat):
     times = []
     for _ in range(repeat):
+        synchronise()
         t0 = time.perf_counter()
         fn()
+        synchronise()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def layer_and_core(engine, cfg):
+    """(sub-layer function, head-level core function) of ``engine`` for ``cfg``."""
+    mod = module(cfg.arch)
+    if engine == "reference":
+        return mod.attention_layer, lambda q, k, v: mod.attention(q, k, v, **mod.pattern_kwargs(cfg, 0))
+
+    def core(q, k, v):
+        if cfg.arch == "ecp" and fast_ecp.applies(q, k, cfg.half_segment):
+            return fast_ecp.core(q * cfg.head_dim**-0.5, k, cfg.half_segment)  # K = V, as the sub-layer
+        return mod.attention(q, k, v, **mod.pattern_kwargs(cfg, 0))
+
+    return fast_model.attention_layer, core
 
 
 def layer_params(cfg, rng):
@@ -84,12 +114,20 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=ARCHS)
+    ap.add_argument("--engine", choices=("fast", "reference"), default="fast")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
-    if torch is not None:
+    cuda = args.device == "cuda"
+    if cuda:
+        B.use_backend("cupy", autograd_on_gpu=False)
+        if torch is not None:
+            torch.backends.cuda.matmul.allow_tf32 = False
+    elif torch is not None:
         torch.set_num_threads(os.cpu_count())
     print(
-        f"attention sub-layer forward, batch 1, D 512, 8 heads, float32; torch {f'{torch.__version__}' if torch else 'not installed'}"
+        f"attention sub-layer forward, batch 1, D 512, 8 heads, float32, {args.engine} engine on {args.device}; "
+        f"torch {f'{torch.__version__}' if torch else 'not installed'}"
     )
     head = (
         f"{'n':>6} {'arch':<13}{'ms':>9}{'time/full':>10}{'steps/full':>11}{'core ms':>9}{'core/full':>10}"
@@ -102,18 +140,25 @@ def main(argv=None):
         for arch in args.archs:
             cfg = config(arch, n)
             mod = module(arch)
+            layer_fn, core_fn = layer_and_core(args.engine, cfg)
             params, twin = layer_params(cfg, rng)
-            x = rng.standard_normal((1, n, cfg.dim)).astype(np.float32)
-            run = lambda: mod.attention_layer(params, x, cfg, 0)
+            host_x = rng.standard_normal((1, n, cfg.dim)).astype(np.float32)
+            x = B.asarray(host_x)
+            dev_params = unflatten({k: B.asarray(v) for k, v in flatten(params).items()})
+            run = lambda: layer_fn(dev_params, x, cfg, 0)
             run()  # warm-up
             ms = 1e3 * best_time(run, args.repeat)
-            tracemalloc.start()
-            run()
-            peak = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
+            peak = float("nan")
+            if not cuda:
+                tracemalloc.start()
+                run()
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
             # the attention core alone (head level, q/k/v given): what the step count measures
-            q, k, v = (rng.standard_normal((1, cfg.heads, n, cfg.head_dim)).astype(np.float32) for _ in range(3))
-            core = lambda: mod.attention(q, k, v, **mod.pattern_kwargs(cfg, 0))
+            q, k, v = (
+                B.asarray(rng.standard_normal((1, cfg.heads, n, cfg.head_dim)).astype(np.float32)) for _ in range(3)
+            )
+            core = lambda: core_fn(q, k, v)
             core()
             core_ms = 1e3 * best_time(core, args.repeat)
             steps = sum(p.computed() for p in patterns(arch, n, cfg.heads, **mod.pattern_kwargs(cfg, 0))) / cfg.heads
@@ -121,9 +166,13 @@ def main(argv=None):
                 full_ms, full_core_ms = ms, core_ms
             torch_ms = ratio = float("nan")
             if twin is not None:
-                xt = torch.from_numpy(x)
+                if cuda:
+                    twin = twin.cuda()
+                xt = torch.from_numpy(host_x).to("cuda" if cuda else "cpu")
                 with torch.no_grad():
-                    np.testing.assert_allclose(twin(xt).numpy(), run(), rtol=2e-3, atol=2e-3)  # same layer
+                    np.testing.assert_allclose(
+                        twin(xt).cpu().numpy(), B.to_numpy(run()), rtol=2e-3, atol=2e-3
+                    )  # same layer
                     torch_ms = 1e3 * best_time(lambda: twin(xt), args.repeat)
                 ratio = ms / torch_ms
             row = dict(

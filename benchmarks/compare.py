@@ -3,7 +3,7 @@
     python benchmarks/compare.py --threads 2                 # CPU: inference, forward+backward, training step
     python benchmarks/compare.py --device cuda               # GPU (CuPy backend vs PyTorch on CUDA)
     python benchmarks/compare.py --only train --repeat 5     # one workload
-    python benchmarks/compare.py --no-fused                  # minicp's readable path (autograd.numpy ops)
+    python benchmarks/compare.py --engine reference          # minicp's readable reference (default: fast)
 
 "PyTorch" is ``minicp.torch_twin`` (the project's twin of the official modules), eager mode; minicp gets the
 twin's weights through ``load_official_state_dict``. Both sides run float32; on the GPU both use full FP32
@@ -57,7 +57,9 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=None, help="pin NumPy/BLAS, minicp and torch threads")
     p.add_argument("--gap", type=float, default=0.25, help="seconds of sleep before each timed call (see above)")
     p.add_argument("--vocab", type=int, default=256)
-    p.add_argument("--no-fused", action="store_true", help="minicp's readable path")
+    p.add_argument(
+        "--engine", choices=("fast", "reference"), default="fast", help="minicp's engine (see minicp.engines)"
+    )
     p.add_argument("--out-json", default=None)
     return p.parse_args(argv)
 
@@ -82,12 +84,12 @@ class Side:
         return time.perf_counter() - t0
 
 
-def build_pair(kind, shape, vocab, device):
+def build_pair(kind, shape, vocab, device, engine="fast"):
     """(minicp Side, torch Side, cfg) for one workload, same weights and tokens on both sides."""
     import numpy as np
     import torch
 
-    from minicp import ModelConfig, load_official_state_dict
+    from minicp import ModelConfig, engines, load_official_state_dict
     from minicp import backend as B
     from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays
     from minicp.nn import model as M
@@ -110,12 +112,13 @@ def build_pair(kind, shape, vocab, device):
     sync_t = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync_m = (lambda: B.raw.cuda.Device().synchronize()) if B.name == "cupy" else (lambda: None)
 
-    vg = M.value_and_grad  # autograd.value_and_grad(M.loss), traced over the flat tuple of parameters
+    model = engines.module(engine)  # minicp.fast.model or minicp.nn.model
+    vg = model.value_and_grad
     if kind == "infer":
         twin.eval()
 
         def m_call():
-            return M.forward(params, tokens[:, :-1], cfg)
+            return model.forward(params, tokens[:, :-1], cfg)
 
         def t_call():
             with torch.no_grad():
@@ -144,8 +147,8 @@ def build_pair(kind, shape, vocab, device):
     def m_step():
         _, grads = vg(M.unflatten(flat), tokens, cfg)
         grads = M.flatten(grads)
-        clip_grad_norm(grads, 1.0)
-        adamw_step(flat, grads, opt, lr=2e-4)
+        clip_grad_norm(grads, 1.0, engine=engine)
+        adamw_step(flat, grads, opt, lr=2e-4, engine=engine)
 
     def t_step():
         wrapper_loss(twin, ttokens, cfg.latent).backward()
@@ -180,7 +183,7 @@ def machine(device):
     import numpy as np
     import torch
 
-    from minicp.backend import threads
+    from minicp.fast import threads
 
     info = {
         "python": platform.python_version(),
@@ -213,7 +216,6 @@ def run(args):
     import torch
 
     from minicp import backend as B
-    from minicp.nn import fused
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -221,12 +223,11 @@ def run(args):
         B.use_backend("cupy", autograd_on_gpu=True)  # grad(loss) on the device for fwdbwd and train
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    fused.enabled = not args.no_fused
-    report = {"device": args.device, "fused": fused.enabled, "machine": machine(args.device), "results": {}}
+    report = {"device": args.device, "engine": args.engine, "machine": machine(args.device), "results": {}}
     print(json.dumps(report["machine"]))
     for kind in args.only or ["infer", "fwdbwd", "train"]:
         shape = WORKLOADS[args.device][kind]
-        mside, tside, cfg = build_pair(kind, shape, args.vocab, args.device)
+        mside, tside, cfg = build_pair(kind, shape, args.vocab, args.device, args.engine)
         for _ in range(args.warmup):
             mside.timed(), tside.timed()
         times = {"minicp": [], "torch": []}
@@ -242,7 +243,7 @@ def run(args):
             row["memory_ratio"] = cp_bytes / t_reserved
         report["results"][kind] = row
         print(
-            f"{args.device} {kind:7s} {shape}: minicp {med['minicp'] * 1e3:9.1f} ms  torch {med['torch'] * 1e3:9.1f} ms"
+            f"{args.device} {args.engine} {kind:7s} {shape}: minicp {med['minicp'] * 1e3:9.1f} ms  torch {med['torch'] * 1e3:9.1f} ms"
             f"  ratio {row['ratio']:.2f}"
             + (f"  memory ratio {row['memory_ratio']:.2f}" if "memory_ratio" in row else ""),
             flush=True,

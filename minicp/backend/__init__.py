@@ -15,7 +15,7 @@ the host (for plotting and comparisons); ``asarray`` moves host data to the curr
 ``constant(a)`` is a host constant (a mask, a RoPE table) on the current backend, copied to the GPU once.
 
 ``special`` on the CPU is ``autograd.scipy.special``, imported on first use: importing it loads most of
-SciPy (about 0.6 s), which ``import minicp`` should not pay.
+SciPy, which takes longer than importing the rest of minicp, and ``import minicp`` should not pay for it.
 
 Why not ``from minicp.backend import xp``: that binds the module once at import time, and a later
 ``use_backend`` would never reach it. Write ``from minicp import backend as B`` and use ``B.xp``.
@@ -47,7 +47,7 @@ class _AutogradSpecial:
     """``autograd.scipy.special``, imported on its first use (it loads most of SciPy)."""
 
     def __getattr__(self, attr):
-        import autograd.scipy.special as module  # lazy: about 0.6 s of SciPy, needed only for GELU's erf
+        import autograd.scipy.special as module  # lazy: most of SciPy, needed only for GELU's erf
 
         return getattr(module, attr)
 

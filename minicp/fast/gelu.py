@@ -6,8 +6,8 @@ The reference computes GELU as x/2 (1 + erf(x / sqrt 2)) (``minicp.nn.ops.gelu``
 
 * **float64 on the CPU**: the reference's formula, pass by pass (SciPy's erf), so float64 results equal
   the reference's to rounding.
-* **float32 on the CPU**: SciPy's float32 erf evaluates each entry through a scalar double-precision routine
-  (12-18 ns an entry on the benchmark machines). Instead, Phi comes from the Chebyshev fit of erfc in
+* **float32 on the CPU**: SciPy's float32 erf evaluates each entry through a scalar double-precision routine,
+  several times slower than NumPy's vectorised passes (docs/engines.md has the numbers). Instead, Phi comes from the Chebyshev fit of erfc in
   Numerical Recipes (Press et al., 2nd ed., section 6.2, ``erfcc``; relative error below 1.2e-7 for every
   argument), evaluated by NumPy's vectorised passes **in float64** over cache-sized pieces and rounded once
   to float32:
@@ -19,7 +19,6 @@ The reference computes GELU as x/2 (1 + erf(x / sqrt 2)) (``minicp.nn.ops.gelu``
   tail keeps its relative accuracy (where 1 + erf cancels). Measured over every float32 h in [-14, 14] on a
   grid of 2e6 points and against float64 SciPy (``tests/fast/test_gelu.py``): GELU within 2.3 float32 units
   of its value wherever that value is a normal float32, GELU' within 2 units of |Phi| + |h phi|.
-  About 8-10 ns an entry with GELU', one core.
 * **CuPy**: one CUDA kernel (``minicp.fast.cuda.layers.bias_gelu``), from CUDA's erfc, also accurate in
   the tail.
 

@@ -3,13 +3,12 @@
 NumPy (and SciPy's ufuncs such as ``erf``) release the GIL inside their inner loops, so one big
 element-wise pass split into a few contiguous row ranges runs on several cores at once. BLAS already
 uses its own threads for the matrix products; everything else (GELU, LayerNorm, the softmax of the
-score blocks, the cross-entropy) goes through ``parallel_rows`` here. The fast path's matrix products are
-split by hand too, each part one single-threaded BLAS call on the pool: large stacks of attention blocks
-(``matmul``), weight gradients with their long sum over rows (``matmul_tn``), and the activations'
-products with the weights (``matmul_rows``). Then BLAS's own threads never run beside the pool's: mixing
-the two was measured 15% slower for a forward + backward step on 2 cores (433.7 against 366.6 ms,
-alternated in one process), and BLAS's barriers stall whenever another process holds a core. This needs
-the optional ``threadpoolctl``; without it every product is plain ``@``.
+score blocks, the cross-entropy) goes through ``parallel_rows`` here. The fast engine's matrix products are
+split by hand too, each part one single-threaded BLAS call on the pool (``threadpoolctl`` holds BLAS to one
+thread meanwhile): large stacks of attention blocks (``matmul``), weight gradients with their long sum over
+rows (``matmul_tn``), and the activations' products with the weights (``matmul_rows``). Then BLAS's own
+threads never run beside the pool's, which measured faster on 2 cores than mixing the two, and BLAS's barriers
+no longer stall whenever another process holds a core (docs/engines.md has the numbers).
 
 ``threads``: how many workers (default: the CPUs this process may run on, capped at 8; the
 environment variable ``MINICP_THREADS`` overrides it). Passes smaller than ``MIN_ELEMENTS`` run inline:
@@ -21,10 +20,7 @@ import os
 
 import numpy as np
 
-try:  # optional: limits BLAS to one thread while the pool runs many small products at once
-    import threadpoolctl
-except ImportError:  # pragma: no cover - threadpoolctl absent: every product stays with BLAS's own threads
-    threadpoolctl = None
+import threadpoolctl
 
 MIN_ELEMENTS = 1 << 16  # elements below which a pass runs in the calling thread
 MIN_PRODUCT = 1 << 21  # i * j * d of one matrix product in a stack, from which stacks are split over the pool
@@ -106,9 +102,9 @@ def _one_blas_thread():
 
 def parallel_products(rows, work, fn):
     """``parallel_rows`` for work whose ranges run matrix products: BLAS is held to one thread while the
-    ranges run on the pool, so its threads never run beside the pool's. Without ``threadpoolctl``, with one
+    ranges run on the pool, so its threads never run beside the pool's. With one
     thread, or when ``work`` is small, one call ``fn(0, rows)`` in the calling thread (BLAS threads as usual)."""
-    if threadpoolctl is None or threads < 2 or rows < 2 or work < MIN_ELEMENTS:
+    if threads < 2 or rows < 2 or work < MIN_ELEMENTS:
         fn(0, rows)
         return
     with _one_blas_thread():
@@ -119,8 +115,7 @@ def _splits_rows(a, b):
     """True when the 2-D product over the rows of a and b is large enough to split (and can be split)."""
     r = a.shape[0]
     return (
-        threadpoolctl is not None
-        and threads >= 2
+        threads >= 2
         and a.ndim == 2
         and b.ndim == 2
         and r >= 64 * threads
@@ -140,14 +135,7 @@ def matmul(a, b):
     lead = a.shape[:-2]
     stack = int(np.prod(lead)) if lead else 1
     work = a.shape[-2] * a.shape[-1] * b.shape[-1]
-    if (
-        threadpoolctl is None
-        or threads < 2
-        or a.ndim < 3
-        or b.shape[:-2] != lead
-        or stack < threads
-        or work < MIN_PRODUCT
-    ):
+    if threads < 2 or a.ndim < 3 or b.shape[:-2] != lead or stack < threads or work < MIN_PRODUCT:
         return a @ b
     a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])  # views where the layout allows
     out = np.empty((stack, a.shape[-2], b.shape[-1]), dtype=np.result_type(a, b))
