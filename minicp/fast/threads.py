@@ -19,7 +19,6 @@ import concurrent.futures
 import os
 
 import numpy as np
-
 import threadpoolctl
 
 MIN_ELEMENTS = 1 << 16  # elements below which a pass runs in the calling thread
