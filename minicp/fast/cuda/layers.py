@@ -66,20 +66,22 @@ def layer_norm(x2, w, b, eps, save=False):
 
 def bias_gelu_(h, b, a, d=None):
     """GELU(z) into ``a`` and, when given, GELU'(z) into ``d``, for z = h + b (``b`` (F,) or None), in one
-    kernel over the rows h (r, F); ``a`` may be None when only ``d`` is wanted. From CUDA's erfc, so that
-    Phi keeps its relative accuracy in the negative tail (1 + erf would cancel there):
+    kernel over the rows h (r, F); ``a`` may be None when only ``d`` is wanted. z is formed in the array's dtype
+    (as h + b is), the rest in double from CUDA's erfc and rounded once, so that a float32 result is within a
+    float32 rounding of the exact function of z, the negative tail included (1 + erf would cancel there, and
+    float32 arithmetic would lose z^2 / 2 for large |z|):
 
     GELU(z) = z Phi(z), Phi(z) = erfc(-z / sqrt 2) / 2;  GELU'(z) = Phi(z) + z exp(-z^2 / 2) / sqrt(2 pi).
     """
     xp = cupy_module()
     if "gelu" not in compiled:
-        phi = f"T p = (T)0.5 * erfc(-z * (T){_RSQRT2});"
-        dphi = f"p + z * exp((T)-0.5 * z * z) * (T){_RSQRT2PI}"
-        compiled["gelu"] = xp.ElementwiseKernel("T h, T b", "T a", f"T z = h + b; {phi} a = z * p;", "minicp_gelu")
+        phi = f"T z = h + b; double zd = (double)z; double p = 0.5 * erfc(-zd * {_RSQRT2});"
+        dphi = f"(T)(p + zd * exp(-0.5 * zd * zd) * {_RSQRT2PI})"
+        compiled["gelu"] = xp.ElementwiseKernel("T h, T b", "T a", f"{phi} a = (T)(zd * p);", "minicp_gelu")
         compiled["gelu_d"] = xp.ElementwiseKernel(
-            "T h, T b", "T a, T d", f"T z = h + b; {phi} a = z * p; d = {dphi};", "minicp_gelu_d"
+            "T h, T b", "T a, T d", f"{phi} a = (T)(zd * p); d = {dphi};", "minicp_gelu_d"
         )
-        compiled["dgelu"] = xp.ElementwiseKernel("T h, T b", "T d", f"T z = h + b; {phi} d = {dphi};", "minicp_dgelu")
+        compiled["dgelu"] = xp.ElementwiseKernel("T h, T b", "T d", f"{phi} d = {dphi};", "minicp_dgelu")
     b = xp.zeros((), dtype=h.dtype) if b is None else b
     if d is None:
         compiled["gelu"](h, b, a)
