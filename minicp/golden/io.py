@@ -8,10 +8,13 @@ import zlib
 import numpy as onp
 
 from minicp.golden.make import INPUTS, Golden, input_digest, input_draw
+from minicp.testing import npz
 from minicp.testing.files import atomic_savez, open_regular
 from minicp.testing.reference import seeded_inputs
 
-__all__ = ["save_golden", "read_golden", "regenerate_inputs"]
+__all__ = ["CONFIG_LIMIT", "save_golden", "read_golden", "read_golden_config", "regenerate_inputs"]
+
+CONFIG_LIMIT = 1 << 24  # bytes of a golden file's JSON config
 
 
 def save_golden(golden, path, overwrite=True):
@@ -56,6 +59,36 @@ def read_golden(path):
     if config.get("inputs") == "seed":
         arrays.update(regenerate_inputs(config, path))
     return Golden(arrays, config)
+
+
+def read_golden_config(path):
+    """The JSON config of a golden .npz, read alone (the zip directory and the config's own .npy header are
+    checked first; no other member is read). ValueError saying what is wrong."""
+    with open_regular(path) as fh:
+        try:
+            with zipfile.ZipFile(fh) as zf:
+                found = npz.members(zf, path)
+                if "config" not in found:
+                    raise ValueError(f"{path}: no 'config' entry; not a minicp golden file")
+                member = npz.header(zf, found["config"], path, shape=(), limit=CONFIG_LIMIT)
+                if member.dtype.kind != "U":
+                    raise ValueError(f"{path}: 'config' must be a unicode string, got dtype {member.dtype.str}")
+                text = str(npz.read(zf, member, path)[()])
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(
+                f"{path}: cannot read as .npz, truncated or not a zip archive ({type(e).__name__}: {e})"
+            ) from e
+    return _parse_config(text, path)
+
+
+def _parse_config(text, path):
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path}: 'config' is not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: 'config' must be a JSON object, got {type(config).__name__}")
+    return config
 
 
 def regenerate_inputs(config, source):
