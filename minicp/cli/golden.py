@@ -7,7 +7,6 @@ import time
 from minicp.analysis import kernel_pattern
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 from minicp.golden import (
-    DTYPES,
     INPUT_MODES,
     MASK_LIMIT,
     WORK_LIMIT,
@@ -16,6 +15,7 @@ from minicp.golden import (
     make_model_golden,
     save_golden,
 )
+from minicp.testing.dtypes import DTYPES
 from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 

@@ -35,7 +35,10 @@ config                 0-d unicode           JSON: arch, pattern_args (as given)
 S is the storage dtype: float64, float32 or float16 as requested; **bfloat16 is stored as float32
 arrays whose values are exactly bfloat16 numbers** (NumPy has no bfloat16): convert with
 ``torch.from_numpy(a).to(torch.bfloat16)`` or ``jnp.asarray(a, jnp.bfloat16)`` (exact). Rounding is
-float64 -> float32 -> bfloat16, round to nearest even, as PyTorch's ``.to(torch.bfloat16)``.
+float64 -> float32 -> bfloat16, round to nearest even, as PyTorch's ``.to(torch.bfloat16)``. The dtype
+names, the storage table and the rounding belong to ``minicp.testing`` (``DTYPES``, ``STORAGE``,
+``round_to_bfloat16``, ``to_storage``), as do the golden values without a file
+(``minicp.testing.reference_arrays``); this package exports only what is its own.
 
 Model level (``make_model_golden``, ``minicp golden --model ...``), the whole language model:
 ``tokens`` (b, n + 1) int64; ``param/<official name>`` for every parameter (e.g.
@@ -78,21 +81,14 @@ from minicp.golden.make import (
 )
 from minicp.golden.masks import MASK_CONVENTIONS, mask_export, row_ranges
 from minicp.golden.model import make_model_golden
-from minicp.testing.dtypes import DTYPES, STORAGE, round_to_bfloat16, to_storage
-from minicp.testing.reference import reference_arrays
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "DTYPES",
-    "STORAGE",
     "MASK_LIMIT",
     "INPUT_MODES",
     "WORK_LIMIT",
     "Golden",
-    "round_to_bfloat16",
-    "to_storage",
-    "reference_arrays",
     "make_golden",
     "make_model_golden",
     "save_golden",

@@ -47,7 +47,7 @@ from minicp.testing.cases import Case, cases
 from minicp.testing.check import LAYOUTS, assert_matches_reference, judge_case
 from minicp.testing.compare import TOLERANCES, Comparison, MismatchError, assert_close, compare, default_tolerances
 from minicp.testing.convert import to_numpy_any
-from minicp.testing.dtypes import DTYPES, dtype_name, round_to_bfloat16, to_storage
+from minicp.testing.dtypes import DTYPES, STORAGE, dtype_name, round_to_bfloat16, to_storage
 from minicp.testing.reference import clear_cache, reference_arrays, reference_case
 from minicp.testing.rope import ROPE_STYLES
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, Report, TensorVerdict, judge
@@ -72,6 +72,7 @@ __all__ = [
     "C_RMS",
     "FLOOR_ULPS",
     "DTYPES",
+    "STORAGE",
     "LAYOUTS",
     "ROPE_STYLES",
     "round_to_bfloat16",

@@ -1,4 +1,4 @@
-"""Golden files (minicp.golden): bfloat16 rounding, attention-level and model-level files, the reader's checks."""
+"""Golden files (minicp.golden): attention-level and model-level files, the reader's checks."""
 
 import json
 import pathlib
@@ -23,36 +23,6 @@ def small_golden(arch, **overrides):
     kw = dict(CASES[arch], head_dim=4, batch=2, dtype="float32", seed=3)
     kw.update(overrides)
     return G.make_golden(arch, **kw)
-
-
-# ----------------------------------------------------------------------------------------------------
-# bfloat16 rounding
-# ----------------------------------------------------------------------------------------------------
-
-
-def test_round_to_bfloat16_bits():
-    one = np.float32(1.0)
-    ulp = 2.0**-7  # bfloat16 spacing at 1
-    x = np.array(
-        [1 + ulp / 2, 1 + 1.5 * ulp, 1 + ulp / 2 + 2**-20, -(1 + 1.5 * ulp), 3.4e38, np.inf, np.nan, 0.0, -0.0]
-    )
-    got = G.round_to_bfloat16(x)
-    assert got.dtype == np.float32
-    assert got[0] == one  # tie -> even (1.0)
-    assert got[1] == 1 + 2 * ulp  # tie -> even (1 + 2 ulp)
-    assert got[2] == 1 + ulp  # above the tie -> up
-    assert got[3] == -(1 + 2 * ulp)
-    assert np.isinf(got[4]) and np.isinf(got[5]) and np.isnan(got[6])
-    assert np.signbit(got[8]) and got[7] == 0
-    assert not (got[np.isfinite(got)].view(np.uint32) & 0xFFFF).any()
-
-
-def test_round_to_bfloat16_matches_torch():
-    torch = pytest.importorskip("torch")
-    x = np.random.default_rng(0).standard_normal(20000) * np.logspace(-30, 30, 20000)
-    for src in (x, x.astype(np.float32)):
-        expected = torch.from_numpy(src).to(torch.bfloat16).float().numpy()
-        assert np.array_equal(G.round_to_bfloat16(src), expected)
 
 
 # ----------------------------------------------------------------------------------------------------
