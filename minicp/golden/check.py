@@ -216,6 +216,7 @@ def assert_matches_golden(
     come from the float64 reference and the plain implementation of the file's case, computed once per
     process and case (the verification reuses them). Returns the ``Report``; raises ``MismatchError``.
     """
+    __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     check_grads = grad_fn is not None if check_grads is None else boolean("check_grads", check_grads)
     if check_grads and not callable(grad_fn):
         raise ValueError("check_grads=True needs grad_fn(q, k, v, dout) -> (dq, dk, dv)")

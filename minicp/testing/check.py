@@ -112,6 +112,7 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
 
     A ``grad_fn`` returning (out, dq, dk, dv) gives the output of its own forward, and ``fn`` is not called:
     the kernel runs once (forward + backward)."""
+    __tracebackhide__ = True
     swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
     keys = ("q", "k", "v") + (("dout",) if check_grads else ())
 
@@ -157,6 +158,7 @@ def check_case(case, fn, grad_fn, *, check_grads, array_fn, layout, context, rto
     """Run the kernel on a ``case_inputs`` case, then complete the case (``complete_case``: the reference,
     computed after the kernel, ``case_inputs`` says why), judge every tensor and raise or return the report:
     what ``assert_matches_reference`` and ``assert_matches_golden`` share."""
+    __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
     case = complete_case(case, cache_dir)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
@@ -170,6 +172,7 @@ def write_report(report, path):
 
 def raise_or_return(report, report_path=None):
     """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
+    __tracebackhide__ = True
     if report_path is not None:
         write_report(report, report_path)
     failed = [v for v in report.verdicts.values() if not v.ok]
@@ -236,6 +239,7 @@ def assert_matches_reference(
     per declared block, rows over budget); ``.comparison`` is the first failing verdict, ``.report`` all.
     Returns the ``Report`` (name -> verdict) when all pass.
     """
+    __tracebackhide__ = True
     check_grads = _validate(fn, check_grads, grad_fn, array_fn, layout, report_path)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)

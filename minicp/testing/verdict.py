@@ -26,7 +26,7 @@ import numpy as onp
 
 from minicp.testing.compare import nonfinite_mismatch
 from minicp.testing.dtypes import EPS
-from minicp.testing.where import describe_positions
+from minicp.testing.where import describe_positions, percent
 
 __all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets"]
 
@@ -271,14 +271,14 @@ def _parts(groups, stats, b_max, b_rms):
 def _message(v):
     status = "OK," if v.ok else "out of tolerance:"
     lines = [
-        f"{v.name}: {status} max err {v.max_err:.3g} = {100 * v.max_share:.0f}% of the max budget "
-        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {100 * v.rms_share:.0f}% of the rms budget "
+        f"{v.name}: {status} max err {v.max_err:.3g} = {percent(v.max_share)} of the max budget "
+        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {percent(v.rms_share)} of the rms budget "
         f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"
     ]
     if v.ok:
         return lines[0]
     lines.append(
-        f"  {100 * v.bad_fraction:.3g}% of elements over the max budget; worst {tuple(v.worst_index)}: "
+        f"  {percent(v.bad_fraction)} of elements over the max budget; worst {tuple(v.worst_index)}: "
         f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}"
     )
     if v.nonfinite_bad:
@@ -300,8 +300,7 @@ def _parts_text(parts):
     bad = [p for p in parts if p["max_share"] > 1 or p["rms_share"] > 1]
     shown = (bad or sorted(parts, key=lambda p: -p["rms_share"]))[:MAX_LISTED]
     text = ", ".join(
-        f"{p['where']} max {100 * p['max_share']:.0f}% rms {100 * p['rms_share']:.0f}% "
-        f"bad {100 * p['bad_fraction']:.2g}%"
+        f"{p['where']} max {percent(p['max_share'])} rms {percent(p['rms_share'])} bad {percent(p['bad_fraction'])}"
         for p in shown
     )
     more = len(bad) - len(shown) if bad else 0

@@ -138,7 +138,7 @@ def test_failure_message_names_everything():
         mt.assert_close(a, e, name="dk")
     msg, c = str(info.value), info.value.comparison
     assert isinstance(info.value, AssertionError)
-    assert msg.startswith("dk: 2 of 192 elements (1.04%) are out of tolerance")
+    assert msg.startswith("dk: 2 of 192 elements (1.042%) are out of tolerance")
     assert "shape (2, 3, 8, 4)" in msg and "actual dtype float32" in msg
     assert "rtol=1.0e-04, atol=1.0e-05 (dtype float32)" in msg
     assert "max abs err 0.5 at (1, 2, 5, 3)" in msg
