@@ -9,7 +9,7 @@ from minicp.golden.make import FORMAT, INPUTS, READABLE_VERSIONS, Golden, block_
 from minicp.golden.model import model_expected_arrays, model_recomputed
 from minicp.nn.model import param_spec
 from minicp.testing.check import LAYOUTS, case_context, check_case
-from minicp.testing.compare import compare
+from minicp.testing.compare import check_tolerance, compare
 from minicp.testing.dtypes import DTYPES, EPS, STORAGE, is_bfloat16_exact
 from minicp.testing.reference import case_inputs, reference_case
 from minicp.validate import boolean, choice, real
@@ -223,6 +223,7 @@ def assert_matches_golden(
     if not callable(fn):
         raise ValueError(f"fn must be callable (q, k, v) -> out, got {type(fn).__name__}")
     choice("layout", layout, LAYOUTS)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     if max_work is not None:
         real("max_work", max_work, low=0)
     g = load_golden(path, check=check, check_grads=False, max_work=max_work)

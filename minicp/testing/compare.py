@@ -90,11 +90,13 @@ def _check_name(name):
 
 
 def check_tolerance(label, value):
-    """None, or ``value`` as a float >= 0 (ValueError naming ``label`` otherwise)."""
+    """None, or ``value`` as a finite float >= 0 (ValueError naming ``label`` otherwise: an infinite or NaN
+    tolerance would pass anything)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, onp.floating)) or not value >= 0:
-        raise ValueError(f"{label} must be a non-negative number, got {value!r}")
+    numeric = isinstance(value, (int, float, onp.floating, onp.integer)) and not isinstance(value, bool)
+    if not numeric or not 0 <= value < onp.inf:
+        raise ValueError(f"{label} must be a finite non-negative number, got {value!r}")
     return float(value)
 
 

@@ -28,7 +28,7 @@ from minicp.testing.compare import nonfinite_mismatch
 from minicp.testing.dtypes import EPS
 from minicp.testing.where import describe_positions, percent
 
-__all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets"]
+__all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets", "refused"]
 
 C_MAX = 5.0  # docs/tolerances.md
 C_RMS = 2.5
@@ -115,10 +115,12 @@ def _error_stats(reference, floor, accurate):
     return f_max, float(onp.sqrt(g_sq / r.size)) if r.size else 0.0
 
 
-def _shape_mismatch(name, dtype, a, r):
-    msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
+def refused(name, dtype, shape, message, actual_dtype=""):
+    """A failing ``TensorVerdict`` for a tensor that could not be compared (wrong dtype, shape, complex)."""
     inf = onp.inf
-    return TensorVerdict(name, dtype, r.shape, False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0, message=msg)
+    v = TensorVerdict(name, dtype, tuple(shape), False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0)
+    v.actual_dtype, v.message = actual_dtype, message
+    return v
 
 
 def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2, budget=None):
@@ -129,9 +131,11 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     (B_max, B_rms, max(e_F), rms(e_G)) of ``budgets`` computed before, in place of ``floor`` and
     ``accurate`` (then pass floor=None)."""
     a, r = onp.asarray(actual), onp.asarray(reference, dtype=onp.float64)
+    if a.dtype.kind == "c":
+        return refused(name, dtype, r.shape, f"{name}: dtype {a.dtype} is complex; compare real values", a.dtype.name)
     a = a if a.dtype.kind == "f" else a.astype(onp.float64)
     if a.shape != r.shape:
-        return _shape_mismatch(name, dtype, a, r)
+        return refused(name, dtype, r.shape, f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}")
     if budget is None:
         budget = budgets(r, floor, dtype, accurate)
     b_max, b_rms, f_max, f_rms = (float(x) for x in budget)

@@ -7,7 +7,7 @@ import pytest
 import minicp
 import minicp.testing as mt
 from minicp import golden
-from minicp.testing import check, reference
+from minicp.testing import check, guards, reference
 
 CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, seed=3)
 
@@ -75,13 +75,16 @@ def test_a_kernel_writing_into_its_inputs_is_refused_and_the_cache_forgets_them(
     assert all(np.array_equal(again[key], draw[key]) for key in draw)
 
 
-def test_fingerprint_sees_a_changed_value_of_any_dtype():
+def test_digest_sees_a_changed_value_a_permutation_and_a_reshape_of_any_dtype():
     for dtype in (np.float64, np.float32, np.float16):
         a = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(dtype)
         b = a.copy()
         b[2, 4, 6] = np.nextafter(b[2, 4, 6], np.inf)  # one unit in the last place
-        assert check._fingerprint(a) == check._fingerprint(a.copy())
-        assert check._fingerprint(a) != check._fingerprint(b)
+        swapped = a.copy()
+        swapped[0, 0, [0, 1]] = swapped[0, 0, [1, 0]]  # the same words, so the same 32-bit sum
+        assert guards.digest({"x": a}) == guards.digest({"x": a.copy()})
+        for other in (b, swapped, a.reshape(5, 3, 7), a[::-1].copy(), np.asfortranarray(a)[:, :, :6]):
+            assert guards.digest({"x": a}) != guards.digest({"x": other})
 
 
 @pytest.mark.parametrize("layout", ["bhnd", "bnhd"])

@@ -27,9 +27,10 @@ SIZES = ("arch", "seq_len", "heads", "head_dim", "batch", "dtype", "seed", "chec
 
 
 def kernel(arch, seq_len, heads, scale=1.0, **pattern_args):
-    """Dense attention with the exported mask; ``scale`` != 1 plants a bug."""
+    """Dense attention with the exported mask, in float64, returned in the inputs' dtype; ``scale`` != 1
+    plants a bug."""
     mask = kp.dense_mask(arch, seq_len, heads, **pattern_args)
-    return lambda q, k, v: np.asarray(dense_attention(q.astype(np.float64) * scale, k, v, mask))
+    return lambda q, k, v: np.asarray(dense_attention(q.astype(np.float64) * scale, k, v, mask)).astype(q.dtype)
 
 
 def kernel_for(case, scale=1.0):
