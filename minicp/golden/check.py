@@ -11,7 +11,7 @@ from minicp.nn.model import param_spec
 from minicp.testing.check import LAYOUTS, case_context, check_case
 from minicp.testing.compare import check_tolerance, compare
 from minicp.testing.dtypes import DTYPES, EPS, STORAGE, is_bfloat16_exact
-from minicp.testing.reference import case_inputs, reference_case
+from minicp.testing.reference import reference_case, shared_inputs
 from minicp.validate import boolean, choice, real
 
 __all__ = ["WORK_LIMIT", "attention_work", "check_golden", "load_golden", "assert_matches_golden"]
@@ -108,13 +108,14 @@ def _attention_fields(c, source):
     return arch, pa, b, h, n, d, rows
 
 
-def _file_reference(c, source, build=reference_case):
+def _file_reference(c, source, build=reference_case, **options):
     """``reference_case`` (with gradients) of an attention file's case: its pattern, sizes, dtype, seed and
-    draw; ``build=case_inputs`` for its inputs only (the reference when cached)."""
+    draw (``options``: e.g. ``fresh=True``); ``build=shared_inputs`` for its inputs only (the reference when
+    cached)."""
     arch, pa, b, h, n, d, _ = _attention_fields(c, source)
     return build(
         arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=c["dtype"], seed=int(c["seed"]), grads=True,
-        draw=input_draw(c, source), **pa,
+        draw=input_draw(c, source), **options, **pa,
     )  # fmt: skip
 
 
@@ -162,7 +163,7 @@ def _check_attention(g, name, check_grads, source, max_work):
             f"recomputing this case takes {attention_work(c):.2g} multiply-adds, more than max_work = "
             f"{max_work:.2g}; pass max_work=None (CLI: --allow-large) to check it anyway",
         )
-    ref = _file_reference(c, source)
+    ref = _file_reference(c, source, fresh=True)  # never the cache it verifies against
     for key in INPUTS:
         if not onp.array_equal(g[key], ref[key]):
             _fail(source, f"stored input {key!r} is not the draw of seed {c['seed']} (see the config's 'rng')")
@@ -232,7 +233,7 @@ def assert_matches_golden(
         raise ValueError(f"{path}: assert_matches_golden needs an attention-level file, got kind {c.get('kind')!r}")
     if check_grads and not check and max_work is not None and attention_work(c) > max_work:
         _fail(str(path), f"the case takes {attention_work(c):.2g} multiply-adds (> max_work); pass max_work=None")
-    case = _file_reference(c, str(path), build=case_inputs)  # complete already when the file was verified
+    case = _file_reference(c, str(path), build=shared_inputs)  # complete already when the file was verified
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")
     return check_case(
         case, fn, grad_fn, check_grads=check_grads, array_fn=array_fn, layout=layout, context=context, rtol=rtol,

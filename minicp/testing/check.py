@@ -11,7 +11,7 @@ from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
 from minicp.testing.files import atomic_write_text
 from minicp.testing.guards import digests, output_problem
-from minicp.testing.reference import case_inputs, complete_case, forget
+from minicp.testing.reference import forget, shared_complete, shared_inputs
 from minicp.testing.verdict import Report, judge, refused
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
@@ -161,12 +161,12 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
 
 
 def check_case(case, fn, grad_fn, *, check_grads, array_fn, layout, context, rtol, atol, report_path, cache_dir):
-    """Run the kernel on a ``case_inputs`` case, then complete the case (``complete_case``: the reference,
+    """Run the kernel on a ``shared_inputs`` case, then complete the case (``shared_complete``: the reference,
     computed after the kernel, ``case_inputs`` says why), judge every tensor and raise or return the report:
     what ``assert_matches_reference`` and ``assert_matches_golden`` share."""
     __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
-    case = complete_case(case, cache_dir)
+    case = shared_complete(case, cache_dir)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes, layout=layout)
     return raise_or_return(report, report_path)
 
@@ -250,7 +250,7 @@ def assert_matches_reference(
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)
     check_dtype(name)
-    case = case_inputs(
+    case = shared_inputs(
         arch,
         seq_len=seq_len,
         heads=heads,
@@ -260,7 +260,6 @@ def assert_matches_reference(
         seed=seed,
         grads=check_grads,
         rope=rope,
-        cache_dir=cache_dir,
         **pattern_args,
     )
     given = {k: v for k, v in pattern_args.items()}

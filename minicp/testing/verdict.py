@@ -28,7 +28,17 @@ from minicp.testing.compare import nonfinite_mismatch
 from minicp.testing.dtypes import EPS
 from minicp.testing.where import describe_positions, percent
 
-__all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets", "refused"]
+__all__ = [
+    "C_MAX",
+    "C_RMS",
+    "FLOOR_ULPS",
+    "TensorVerdict",
+    "Report",
+    "judge",
+    "budgets",
+    "absolute_budget",
+    "refused",
+]
 
 C_MAX = 5.0  # docs/tolerances.md
 C_RMS = 2.5
@@ -94,8 +104,19 @@ def budgets(reference, floor, dtype, accurate=None):
         e_g = e_f if accurate is None or accurate is floor else _err(accurate, reference, finite)
         scale = _rms(onp.where(finite, reference, 0.0))
         f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
-    absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]  # unit-scale inputs
+    absolute, _ = absolute_budget(reference, dtype, scale)
     return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
+
+
+def absolute_budget(reference, dtype, scale=None):
+    """(FLOOR_ULPS * eps * rms(R), or ZERO_ULPS * eps when R is exactly zero (unit-scale inputs); rms(R)): the
+    part of both budgets that does not come from the floors, non-finite entries of R counted as 0.
+    ``scale``: rms(R) when already known."""
+    if scale is None or not onp.isfinite(scale):
+        scale = _rms(reference)
+        if not onp.isfinite(scale):
+            scale = _rms(onp.where(onp.isfinite(reference), reference, 0.0))
+    return (FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]), scale
 
 
 def _error_stats(reference, floor, accurate):

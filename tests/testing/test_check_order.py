@@ -20,7 +20,9 @@ def _ecp(q, k, v):
 def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch, tmp_path):
     order = []
     monkeypatch.setattr(
-        check, "complete_case", lambda case, cache_dir=None: order.append("reference") or reference.complete_case(case)
+        check,
+        "shared_complete",
+        lambda case, cache_dir=None: order.append("reference") or reference.shared_complete(case),
     )
 
     def kernel(q, k, v):
@@ -52,7 +54,9 @@ def test_inputs_then_completion_equal_reference_case(tmp_path):
     cached = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # complete from memory
     assert np.array_equal(cached["dv"], whole["dv"])
     mt.clear_cache()
-    from_disk = reference.case_inputs("ecp", grads=True, dtype="bfloat16", cache_dir=str(tmp_path), **CASE)
+    inputs = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # drawn again: the disk entry
+    assert "out" not in inputs  # is read on completion, after the kernel, and checked against these inputs
+    from_disk = reference.complete_case(inputs, str(tmp_path))
     assert np.array_equal(from_disk["budget_dq"], whole["budget_dq"])
     with pytest.raises(ValueError, match="case_inputs or reference_case"):
         reference.complete_case({"q": 1})
