@@ -58,9 +58,13 @@ Compact files: ``make_golden(..., inputs="seed")`` (CLI ``--inputs seed``) leave
 ``load_golden`` redraws them from the recorded seed and verifies their sha256 (``input_sha256``).
 
 Safety: files are written atomically (temporary file + ``os.replace``; a symlink at the target is
-refused); ``load_golden`` never unpickles, says which field of a malformed config or which array of a
-truncated file is wrong, and refuses to recompute a case of more than ``WORK_LIMIT`` multiply-adds
-unless ``max_work=None``.
+refused). ``read_golden`` / ``load_golden`` never unpickle, and check a file before reading it: from the zip
+directory, the config and each member's .npy header they refuse members the config does not list, names
+given twice, a listing other than what the config's case implies, more than ``READ_LIMIT`` bytes of arrays
+(``max_bytes=None`` lifts it) and a recomputation of more than ``WORK_LIMIT`` multiply-adds
+(``max_work=None``), all before any array data is decompressed; then every config field (scale, tolerance
+...) is compared with what the case gives, and the outputs with a recomputation that never reads a cache.
+``make_golden`` refuses cases beyond ``WORK_LIMIT`` alike. Errors name the file and the field or array.
 
 Judging a kernel with a file: ``assert_matches_golden(fn, path, grad_fn=...)`` (the budgets of
 ``minicp.testing``; docs/tolerances.md). Other mask conventions: ``mask_export`` (True = masked,
@@ -68,7 +72,7 @@ additive 0 / -inf) and ``row_ranges`` (key intervals per query row, linear in n)
 """
 
 from minicp.golden.check import WORK_LIMIT, assert_matches_golden, attention_work, check_golden, load_golden
-from minicp.golden.io import read_golden, save_golden
+from minicp.golden.io import READ_LIMIT, read_golden, save_golden
 from minicp.golden.make import (
     FORMAT,
     FORMAT_VERSION,
@@ -88,6 +92,7 @@ __all__ = [
     "MASK_LIMIT",
     "INPUT_MODES",
     "WORK_LIMIT",
+    "READ_LIMIT",
     "Golden",
     "make_golden",
     "make_model_golden",

@@ -91,15 +91,21 @@ def header(zf, member, path, shape=None, dtype=None, limit=None):
     if shape is not None and member.shape != tuple(shape):
         raise ValueError(f"{path}: array {name!r} has shape {member.shape}, the config implies {tuple(shape)}")
     if dtype is not None and got_dtype != onp.dtype(dtype):
-        raise ValueError(f"{path}: array {name!r} has dtype {got_dtype.str}, the config implies {onp.dtype(dtype).str}")
+        raise ValueError(f"{path}: array {name!r} has dtype {_text(got_dtype)}, the config implies {_text(dtype)}")
     if limit is not None and member.nbytes > limit:
         raise ValueError(f"{path}: array {name!r} declares {member.nbytes:,} bytes, more than {limit:,}; refused")
     if info.file_size != offset + member.nbytes:
         raise ValueError(
-            f"{path}: member {name!r}: the zip directory says {info.file_size:,} bytes, its .npy header "
+            f"{path}: member {name!r}: the zip directory says {info.file_size:,} bytes, its .npy header implies "
             f"{offset + member.nbytes:,}; refused before decompressing"
         )
     return member
+
+
+def _text(dtype):
+    """A dtype's name, with its byte order when that is not the machine's."""
+    dtype = onp.dtype(dtype)
+    return dtype.name if dtype.isnative else f"{dtype.name} ({dtype.str})"
 
 
 def read(zf, member, path, aligned=False, fh=None):

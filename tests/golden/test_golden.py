@@ -11,6 +11,7 @@ import minicp
 from minicp import golden as G
 from minicp.analysis import kernel_pattern as kp
 from minicp.config import ARCHITECTURES
+from minicp.golden.config import RNG
 from minicp.golden.make import input_digest
 from minicp.testing import reference
 
@@ -77,7 +78,7 @@ def test_reproducible_and_seeded():
     for key in a.keys():
         assert np.array_equal(a[key], b[key])
     assert not np.array_equal(a["q"], c["q"])
-    assert a.config["draw"] == 2 and a.config["format_version"] == 2
+    assert a.config["draw"] == 2 and a.config["format_version"] == 3
     streams = np.random.SeedSequence(3).spawn(4)  # the documented draw: one generator per tensor, in order
     for key, stream in zip(("q", "k", "v", "dout"), streams):
         expected = np.random.default_rng(stream).standard_normal(a[key].shape, dtype=np.float32)
@@ -93,8 +94,10 @@ def test_format_version_1_files_still_load_and_check(tmp_path):
     ref = reference.reference_case("ecp", **CASES["ecp"], head_dim=4, batch=2, seed=5, grads=True, draw=1)
     assert all(np.array_equal(old[key], ref[key]) for key in old)
     arrays = dict(g.arrays, **old, **{key: ref[key].astype(np.float32) for key in ("out", "dq", "dk", "dv")})
-    config = {key: value for key, value in g.config.items() if key != "draw"}
-    config.update(format_version=1, inputs="seed", input_sha256=input_digest(old))
+    config = {key: value for key, value in g.config.items() if key != "draw"}  # what version 1 wrote:
+    config.update(format_version=1, inputs="seed", input_sha256=input_digest(old), rng=RNG[1])
+    config.update(tolerance=G.tolerance_config("float32", version=1))
+    config["arrays"] = {k: v for k, v in config["arrays"].items() if k not in ("q", "k", "v", "dout")}
     path = G.save_golden(G.Golden(arrays, config), tmp_path / "v1.npz")
     back = G.load_golden(path, check=True, check_grads=True)
     assert all(np.array_equal(back[key], old[key]) for key in old)
@@ -102,8 +105,8 @@ def test_format_version_1_files_still_load_and_check(tmp_path):
     G.save_golden(G.Golden(arrays, bad), tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="draw None is not one of"):
         G.load_golden(tmp_path / "bad.npz")
-    with pytest.raises(ValueError, match="format_version 3 is not supported"):
-        G.check_golden(G.Golden(arrays, dict(config, format_version=3)))
+    with pytest.raises(ValueError, match="format_version 4 is not supported"):
+        G.check_golden(G.Golden(arrays, dict(config, format_version=4)))
 
 
 def test_mask_limit_and_segment_config():
