@@ -228,3 +228,25 @@ def test_model_golden(arch, tmp_path):
         )
     with pytest.raises(ValueError, match="tokens must lie"):
         G.load_golden(corrupt(tmp_path / "m.npz", tmp_path, tokens=g["tokens"] + cfg.vocab))
+
+
+def test_the_work_bound_counts_the_blocks_in_closed_form():
+    """attention_work's closed form (minicp.analysis.counts) equals the blocks' rows x columns, summed."""
+    from minicp.testing.cases import EDGES
+
+    for arch, edges in EDGES.items():
+        for _, n, d, pa in edges:
+            for h in (1, 4):
+                config = {"arch": arch, "seq_len": n, "heads": h, "head_dim": d, "batch": 2, "pattern_args": pa}
+                entries = sum(len(b["rows"]) * len(b["cols"]) for b in kp.blocks(arch, n, h, **pa))
+                assert G.attention_work(config) == 6.0 * entries * d * 2, (arch, n, h, pa)
+
+
+def test_files_of_format_version_2_are_checked_against_their_own_tolerance_block(tmp_path):
+    g = small_golden("ecp")
+    v2 = dict(g.config, format_version=2, tolerance=G.tolerance_config("float32", version=2))
+    assert "grad_atol_factor" in v2["tolerance"] and "grad_atol_factor" not in g.config["tolerance"]
+    G.load_golden(G.save_golden(G.Golden(g.arrays, v2), tmp_path / "v2.npz"))
+    mixed = dict(v2, tolerance=g.config["tolerance"])  # a version-2 file with the version-3 block: edited
+    with pytest.raises(ValueError, match="config field 'tolerance'"):
+        G.load_golden(G.save_golden(G.Golden(g.arrays, mixed), tmp_path / "mixed.npz"))

@@ -137,3 +137,13 @@ def test_workers_sharing_a_cache_folder_read_complete_verified_entries(tmp_path)
     assert errors.empty(), errors.get()
     assert len(list(tmp_path.glob("minicp-ref-*.npz"))) == 2  # one entry per case, no temporaries left
     assert not [p for p in os.listdir(tmp_path) if not p.startswith("minicp-ref-")]
+
+
+def test_the_trust_model_a_kernel_that_reads_the_in_process_cache_passes():
+    """docs/tolerances.md says it plainly: a check cannot tell computing from looking up."""
+    mt.clear_cache()
+
+    def looks_up(q, k, v):
+        return mt.reference_case("ecp", **CASE)["out"].astype(np.float32)
+
+    assert mt.assert_matches_reference(looks_up, "ecp", **CASE).ok
