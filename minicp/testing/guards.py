@@ -15,7 +15,7 @@ import numpy as onp
 
 from minicp.testing.dtypes import is_bfloat16_exact
 
-__all__ = ["WIDTH", "digest", "digests", "output_problem"]
+__all__ = ["WIDTH", "digest", "digests", "combined_digest", "output_problem"]
 
 WIDTH = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # bytes per element of each dtype
 
@@ -39,6 +39,15 @@ def digests(arrays, keys):
     keys = list(keys)
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(keys), os.cpu_count() or 1))) as pool:
         return dict(zip(keys, pool.map(lambda key: digest({key: arrays[key]}), keys)))
+
+
+def combined_digest(arrays, keys=None):
+    """sha256 hex digest of the ``digests`` of ``arrays`` over ``keys`` (default: every name, sorted): each
+    array hashed on its own thread, then their names and digests hashed in order. As sensitive as
+    ``digest`` to any change, and faster on several cores (another value than ``digest``'s)."""
+    keys = sorted(arrays) if keys is None else list(keys)
+    parts = digests(arrays, keys)
+    return hashlib.sha256("".join(f"{key}:{parts[key]};" for key in keys).encode()).hexdigest()
 
 
 def _swap(shape):

@@ -11,6 +11,7 @@ array. So a small file whose members would decompress to gigabytes is refused fr
 headers, in milliseconds and without allocating their sizes. Errors are ValueErrors naming the file.
 """
 
+import os
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as onp
 
 from minicp.testing.convert import aligned_empty
 
-__all__ = ["HEADER_LIMIT", "Member", "members", "header", "read"]
+__all__ = ["HEADER_LIMIT", "Member", "members", "header", "read", "mapped"]
 
 HEADER_LIMIT = 1 << 16  # bytes of an .npy header (NumPy writes < 200 for the arrays here)
 LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
@@ -138,18 +139,34 @@ def read(zf, member, path, aligned=False, fh=None):
     return out
 
 
-def _read_stored(fh, member, raw, path):
+def _data_start(fh, member, path):
+    """Where an uncompressed member's array data start in the file (after its local header and .npy header)."""
     info = member.info
-    if info.compress_size != info.file_size:
-        raise ValueError(
-            f"{path}: member {member.name!r} is stored with {info.compress_size:,} of {info.file_size:,} bytes"
-        )
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise ValueError(f"{path}: member {member.name!r} is compressed; only a stored member is read in place")
     fh.seek(info.header_offset)
     local = fh.read(LOCAL_HEADER)
     if len(local) < LOCAL_HEADER or local[:4] != b"PK\x03\x04":
         raise ValueError(f"{path}: member {member.name!r} has no local header")
     name_len, extra_len = struct.unpack("<HH", local[26:30])
-    fh.seek(info.header_offset + LOCAL_HEADER + name_len + extra_len + member.offset)
+    return info.header_offset + LOCAL_HEADER + name_len + extra_len + member.offset
+
+
+def mapped(fh, member, path):
+    """A read-only ``numpy.memmap`` of an uncompressed member whose ``header`` was read (its pages are read
+    when used, from the file ``fh`` is open on). Only for files that are replaced, never rewritten in place,
+    and whose content the caller verifies (a digest). Small members are read instead."""
+    if member.nbytes < (1 << 16):
+        return read(None, member, path, fh=fh)
+    start, size = _data_start(fh, member, path), os.fstat(fh.fileno()).st_size
+    if start + member.nbytes > size:
+        raise ValueError(f"{path}: array {member.name!r} ends after the file does")
+    order = "F" if member.fortran and len(member.shape) > 1 else "C"
+    return onp.memmap(fh, dtype=member.dtype, mode="r", shape=member.shape, order=order, offset=start)
+
+
+def _read_stored(fh, member, raw, path):
+    fh.seek(_data_start(fh, member, path))
     view, done = memoryview(raw), 0
     while done < raw.size:
         got = fh.readinto(view[done:])

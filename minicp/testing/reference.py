@@ -26,7 +26,7 @@ from minicp.testing.cache import clear_cache, entry_path, load_entry, read_only,
 from minicp.testing.cache import forget as forget_key
 from minicp.testing.convert import aligned_empty
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
-from minicp.testing.guards import digest
+from minicp.testing.guards import combined_digest
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
 from minicp.testing.verdict import budgets
@@ -262,7 +262,7 @@ def shared_complete(case, cache_dir=None, fresh=False):
         stored = {name: case[name] for name in INPUTS}
         shapes = _shapes(case)
         on_disk = not fresh and entry_path(cache_dir, key) is not None
-        inputs_sha256 = digest(stored, INPUTS) if on_disk else None
+        inputs_sha256 = combined_digest(stored, INPUTS) if on_disk else None
         computed = load_entry(cache_dir, key, shapes, inputs_sha256, c["dtype"]) if on_disk else None
         if computed is None:
             computed = _compute(c, stored, case["rows"], case["plan"], c["grads"], c["rope"])

@@ -79,7 +79,7 @@ def test_entries_hold_no_inputs_and_name_their_digests(tmp_path):
         assert set(z.files) == {"out", "dq", "dk", "dv", "budget_out", "budget_dq", "budget_dk", "budget_dv"} | set(
             cache.STRINGS
         )
-        assert str(z["inputs_sha256"]) == guards.digest(fresh, ("q", "k", "v", "dout"))
+        assert str(z["inputs_sha256"]) == guards.combined_digest(fresh, ("q", "k", "v", "dout"))
     loaded = mt.reference_case("ecp", cache_dir=str(tmp_path), grads=True, **CASE)
     assert all(np.array_equal(loaded[key], fresh[key]) for key in ("q", "out", "dv", "budget_dk"))
     assert not loaded["out"].flags.writeable and loaded["q"].ctypes.data % 64 == 0
@@ -113,7 +113,7 @@ def _worker(folder, expected, rounds, errors):
                 errors.put(f"round {i}: wrong values")
             if i % 3 == 0:  # and rewrite the entry while the others read it
                 computed = {k: got[k] for k in reference._shapes(got)}
-                inputs = guards.digest(got, ("q", "k", "v", "dout"))
+                inputs = guards.combined_digest(got, ("q", "k", "v", "dout"))
                 cache.store_entry(folder, reference._key_of(got["case"]), computed, inputs)
     except Exception as e:  # noqa: BLE001 - reported to the parent
         errors.put(f"{type(e).__name__}: {e}")

@@ -89,6 +89,8 @@ def test_digest_sees_a_changed_value_a_permutation_and_a_reshape_of_any_dtype():
         assert guards.digest({"x": a}) == guards.digest({"x": a.copy()})
         for other in (b, swapped, a.reshape(5, 3, 7), a[::-1].copy(), np.asfortranarray(a)[:, :, :6]):
             assert guards.digest({"x": a}) != guards.digest({"x": other})
+            assert guards.combined_digest({"x": a, "y": b}) != guards.combined_digest({"x": other, "y": b})
+        assert guards.combined_digest({"x": a, "y": b}) != guards.combined_digest({"x": b, "y": a})
 
 
 @pytest.mark.parametrize("layout", ["bhnd", "bnhd"])

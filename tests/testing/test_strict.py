@@ -116,3 +116,9 @@ def test_a_kernel_permuting_its_inputs_is_caught_before_the_reference_is_compute
     assert completed == []  # refused before any reference was computed from the permuted inputs
     fresh = reference.seeded_inputs(0, 1, 2, 32, 8, 32, "float32")
     assert np.array_equal(reference.case_inputs("ecp", **CASE)["k"], fresh["k"])  # the cache forgot them
+
+
+def test_judge_refuses_a_complex_array_by_itself():
+    r = np.ones((1, 1, 2, 2))
+    v = mt.judge("out", r + 1j, r, r, "float32")
+    assert not v.ok and v.message == "out: dtype complex128 is complex; compare real values"
