@@ -6,9 +6,10 @@ header (its first bytes: at most ``HEADER_LIMIT`` of them are decompressed to re
 dtype. ``members`` refuses a directory with a member that is not an .npy array, a name given twice (NumPy's
 reader takes the last, others the first), members whose data overlap, or a compression other than none or
 deflate; ``header`` refuses object arrays (pickle) and a directory size that differs from what the header
-implies; ``read`` reads exactly the data the header declares, into a fresh (optionally 64-byte aligned)
-array. So a small file whose members would decompress to gigabytes is refused from its directory and
-headers, in milliseconds and without allocating their sizes. Errors are ValueErrors naming the file.
+implies; ``read`` reads exactly the data the header declares, into a fresh array (``mapped`` maps an
+uncompressed member instead). So a small file whose members would decompress to gigabytes is refused from
+its directory and headers, in milliseconds and without allocating their sizes. Errors are ValueErrors
+naming the file.
 """
 
 import os
@@ -17,8 +18,6 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as onp
-
-from minicp.testing.convert import aligned_empty
 
 __all__ = ["HEADER_LIMIT", "Member", "members", "header", "read", "mapped"]
 
@@ -109,16 +108,13 @@ def _text(dtype):
     return dtype.name if dtype.isnative else f"{dtype.name} ({dtype.str})"
 
 
-def read(zf, member, path, aligned=False, fh=None):
+def read(zf, member, path, fh=None):
     """The array of a member whose ``header`` was read: exactly its declared bytes, read (and decompressed)
-    ``CHUNK`` bytes at a time into a fresh array (64-byte aligned with ``aligned``); ValueError when the data
+    ``CHUNK`` bytes at a time into a fresh array; ValueError when the data
     end early or fail the zip's CRC. With ``fh`` (the open file under ``zf``) an uncompressed member is read
     straight from the file into the array, without the CRC pass: for callers that check a digest of their own."""
     order = "F" if member.fortran and len(member.shape) > 1 else "C"
-    if aligned and order == "C":
-        out = aligned_empty(member.shape, member.dtype)
-    else:
-        out = onp.empty(member.shape, member.dtype, order=order)
+    out = onp.empty(member.shape, member.dtype, order=order)
     raw = out.reshape(-1, order="A").view(onp.uint8) if out.size else onp.zeros(0, onp.uint8)
     try:
         if fh is not None and member.info.compress_type == zipfile.ZIP_STORED:
@@ -156,11 +152,13 @@ def mapped(fh, member, path):
     """A read-only ``numpy.memmap`` of an uncompressed member whose ``header`` was read (its pages are read
     when used, from the file ``fh`` is open on). Only for files that are replaced, never rewritten in place,
     and whose content the caller verifies (a digest). Small members are read instead."""
-    if member.nbytes < (1 << 16):
-        return read(None, member, path, fh=fh)
     start, size = _data_start(fh, member, path), os.fstat(fh.fileno()).st_size
     if start + member.nbytes > size:
         raise ValueError(f"{path}: array {member.name!r} ends after the file does")
+    if member.nbytes < (1 << 16):
+        out = read(None, member, path, fh=fh)
+        out.flags.writeable = False
+        return out
     order = "F" if member.fortran and len(member.shape) > 1 else "C"
     return onp.memmap(fh, dtype=member.dtype, mode="r", shape=member.shape, order=order, offset=start)
 
