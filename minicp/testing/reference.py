@@ -284,7 +284,8 @@ def _shapes(case):
 
 
 def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):
-    """q, k, v, dout (storage dtype), rows, out and with ``grads`` dq, dk, dv (float64): the golden values."""
+    """q, k, v, dout (storage dtype), rows, out and with ``grads`` dq, dk, dv (float64): the golden values, as
+    read-only views."""
     case = reference_case(
         arch,
         seq_len=seq_len,

@@ -166,9 +166,10 @@ def _entry_points():
 
 def test_plugins_are_registered_and_import_no_torch():
     assert _entry_points()["minicp"] == "minicp.testing.pytest_plugin"
-    code = "import sys, minicp.testing.pytest_plugin; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
-    code = "import sys, minicp.golden.pytest_plugin; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, minicp.testing.pytest_plugin, minicp.golden.pytest_plugin; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
