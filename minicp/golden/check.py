@@ -196,8 +196,8 @@ def assert_matches_golden(
     process and case (the verification computes them anew and the check reuses them). With
     ``check=False`` the file's stored inputs are still read and their sha256 compared with the config's
     ``input_sha256`` and with the seed's draw, the inputs the kernel gets. A case of more than
-    ``max_work`` multiply-adds is refused before the file's arrays are read. Returns the ``Report``;
-    raises ``MismatchError``.
+    ``max_work`` multiply-adds is refused before the file's arrays are read (``max_work=None`` lifts that
+    bound and ``READ_LIMIT`` too). Returns the ``Report``; raises ``MismatchError``.
     """
     __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     check_grads = grad_fn is not None if check_grads is None else boolean("check_grads", check_grads)
