@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 import minicp.testing as mt
-from minicp.testing import blockwise, check, reference, verdict
+from minicp.testing import blockwise, check, guards, reference, verdict
+from minicp.testing import cache as memory
 from minicp.testing import torch as mtt
 
 try:
@@ -71,7 +72,7 @@ def stages(case, fn):
 
     x = timed("draw the seeded inputs", lambda: reference.seeded_inputs(0, 1, 8, n, 64, n, "float32"))
     plan, rows = timed("block plan", lambda: blockwise.block_plan("ecp", n, 8, pa))
-    case_dict = reference.case_inputs(
+    case_dict = reference.shared_inputs(
         grads=True, **{k: v for k, v in case.items() if k != "segment"}, half_segment=pa["half_segment"]
     )
     results, _ = timed(
@@ -96,9 +97,10 @@ def stages(case, fn):
     timed("judging (4 tensors)", lambda: check.judge_case(case_dict, results))
     folder = tempfile.mkdtemp(prefix="minicp-ref-")
     computed = {k: v for k, v in case_dict.items() if isinstance(v, onp.ndarray) and k != "rows"}
-    timed("disk cache save", lambda: reference._store_cached(folder, "0" * 64, computed))
+    sha = guards.combined_digest(case_dict, ("q", "k", "v", "dout"))
+    timed("disk cache save", lambda: memory.store_entry(folder, "0" * 64, computed, sha))
     shapes = {k: (v.shape, v.dtype.name) for k, v in computed.items()}
-    timed("disk cache load", lambda: reference._load_cached(folder, "0" * 64, shapes))
+    timed("disk cache load", lambda: memory.load_entry(folder, "0" * 64, shapes, sha, "float32"))
     for name, seconds in t.items():
         print(f"  stage {name:<34} {seconds:6.2f} s")
 
@@ -123,17 +125,17 @@ def main():
     if args.stages:
         mtt.grad_fn(fn)(q, k, v, dout)  # PyTorch's first call (warm-up) is not a stage
         stages(case, fn)
-        reference.clear_cache()
+        memory.clear_cache()
     times = {key: [] for key in ("kernel", "cold", "warm", "disk")}
     for r in range(args.repeats):  # alternated, so that the machine's load falls on every column alike
         cache = tempfile.mkdtemp(prefix="minicp-ref-")
-        reference.clear_cache()
+        memory.clear_cache()
         times["kernel"].append(_timed(lambda: mtt.grad_fn(fn)(q, k, v, dout)))
         times["cold"].append(_timed(lambda: check(None)))  # no cache at all
         times["warm"].append(_timed(lambda: check(None)))  # the in-process cache
-        reference.clear_cache()  # else the fill is served from memory and writes nothing
+        memory.clear_cache()  # else the fill is served from memory and writes nothing
         check(cache)  # fill the disk cache (not timed)
-        reference.clear_cache()
+        memory.clear_cache()
         times["disk"].append(_timed(lambda: check(cache)))
         size = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache))
         print(f"repeat {r}: " + ", ".join(f"{key} {t[-1]:.2f} s" for key, t in times.items()))

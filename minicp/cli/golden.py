@@ -6,9 +6,9 @@ import time
 
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
 from minicp.golden import (
-    DTYPES,
     INPUT_MODES,
     MASK_LIMIT,
+    READ_LIMIT,
     WORK_LIMIT,
     load_golden,
     make_golden,
@@ -16,6 +16,7 @@ from minicp.golden import (
     save_golden,
 )
 from minicp.nn.attention import pattern_args_for
+from minicp.testing.dtypes import DTYPES
 from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 
@@ -33,6 +34,7 @@ examples:
 
   # compact: inputs regenerated from the recorded seed (verified by sha256)
   minicp golden --arch ecp --seq-len 16384 --segment 256 --heads 8 --inputs seed -o ecp16k.npz
+  minicp golden --arch transformer --seq-len 16384 --heads 8 --allow-large -o causal16k.npz  # over the work bound
 
   # read a file back and verify it (shapes, pattern, recomputed outputs)
   minicp golden --check ecp.npz
@@ -120,7 +122,8 @@ def _parser():
     c.add_argument(
         "--allow-large",
         action="store_true",
-        help=f"check files whose recomputation exceeds {WORK_LIMIT:.0e} multiply-adds (refused otherwise)",
+        help=f"write or check cases of more than {WORK_LIMIT:.0e} multiply-adds, and read files declaring more "
+        f"than {READ_LIMIT / 2**30:.0f} GiB of arrays (refused otherwise)",
     )
     return p
 
@@ -157,7 +160,11 @@ def main(argv=None):
     try:
         if args.check:
             golden = load_golden(
-                args.check, check=True, check_grads=args.check_grads, max_work=None if args.allow_large else WORK_LIMIT
+                args.check,
+                check=True,
+                check_grads=args.check_grads,
+                max_work=None if args.allow_large else WORK_LIMIT,
+                max_bytes=None if args.allow_large else READ_LIMIT,
             )
             print(_summary(golden, args.check))
             print(
@@ -214,6 +221,7 @@ def _attention_golden(args, half):
         raise ValueError(f"arch {args.arch!r} needs {', '.join(flags)}")
     return make_golden(
         args.arch,
+        max_work=None if args.allow_large else WORK_LIMIT,
         seq_len=args.seq_len,
         heads=1 if args.heads is None else args.heads,
         head_dim=64 if args.head_dim is None else args.head_dim,

@@ -35,7 +35,10 @@ config                 0-d unicode           JSON: arch, pattern_args (as given)
 S is the storage dtype: float64, float32 or float16 as requested; **bfloat16 is stored as float32
 arrays whose values are exactly bfloat16 numbers** (NumPy has no bfloat16): convert with
 ``torch.from_numpy(a).to(torch.bfloat16)`` or ``jnp.asarray(a, jnp.bfloat16)`` (exact). Rounding is
-float64 -> float32 -> bfloat16, round to nearest even, as PyTorch's ``.to(torch.bfloat16)``.
+float64 -> float32 -> bfloat16, round to nearest even, as PyTorch's ``.to(torch.bfloat16)``. The dtype
+names, the storage table and the rounding belong to ``minicp.testing`` (``DTYPES``, ``STORAGE``,
+``round_to_bfloat16``, ``to_storage``), as do the golden values without a file
+(``minicp.testing.reference_arrays``); this package exports only what is its own.
 
 Model level (``make_model_golden``, ``minicp golden --model ...``), the whole language model:
 ``tokens`` (b, n + 1) int64; ``param/<official name>`` for every parameter (e.g.
@@ -55,44 +58,42 @@ Compact files: ``make_golden(..., inputs="seed")`` (CLI ``--inputs seed``) leave
 ``load_golden`` redraws them from the recorded seed and verifies their sha256 (``input_sha256``).
 
 Safety: files are written atomically (temporary file + ``os.replace``; a symlink at the target is
-refused); ``load_golden`` never unpickles, says which field of a malformed config or which array of a
-truncated file is wrong, and refuses to recompute a case of more than ``WORK_LIMIT`` multiply-adds
-unless ``max_work=None``.
+refused). ``read_golden`` / ``load_golden`` never unpickle, and check a file before reading it: from the zip
+directory, the config and each member's .npy header they refuse members the config does not list, names
+given twice, a listing other than what the config's case implies, more than ``READ_LIMIT`` bytes of arrays
+(``max_bytes=None`` lifts it) and a recomputation of more than ``WORK_LIMIT`` multiply-adds
+(``max_work=None``), all before any array data is decompressed; then every config field (scale, tolerance
+...) is compared with what the case gives, and the outputs with a recomputation that never reads a cache.
+``make_golden`` refuses cases beyond ``WORK_LIMIT`` alike. Errors name the file and the field or array.
 
 Judging a kernel with a file: ``assert_matches_golden(fn, path, grad_fn=...)`` (the budgets of
 ``minicp.testing``; docs/tolerances.md). Other mask conventions: ``mask_export`` (True = masked,
 additive 0 / -inf) and ``row_ranges`` (key intervals per query row, linear in n).
 """
 
-from minicp.golden.check import WORK_LIMIT, assert_matches_golden, attention_work, check_golden, load_golden
-from minicp.golden.io import read_golden, save_golden
-from minicp.golden.make import (
+from minicp.golden.check import assert_matches_golden, check_golden, load_golden
+from minicp.golden.config import (
     FORMAT,
     FORMAT_VERSION,
     INPUT_MODES,
     MASK_LIMIT,
-    Golden,
-    block_arrays,
-    make_golden,
+    WORK_LIMIT,
+    attention_work,
     tolerance_config,
 )
+from minicp.golden.io import READ_LIMIT, read_golden, save_golden
+from minicp.golden.make import Golden, block_arrays, make_golden
 from minicp.golden.masks import MASK_CONVENTIONS, mask_export, row_ranges
 from minicp.golden.model import make_model_golden
-from minicp.testing.dtypes import DTYPES, STORAGE, round_to_bfloat16, to_storage
-from minicp.testing.reference import reference_arrays
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "DTYPES",
-    "STORAGE",
     "MASK_LIMIT",
     "INPUT_MODES",
     "WORK_LIMIT",
+    "READ_LIMIT",
     "Golden",
-    "round_to_bfloat16",
-    "to_storage",
-    "reference_arrays",
     "make_golden",
     "make_model_golden",
     "save_golden",

@@ -1,38 +1,25 @@
 """Attention-level golden cases: ``Golden`` and ``make_golden``."""
 
-import hashlib
 import importlib.metadata
 
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
-from minicp.testing.compare import TOLERANCES
-from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
+from minicp.golden.config import (
+    INPUT_MODES,
+    INPUTS,
+    MASK_LIMIT,
+    WORK_LIMIT,
+    attention_config,
+    attention_work,
+)
+from minicp.testing.dtypes import check_dtype, to_storage
+from minicp.testing.guards import digest
 from minicp.testing.patterns import normalize_pattern_args, resolved_pattern_args
-from minicp.testing.reference import DRAW, check_draw, reference_case
-from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS
-from minicp.validate import choice, nonnegative_int
+from minicp.testing.reference import reference_case
+from minicp.validate import choice, nonnegative_int, positive_int, real
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "READABLE_VERSIONS",
-    "MASK_LIMIT",
-    "INPUT_MODES",
-    "Golden",
-    "make_golden",
-    "tolerance_config",
-    "input_digest",
-    "block_arrays",
-    "minicp_version",
-    "input_draw",
-]
-
-FORMAT, FORMAT_VERSION = "minicp-golden", 2  # 2: the input draw is recorded ("draw"); 1 had one stream
-READABLE_VERSIONS = (1, 2)
-MASK_LIMIT = 8192
-INPUT_MODES = ("stored", "seed")
-INPUTS = ("q", "k", "v", "dout")
+__all__ = ["Golden", "make_golden", "input_digest", "block_arrays", "minicp_version"]
 
 
 class Golden:
@@ -72,13 +59,9 @@ def minicp_version():
 
 
 def input_digest(arrays):
-    """sha256 of q, k, v, dout (shapes, dtypes and bytes): how a file with regenerated inputs is verified."""
-    h = hashlib.sha256()
-    for key in INPUTS:
-        a = onp.ascontiguousarray(arrays[key])
-        h.update(f"{key}{a.shape}{a.dtype.str}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    """sha256 of q, k, v, dout (name, shape, dtype and bytes of each, in that order): how a file's inputs are
+    recorded (``input_sha256``) and verified."""
+    return digest(arrays, INPUTS)
 
 
 def block_arrays(arch, n, heads, pattern_args):
@@ -102,33 +85,6 @@ def block_arrays(arch, n, heads, pattern_args):
     return arrays, [b_["name"] for b_ in blks]
 
 
-def _same_pattern(a, b):
-    if a is b:
-        return True
-    return len(a.blocks) == len(b.blocks) and all(
-        x.diagonal == y.diagonal and onp.array_equal(x.rows, y.rows) and onp.array_equal(x.cols, y.cols)
-        for x, y in zip(a.blocks, b.blocks)
-    )
-
-
-def tolerance_config(name):
-    """Every number a reader needs to judge a kernel as ``minicp.testing`` does (no prose to parse)."""
-    rtol, atol = TOLERANCES[name]
-    return {
-        "model": "budget",
-        "C_MAX": C_MAX,
-        "C_RMS": C_RMS,
-        "FLOOR_ULPS": FLOOR_ULPS,
-        "budget_max": "C_MAX * max|F - R| + FLOOR_ULPS * eps * rms(R)",
-        "budget_rms": "C_RMS * rms|F - R| + FLOOR_ULPS * eps * rms(R)",
-        "floor": f"F: the plain implementation in {name} (minicp.testing.blockwise)",
-        "rtol": rtol,
-        "atol": atol,
-        "grad_atol_factor": "max(1, rms(expected))",
-        "test": "|actual - expected| <= atol + rtol * |expected|",
-    }
-
-
 def make_golden(
     arch,
     *,
@@ -140,82 +96,40 @@ def make_golden(
     seed=0,
     mask_limit=MASK_LIMIT,
     inputs="stored",
+    max_work=WORK_LIMIT,
     **pattern_args,
 ):
     """Attention-level golden case (see the package docstring for the keys). Returns a ``Golden``.
 
     ``mask_limit``: the dense mask is stored only when seq_len <= mask_limit. ``inputs="seed"`` leaves q,
     k, v, dout out of the file (``load_golden`` regenerates them from the recorded seed and verifies their
-    sha256): half the size. ``segment=`` (the paper's s) or ``half_segment=`` for ECP.
+    sha256): half the size. ``segment=`` (the paper's s) or ``half_segment=`` for ECP. ``max_work``: refuse
+    (ValueError) a case of more multiply-adds than this (``attention_work``; None: no bound).
     """
     name = check_dtype(dtype)
     mask_limit = nonnegative_int("mask_limit", mask_limit)
     choice("inputs", inputs, INPUT_MODES)
+    n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
+    d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
+    seed = nonnegative_int("seed", seed)
     given = normalize_pattern_args(arch, pattern_args)
-    resolved = resolved_pattern_args(arch, seq_len, heads, given)
-    ref = reference_case(
-        arch, seq_len=seq_len, heads=heads, head_dim=head_dim, batch=batch, dtype=name, seed=seed, grads=True, **given
-    )
-    n, h = int(seq_len), int(heads)
+    if max_work is not None:  # before the pattern is built (for a long causal case that alone costs n^2 bytes)
+        case = {"arch": arch, "seq_len": n, "heads": h, "pattern_args": given, "head_dim": d, "batch": b}
+        if attention_work(case) > real("max_work", max_work, low=0):
+            raise ValueError(
+                f"this case takes {attention_work(case):.2g} multiply-adds, more than max_work = {max_work:.2g}; "
+                "pass max_work=None (CLI: --allow-large) to compute it anyway"
+            )
+    resolved = resolved_pattern_args(arch, n, h, given)
+    ref = reference_case(arch, seq_len=n, heads=h, head_dim=d, batch=b, dtype=name, seed=seed, grads=True, **given)
     arrays = {key: ref[key] for key in ("q", "k", "v", "dout", "rows")}
     for key in ("out", "dq", "dk", "dv"):
         arrays[key] = to_storage(ref[key], name)
-    pats = kernel_pattern._patterns_checked(arch, n, h, resolved)
-    shared = all(_same_pattern(p, pats[0]) for p in pats)
-    mask_mode = "omitted"
-    if n <= mask_limit:
-        arrays["mask"] = kernel_pattern.dense_mask(arch, n, 1 if shared else h, **resolved)
-        mask_mode = "shared" if shared else "per_head"
-    blocks, block_names = block_arrays(arch, n, h, resolved)
-    arrays.update(blocks)
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": "attention",
-        "arch": arch,
-        "pattern_args": given,
-        "resolved_pattern_args": resolved,
-        "batch": int(batch),
-        "heads": h,
-        "seq_len": n,
-        "head_dim": int(head_dim),
-        "out_rows": len(ref["rows"]),
-        "scale": int(head_dim) ** -0.5,
-        "dtype": name,
-        "storage_dtype": STORAGE[name],
-        "compute_dtype": "float64",
-        "seed": int(seed),
-        "inputs": inputs,
-        "input_sha256": input_digest(arrays),
-        "draw": DRAW,
-        "rng": "numpy.random.SeedSequence(seed).spawn(4): one generator per tensor q, k, v (b,h,n,d), dout "
-        "(b,h,R,d); standard_normal in float32 (float64 for dtype float64), rounded to dtype; references "
-        "computed in float64 from the rounded inputs",
-        "objective": "gradients of sum(out * dout)",
-        "mask": mask_mode,
-        "mask_limit": mask_limit,
-        "mask_convention": "True = query i may attend to key j",
-        "block_names": block_names,
-        "tolerance": tolerance_config(name),
-        "minicp_version": minicp_version(),
-    }
-    if arch == "ecp":
-        config["segment"] = 2 * int(resolved["half_segment"])  # the paper's s, for reference
-    if inputs == "seed":
-        for key in INPUTS:
-            arrays.pop(key)
-    config["arrays"] = {key: [list(a.shape), a.dtype.name] for key, a in arrays.items()}
-    if inputs == "seed":
-        arrays.update({key: ref[key] for key in INPUTS})  # in memory the case is complete
-    return Golden(arrays, config)
-
-
-def input_draw(config, source="golden"):
-    """How an attention file's inputs were drawn from its seed (``minicp.testing.reference.seeded_inputs``):
-    1 for format_version 1, else the config's ``draw``. ValueError naming the file otherwise."""
-    if config.get("format_version") == 1:
-        return 1
-    try:
-        return check_draw(config.get("draw"))
-    except ValueError as e:
-        raise ValueError(f"{source}: config {e}") from None
+    config = attention_config(arch, given, resolved, b, h, n, d, name, seed, inputs, mask_limit)
+    if config["mask"] != "omitted":
+        arrays["mask"] = kernel_pattern.dense_mask(arch, n, 1 if config["mask"] == "shared" else h, **resolved)
+    arrays.update(block_arrays(arch, n, h, resolved)[0])
+    config.update(input_sha256=input_digest(arrays), minicp_version=minicp_version())
+    listed = [key for key in arrays if inputs == "stored" or key not in INPUTS]
+    config["arrays"] = {key: [list(arrays[key].shape), arrays[key].dtype.name] for key in listed}
+    return Golden(arrays, config)  # in memory the case is complete, inputs included

@@ -1,18 +1,17 @@
 """Model-level golden cases: tokens, every parameter (official names), logits, loss and its gradients."""
 
-import dataclasses
-
 import autograd
 import numpy as onp
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.golden.make import FORMAT, FORMAT_VERSION, Golden, minicp_version, tolerance_config
+from minicp.golden.config import model_file_config
+from minicp.golden.make import Golden, minicp_version
 from minicp.nn.model import flatten, forward, init_params, loss, param_spec, unflatten
-from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
+from minicp.testing.dtypes import check_dtype, to_storage
 from minicp.validate import nonnegative_int, positive_int
 
-__all__ = ["make_model_golden", "model_recomputed", "model_expected_arrays"]
+__all__ = ["make_model_golden", "model_recomputed"]
 
 
 def make_model_golden(config, *, batch=1, dtype="float32", seed=0):
@@ -35,41 +34,9 @@ def make_model_golden(config, *, batch=1, dtype="float32", seed=0):
         arrays[f"param/{key}"] = stored[key]
     for key in stored:
         arrays[f"grad/{key}"] = to_storage(onp.asarray(grads[key]), name)
-    cfg = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": "model",
-        "model_config": dataclasses.asdict(config),
-        "arch": config.arch,
-        "batch": b,
-        "dtype": name,
-        "storage_dtype": STORAGE[name],
-        "compute_dtype": "float64",
-        "seed": seed,
-        "inputs": "stored",
-        "rng": "params: minicp.init_params(config, seed) in float64, rounded to dtype; tokens: "
-        "numpy.random.default_rng(seed + 1).integers(0, vocab, (b, seq_len + 1))",
-        "objective": "logits = forward(params, tokens[:, :-1]); loss = minicp.loss(params, tokens) "
-        "(mean cross-entropy of the last `latent` positions); grad/* = d loss / d param",
-        "param_names": list(stored),
-        "tolerance": tolerance_config(name),
-        "minicp_version": minicp_version(),
-    }
+    cfg = dict(model_file_config(config, b, name, seed), minicp_version=minicp_version())
     cfg["arrays"] = {key: [list(a.shape), a.dtype.name] for key, a in arrays.items()}
     return Golden(arrays, cfg)
-
-
-def model_expected_arrays(config, batch, storage):
-    """name -> (shape, dtype) every model file must hold."""
-    out = {
-        "tokens": ((batch, config.seq_len + 1), "int64"),
-        "logits": ((batch, config.out_len, config.vocab), storage),
-        "loss": ((), storage),
-    }
-    for key, shape in param_spec(config).items():
-        out[f"param/{key}"] = (shape, storage)
-        out[f"grad/{key}"] = (shape, storage)
-    return out
 
 
 def model_recomputed(g, config, grads):

@@ -6,10 +6,14 @@
 
 calls ``my_attention(q, k, v)`` on seeded reference inputs (``reference_case``) and judges its output
 (and, with ``check_grads=True``, the gradients from your ``grad_fn``) against minicp's float64
-reference, computed block by block at the pattern's own cost and cached per case. Every tensor is
-judged before anything is raised; ``MismatchError`` (an ``AssertionError``) lists each failing tensor
-with its share of the budgets, per head, per declared block, and the rows over budget (strided rows are
-recognised); ``report_path=`` also writes the report as JSON.
+reference, computed block by block at the pattern's own cost and cached per case (in memory, and verified
+by sha256 digests on disk: ``minicp.testing.cache``). Every tensor is judged before anything is raised;
+``MismatchError`` (an ``AssertionError``) lists each failing tensor with its share of the budgets, per
+head, per declared block, and the rows over budget (strided rows are recognised); ``report_path=`` also
+writes the report as JSON. An output of another dtype than the case's (a bfloat16 case: bfloat16, or
+float32 holding bfloat16 values), complex, or of another shape or layout fails without numbers, and a
+kernel that changes the inputs it shares is refused (``minicp.testing.guards``); docs/tolerances.md states
+what a check verifies and what it trusts.
 
 The budgets (``minicp.testing.verdict``, docs/tolerances.md): the kernel's error against the float64
 reference is measured in units of the error of the *plain implementation in the kernel's dtype*
@@ -43,12 +47,13 @@ These fixed tolerances do not follow reduction length (long causal dk/dv, RoPE a
 them with correct kernels) and cannot see error spread thinly; prefer the budgets.
 """
 
+from minicp.testing.cache import clear_cache
 from minicp.testing.cases import Case, cases
 from minicp.testing.check import LAYOUTS, assert_matches_reference, judge_case
 from minicp.testing.compare import TOLERANCES, Comparison, MismatchError, assert_close, compare, default_tolerances
 from minicp.testing.convert import to_numpy_any
-from minicp.testing.dtypes import DTYPES, dtype_name, round_to_bfloat16, to_storage
-from minicp.testing.reference import clear_cache, reference_arrays, reference_case
+from minicp.testing.dtypes import DTYPES, STORAGE, dtype_name, round_to_bfloat16, to_storage
+from minicp.testing.reference import reference_arrays, reference_case
 from minicp.testing.rope import ROPE_STYLES
 from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, Report, TensorVerdict, judge
 
@@ -72,6 +77,7 @@ __all__ = [
     "C_RMS",
     "FLOOR_ULPS",
     "DTYPES",
+    "STORAGE",
     "LAYOUTS",
     "ROPE_STYLES",
     "round_to_bfloat16",

@@ -6,12 +6,13 @@ import os
 
 import numpy as onp
 
-from minicp.testing.compare import MismatchError, check_tolerance, compare
+from minicp.testing.compare import Comparison, MismatchError, check_tolerance, compare, default_tolerances
 from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
 from minicp.testing.files import atomic_write_text
-from minicp.testing.reference import case_inputs, complete_case, forget
-from minicp.testing.verdict import Report, judge
+from minicp.testing.guards import digests, output_problem
+from minicp.testing.reference import forget_case, shared_complete, shared_inputs
+from minicp.testing.verdict import Report, judge, refused
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
 
@@ -50,25 +51,37 @@ def case_context(arch, given, resolved, case, extra=""):
     )
 
 
-def _judge_one(case, key, got, note, rtol, atol, actual_dtype):
+def _judge_one(case, key, got, note, rtol, atol, actual_dtype, layout):
+    name, got = case["case"]["dtype"], onp.asarray(got)
+    actual_dtype = actual_dtype or dtype_name(got)
+    problem = output_problem(key, actual_dtype, got, case[key].shape, name, layout)
+    if problem is not None:  # the wrong dtype, shape or layout: no numbers to compare
+        if rtol is None and atol is None:
+            return refused(key, name, case[key].shape, f"{problem}\n  {note}", actual_dtype)
+        d_rtol, d_atol = default_tolerances(name)
+        rtol, atol = d_rtol if rtol is None else rtol, d_atol if atol is None else atol
+        msg = f"{problem}\n  {note}"
+        return Comparison(key, tuple(case[key].shape), actual_dtype, name, rtol, atol, False, note=note, message=msg)
     if rtol is not None or atol is not None:
-        name = case["case"]["dtype"]
         return compare(got, case[key], name=key, dtype=name, rtol=rtol, atol=atol, note=note, actual_dtype=actual_dtype)
     groups = block_groups(case["plan"], case["rows"], key)
-    v = judge(key, got, case[key], None, case["case"]["dtype"], budget=case["budget_" + key], groups=groups)
-    v.actual_dtype = actual_dtype or dtype_name(got)
+    v = judge(key, got, case[key], None, name, budget=case["budget_" + key], groups=groups)
+    v.actual_dtype = actual_dtype
     v.message += f"\n  {note}"
     return v
 
 
-def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None):
-    """``Report`` of ``results`` (name -> NumPy array) against a ``reference_case`` dict. With ``rtol`` or
-    ``atol`` the fixed element-wise test (``compare``) decides instead of the budgets. The tensors are
-    judged side by side in threads (NumPy releases the GIL)."""
+def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes=None, layout="bhnd"):
+    """``Report`` of ``results`` (name -> NumPy array in (b, h, rows, d) order) against a ``reference_case``
+    dict. A tensor of another dtype than the case's (``actual_dtypes``: name -> the dtype the kernel returned,
+    default the array's own), complex, or of another shape fails without numbers (``minicp.testing.guards``;
+    ``layout``: the kernel's, for the message). With ``rtol`` or ``atol`` the fixed element-wise test
+    (``compare``) decides instead of the budgets. The tensors are judged side by side in threads (NumPy
+    releases the GIL)."""
     keys = list(results)
     notes = [context + ("; gradients of sum(out * dout)" if key in GRADS else "") for key in keys]
     dtypes = [(actual_dtypes or {}).get(key) for key in keys]
-    one = lambda i: _judge_one(case, keys[i], results[keys[i]], notes[i], rtol, atol, dtypes[i])
+    one = lambda i: _judge_one(case, keys[i], results[keys[i]], notes[i], rtol, atol, dtypes[i], layout)
     workers = min(len(keys), os.cpu_count() or 1)
     if workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -112,6 +125,7 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
 
     A ``grad_fn`` returning (out, dq, dk, dv) gives the output of its own forward, and ``fn`` is not called:
     the kernel runs once (forward + backward)."""
+    __tracebackhide__ = True
     swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
     keys = ("q", "k", "v") + (("dout",) if check_grads else ())
 
@@ -119,16 +133,18 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
         a = swap(case[key])
         return aligned_copy(a) if array_fn is None else array_fn(a if a.flags.c_contiguous else aligned_copy(a))
 
-    before = {key: _fingerprint(case[key]) for key in keys} if array_fn is not None else {}  # may share memory
+    shared = array_fn is not None  # array_fn may wrap the case's own memory (torch.from_numpy does)
+    before = digests(case, keys) if shared else {}
     inputs = [prepare(key) for key in ("q", "k", "v")]
     rows, n = case["rows"], case["case"]["seq_len"]
     raw, grads = None, None
     if check_grads:
         raw, grads = _grads_tuple(grad_fn(*inputs, prepare("dout")))
     raw = fn(*inputs) if raw is None else raw
-    changed = [key for key, value in before.items() if _fingerprint(case[key]) != value]
+    after = digests(case, keys) if shared else {}
+    changed = [key for key in before if after[key] != before[key]]
     if changed:
-        forget(case)  # the cached inputs are no longer the draw
+        forget_case(case)  # the cached inputs are no longer the draw
         raise ValueError(
             f"the kernel changed its input(s) {', '.join(changed)} in place; a checked kernel must leave q, k, v "
             "and dout as given (they are the seeded inputs the reference is computed from)"
@@ -144,22 +160,14 @@ def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
     return results, dtypes
 
 
-def _fingerprint(a):
-    """A checksum of an array's bytes: their sum as 32-bit words, modulo 2^64. A call that writes new values
-    into the array changes it; one that only moves values around (a permutation) does not, and is not
-    seen. One pass over the memory, no copy: about 3 ms for 32 MiB on the 2-core machine."""
-    a = onp.ascontiguousarray(a)
-    words = a.reshape(-1).view(onp.uint32) if a.nbytes % 4 == 0 else a.reshape(-1).view(onp.uint8)
-    return int(onp.add.reduce(words, dtype=onp.uint64))
-
-
 def check_case(case, fn, grad_fn, *, check_grads, array_fn, layout, context, rtol, atol, report_path, cache_dir):
-    """Run the kernel on a ``case_inputs`` case, then complete the case (``complete_case``: the reference,
+    """Run the kernel on a ``shared_inputs`` case, then complete the case (``shared_complete``: the reference,
     computed after the kernel, ``case_inputs`` says why), judge every tensor and raise or return the report:
     what ``assert_matches_reference`` and ``assert_matches_golden`` share."""
+    __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
-    case = complete_case(case, cache_dir)
-    report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes)
+    case = shared_complete(case, cache_dir)
+    report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes, layout=layout)
     return raise_or_return(report, report_path)
 
 
@@ -170,6 +178,7 @@ def write_report(report, path):
 
 def raise_or_return(report, report_path=None):
     """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
+    __tracebackhide__ = True
     if report_path is not None:
         write_report(report, report_path)
     failed = [v for v in report.verdicts.values() if not v.ok]
@@ -236,11 +245,12 @@ def assert_matches_reference(
     per declared block, rows over budget); ``.comparison`` is the first failing verdict, ``.report`` all.
     Returns the ``Report`` (name -> verdict) when all pass.
     """
+    __tracebackhide__ = True
     check_grads = _validate(fn, check_grads, grad_fn, array_fn, layout, report_path)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)
     check_dtype(name)
-    case = case_inputs(
+    case = shared_inputs(
         arch,
         seq_len=seq_len,
         heads=heads,
@@ -250,7 +260,6 @@ def assert_matches_reference(
         seed=seed,
         grads=check_grads,
         rope=rope,
-        cache_dir=cache_dir,
         **pattern_args,
     )
     given = {k: v for k, v in pattern_args.items()}

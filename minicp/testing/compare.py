@@ -11,7 +11,7 @@ import numpy as onp
 
 from minicp.testing.convert import to_numpy_any
 from minicp.testing.dtypes import dtype_name
-from minicp.testing.where import describe_positions, fmt_index
+from minicp.testing.where import describe_positions, fmt_index, percent
 
 __all__ = [
     "TOLERANCES",
@@ -90,11 +90,13 @@ def _check_name(name):
 
 
 def check_tolerance(label, value):
-    """None, or ``value`` as a float >= 0 (ValueError naming ``label`` otherwise)."""
+    """None, or ``value`` as a finite float >= 0 (ValueError naming ``label`` otherwise: an infinite or NaN
+    tolerance would pass anything)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, onp.floating)) or not value >= 0:
-        raise ValueError(f"{label} must be a non-negative number, got {value!r}")
+    numeric = isinstance(value, (int, float, onp.floating, onp.integer)) and not isinstance(value, bool)
+    if not numeric or not 0 <= value < onp.inf:
+        raise ValueError(f"{label} must be a finite non-negative number, got {value!r}")
     return float(value)
 
 
@@ -202,7 +204,7 @@ def _message(c, expected_dtype, note):
         return f"{head}OK, {shape_text}; max abs err {c.max_abs:.3e}, max rel err {c.max_rel:.3e} within {tol_text}"
     allowed = c.atol + c.rtol * abs(c.worst_expected) if onp.isfinite(c.worst_expected) else 0.0
     lines = [
-        f"{head}{c.n_bad} of {c.size} elements ({100 * c.bad_fraction:.3g}%) are out of tolerance",
+        f"{head}{c.n_bad} of {c.size} elements ({percent(c.bad_fraction)}) are out of tolerance",
         f"  {shape_text}",
         f"  tolerance: |actual - expected| <= atol + rtol * |expected| with {tol_text}",
         f"  max abs err {c.max_abs:.4g} at {fmt_index(c.max_abs_index)}; "
@@ -229,6 +231,7 @@ def assert_close(actual, expected, *, name, dtype=None, rtol=None, atol=None):
     arrays (see ``to_numpy_any``). Where expected is non-finite, actual must match it exactly.
     Returns the ``Comparison`` when it passes.
     """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     c = compare(actual, expected, name=name, dtype=dtype, rtol=rtol, atol=atol)
     if not c.ok:
         raise MismatchError(c.message, c)

@@ -14,8 +14,9 @@ loads it wherever minicp is installed (or with ``-p minicp.testing.pytest_plugin
 increasing priority, the test's ``@pytest.mark.minicp(arch, **kwargs)`` settings, the case (a ``Case`` from
 ``minicp.testing.cases``, or an architecture name) and the call's own keyword arguments; ``adapters(fn,
 dtype)`` (e.g. ``minicp.testing.torch.adapters``) adds ``array_fn`` and ``grad_fn``.
-``minicp_check.golden(fn, path, *, adapters=None, **kwargs)`` runs ``assert_matches_golden`` alike.
-Each returns the ``Report``, or fails the test with the ``MismatchError``.
+It returns the ``Report``, or fails the test with the ``MismatchError``, whose message pytest shows without
+minicp's own frames. Golden files have their own fixture, ``minicp_golden``, in ``minicp.golden.pytest_plugin``
+(installed alike; this module imports nothing of ``minicp.golden``).
 
 Options: ``--minicp-cache DIR`` keeps the float64 references on disk between runs (``cache_dir``);
 ``--minicp-report DIR`` writes the JSON report of every failing check to ``DIR/<test id>.json``
@@ -28,13 +29,21 @@ import re
 
 import pytest
 
-from minicp.golden.check import assert_matches_golden
-from minicp.golden.io import read_golden
 from minicp.testing.cases import Case, cases
 from minicp.testing.check import assert_matches_reference, write_report
 from minicp.testing.compare import MismatchError
 
-__all__ = ["MinicpCheck", "pytest_addoption", "pytest_configure", "pytest_generate_tests", "minicp_check"]
+__all__ = [
+    "MinicpCheck",
+    "checked",
+    "report_settings",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "minicp_check",
+]
+
+REPORTS = pytest.StashKey[list]()  # the report paths written for one test, by every minicp fixture it uses
 
 MARKERS = (
     "minicp(**kwargs): default keyword arguments of every minicp_check call in the test",
@@ -63,14 +72,47 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("minicp_case", cases(*marker.args, **marker.kwargs), ids=str)
 
 
-class MinicpCheck:
-    """The ``minicp_check`` fixture's value: ``__call__`` (a reference check) and ``golden`` (a golden file)."""
+def checked(check, args, kwargs, report_dir, test_id, reports):
+    """``check(*args, **kwargs)``; on a ``MismatchError`` its JSON report goes to ``report_dir`` (when set) as
+    ``<test id>.json``, ``-2``, ``-3`` ... for the test's later failing checks (``reports``: the paths so far),
+    and the error names the file."""
+    __tracebackhide__ = True
+    try:
+        return check(*args, **kwargs)
+    except MismatchError as err:
+        if report_dir is not None and getattr(err, "report", None) is not None:
+            path = _report_path(report_dir, test_id, len(reports))
+            write_report(err.report, path)
+            reports.append(path)
+            if hasattr(err, "add_note"):
+                err.add_note(f"minicp report: {path}")
+        raise
 
-    def __init__(self, settings, cache_dir, report_dir, test_id):
+
+def _report_path(report_dir, test_id, written):
+    os.makedirs(report_dir, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", test_id).strip("_") or "test"
+    suffix = f"-{written + 1}" if written else ""
+    return os.path.join(report_dir, f"{stem}{suffix}.json")
+
+
+def report_settings(request):
+    """(cache dir, report dir, test id, the test's list of written reports) of a fixture's test; the options are
+    None where this plugin is not loaded."""
+    config = request.config
+    reports = request.node.stash.setdefault(REPORTS, [])
+    return config.getoption("minicp_cache", None), config.getoption("minicp_report", None), request.node.nodeid, reports
+
+
+class MinicpCheck:
+    """The ``minicp_check`` fixture's value: calling it checks a kernel against the reference."""
+
+    def __init__(self, settings, cache_dir, report_dir, test_id, reports=None):
         self.settings, self.cache_dir, self.report_dir, self.test_id = dict(settings), cache_dir, report_dir, test_id
-        self.reports = []  # paths written so far
+        self.reports = [] if reports is None else reports  # paths written so far
 
     def __call__(self, fn, case=None, *, adapters=None, **kwargs):
+        __tracebackhide__ = True
         if isinstance(case, Case):
             given = dict(case.kwargs)
         elif isinstance(case, str):
@@ -86,31 +128,7 @@ class MinicpCheck:
             args.setdefault("cache_dir", self.cache_dir)
         if adapters is not None:
             args = {**adapters(fn, args.get("dtype", "float32")), **args}
-        return self._run(assert_matches_reference, fn, **args)
-
-    def golden(self, fn, path, *, adapters=None, **kwargs):
-        args = dict(kwargs)
-        if adapters is not None:
-            args = {**adapters(fn, read_golden(path).config["dtype"]), **args}
-        return self._run(assert_matches_golden, fn, path, **args)
-
-    def _run(self, check, *args, **kwargs):
-        try:
-            return check(*args, **kwargs)
-        except MismatchError as err:
-            if self.report_dir is not None and getattr(err, "report", None) is not None:
-                path = self._report_path()
-                write_report(err.report, path)
-                self.reports.append(path)
-                if hasattr(err, "add_note"):
-                    err.add_note(f"minicp report: {path}")
-            raise
-
-    def _report_path(self):
-        os.makedirs(self.report_dir, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.test_id).strip("_") or "test"
-        suffix = f"-{len(self.reports) + 1}" if self.reports else ""
-        return os.path.join(self.report_dir, f"{stem}{suffix}.json")
+        return checked(assert_matches_reference, (fn,), args, self.report_dir, self.test_id, self.reports)
 
 
 @pytest.fixture
@@ -120,10 +138,7 @@ def minicp_check(request):
     settings = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
         settings.setdefault("arch", marker.args[0])
-    config = request.config
-    return MinicpCheck(
-        settings, config.getoption("minicp_cache"), config.getoption("minicp_report"), request.node.nodeid
-    )
+    return MinicpCheck(settings, *report_settings(request))
 
 
 @pytest.fixture

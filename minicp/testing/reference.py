@@ -6,14 +6,13 @@ them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded i
 the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
 are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
 
-Results are cached per case: in this process (the last ``MEMORY_CACHE`` cases), and on disk when
-``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one uncompressed
-.npz per case, named by a hash of the case: the inputs, the float64 reference and the budgets. An entry is
-mapped into memory, not read (``minicp.testing.files.mapped_npz``): the reference arrays of a case from
-the disk cache are read-only; the inputs are copied.
+Results are cached per case (``minicp.testing.cache``): in this process (the last ``MEMORY_CACHE`` cases),
+and on disk when ``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one
+verified .npz per case holding the float64 reference and the budgets (the inputs are drawn again and must
+have the entry's digest). Callers get read-only views; ``fresh=True`` reads neither cache (what a golden
+file's verification uses: it never trusts the cache it is verifying against).
 """
 
-import collections
 import concurrent.futures
 import hashlib
 import json
@@ -23,9 +22,11 @@ import numpy as onp
 
 from minicp.analysis import kernel_pattern
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
-from minicp.testing.convert import aligned_copy, aligned_empty
+from minicp.testing.cache import entry_path, load_entry, read_only, recall, remember, store_entry
+from minicp.testing.cache import forget as forget_key
+from minicp.testing.convert import aligned_empty
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
-from minicp.testing.files import atomic_savez, mapped_npz
+from minicp.testing.guards import combined_digest
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
 from minicp.testing.verdict import budgets
@@ -33,25 +34,23 @@ from minicp.validate import boolean, nonnegative_int, positive_int
 
 __all__ = [
     "CASE_VERSION",
-    "MEMORY_CACHE",
     "case_key",
     "seeded_inputs",
     "reference_case",
     "case_inputs",
     "complete_case",
+    "shared_inputs",
+    "shared_complete",
+    "forget_case",
     "reference_arrays",
-    "clear_cache",
 ]
 
-CASE_VERSION = 5  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept;
-# 5: the input draw is recorded (``draw``)
+CASE_VERSION = 6  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept;
+# 5: the input draw is recorded (``draw``); 6: disk entries hold no inputs, but their digest and their own
 DRAWS = (1, 2)  # how inputs are drawn from a seed (``seeded_inputs``)
 DRAW = 2
 GRADS = ("dq", "dk", "dv")
 INPUTS = ("q", "k", "v", "dout")
-MEMORY_CACHE = 4
-CACHE_ENV = "MINICP_REFERENCE_CACHE"
-_MEMORY = collections.OrderedDict()
 
 
 def case_key(arch, *, seq_len, heads, head_dim, batch, dtype, seed, grads, rope, pattern_args, draw=DRAW):
@@ -85,14 +84,9 @@ def check_draw(draw):
     return draw
 
 
-def clear_cache():
-    """Forget the in-process cache."""
-    _MEMORY.clear()
-
-
-def forget(case):
+def forget_case(case):
     """Drop one case (a dict from ``case_inputs`` or ``reference_case``) from the in-process cache."""
-    _MEMORY.pop(_key_of(case["case"]), None)
+    forget_key(_key_of(case["case"]))
 
 
 def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
@@ -170,8 +164,9 @@ def _compute(case, stored, rows, plan, grads, rope):
     return dict({key: result[key] for key in keys}, **{"budget_" + key: b for key, b in found.items()})
 
 
-def reference_case(arch, *, cache_dir=None, **case_args):
-    """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict).
+def reference_case(arch, *, cache_dir=None, fresh=False, **case_args):
+    """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict of
+    read-only arrays).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
     holding bfloat16 values); ``rows`` (R,) token positions of the output rows; ``out`` (+ ``dq, dk, dv``
@@ -181,12 +176,29 @@ def reference_case(arch, *, cache_dir=None, **case_args):
 
     Arguments: those of ``case_inputs`` (``seq_len``, ``heads``, ``head_dim``, ``batch``, ``dtype``, ``seed``,
     ``grads``, ``rope``, ``draw`` and the pattern's own); the same as
-    ``complete_case(case_inputs(...), cache_dir)``.
+    ``complete_case(case_inputs(...), cache_dir)``. ``fresh=True``: computed anew, reading neither the
+    in-process nor the disk cache (and writing no disk entry); the result is kept in memory.
     """
-    return complete_case(case_inputs(arch, cache_dir=cache_dir, **case_args), cache_dir)
+    return read_only(shared_complete(shared_inputs(arch, fresh=fresh, **case_args), cache_dir, fresh=fresh))
 
 
-def case_inputs(
+def case_inputs(arch, **case_args):
+    """The first half of ``reference_case`` (read-only views): the case's inputs, ``rows``, ``plan`` and
+    ``case``, and everything else when the case is complete in the in-process cache. ``complete_case``
+    computes (or loads) the rest. Arguments: ``seq_len``, ``heads``, ``head_dim``, ``batch=1``,
+    ``dtype="float32"``, ``seed=0``, ``grads=False``, ``rope=None`` ("interleaved" or "halves": the kernel
+    applies RoPE to q and k itself), ``draw`` (how the inputs are drawn from the seed, ``seeded_inputs``; 1
+    only for golden files of format_version 1), ``fresh=False`` and the pattern's own (``segment=`` or
+    ``half_segment=`` for ECP).
+
+    ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
+    the memory that the reference's passes allocated and freed, which the system must hand out again page
+    by page (measured on a 2-core machine with the PyTorch ECP kernel of benchmarks/golden.py: a median
+    1.14 s there against 0.48 s right after the draw)."""
+    return read_only(shared_inputs(arch, **case_args))
+
+
+def shared_inputs(
     arch,
     *,
     seq_len,
@@ -197,25 +209,17 @@ def case_inputs(
     seed=0,
     grads=False,
     rope=None,
-    cache_dir=None,
     draw=DRAW,
+    fresh=False,
     **pattern_args,
 ):
-    """The first half of ``reference_case``: the case's inputs, ``rows``, ``plan`` and ``case``, and
-    everything else when the case is cached (in this process or in ``cache_dir``). ``complete_case``
-    computes what is missing. ``segment=`` or ``half_segment=`` for ECP (``**pattern_args``: the
-    architecture's own); ``rope`` None, "interleaved" or "halves" (the kernel applies RoPE to q and k
-    itself); ``draw`` how the inputs are drawn from the seed (``seeded_inputs``; 1 only for golden files
-    of format_version 1).
-
-    ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
-    the memory that the reference's passes allocated and freed, which the system must hand out again page
-    by page (measured on a 2-core machine with the PyTorch ECP kernel of benchmarks/golden.py: a median
-    1.14 s there against 0.48 s right after the draw)."""
+    """``case_inputs`` without the read-only views: the inputs are the cache's own (writable) arrays, what
+    ``minicp.testing.check`` hands to an ``array_fn`` that may wrap their memory (and then verifies by digest
+    that the kernel left them as they were). Not for callers outside minicp.testing and minicp.golden."""
     n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
     seed, grads, draw = nonnegative_int("seed", seed), boolean("grads", grads), check_draw(draw)
-    name, rope = check_dtype(dtype), check_rope(rope, d)
+    name, rope, fresh = check_dtype(dtype), check_rope(rope, d), boolean("fresh", fresh)
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(
         arch,
@@ -230,82 +234,57 @@ def case_inputs(
         pattern_args=pa,
         draw=draw,
     )
-    if key in _MEMORY:
-        _MEMORY.move_to_end(key)
-        return dict(_MEMORY[key])
+    cached = None if fresh else recall(key)
+    if cached is not None:
+        return cached
     R = len(kernel_pattern.rows(arch, n, h, **pa))
-    computed = _load_cached(cache_dir, key, _shapes(b, h, n, d, R, name, grads))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the draw (no GIL) while the plan is built
-        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name, draw) if computed is None else None
+        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name, draw)
         plan, rows = block_plan(arch, n, h, pa)
-        stored = computed if drawing is None else drawing.result()
+        stored = drawing.result()
     return dict(stored, rows=rows, case=case, plan=plan)
 
 
-def complete_case(case, cache_dir=None):
-    """A ``case_inputs`` dict with its float64 reference and budgets, computed (and stored in
-    ``cache_dir``) unless it has them already; the complete case is kept in the in-process cache."""
+def complete_case(case, cache_dir=None, fresh=False):
+    """A ``case_inputs`` dict with its float64 reference and budgets (read-only views), computed (or loaded
+    from the disk cache ``cache_dir`` and verified, unless ``fresh``) unless it has them already; the
+    complete case is kept in the in-process cache."""
+    return read_only(shared_complete(case, cache_dir, fresh))
+
+
+def shared_complete(case, cache_dir=None, fresh=False):
+    """``complete_case`` without the read-only views (``shared_inputs`` says why)."""
     if not isinstance(case, dict) or not {"case", "plan", "rows", *INPUTS} <= set(case):
         raise ValueError("case must be a dict returned by case_inputs or reference_case")
     c, key = case["case"], _key_of(case["case"])
     if "out" not in case:
         stored = {name: case[name] for name in INPUTS}
-        computed = dict(stored, **_compute(c, stored, case["rows"], case["plan"], c["grads"], c["rope"]))
-        _store_cached(cache_dir, key, computed)
+        shapes = _shapes(case)
+        on_disk = not fresh and entry_path(cache_dir, key) is not None
+        inputs_sha256 = combined_digest(stored, INPUTS) if on_disk else None
+        computed = load_entry(cache_dir, key, shapes, inputs_sha256, c["dtype"]) if on_disk else None
+        if computed is None:
+            computed = _compute(c, stored, case["rows"], case["plan"], c["grads"], c["rope"])
+            if on_disk:
+                store_entry(cache_dir, key, computed, inputs_sha256)
         case = dict(case, **computed)
-    _MEMORY[key] = case
-    _MEMORY.move_to_end(key)
-    while len(_MEMORY) > MEMORY_CACHE:
-        _MEMORY.popitem(last=False)
+    remember(key, case, inputs=INPUTS)
     return dict(case)
 
 
-def _shapes(b, h, n, d, R, name, grads):
-    """name -> (shape, dtype) of everything a case computes or draws: what a cache entry must hold."""
-    full, rows = (b, h, n, d), (b, h, R, d)
-    shapes = {key: (full, STORAGE[name]) for key in ("q", "k", "v")}
-    shapes.update(dout=(rows, STORAGE[name]), out=(rows, "float64"), budget_out=((4,), "float64"))
-    for key in GRADS if grads else ():
+def _shapes(case):
+    """name -> (shape, dtype) of what a case computes: what a disk entry must hold."""
+    c = case["case"]
+    full, rows = tuple(case["q"].shape), tuple(case["dout"].shape)
+    shapes = {"out": (rows, "float64"), "budget_out": ((4,), "float64")}
+    for key in GRADS if c["grads"] else ():
         shapes.update({key: (full, "float64"), "budget_" + key: ((4,), "float64")})
     return shapes
 
 
-def _cache_path(cache_dir, key):
-    folder = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV)
-    return None if not folder else os.path.join(os.fspath(folder), f"minicp-ref-{key[:24]}.npz")
-
-
-def _load_cached(cache_dir, key, shapes):
-    """The cached arrays of the case ``key``, or None when absent, of another case, or not what ``shapes``
-    says (a damaged or foreign entry is recomputed)."""
-    path = _cache_path(cache_dir, key)
-    if path is None or not os.path.isfile(path):
-        return None
-    try:
-        z = mapped_npz(path)
-        if set(z) != set(shapes) | {"key"} or str(z["key"][()]) != key:
-            return None
-    except (OSError, ValueError):
-        return None
-    for name, (shape, dtype) in shapes.items():
-        if z[name].shape != shape or z[name].dtype.name != dtype:
-            return None
-    computed = {name: z[name] for name in shapes}  # the reference and budgets stay mapped (read-only) ...
-    computed.update({name: aligned_copy(computed[name]) for name in INPUTS})  # ... the kernel's inputs are copies
-    return computed
-
-
-def _store_cached(cache_dir, key, computed):
-    """One uncompressed .npz per case: the drawn inputs, the float64 reference and the budgets (the floors
-    themselves are not kept: the budgets are all the verdicts use of them)."""
-    path = _cache_path(cache_dir, key)
-    if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_savez(path, dict(computed, key=onp.asarray(key)), compressed=False)
-
-
 def reference_arrays(arch, *, seq_len, heads, head_dim, batch=1, dtype="float32", seed=0, grads=True, **pattern_args):
-    """q, k, v, dout (storage dtype), rows, out and with ``grads`` dq, dk, dv (float64): the golden values."""
+    """q, k, v, dout (storage dtype), rows, out and with ``grads`` dq, dk, dv (float64): the golden values, as
+    read-only views."""
     case = reference_case(
         arch,
         seq_len=seq_len,

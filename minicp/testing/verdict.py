@@ -26,9 +26,19 @@ import numpy as onp
 
 from minicp.testing.compare import nonfinite_mismatch
 from minicp.testing.dtypes import EPS
-from minicp.testing.where import describe_positions
+from minicp.testing.where import describe_positions, percent
 
-__all__ = ["C_MAX", "C_RMS", "FLOOR_ULPS", "TensorVerdict", "Report", "judge", "budgets"]
+__all__ = [
+    "C_MAX",
+    "C_RMS",
+    "FLOOR_ULPS",
+    "TensorVerdict",
+    "Report",
+    "judge",
+    "budgets",
+    "absolute_budget",
+    "refused",
+]
 
 C_MAX = 5.0  # docs/tolerances.md
 C_RMS = 2.5
@@ -94,8 +104,19 @@ def budgets(reference, floor, dtype, accurate=None):
         e_g = e_f if accurate is None or accurate is floor else _err(accurate, reference, finite)
         scale = _rms(onp.where(finite, reference, 0.0))
         f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
-    absolute = FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]  # unit-scale inputs
+    absolute, _ = absolute_budget(reference, dtype, scale)
     return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
+
+
+def absolute_budget(reference, dtype, scale=None):
+    """(FLOOR_ULPS * eps * rms(R), or ZERO_ULPS * eps when R is exactly zero (unit-scale inputs); rms(R)): the
+    part of both budgets that does not come from the floors, non-finite entries of R counted as 0.
+    ``scale``: rms(R) when already known."""
+    if scale is None or not onp.isfinite(scale):
+        scale = _rms(reference)
+        if not onp.isfinite(scale):
+            scale = _rms(onp.where(onp.isfinite(reference), reference, 0.0))
+    return (FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]), scale
 
 
 def _error_stats(reference, floor, accurate):
@@ -115,10 +136,12 @@ def _error_stats(reference, floor, accurate):
     return f_max, float(onp.sqrt(g_sq / r.size)) if r.size else 0.0
 
 
-def _shape_mismatch(name, dtype, a, r):
-    msg = f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}"
+def refused(name, dtype, shape, message, actual_dtype=""):
+    """A failing ``TensorVerdict`` for a tensor that could not be compared (wrong dtype, shape, complex)."""
     inf = onp.inf
-    return TensorVerdict(name, dtype, r.shape, False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0, message=msg)
+    v = TensorVerdict(name, dtype, tuple(shape), False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0)
+    v.actual_dtype, v.message = actual_dtype, message
+    return v
 
 
 def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2, budget=None):
@@ -129,9 +152,11 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
     (B_max, B_rms, max(e_F), rms(e_G)) of ``budgets`` computed before, in place of ``floor`` and
     ``accurate`` (then pass floor=None)."""
     a, r = onp.asarray(actual), onp.asarray(reference, dtype=onp.float64)
+    if a.dtype.kind == "c":
+        return refused(name, dtype, r.shape, f"{name}: dtype {a.dtype} is complex; compare real values", a.dtype.name)
     a = a if a.dtype.kind == "f" else a.astype(onp.float64)
     if a.shape != r.shape:
-        return _shape_mismatch(name, dtype, a, r)
+        return refused(name, dtype, r.shape, f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}")
     if budget is None:
         budget = budgets(r, floor, dtype, accurate)
     b_max, b_rms, f_max, f_rms = (float(x) for x in budget)
@@ -271,14 +296,14 @@ def _parts(groups, stats, b_max, b_rms):
 def _message(v):
     status = "OK," if v.ok else "out of tolerance:"
     lines = [
-        f"{v.name}: {status} max err {v.max_err:.3g} = {100 * v.max_share:.0f}% of the max budget "
-        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {100 * v.rms_share:.0f}% of the rms budget "
+        f"{v.name}: {status} max err {v.max_err:.3g} = {percent(v.max_share)} of the max budget "
+        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {percent(v.rms_share)} of the rms budget "
         f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"
     ]
     if v.ok:
         return lines[0]
     lines.append(
-        f"  {100 * v.bad_fraction:.3g}% of elements over the max budget; worst {tuple(v.worst_index)}: "
+        f"  {percent(v.bad_fraction)} of elements over the max budget; worst {tuple(v.worst_index)}: "
         f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}"
     )
     if v.nonfinite_bad:
@@ -300,8 +325,7 @@ def _parts_text(parts):
     bad = [p for p in parts if p["max_share"] > 1 or p["rms_share"] > 1]
     shown = (bad or sorted(parts, key=lambda p: -p["rms_share"]))[:MAX_LISTED]
     text = ", ".join(
-        f"{p['where']} max {100 * p['max_share']:.0f}% rms {100 * p['rms_share']:.0f}% "
-        f"bad {100 * p['bad_fraction']:.2g}%"
+        f"{p['where']} max {percent(p['max_share'])} rms {percent(p['rms_share'])} bad {percent(p['bad_fraction'])}"
         for p in shown
     )
     more = len(bad) - len(shown) if bad else 0

@@ -1,8 +1,21 @@
-"""Describing where errors lie: index sets as ranges, strided progressions or short lists."""
+"""Describing where errors lie (index sets as ranges, strided progressions or short lists) and how large
+they are (shares of a budget as percentages)."""
 
 import numpy as onp
 
-__all__ = ["describe_positions", "fmt_index"]
+__all__ = ["describe_positions", "fmt_index", "percent"]
+
+
+def percent(share):
+    """``share`` (an error over its budget, or a fraction of elements) as a percentage of at most four
+    significant digits: '0%', '0.0123%', '98.37%', '100%', '9999%', and from 10^4 % on in exponent form,
+    '3.648e+07%'; non-finite shares read 'inf%' and 'nan%'."""
+    x = 100.0 * float(share)
+    if not onp.isfinite(x):
+        return f"{x}%"
+    if x == 0:
+        return "0%"
+    return (f"{x:.4g}" if abs(x) < 9999.5 else f"{x:.3e}") + "%"
 
 
 def fmt_index(idx):

@@ -1,4 +1,4 @@
-"""Golden files (minicp.golden): bfloat16 rounding, attention-level and model-level files, the reader's checks."""
+"""Golden files (minicp.golden): attention-level and model-level files, the reader's checks."""
 
 import json
 import pathlib
@@ -11,6 +11,7 @@ import minicp
 from minicp import golden as G
 from minicp.analysis import kernel_pattern as kp
 from minicp.config import ARCHITECTURES
+from minicp.golden.config import RNG
 from minicp.golden.make import input_digest
 from minicp.testing import reference
 
@@ -23,36 +24,6 @@ def small_golden(arch, **overrides):
     kw = dict(CASES[arch], head_dim=4, batch=2, dtype="float32", seed=3)
     kw.update(overrides)
     return G.make_golden(arch, **kw)
-
-
-# ----------------------------------------------------------------------------------------------------
-# bfloat16 rounding
-# ----------------------------------------------------------------------------------------------------
-
-
-def test_round_to_bfloat16_bits():
-    one = np.float32(1.0)
-    ulp = 2.0**-7  # bfloat16 spacing at 1
-    x = np.array(
-        [1 + ulp / 2, 1 + 1.5 * ulp, 1 + ulp / 2 + 2**-20, -(1 + 1.5 * ulp), 3.4e38, np.inf, np.nan, 0.0, -0.0]
-    )
-    got = G.round_to_bfloat16(x)
-    assert got.dtype == np.float32
-    assert got[0] == one  # tie -> even (1.0)
-    assert got[1] == 1 + 2 * ulp  # tie -> even (1 + 2 ulp)
-    assert got[2] == 1 + ulp  # above the tie -> up
-    assert got[3] == -(1 + 2 * ulp)
-    assert np.isinf(got[4]) and np.isinf(got[5]) and np.isnan(got[6])
-    assert np.signbit(got[8]) and got[7] == 0
-    assert not (got[np.isfinite(got)].view(np.uint32) & 0xFFFF).any()
-
-
-def test_round_to_bfloat16_matches_torch():
-    torch = pytest.importorskip("torch")
-    x = np.random.default_rng(0).standard_normal(20000) * np.logspace(-30, 30, 20000)
-    for src in (x, x.astype(np.float32)):
-        expected = torch.from_numpy(src).to(torch.bfloat16).float().numpy()
-        assert np.array_equal(G.round_to_bfloat16(src), expected)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -107,7 +78,7 @@ def test_reproducible_and_seeded():
     for key in a.keys():
         assert np.array_equal(a[key], b[key])
     assert not np.array_equal(a["q"], c["q"])
-    assert a.config["draw"] == 2 and a.config["format_version"] == 2
+    assert a.config["draw"] == 2 and a.config["format_version"] == 3
     streams = np.random.SeedSequence(3).spawn(4)  # the documented draw: one generator per tensor, in order
     for key, stream in zip(("q", "k", "v", "dout"), streams):
         expected = np.random.default_rng(stream).standard_normal(a[key].shape, dtype=np.float32)
@@ -123,8 +94,10 @@ def test_format_version_1_files_still_load_and_check(tmp_path):
     ref = reference.reference_case("ecp", **CASES["ecp"], head_dim=4, batch=2, seed=5, grads=True, draw=1)
     assert all(np.array_equal(old[key], ref[key]) for key in old)
     arrays = dict(g.arrays, **old, **{key: ref[key].astype(np.float32) for key in ("out", "dq", "dk", "dv")})
-    config = {key: value for key, value in g.config.items() if key != "draw"}
-    config.update(format_version=1, inputs="seed", input_sha256=input_digest(old))
+    config = {key: value for key, value in g.config.items() if key != "draw"}  # what version 1 wrote:
+    config.update(format_version=1, inputs="seed", input_sha256=input_digest(old), rng=RNG[1])
+    config.update(tolerance=G.tolerance_config("float32", version=1))
+    config["arrays"] = {k: v for k, v in config["arrays"].items() if k not in ("q", "k", "v", "dout")}
     path = G.save_golden(G.Golden(arrays, config), tmp_path / "v1.npz")
     back = G.load_golden(path, check=True, check_grads=True)
     assert all(np.array_equal(back[key], old[key]) for key in old)
@@ -132,8 +105,8 @@ def test_format_version_1_files_still_load_and_check(tmp_path):
     G.save_golden(G.Golden(arrays, bad), tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="draw None is not one of"):
         G.load_golden(tmp_path / "bad.npz")
-    with pytest.raises(ValueError, match="format_version 3 is not supported"):
-        G.check_golden(G.Golden(arrays, dict(config, format_version=3)))
+    with pytest.raises(ValueError, match="format_version 4 is not supported"):
+        G.check_golden(G.Golden(arrays, dict(config, format_version=4)))
 
 
 def test_mask_limit_and_segment_config():
@@ -255,3 +228,25 @@ def test_model_golden(arch, tmp_path):
         )
     with pytest.raises(ValueError, match="tokens must lie"):
         G.load_golden(corrupt(tmp_path / "m.npz", tmp_path, tokens=g["tokens"] + cfg.vocab))
+
+
+def test_the_work_bound_counts_the_blocks_in_closed_form():
+    """attention_work's closed form (minicp.analysis.counts) equals the blocks' rows x columns, summed."""
+    from minicp.testing.cases import EDGES
+
+    for arch, edges in EDGES.items():
+        for _, n, d, pa in edges:
+            for h in (1, 4):
+                config = {"arch": arch, "seq_len": n, "heads": h, "head_dim": d, "batch": 2, "pattern_args": pa}
+                entries = sum(len(b["rows"]) * len(b["cols"]) for b in kp.blocks(arch, n, h, **pa))
+                assert G.attention_work(config) == 6.0 * entries * d * 2, (arch, n, h, pa)
+
+
+def test_files_of_format_version_2_are_checked_against_their_own_tolerance_block(tmp_path):
+    g = small_golden("ecp")
+    v2 = dict(g.config, format_version=2, tolerance=G.tolerance_config("float32", version=2))
+    assert "grad_atol_factor" in v2["tolerance"] and "grad_atol_factor" not in g.config["tolerance"]
+    G.load_golden(G.save_golden(G.Golden(g.arrays, v2), tmp_path / "v2.npz"))
+    mixed = dict(v2, tolerance=g.config["tolerance"])  # a version-2 file with the version-3 block: edited
+    with pytest.raises(ValueError, match="config field 'tolerance'"):
+        G.load_golden(G.save_golden(G.Golden(g.arrays, mixed), tmp_path / "mixed.npz"))

@@ -7,7 +7,7 @@ import pytest
 import minicp
 import minicp.testing as mt
 from minicp import golden
-from minicp.testing import check, reference
+from minicp.testing import check, guards, reference
 
 CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, seed=3)
 
@@ -20,7 +20,9 @@ def _ecp(q, k, v):
 def test_the_kernel_runs_before_the_reference_is_computed(monkeypatch, tmp_path):
     order = []
     monkeypatch.setattr(
-        check, "complete_case", lambda case, cache_dir=None: order.append("reference") or reference.complete_case(case)
+        check,
+        "shared_complete",
+        lambda case, cache_dir=None: order.append("reference") or reference.shared_complete(case),
     )
 
     def kernel(q, k, v):
@@ -52,7 +54,9 @@ def test_inputs_then_completion_equal_reference_case(tmp_path):
     cached = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # complete from memory
     assert np.array_equal(cached["dv"], whole["dv"])
     mt.clear_cache()
-    from_disk = reference.case_inputs("ecp", grads=True, dtype="bfloat16", cache_dir=str(tmp_path), **CASE)
+    inputs = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # drawn again: the disk entry
+    assert "out" not in inputs  # is read on completion, after the kernel, and checked against these inputs
+    from_disk = reference.complete_case(inputs, str(tmp_path))
     assert np.array_equal(from_disk["budget_dq"], whole["budget_dq"])
     with pytest.raises(ValueError, match="case_inputs or reference_case"):
         reference.complete_case({"q": 1})
@@ -75,13 +79,18 @@ def test_a_kernel_writing_into_its_inputs_is_refused_and_the_cache_forgets_them(
     assert all(np.array_equal(again[key], draw[key]) for key in draw)
 
 
-def test_fingerprint_sees_a_changed_value_of_any_dtype():
+def test_digest_sees_a_changed_value_a_permutation_and_a_reshape_of_any_dtype():
     for dtype in (np.float64, np.float32, np.float16):
         a = np.random.default_rng(0).standard_normal((3, 5, 7)).astype(dtype)
         b = a.copy()
         b[2, 4, 6] = np.nextafter(b[2, 4, 6], np.inf)  # one unit in the last place
-        assert check._fingerprint(a) == check._fingerprint(a.copy())
-        assert check._fingerprint(a) != check._fingerprint(b)
+        swapped = a.copy()
+        swapped[0, 0, [0, 1]] = swapped[0, 0, [1, 0]]  # the same words, so the same 32-bit sum
+        assert guards.digest({"x": a}) == guards.digest({"x": a.copy()})
+        for other in (b, swapped, a.reshape(5, 3, 7), a[::-1].copy(), np.asfortranarray(a)[:, :, :6]):
+            assert guards.digest({"x": a}) != guards.digest({"x": other})
+            assert guards.combined_digest({"x": a, "y": b}) != guards.combined_digest({"x": other, "y": b})
+        assert guards.combined_digest({"x": a, "y": b}) != guards.combined_digest({"x": b, "y": a})
 
 
 @pytest.mark.parametrize("layout", ["bhnd", "bnhd"])

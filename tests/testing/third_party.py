@@ -2,7 +2,7 @@
 only: no FlexAttention backward on the CPU), and an
 independent PerceiverAR (prefix and latent parts merged by log-sum-exp, no mask at all).
 
-    python tests/golden/third_party.py [n]      # default n = 1024; results in benchmarks/results/verdicts-cpu.txt
+    python tests/testing/third_party.py [n]      # default n = 1024; results in benchmarks/results/verdicts-cpu.txt
 """
 
 import sys

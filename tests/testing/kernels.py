@@ -1,7 +1,7 @@
 """A corpus of PyTorch attention kernels: correct ones written several ways, and planted bugs.
 
 Each kernel factory takes the case (arch, pattern args, dtype) and returns fn(q, k, v) on (b, h, n, d)
-tensors. Used by tests/golden/test_verdicts.py (small) and tests/golden/corpus.py (the sweep).
+tensors. Used by tests/testing/test_verdicts.py (small) and tests/testing/corpus.py (the sweep).
 """
 
 import torch

@@ -1,8 +1,8 @@
 """Verdict quality: correct kernels must pass, planted bugs must fail, on several seeds per case.
 
-    python tests/golden/corpus.py            # the sweep (n up to 4096; minutes)
-    python tests/golden/corpus.py --quick    # what tests/golden/test_verdicts.py runs
-    python tests/golden/corpus.py 4096 bugs  # one size, the planted bugs only (or: correct)
+    python tests/testing/corpus.py            # the sweep (n up to 4096; minutes)
+    python tests/testing/corpus.py --quick    # what tests/testing/test_verdicts.py runs
+    python tests/testing/corpus.py 4096 bugs  # one size, the planted bugs only (or: correct)
 
 Prints one line per (kernel, case, dtype): passes / runs, the largest budget shares, and whether the
 verdicts were right; then the false-pass and false-fail totals.

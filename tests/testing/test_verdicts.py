@@ -1,7 +1,7 @@
-"""Verdict quality on the kernel corpus (tests/golden/kernels.py): no false passes, no false fails.
+"""Verdict quality on the kernel corpus (tests/testing/kernels.py): no false passes, no false fails.
 
 Small sizes here (n = 256, two seeds, a few seconds); the sweep up to n = 4096 is
-``python tests/golden/corpus.py`` (results in benchmarks/results/verdicts-cpu.txt).
+``python tests/testing/corpus.py`` (results in benchmarks/results/verdicts-cpu.txt).
 """
 
 import numpy as np
