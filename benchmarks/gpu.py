@@ -37,6 +37,7 @@ import numpy as np
 
 from minicp import ModelConfig
 from minicp import backend as B
+from minicp.files import atomic_write_text
 from minicp.nn import ops
 from minicp.nn.attention import module
 from minicp.nn.model import unflatten
@@ -385,8 +386,7 @@ def profile_ecp(n, dim, heads, path):
             table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=14, max_name_column_width=70)
         lines.append(f"\n=== {label}: CUDA kernels over 5 forwards ===\n{table}")
     text = "\n".join(lines)
-    with open(path, "w") as f:
-        f.write(text)
+    atomic_write_text(path, text)
     print(text, flush=True)
     del twin, p, x
     free_memory(False)
@@ -577,11 +577,9 @@ def main(argv=None):
 
     def save():
         if args.out_json:
-            with open(args.out_json, "w") as f:
-                json.dump(result, f, indent=1)
+            atomic_write_text(args.out_json, json.dumps(result, indent=1))
         if args.out_md:
-            with open(args.out_md, "w") as f:
-                f.write(markdown(result))
+            atomic_write_text(args.out_md, markdown(result))
 
     if not dry:
         result["fused_kernels_check"] = check_fused_kernels()

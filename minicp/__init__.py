@@ -18,6 +18,10 @@ The package is laid out by role (see README, "Layout"):
 
 __version__ = "0.1.0"
 
+from minicp.cli.interrupt import guard_startup as _guard  # noqa: F401  (minicp command: Ctrl-C while importing -> 130)
+
+# isort: split
+
 from minicp import golden, testing
 from minicp.analysis import kernel_pattern, steps
 from minicp.analysis.receptive import empirical_receptive_field, receptive_field

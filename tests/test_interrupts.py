@@ -86,9 +86,9 @@ def test_random_interrupts_leave_complete_files(tmp_path, reference, signum):
         after = _consistent(path)
         assert after is None or before is None or after >= before
         outcomes["no file yet" if after is None else "finished" if after == STEPS else "complete"] += 1
-        outcomes["temp file left"] += bool(glob.glob(str(tmp_path / f".tmp-t{trial}.npz*")))
+        outcomes["temp file left"] += bool(glob.glob(str(tmp_path / f".t{trial}.npz.*.tmp-*")))
         result = _run(path)  # resume: finish the run (and remove what a killed writer left)
-        assert not glob.glob(str(tmp_path / f".tmp-t{trial}.npz*")), "a temporary file was left behind"
+        assert not glob.glob(str(tmp_path / f".t{trial}.npz.*")), "a temporary or lock file was left behind"
         for name, value in flatten(ref.params).items():
             np.testing.assert_array_equal(flatten(result.params)[name], value)  # bit for bit
         for name, value in ref.opt_state["m"].items():

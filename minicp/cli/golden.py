@@ -6,6 +6,7 @@ import time
 
 from minicp.analysis import kernel_pattern
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
+from minicp.files import check_target
 from minicp.golden import (
     DTYPES,
     INPUT_MODES,
@@ -16,7 +17,6 @@ from minicp.golden import (
     make_model_golden,
     save_golden,
 )
-from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 
 EXAMPLES = """\

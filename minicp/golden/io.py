@@ -7,8 +7,9 @@ import zlib
 
 import numpy as onp
 
+from minicp.files import atomic_savez
 from minicp.golden.make import INPUTS, Golden, input_digest, input_draw
-from minicp.testing.files import atomic_savez, open_regular
+from minicp.testing.files import open_regular
 from minicp.testing.reference import seeded_inputs
 
 __all__ = ["save_golden", "read_golden", "regenerate_inputs"]
@@ -28,7 +29,7 @@ def save_golden(golden, path, overwrite=True):
         for key in INPUTS:
             arrays.pop(key, None)
     arrays["config"] = onp.asarray(json.dumps(golden.config))
-    atomic_savez(path, arrays, overwrite=overwrite)
+    atomic_savez(path, arrays, overwrite=overwrite, lock=True)
     return path
 
 

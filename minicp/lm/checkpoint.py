@@ -3,8 +3,9 @@
 A checkpoint holds the parameters under their official state_dict names (``param/<name>``), the AdamW
 moments (``adam_m/<name>``, ``adam_v/<name>``), the data sampler's arrays, and one JSON string ``meta``
 (format version, step, ModelConfig, TrainConfig, sampler state with the generator's bit-generator
-state, loss history). ``save_checkpoint`` writes a temporary file in the same directory, fsyncs it and
-renames it over the target, so a crash never leaves half a file; ``load_checkpoint`` reads with
+state, loss history). ``save_checkpoint`` writes through ``minicp.files``: a temporary file in the same
+directory, fsynced and renamed over the target, so a crash never leaves half a file, with the target's
+writer lock held (another writer's run gets "in use by process N"); ``load_checkpoint`` reads with
 ``allow_pickle=False`` and raises ``CheckpointError`` (a ValueError) for anything missing, truncated,
 corrupt or mismatched.
 
@@ -14,25 +15,24 @@ checking each member's shape and dtype from its .npy header, and its size from t
 against the model config before any data is read, so a small crafted file cannot decompress to
 gigabytes. Parameters and moments must be float32 / float64 and finite, ``step`` and ``adam_step``
 integers with 0 <= adam_step <= step, the sampler position within its epoch order. A Ctrl-C during
-``save_checkpoint`` is held until the file is complete (then raised), and the writer's temporary
-``.tmp-<name>*.npz`` files are removed on failure and by ``remove_stale_temps`` (``train`` calls it at
-its start).
+``save_checkpoint`` is held until the file is complete (then raised). The writer's temporary
+``.<name>.<pid>.tmp-*.npz`` is removed on failure by the writer itself, and by ``remove_stale_temps`` once
+that process is gone (``train`` calls it after deciding to start or resume, holding the lock).
 """
 
 import contextlib
 import dataclasses
-import glob
 import json
 import math
 import os
 import signal
-import tempfile
 import threading
 import zipfile
 
 import numpy as np
 
 from minicp import backend as B
+from minicp import files
 from minicp.config import ModelConfig
 from minicp.nn import model as M
 from minicp.validate import finite_array, nonnegative_int, regular_file
@@ -77,18 +77,10 @@ def config_from_dict(d):
     return ModelConfig(**d)
 
 
-def _temp_pattern(path):
-    directory, base = os.path.split(os.path.abspath(path))
-    return os.path.join(glob.escape(directory), ".tmp-" + glob.escape(base) + "*.npz")
-
-
 def remove_stale_temps(path):
-    """Remove the temporary files a killed ``save_checkpoint`` of ``path`` left behind; returns their names."""
-    stale = glob.glob(_temp_pattern(path))
-    for name in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(name)
-    return stale
+    """Remove the temporary files that killed writers of ``path`` left behind (only those whose process is
+    gone: a live writer's temporary is never touched); returns their names."""
+    return files.remove_stale_temporaries(path)
 
 
 def check_writable(path):
@@ -153,19 +145,12 @@ def save_checkpoint(
     }
     arrays["meta"] = np.array(json.dumps(_jsonable(meta)))  # a 0-d unicode array: no pickle
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create the directory of checkpoint {path}: {e.strerror}") from None
     with _sigint_held():
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
+        files.atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz", lock=True)
     return path
 
 

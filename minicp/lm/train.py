@@ -34,6 +34,7 @@ state and the loss history, so N steps + resume + N steps gives the same paramet
 steps in one go (on the same machine and NumPy build). Every argument is checked first (docs/inputs.md).
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minicp import backend as B
+from minicp import files
 from minicp.config import ModelConfig
 
 # checkpoints and the optimiser live in their own modules; their names stay importable from here
@@ -149,12 +151,22 @@ def train(
     tcfg, checkpoint, resume, overwrite, progress = _checked_arguments(
         config, tcfg, checkpoint, resume, overwrite, progress, callback
     )
+    # The checkpoint's writer lock, held until the run returns: a second run on the same file stops here
+    # ("in use by process N") before it has read, removed or written anything.
+    with files.locked(checkpoint) if checkpoint is not None else contextlib.nullcontext():
+        return _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, progress, callback)
+
+
+def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, progress, callback):
+    """``train`` after its arguments were checked, holding the checkpoint's lock."""
     sampler = Sampler(data, config.seq_len, make_rng(tcfg.seed), tcfg.sampling, vocab=config.vocab)
     valid_rows = _validation_rows(valid, config, tcfg.eval_windows)
     if resume:
         params, opt_state, start, history = _resumed(config, tcfg, checkpoint, params, sampler)
     else:
         params, opt_state, start, history = _fresh(config, tcfg, checkpoint, params, overwrite)
+    if checkpoint is not None:
+        remove_stale_temps(checkpoint)  # what killed writers left, after the decision to start or resume
     flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies
 
     def save(step):
@@ -207,7 +219,7 @@ def train(
         if checkpoint is not None:
             sampler.restore(*before)
             save(step)
-            print(f"\ninterrupted: saved step {step} to {checkpoint}", file=sys.stderr)
+            raise KeyboardInterrupt(f"saved step {step} to {checkpoint}") from None
         raise
     finally:
         if bar is not None:
@@ -237,7 +249,6 @@ def _checked_arguments(config, tcfg, checkpoint, resume, overwrite, progress, ca
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if checkpoint is not None:
         checkpoint = check_writable(checkpoint)
-        remove_stale_temps(checkpoint)  # what a killed writer left behind
     return tcfg, checkpoint, resume, overwrite, progress
 
 

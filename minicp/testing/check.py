@@ -6,10 +6,10 @@ import os
 
 import numpy as onp
 
+from minicp.files import atomic_write_text
 from minicp.testing.compare import MismatchError, check_tolerance, compare
 from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
-from minicp.testing.files import atomic_write_text
 from minicp.testing.reference import case_inputs, complete_case, forget
 from minicp.testing.verdict import Report, judge
 from minicp.testing.where import describe_positions

@@ -1,11 +1,7 @@
-"""Atomic file writing and safe opening for reading.
+"""Safe opening for reading, and mapping of uncompressed .npz files.
 
-Writing: a temporary file ``.<name>.<pid>.tmp-XXXX`` in the target's directory, flushed and fsynced, then
-``os.replace`` (or, with ``overwrite=False``, ``os.link``, which fails if the target exists), so the target
-is always either the old complete file or the new complete one. A symlink at the target is refused, never
-followed. The temporary file is removed when the write fails (exceptions, KeyboardInterrupt); temporaries
-of writers killed outright (SIGKILL) are removed by the next write to the same target, when their process
-no longer exists.
+Writing lives in ``minicp.files`` (atomic writes, writer locks, stale temporaries); its writers are
+importable from here too.
 
 Mapping: ``mapped_npz`` maps the arrays of an uncompressed .npz into memory without reading them.
 
@@ -16,97 +12,13 @@ a directory), with a ValueError naming the path.
 import os
 import stat
 import struct
-import tempfile
 import zipfile
 
 import numpy as onp
 
+from minicp.files import atomic_savez, atomic_write_text, check_target, stale_temporaries  # noqa: F401
+
 __all__ = ["atomic_savez", "atomic_write_text", "open_regular", "stale_temporaries", "check_target", "mapped_npz"]
-
-
-def _temp_prefix(path):
-    return f".{os.path.basename(path)}."
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def stale_temporaries(path):
-    """Temporary files of interrupted writes to ``path`` whose writer process no longer exists."""
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = _temp_prefix(path)
-    stale = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return stale
-    for name in names:
-        rest = name[len(prefix) :] if name.startswith(prefix) else ""
-        pid, _, tail = rest.partition(".tmp-")
-        if pid.isdigit() and tail and not _pid_alive(int(pid)):
-            stale.append(os.path.join(directory, name))
-    return stale
-
-
-def check_target(path, overwrite=True):
-    """ValueError if ``path`` is a symlink, an existing non-regular file, or (``overwrite=False``) exists."""
-    path = os.fspath(path)
-    if os.path.islink(path):
-        raise ValueError(f"{path}: is a symlink; refusing to write through it (remove it or choose another path)")
-    if os.path.exists(path):
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path}: exists and is not a regular file; refusing to replace it")
-        if not overwrite:
-            raise ValueError(f"{path}: already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
-    return path
-
-
-def _write_atomic(path, write, suffix, overwrite):
-    path = check_target(path, overwrite)
-    for old in stale_temporaries(path):
-        try:
-            os.unlink(old)
-        except OSError:
-            pass
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.tmp-", suffix=suffix, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                raise ValueError(f"{path}: already exists; refusing to overwrite it (pass --overwrite)") from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path, text, overwrite=True):
-    """Write ``text`` (UTF-8) to ``path`` atomically (never through a symlink). Returns the path."""
-    return _write_atomic(path, lambda fh: fh.write(text.encode()), ".txt", overwrite)
-
-
-def atomic_savez(path, arrays, compressed=True, overwrite=True):
-    """Write ``arrays`` (name -> array) to ``path`` atomically; ``overwrite=False`` refuses an existing
-    target. A symlink at ``path`` is refused. Returns the path."""
-    save = onp.savez_compressed if compressed else onp.savez
-    return _write_atomic(path, lambda fh: save(fh, **arrays), ".npz", overwrite)
 
 
 def open_regular(path):

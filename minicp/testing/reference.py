@@ -22,10 +22,11 @@ import os
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
+from minicp.files import atomic_savez
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.convert import aligned_copy, aligned_empty
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
-from minicp.testing.files import atomic_savez, mapped_npz
+from minicp.testing.files import mapped_npz
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
 from minicp.testing.verdict import budgets
