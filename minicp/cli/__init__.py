@@ -32,9 +32,12 @@ def main(argv=None):
     """Run ``minicp <command>``; returns the exit status (0, 2 for a bad argument, 130 after Ctrl-C)."""
     interrupt.begin()
     try:
-        return _main(argv)
-    finally:
-        interrupt.end()
+        status = _main(argv)
+    except SystemExit as e:
+        interrupt.end(e.code)  # the minicp process ends here; called from Python, the SystemExit goes on
+        raise
+    interrupt.end(status)
+    return status
 
 
 def _main(argv):

@@ -9,8 +9,10 @@ Three stretches of a command's life, three handlers:
 * the command itself: ``begin`` puts back Python's KeyboardInterrupt, so that ``minicp train`` can save its
   checkpoint, and ``minicp.cli.main`` turns the KeyboardInterrupt into its one line and 130; ``quiet``
   ignores further Ctrl-C while that line is printed;
-* after the command returned (interpreter shutdown): ``end`` restores the exit-at-once handler, after
-  flushing stdout and stderr, so a late Ctrl-C is no traceback either.
+* after the command returned: ``end`` flushes stdout and stderr and ends the process at once with the
+  command's status (``os._exit``). Python's own shutdown would otherwise run for a while with SIGINT back
+  at its default action, so a late Ctrl-C killed the process by the signal (status -2) instead of 130.
+  Everything a command writes is complete (fsynced and renamed) before it returns.
 
 Only the ``minicp`` process itself is affected: ``minicp.cli.main`` called from Python (tests, notebooks)
 changes no signal handler.
@@ -63,18 +65,23 @@ def quiet():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def end():
-    """The command returned: flush its output; a Ctrl-C from now on exits 130 at once (unless the command
-    was interrupted already: its line is printed, and further Ctrl-C stay ignored)."""
-    if _guarded and threading.current_thread() is threading.main_thread():
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        signal.signal(signal.SIGINT, _exit_now)
+def end(code):
+    """The command returned ``code`` (an int, or a SystemExit code): in the minicp process, flush the output
+    and exit with it now; called from Python (tests, notebooks), do nothing."""
+    if not _guarded or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: nothing left to interrupt
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # SystemExit("message"): Python would print it and exit with 1
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 guard_startup()  # on import, first thing in minicp/__init__.py
