@@ -76,9 +76,12 @@ _value_and_grad = M.value_and_grad  # autograd.value_and_grad(M.loss), traced ov
 
 
 def loss_and_grad(params, tokens, config):
-    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd)."""
+    """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd), with the
+    parameters the forward pass never reads left out (``M.unused_params``: PyTorch's ``grad is None``) and
+    so are RoPE buffers (constants, not parameters)."""
     value, grads = _value_and_grad(params, tokens, config)
-    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
+    keep = set(M.param_spec(config)) - set(M.unused_params(config))
+    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items() if k in keep}
 
 
 def accumulated_loss_and_grad(params, micro_batches, config):
@@ -261,7 +264,8 @@ def _fresh(config, tcfg, checkpoint, params, overwrite):
         )
     params = M.init_params(config, seed=tcfg.seed) if params is None else params
     M.check_params(params, config, M.param_spec)
-    opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
+    flat = M.flatten(params)  # the RoPE buffers of official weights are constants: no moments
+    opt_state = adamw_init({k: np.asarray(B.to_numpy(flat[k])) for k in M.param_spec(config)})
     return params, opt_state, 0, []
 
 

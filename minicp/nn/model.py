@@ -302,3 +302,13 @@ def loss(params, tokens, config, *, official_broadcast=False):
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
     picked = logp[rows, cols, targets]  # (b, L) log p(target)
     return -B.xp.sum(picked) * (1.0 / picked.size)  # mean; float32 stays float32
+
+
+def unused_params(cfg):
+    """Official names of the parameters that the forward pass of ``cfg`` never reads, per architecture and
+    layer (each architecture module's ``unused_params``): Compressed's ``projection_hist`` after layer 0, the
+    per-head kv LayerNorm where the config does not apply it. PyTorch leaves their gradient at None, so
+    ``torch.optim.AdamW`` neither moves nor decays them; ``minicp.train`` does the same."""
+    _check_config(cfg)
+    mod = arch_module(cfg.arch)
+    return tuple(f"layers.{i}.0.fn.{name}" for i in range(cfg.layers) for name in mod.unused_params(cfg, i))
