@@ -1,7 +1,9 @@
 """Training checkpoints: one ``.npz`` file, no pickle, written atomically.
 
-A checkpoint holds the parameters under their official state_dict names (``param/<name>``), the AdamW
-moments (``adam_m/<name>``, ``adam_v/<name>``), the data sampler's arrays, and one JSON string ``meta``
+A checkpoint holds the parameters under their official state_dict names (``param/<name>``; for official
+weights also their RoPE buffers ``param/layers.i.0.fn.pos_emb.freqs``, which make those weights exact and
+are checked on load by ``load_official_state_dict`` itself), the AdamW moments of the parameters
+(``adam_m/<name>``, ``adam_v/<name>``), the data sampler's arrays, and one JSON string ``meta``
 (format version, step, ModelConfig, TrainConfig, sampler state with the generator's bit-generator
 state, loss history). ``save_checkpoint`` writes through ``minicp.files``: a temporary file in the same
 directory, fsynced and renamed over the target, so a crash never leaves half a file, with the target's
@@ -27,6 +29,7 @@ import math
 import os
 import signal
 import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -34,6 +37,7 @@ import numpy as np
 from minicp import backend as B
 from minicp import files
 from minicp.config import ModelConfig
+from minicp.nn import interop
 from minicp.nn import model as M
 from minicp.validate import finite_array, nonnegative_int, regular_file
 
@@ -229,6 +233,8 @@ def _read_all(path):
                     continue
                 head, _, key = name.partition("/")
                 expect = spec.get(key) if head in ("param", "adam_m", "adam_v") else None
+                if head in ("param", "adam_m", "adam_v") and _is_rope_buffer(key, saved_cfg):
+                    expect = (saved_cfg.head_dim // 2,)
                 arrays[name] = _read_member(zf, info, path, MAX_OTHER_BYTES, expect)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError) as e:
         if isinstance(e, CheckpointError):
@@ -298,9 +304,14 @@ def load_checkpoint(path, config=None):
     step, adam_step = _check_steps(meta, path)
     spec = M.param_spec(saved_cfg)
     groups = {"param": {}, "adam_m": {}, "adam_v": {}}
-    others = {}
+    others, buffers = {}, {}
     for key, value in arrays.items():
         head, _, name = key.partition("/")
+        if head == "param" and _is_rope_buffer(name, saved_cfg):
+            buffers[name] = value
+            continue
+        if head in ("adam_m", "adam_v") and _is_rope_buffer(name, saved_cfg) and not np.any(value):
+            continue  # zero moments of a RoPE buffer, written before buffers were kept out of AdamW: dropped
         (groups[head] if head in groups else others)[name if head in groups else key] = value
     for head, found in groups.items():
         if head == "param" or found:
@@ -313,7 +324,12 @@ def load_checkpoint(path, config=None):
             if not groups["param"][k].dtype == groups["adam_m"][k].dtype == groups["adam_v"][k].dtype:
                 raise CheckpointError(f"checkpoint {path!r}: {k} and its AdamW moments differ in dtype")
         opt_state = {"step": adam_step, "m": groups["adam_m"], "v": groups["adam_v"]}
-    params = M.unflatten({k: B.asarray(groups["param"][k]) for k in spec})
+    params = M.unflatten(
+        {
+            **{k: B.asarray(groups["param"][k]) for k in spec},
+            **_checked_buffers(path, buffers, groups["param"], saved_cfg),
+        }
+    )
     return {
         "params": params,
         "opt_state": opt_state,
@@ -323,3 +339,37 @@ def load_checkpoint(path, config=None):
         "sampler": (meta.get("sampler", {}), others),
         "history": meta.get("history", []),
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# RoPE buffers of official weights
+# ----------------------------------------------------------------------------------------------------
+
+
+def _is_rope_buffer(name, cfg):
+    """True for ``layers.i.0.fn.pos_emb.freqs`` with i < layers: the RoPE buffer official weights carry."""
+    parts = name.split(".")
+    return (
+        len(parts) == 6
+        and parts[0] == "layers"
+        and parts[1].isdigit()
+        and int(parts[1]) < cfg.layers
+        and parts[2:] == ["0", "fn", "pos_emb", "freqs"]
+    )
+
+
+def _checked_buffers(path, buffers, params, cfg):
+    """The RoPE buffers of a checkpoint of official weights (fine-tuned or not), checked as
+    ``load_official_state_dict`` checks them (each within one ulp of what head_dim and rope_base imply),
+    by that loader itself; returns {name: buffer} with the file's values."""
+    if not buffers:
+        return {}
+    dtype = next(iter(params.values())).dtype.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = interop.load_official_state_dict({**params, **buffers}, cfg, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: its RoPE buffers do not fit its model config ({e})") from None
+    flat = M.flatten(loaded)
+    return {name: flat[name] for name in buffers}
