@@ -41,7 +41,7 @@ from minicp import backend as B
 from minicp.lm.generate import _bar
 from minicp.nn import model as M
 from minicp.nn.params import host_array
-from minicp.validate import boolean, choice, positive_int
+from minicp.validate import NonFiniteError, boolean, choice, positive_int
 
 # ----------------------------------------------------------------------------------------------------
 # Which targets each window scores
@@ -105,6 +105,17 @@ def window_nll(params, windows, config):
     return logz - picked
 
 
+def _exp(mean_nll):
+    """exp(mean NLL), or a NonFiniteError when that overflows float64 (mean NLL above 709.78 nats per token)."""
+    if not math.isfinite(mean_nll) or mean_nll > math.log(np.finfo(np.float64).max):
+        raise NonFiniteError(
+            f"the perplexity exp({mean_nll!r}) overflows float64 (largest 1.8e308): the model gives this text a "
+            f"mean negative log-likelihood of {mean_nll!r} nats per token, almost no probability; compare that mean "
+            f"NLL instead"
+        )
+    return math.exp(mean_nll)
+
+
 def _request(params, config, batch, progress):
     """Check the arguments every perplexity takes; returns (batch, progress)."""
     if not isinstance(config, M.ModelConfig):
@@ -151,8 +162,8 @@ def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=
         means.extend(window_nll(params, rows, config).mean(axis=1))
     mean = float(np.mean(means))
     if details:
-        return {"ppl": math.exp(mean), "mean_nll": mean, "window_means": np.asarray(means), "windows": windows}
-    return math.exp(mean)
+        return {"ppl": _exp(mean), "mean_nll": mean, "window_means": np.asarray(means), "windows": windows}
+    return _exp(mean)
 
 
 def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, details=False, progress=False):
@@ -180,8 +191,8 @@ def perplexity_every_token_once(params, ids, config, *, stride=None, batch=8, de
                 counts[first:stop] += 1
     mean = total / count
     if details:
-        return {"ppl": math.exp(mean), "mean_nll": mean, "tokens": count, "windows": windows, "counts": counts}
-    return math.exp(mean)
+        return {"ppl": _exp(mean), "mean_nll": mean, "tokens": count, "windows": windows, "counts": counts}
+    return _exp(mean)
 
 
 def perplexities(params, ids, config, *, batch=8, stride=None, progress=False):

@@ -64,9 +64,10 @@ from minicp.lm.checkpoint import (  # noqa: F401
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
 from minicp.lm.schedule import LR_SCHEDULES, SAMPLINGS, TrainConfig, learning_rate, learning_rates  # noqa: F401
+from minicp.nn import budget
 from minicp.nn import model as M
 from minicp.nn.params import host_array
-from minicp.validate import boolean
+from minicp.validate import NonFiniteError, boolean, finite_result
 
 # ----------------------------------------------------------------------------------------------------
 # Loss and gradient
@@ -250,6 +251,7 @@ def _checked_arguments(config, tcfg, checkpoint, resume, overwrite, progress, ca
     )
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    budget.check_activations(config, tcfg.batch, config.seq_len, grad=True)  # a micro-batch's gradient (float32)
     if checkpoint is not None:
         checkpoint = check_writable(checkpoint)
     return tcfg, checkpoint, resume, overwrite, progress
@@ -274,7 +276,10 @@ def _gradients(flat, sampler, config, tcfg, step):
     lr, lr_no_decay = learning_rates(tcfg, step)
     micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
     on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
-    loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
+    try:
+        loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config)
+    except NonFiniteError as e:  # before the update: the parameters and the checkpoint keep step `step`
+        raise NonFiniteError(f"training stopped at step {step + 1} (nothing of it applied): {e}") from None
     norm = clip_grad_norm(grads, tcfg.clip)
     info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
     info["grad_norm"] = norm
@@ -329,11 +334,13 @@ def _resumed(config, tcfg, checkpoint, params, sampler):
 
 
 def _check_diverged(flat, step, info):
+    """After an update: the summed loss and every parameter finite, else a NonFiniteError naming the first
+    bad entry (an update that overflowed: a learning rate too large for the dtype)."""
     if not np.isfinite(info["loss"]):
-        raise ValueError(f"training diverged: the loss of step {step} is {info['loss']} (lower lr?)")
-    for name, value in flat.items():
-        if not np.isfinite(value).all():
-            raise ValueError(f"training diverged at step {step}: parameter {name} is no longer finite (lower lr?)")
+        raise NonFiniteError(f"training diverged: the loss of step {step} is {info['loss']} (lower lr?)")
+    if not all(np.isfinite(value).all() for value in flat.values()):
+        for name, value in flat.items():
+            finite_result(f"training diverged at step {step} (lower lr?): parameter {name}", value)
 
 
 def _progress_bar(show, total, initial, arch):

@@ -22,7 +22,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import fused, fused_layers, ops
+from minicp.nn import budget, fused, fused_layers, ops
 from minicp.nn.attention import module as arch_module
 from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
@@ -76,6 +76,7 @@ def init_params(cfg, seed=0, dtype="float32"):
     Linear weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); Embedding ~ N(0, 1);
     LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
     """
+    budget.check_params_size(cfg, dtype)  # MAX_PARAMS, before anything is drawn
     _check_config(cfg)
     dtype, seed, _ = float_dtype("dtype", dtype), nonnegative_int("seed", seed), check_size(cfg)  # int32: all 0
     rng = onp.random.default_rng(seed)
@@ -217,6 +218,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
     p + t - H), ECP at t = N_s uses blocks of one token. ``official_broadcast``: follow PerceiverAR's
     broadcast at t = H + 1 instead of rejecting that length.
     """
+    budget.check_request(config, params, tokens)  # batch, empty batch, activation memory: before allocating
     _check_config(config)
     _, finish_check = check_params(params, config, param_spec, defer_finite=True)  # layers, names, shapes, dtype;
     # finiteness: started here, answered before returning (on the GPU without waiting here; minicp.nn.params)
@@ -243,6 +245,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
         _after_backward.append(finish_check)
     else:
         finish_check()  # the parameters' finiteness (read here on the GPU)
+    budget.finite_output("logits", logits)  # NaN / inf from finite inputs: an error (untraced calls)
     return logits
 
 
@@ -264,6 +267,7 @@ def value_and_grad(params, tokens, config, *, official_broadcast=False):
     it is one of each per parameter; on a GPU each is a kernel launch. Same values, summed in the same
     order per parameter.
     """
+    budget.check_request(config, params, tokens, grad=True, extra=1)  # before allocating
     flat = flatten(params)
     names = list(flat)
 
@@ -279,6 +283,7 @@ def value_and_grad(params, tokens, config, *, official_broadcast=False):
         _after_backward = previous
     for check in checks:  # the forward's parameter checks, read after the backward pass is queued (GPU)
         check()
+    budget.finite_gradients(value, dict(zip(names, grads)))  # NaN / inf from finite inputs: an error
     return value, unflatten(dict(zip(names, grads)))
 
 
@@ -289,6 +294,7 @@ def loss(params, tokens, config, *, official_broadcast=False):
     Where the forward pass returns fewer than L rows (t < L, or PerceiverAR / Compressed at t < n),
     L is that number of rows (the official wrapper would fail on the mismatch unless the counts agree).
     """
+    budget.check_request(config, params, tokens, extra=1)  # an empty batch, activation memory: before allocating
     _check_config(config)
     tokens = check_tokens(tokens, config, extra=1, official_broadcast=official_broadcast)
     b, n1 = tokens.shape
@@ -296,12 +302,14 @@ def loss(params, tokens, config, *, official_broadcast=False):
     L = min(config.latent, logits.shape[1])
     targets = B.asarray(tokens[:, -L:])
     if fused.active():  # one primitive: log-softmax, pick and mean; no slice when all rows are used
-        return fused.cross_entropy(logits if L == logits.shape[1] else logits[:, -L:], targets)
+        return budget.finite_output(
+            "loss", fused.cross_entropy(logits if L == logits.shape[1] else logits[:, -L:], targets)
+        )
     logits = logits[:, -L:]  # (b, L, V)
     logp = log_softmax(logits)  # (b, L, V)
     rows, cols = B.asarray(onp.arange(b)[:, None]), B.asarray(onp.arange(L)[None, :])
     picked = logp[rows, cols, targets]  # (b, L) log p(target)
-    return -B.xp.sum(picked) * (1.0 / picked.size)  # mean; float32 stays float32
+    return budget.finite_output("loss", -B.xp.sum(picked) * (1.0 / picked.size))  # mean; float32 stays float32
 
 
 def unused_params(cfg):

@@ -23,6 +23,7 @@ import numpy as onp
 
 from minicp.analysis import kernel_pattern
 from minicp.files import atomic_savez
+from minicp.nn.budget import check_case_size
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.convert import aligned_copy, aligned_empty
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
@@ -217,6 +218,7 @@ def case_inputs(
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
     seed, grads, draw = nonnegative_int("seed", seed), boolean("grads", grads), check_draw(draw)
     name, rope = check_dtype(dtype), check_rope(rope, d)
+    check_case_size(arch, n, h, d, b, name, grads, pattern_args)  # MAX_ACTIVATION_BYTES, MAX_SCORE_ENTRIES
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(
         arch,

@@ -18,6 +18,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ARCHITECTURES
+from minicp.nn import budget
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
 from minicp.validate import (
     MAX_WORK,
@@ -120,13 +121,14 @@ def attention(arch, q, k, v, *, scale=None, **pattern_args):
     the architecture's own, e.g. ``half_segment=128`` (or ``segment=256``) for ECP or ``latent=512``
     for PerceiverAR.
     """
+    budget.check_attention(arch, q, pattern_args)  # the score matrices within MAX_ACTIVATION_BYTES
     mod = module(arch)
     args = resolve_pattern_args(arch, pattern_args)
     if scale is not None:
         scale = real("scale", scale)
     for name, a in (("q", q), ("k", k), ("v", v)):
         _check_array(name, a)
-    return mod.attention(q, k, v, scale=scale, **args)
+    return budget.finite_output("attention output", mod.attention(q, k, v, scale=scale, **args))
 
 
 def patterns(arch, n, heads=1, **pattern_args):
