@@ -145,7 +145,9 @@ def train(
     tcfg:       TrainConfig (official defaults when None).
     valid:      validation stream or rows, for ``eval_every`` (the first ``eval_windows`` chunks).
     params:     starting parameters (default ``init_params(config, seed=tcfg.seed)``); not with resume.
-    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C (then the
+                KeyboardInterrupt says which step was saved). Its writer lock is held for the whole call:
+                a second run on the same file gets ``minicp.files.FileInUseError`` and touches nothing.
     resume:     continue from ``checkpoint`` (its params, moments, step, data generator and history);
                 ``tcfg.steps`` is the total, so a run resumed at step N does steps N..steps-1.
     overwrite:  allow a fresh run to replace an existing checkpoint (refused otherwise).
