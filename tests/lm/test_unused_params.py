@@ -33,6 +33,17 @@ EXPECTED = {  # what the twin's .grad says for 3 layers (checked below); spelled
 }
 
 
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread: its OpenMP workers, spinning beside minicp's after a run, made these tiny
+    backward passes take from 0.1 s to 15 s on two cores."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(before)
+
+
 def config(arch, **extra):
     return ModelConfig(arch=arch, vocab=13, dim=8, heads=2, layers=3, **CONFIGS[arch], **extra)
 
@@ -70,8 +81,8 @@ def test_unused_parameters_do_not_change_the_loss_and_the_others_do(arch, option
             assert moved != base, name  # read: a random change shows
 
 
-def test_unused_parameters_have_no_gradient_in_torch():
-    torch = pytest.importorskip("torch")
+def test_unused_parameters_have_no_gradient_in_torch(torch_one_thread):
+    torch = torch_one_thread
     from minicp import torch_twin
 
     for arch in torch_twin.ARCHITECTURES:
@@ -106,10 +117,10 @@ def _official_groups(torch, twin):
     ]
 
 
-def test_training_equals_torch_adamw_on_a_compressed_model():
+def test_training_equals_torch_adamw_on_a_compressed_model(torch_one_thread):
     """minicp.train against the official loop run in torch on the twin: float64, 12 steps of two summed
     micro-batches, clipping active, the learning rates dropped twice by the official walk."""
-    torch = pytest.importorskip("torch")
+    torch = torch_one_thread
     from minicp import torch_twin
 
     cfg = config("compressed")
