@@ -159,6 +159,8 @@ def train(
     )
     # The checkpoint's writer lock, held until the run returns: a second run on the same file stops here
     # ("in use by process N") before it has read, removed or written anything.
+    if checkpoint is not None:
+        _make_directory(checkpoint)
     with files.locked(checkpoint) if checkpoint is not None else contextlib.nullcontext():
         return _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, progress, callback)
 
@@ -257,6 +259,15 @@ def _checked_arguments(config, tcfg, checkpoint, resume, overwrite, progress, ca
     if checkpoint is not None:
         checkpoint = check_writable(checkpoint)
     return tcfg, checkpoint, resume, overwrite, progress
+
+
+def _make_directory(checkpoint):
+    """The checkpoint's directory, created if missing (its lock file lives there)."""
+    directory = os.path.dirname(os.path.abspath(checkpoint))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create the directory of checkpoint {checkpoint}: {e.strerror}") from None
 
 
 def _fresh(config, tcfg, checkpoint, params, overwrite):

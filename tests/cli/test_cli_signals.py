@@ -2,7 +2,8 @@
 writes, final evaluation, shutdown) is one line on stderr and exit status 130; a second ``minicp train`` on
 a checkpoint that a running one holds is one line naming that process, and the running one is unharmed.
 
-CI sends SIGINT at ``TRIALS`` moments spread over a whole run (6); ``MINICP_SIGNAL_TRIALS=20`` runs more.
+CI sends SIGINT at ``TRIALS`` moments spread over a whole run (6); ``MINICP_SIGNAL_TRIALS=20`` runs more, on
+longer runs.
 The first tens of milliseconds of a process belong to Python itself (interpreter and ``site`` start-up,
 before any minicp code runs) and are not tested: a Ctrl-C there behaves as for every Python program.
 """
@@ -20,6 +21,7 @@ import pytest
 from minicp.lm.checkpoint import load_checkpoint
 
 TRIALS = int(os.environ.get("MINICP_SIGNAL_TRIALS", "6"))
+STEPS = "6" if TRIALS <= 6 else "40"  # the full count also gives the training phase a longer share
 MINICP = shutil.which("minicp", path=os.path.dirname(sys.executable))
 MODEL = ["--dim", "16", "--heads", "2", "--layers", "1", "--seq-len", "32", "--half-segment", "8", "--no-progress"]
 
@@ -60,14 +62,14 @@ def _interrupted(proc, path, out, err):
 
 def test_ctrl_c_at_any_moment_exits_130_with_one_line(tmp_path, corpus):
     start = time.perf_counter()
-    out, err = _train(corpus, str(tmp_path / "ref.npz"), "--steps", "6").communicate()
+    out, err = _train(corpus, str(tmp_path / "ref.npz"), "--steps", STEPS).communicate()
     duration = time.perf_counter() - start
     assert "Traceback" not in err
     moments = np.linspace(0.15, 1.1 * duration, TRIALS)
     outcomes = {}
     for trial, delay in enumerate(moments):
         path = str(tmp_path / f"c{trial}.npz")
-        proc = _train(corpus, path, "--steps", "6")
+        proc = _train(corpus, path, "--steps", STEPS)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         kind = _interrupted(proc, path, *proc.communicate(timeout=120))

@@ -142,3 +142,9 @@ def test_save_refuses_bad_params(tmp_path):
     with pytest.raises(ValueError, match="dtype not in"):
         save_checkpoint(str(tmp_path / "x.npz"), unflatten(params), config=CFG)
     assert not list(tmp_path.iterdir())
+
+
+def test_checkpoint_in_a_directory_that_does_not_exist_yet(tmp_path):
+    path = tmp_path / "runs" / "a" / "c.npz"
+    train(CFG, DATA, TCFG, checkpoint=str(path), progress=False)
+    assert load_checkpoint(str(path))["step"] == 2 and os.listdir(path.parent) == ["c.npz"]
