@@ -256,10 +256,9 @@ def main(argv=None):
     args = parse(argv)
     report = run(args)
     if args.out_json:
-        tmp = args.out_json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, args.out_json)
+        from minicp.files import atomic_write_text  # here: minicp is imported after the threads are pinned
+
+        atomic_write_text(args.out_json, json.dumps(report, indent=1))
     return 0
 
 

@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import scipy.special as sp  # noqa: E402
 
 from minicp.fast import gelu as G  # noqa: E402
+from minicp.files import atomic_write_text  # noqa: E402
 from minicp.nn import ops  # noqa: E402
-from minicp.testing.files import atomic_write_text  # noqa: E402
 
 RANGES = [(-14, -9), (-9, -6), (-6, -4), (-4, -3), (-3, -2), (-2, -1), (-1, 0), (0, 1), (1, 3), (3, 14)]
 

@@ -13,7 +13,6 @@ checkpoints stay on the host).
 """
 
 import argparse
-import os
 import sys
 import time
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from minicp import ModelConfig
 from minicp import backend as B
+from minicp.files import atomic_write_text
 from minicp.lm import train as T
 
 
@@ -53,10 +53,7 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from minicp.testing.files import atomic_write_text
+from minicp.files import atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WAITS = ("take_gil", "PyEval_RestoreThread", "SimpleQueue_get", "acquire_lock", "pthread_cond", "sem_wait", "futex")

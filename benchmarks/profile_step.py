@@ -50,10 +50,9 @@ def main(argv=None):
     report = text.getvalue()
     print(report)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(report)
-        os.replace(tmp, args.out)
+        from minicp.files import atomic_write_text  # here: minicp is imported after the threads are pinned
+
+        atomic_write_text(args.out, report)
     return 0
 
 

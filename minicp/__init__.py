@@ -25,6 +25,10 @@ import importlib
 
 __version__ = "0.1.0"
 
+from minicp.cli.interrupt import guard_startup as _guard  # noqa: F401  (minicp command: Ctrl-C while importing -> 130)
+
+# isort: split
+
 from minicp.analysis import kernel_pattern, steps
 from minicp.analysis.receptive import empirical_receptive_field, receptive_field
 from minicp.analysis.steps import count_attention_steps

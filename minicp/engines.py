@@ -28,6 +28,7 @@ import contextvars
 from collections import namedtuple
 
 from minicp.fast import model as fast_model
+from minicp.nn import budget
 from minicp.nn import model as reference_model
 from minicp.validate import choice
 
@@ -88,17 +89,26 @@ def module(engine=None, purpose="model"):
     return MODULES[resolve(engine, purpose)[0]]
 
 
+# The public model functions. Both engines check the request's size before anything is allocated
+# (docs/inputs.md, "Bounded work"); these add what a public entry point must: no NaN or inf in what they
+# return (``minicp.validate.finite_result``: the tensor, the first bad index, the likely overflow).
+
+
 def forward(params, tokens, config, *, engine=None, official_broadcast=False):
     """Logits (b, rows, V) for integer tokens (b, t): ``minicp.nn.model.forward``, computed by ``engine``
     ("reference" or "fast"; None: an enclosing ``minicp.engine`` block's, else "reference")."""
-    return module(engine).forward(params, tokens, config, official_broadcast=official_broadcast)
+    logits = module(engine).forward(params, tokens, config, official_broadcast=official_broadcast)
+    return budget.finite_output("logits", logits)
 
 
 def loss(params, tokens, config, *, engine=None, official_broadcast=False):
     """The official wrapper's loss for tokens (b, t + 1): ``minicp.nn.model.loss``, computed by ``engine``."""
-    return module(engine).loss(params, tokens, config, official_broadcast=official_broadcast)
+    value = module(engine).loss(params, tokens, config, official_broadcast=official_broadcast)
+    return budget.finite_output("loss", value)
 
 
 def value_and_grad(params, tokens, config, *, engine=None, official_broadcast=False):
     """(loss, its gradient nested like ``params``), computed by ``engine`` (see ``forward``)."""
-    return module(engine).value_and_grad(params, tokens, config, official_broadcast=official_broadcast)
+    value, grads = module(engine).value_and_grad(params, tokens, config, official_broadcast=official_broadcast)
+    budget.finite_gradients(value, reference_model.flatten(grads))
+    return value, grads

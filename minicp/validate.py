@@ -15,6 +15,7 @@ import numbers
 import operator
 import os
 import stat
+import sys
 
 import numpy as np
 
@@ -30,13 +31,28 @@ __all__ = [
     "float_dtype",
     "bounded",
     "regular_file",
+    "finite_result",
+    "NonFiniteError",
     "MAX_WORK",
+    "MAX_PARAMS",
+    "MAX_BATCH",
+    "MAX_ACTIVATION_BYTES",
+    "MAX_GENERATED_TOKENS",
+    "MAX_SCORE_ENTRIES",
 ]
 
 # The largest request any entry point accepts, in elementary units (mask entries, interval-set updates,
 # listed layers, generated tokens x sequence length): about a minute of work on one core. A request above
 # it is a typo (layers=10**9) far more often than a plan, and it would otherwise hang or exhaust memory.
 MAX_WORK = 2**31
+
+# Bounds of the model and training entry points (docs/inputs.md#bounded-work). Each is read when a request is
+# checked, so assigning a larger value here (minicp.validate.MAX_PARAMS = 2**31) raises it for the session.
+MAX_PARAMS = 2**30  # init_params: parameters of a config (4 GiB in float32)
+MAX_BATCH = 2**16  # rows in one forward / loss / gradient call, and per optimiser step (batch x grad_accum)
+MAX_ACTIVATION_BYTES = 2**34  # 16 GiB: estimated activations of forward / loss / value_and_grad / attention
+MAX_GENERATED_TOKENS = 2**16  # generate: max_new_tokens x prompts in one call
+MAX_SCORE_ENTRIES = 2**36  # minicp.testing: score entries the float64 reference of one case computes
 
 
 def integer(name, value):
@@ -151,11 +167,18 @@ def float_dtype(name, dtype, options=("float32", "float64")):
     return resolved
 
 
-def bounded(name, size, limit=MAX_WORK, what="work"):
+def bounded(name, size, limit=MAX_WORK, what="work", *, limit_name=None, advice=""):
     """``size`` if it is at most ``limit``; otherwise a ValueError with the computed size, so absurd
-    requests fail at once instead of hanging."""
+    requests fail at once instead of hanging. ``limit_name``: the limit is this module's attribute of that
+    name, read now, and the message says how to raise it (after ``advice``, e.g. "use a smaller batch")."""
+    if limit_name is not None:
+        limit = getattr(sys.modules[__name__], limit_name)
     if size > limit:
-        raise ValueError(f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}")
+        how = f" ({limit_name}); {advice + ', or ' if advice else ''}raise minicp.validate.{limit_name} to allow it"
+        raise ValueError(
+            f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}"
+            + (how if limit_name is not None else "")
+        )
     return size
 
 
@@ -178,3 +201,41 @@ def regular_file(name, path):
     if not os.access(path, os.R_OK):
         raise ValueError(f"{name} {path!r} is not readable (permission denied)")
     return path
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """A public function computed NaN or inf from finite inputs (an overflow); a ValueError, so the command line
+    prints it as one line."""
+
+
+_LARGEST = {"float16": "65504", "bfloat16": "3.4e38", "float32": "3.4e38", "float64": "1.8e308"}
+_WIDER = {"float16": "float32", "bfloat16": "float32", "float32": "float64"}
+
+
+def _array_module(a):
+    """NumPy, or CuPy for a CuPy array (without importing CuPy here)."""
+    root = type(a).__module__.split(".")[0]
+    return sys.modules.get(root, np) if root == "cupy" else np
+
+
+def finite_result(name, array, dtype=None):
+    """``array`` if it is all finite; otherwise a NonFiniteError naming ``name``, the first NaN or inf (index and
+    value) and the likely cause: an overflow in the computation's precision (``dtype``, default the array's
+    own), with the wider one to use. Inputs are checked finite on entry, so a non-finite result came from
+    finite inputs. Reads one flag from the device (a CuPy array's check waits for its computation)."""
+    xp = _array_module(array)
+    bad = ~xp.isfinite(array)
+    if not bool(bad.any()):
+        return array
+    flat = int(xp.argmax(bad.reshape(-1)))
+    index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
+    value = float(array[index] if index else array[()])
+    kind = np.dtype(dtype if dtype is not None else array.dtype).name
+    if kind in _WIDER:
+        cause = f"an overflow in {kind} (largest finite value {_LARGEST[kind]}); use {_WIDER[kind]}"
+    else:
+        cause = f"an overflow in {kind}: the inputs are too large (weights grown by a too large learning rate?)"
+    raise NonFiniteError(
+        f"{name} is not finite: {value!r} at index {index} (of shape {tuple(array.shape)}), computed from finite "
+        f"inputs; likely cause: {cause}"
+    )

@@ -8,7 +8,9 @@ by hypothesis' deadline, which can only judge an example after it returns.
 
 import contextlib
 import math
+import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -16,9 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minicp
+from minicp import (
+    files,
+    value_and_grad,  # the public function: it checks its results
+)
 from minicp.lm.checkpoint import load_checkpoint
 from minicp.lm.evaluate import perplexity_official
 from minicp.lm.generate import sample_next, top_k_count
+from minicp.lm.train import TrainConfig, train
 
 SECONDS = 10  # per example: far above any valid tiny call, far below a hang
 FUZZ = settings(
@@ -377,6 +384,113 @@ def test_corrupt_checkpoints(tmp_path_factory, checkpoint_bytes, flips, cut):
     if ck is not None:
         assert all(np.isfinite(v).all() for v in minicp.flatten(ck["params"]).values())
         assert ck["step"] >= 0 and isinstance(ck["history"], list)
+
+
+# ---- bounds, overflows and writers (docs/inputs.md#bounded-work, #non-finite-values, #writing-files) ------
+
+LIMITS = ["MAX_PARAMS", "MAX_BATCH", "MAX_ACTIVATION_BYTES", "MAX_GENERATED_TOKENS", "MAX_SCORE_ENTRIES", "MAX_WORK"]
+ABSURD = st.sampled_from([10**6, 10**7, 2**22, 2**30])
+
+
+def _absurd_call(what, arch, big):
+    """One request that a factor ``big`` makes absurd; the tokens are a zero-size broadcast view."""
+    cfg = minicp.ModelConfig(arch=arch, vocab=16, dim=8, heads=2, layers=1, seq_len=16)
+    tokens = lambda b, t: np.broadcast_to(np.zeros((), np.int64), (b, t))
+    if what == "seq_len":
+        cfg = cfg.replace(seq_len=big * 1024)
+        return lambda: minicp.forward(minicp.init_params(cfg), tokens(1, cfg.seq_len), cfg)
+    if what == "batch":
+        return lambda: minicp.loss(minicp.init_params(cfg), tokens(big, 17), cfg)
+    if what == "layers":
+        return lambda: minicp.init_params(cfg.replace(layers=4 * big))
+    if what == "generate":
+        return lambda: minicp.generate(minicp.init_params(cfg), [1], cfg, big)
+    if what == "train_batch":
+        return lambda: minicp.TrainConfig(batch=big)
+    q = np.broadcast_to(np.ones((), np.float32), (1, big // 2**10 + 1, 2**12, 4))
+    return lambda: minicp.attention("transformer", q, q, q)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["seq_len", "batch", "layers", "generate", "train_batch", "attention"]),
+    st.sampled_from(["transformer", "ecp", "longlora"]),
+    ABSURD,
+)
+def test_absurd_sizes_fail_fast_naming_the_limit(what, arch, big):
+    with time_limit(1):
+        with pytest.raises(ValueError) as e:
+            _absurd_call(what, arch, big)()
+    assert any(f"({limit})" in str(e.value) for limit in LIMITS), str(e.value)
+    assert "raise minicp.validate." in str(e.value)
+
+
+@FUZZ
+@given(
+    st.sampled_from(minicp.ARCHITECTURES),
+    st.integers(0, 45),
+    st.sampled_from(["float16", "float32", "float64"]),
+    st.integers(0, 3),
+)
+def test_overflowing_head_level_inputs_raise_or_stay_finite(arch, exponent, dtype, seed):
+    sizes = {"perceiver_ar": dict(latent=8), "double": dict(latent=8), "compressed": dict(latent=8, compressed=4),
+             "s_split": dict(latent=8, split=4), "ecp": dict(half_segment=4), "longlora": dict(group=4)}  # fmt: skip
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((1, 2, 16, 4)) * 10.0**exponent for _ in range(3))
+    if not np.isfinite(np.asarray(q, dtype)).all():
+        return  # the input itself is no longer finite in this dtype: refused by the input check, tested above
+    q, k, v = (a.astype(dtype) for a in (q, k, v))
+    out = outcome(lambda: minicp.attention(arch, q, k, v, **sizes.get(arch, {})), ["attention output", "q is float16"])
+    assert out is None or dtype != "float16"  # float16 is refused (the reference computes in the inputs' dtype)
+    if out is not None:
+        assert np.isfinite(out).all()
+
+
+@FUZZ
+@given(st.integers(0, 38), st.sampled_from(["float32", "float64"]), st.sampled_from(["weights", "logits"]))
+def test_overflowing_models_raise_or_stay_finite(exponent, dtype, where):
+    flat = {k: np.array(v, dtype=dtype) for k, v in minicp.flatten(PARAMS).items()}
+    if where == "weights":
+        for name in ("layers.0.1.fn.net.3.weight", "to_logits.1.weight"):
+            flat[name] *= 10.0**exponent
+    else:
+        flat["to_logits.1.bias"][::2] = 3 * 10.0**exponent
+        flat["to_logits.1.bias"][1::2] = -3 * 10.0**exponent
+    params, tokens = minicp.unflatten(flat), np.arange(18).reshape(2, 9) % 11
+    names = ["logits", "loss", "gradient of"]
+    for value in (
+        outcome(lambda: minicp.forward(params, tokens[:, :-1], TINY), names),
+        outcome(lambda: minicp.loss(params, tokens, TINY), names),
+    ):
+        assert value is None or np.isfinite(value).all()
+    result = outcome(lambda: value_and_grad(params, tokens, TINY), names)
+    if result is not None:
+        assert np.isfinite(result[0]) and all(np.isfinite(g).all() for g in minicp.flatten(result[1]).values())
+
+
+@settings(FUZZ, max_examples=10)
+@given(st.integers(0, 3), st.booleans())
+def test_a_held_checkpoint_is_never_written_by_another_writer(tmp_path_factory, seed, resume):
+    path = str(tmp_path_factory.mktemp("held") / "c.npz")
+    tcfg = TrainConfig(steps=1, batch=2, grad_accum=1, seed=seed)
+    if resume:
+        train(TINY, np.arange(200) % 11, tcfg, checkpoint=path, progress=False)
+    before = open(path, "rb").read() if resume else None
+    refused = []
+
+    def second_writer():  # another thread: its own lock attempt, refused while this thread holds it
+        try:
+            args = dict(checkpoint=path, resume=resume, overwrite=not resume, progress=False)
+            train(TINY, np.arange(200) % 11, tcfg.replace(steps=2), **args)
+        except files.FileInUseError as e:
+            refused.append(f"in use by process {os.getpid()}" in str(e))
+
+    with files.locked(path):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+    assert refused == [True]
+    assert (open(path, "rb").read() == before) if resume else not os.path.exists(path)
 
 
 def test_fuzz_ran_enough_examples():

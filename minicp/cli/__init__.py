@@ -2,13 +2,15 @@
 
 Each command is one small module in this package; this file only dispatches (importing just the command
 asked for, so ``minicp --help`` stays fast). A bad argument or file is one line on stderr and exit status 2,
-never a traceback; Ctrl-C exits with 130 (after ``minicp train`` saved its checkpoint).
+never a traceback; Ctrl-C at any moment, start-up included, is one line and exit status 130 (after
+``minicp train`` saved its checkpoint; ``minicp.cli.interrupt``).
 """
 
 import importlib
 import sys
 
 from minicp import __version__
+from minicp.cli import interrupt
 
 COMMANDS = {
     # name: (module under minicp.cli, one-line help)
@@ -35,6 +37,18 @@ USAGE = (
 
 
 def main(argv=None):
+    """Run ``minicp <command>``; returns the exit status (0, 2 for a bad argument, 130 after Ctrl-C)."""
+    interrupt.begin()
+    try:
+        status = _main(argv)
+    except SystemExit as e:
+        interrupt.end(e.code)  # the minicp process ends here; called from Python, the SystemExit goes on
+        raise
+    interrupt.end(status)
+    return status
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -54,8 +68,9 @@ def main(argv=None):
     except (ValueError, TypeError, OSError) as e:  # a command without its own handler: one line, status 2
         print(f"minicp {argv[0]}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"minicp {argv[0]}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        interrupt.quiet()
+        print(f"minicp {argv[0]}: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
     return 0 if result is None else int(result)
 

@@ -5,6 +5,7 @@ import sys
 import time
 
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
+from minicp.files import check_target
 from minicp.golden import (
     INPUT_MODES,
     MASK_LIMIT,
@@ -17,7 +18,6 @@ from minicp.golden import (
 )
 from minicp.nn.attention import pattern_args_for
 from minicp.testing.dtypes import DTYPES
-from minicp.testing.files import check_target
 from minicp.validate import half_segment_from
 
 EXAMPLES = """\

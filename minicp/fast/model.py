@@ -19,6 +19,7 @@ from autograd import value_and_grad as autograd_value_and_grad
 
 from minicp import backend as B
 from minicp.fast import ecp, feed_forward, primitives
+from minicp.nn import budget
 from minicp.nn import model as reference
 from minicp.nn.attention import module as arch_module
 from minicp.nn.rope import rope_tables
@@ -99,6 +100,7 @@ def forward(params, tokens, config, *, official_broadcast=False):
 def loss(params, tokens, config, *, official_broadcast=False):
     """The official wrapper's loss, as ``minicp.nn.model.loss``."""
     reference.check_config(config)
+    budget.check_request(config, params, tokens, extra=1)  # batch, empty batch, activation memory: before copying
     tokens = reference.check_tokens(tokens, config, extra=1, official_broadcast=official_broadcast)
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
     L = reference.loss_rows(config, logits.shape[1])
@@ -112,6 +114,7 @@ def value_and_grad(params, tokens, config, *, official_broadcast=False):
     built from zeros and added into its parent's, one zeros array and one addition per parameter per level; on a
     GPU each is a kernel launch. Same values, summed in the same order per parameter. The forward pass's
     parameter check is read after the backward pass is queued (on a GPU, no wait in between)."""
+    budget.check_request(config, params, tokens, grad=True, extra=1)  # the backward pass's memory, before it runs
     flat = reference.flatten(params)
     names = list(flat)
 

@@ -16,10 +16,10 @@ import zipfile
 
 import numpy as onp
 
+from minicp.files import atomic_savez, open_regular
 from minicp.golden.config import INPUTS, attention_case, attention_work, implied_arrays, input_draw
 from minicp.golden.make import Golden, block_arrays, input_digest
 from minicp.testing import npz
-from minicp.testing.files import atomic_savez, open_regular
 from minicp.testing.reference import seeded_inputs
 from minicp.validate import real
 
@@ -43,7 +43,7 @@ def save_golden(golden, path, overwrite=True):
         for key in INPUTS:
             arrays.pop(key, None)
     arrays["config"] = onp.asarray(json.dumps(golden.config))
-    atomic_savez(path, arrays, overwrite=overwrite)
+    atomic_savez(path, arrays, overwrite=overwrite, lock=True)
     return path
 
 

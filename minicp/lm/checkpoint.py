@@ -1,10 +1,13 @@
 """Training checkpoints: one ``.npz`` file, no pickle, written atomically.
 
-A checkpoint holds the parameters under their official state_dict names (``param/<name>``), the AdamW
-moments (``adam_m/<name>``, ``adam_v/<name>``), the data sampler's arrays, and one JSON string ``meta``
+A checkpoint holds the parameters under their official state_dict names (``param/<name>``; for official
+weights also their RoPE buffers ``param/layers.i.0.fn.pos_emb.freqs``, which make those weights exact and
+are checked on load by ``load_official_state_dict`` itself), the AdamW moments of the parameters
+(``adam_m/<name>``, ``adam_v/<name>``), the data sampler's arrays, and one JSON string ``meta``
 (format version, step, ModelConfig, TrainConfig, sampler state with the generator's bit-generator
-state, loss history). ``save_checkpoint`` writes a temporary file in the same directory, fsyncs it and
-renames it over the target, so a crash never leaves half a file; ``load_checkpoint`` reads with
+state, loss history). ``save_checkpoint`` writes through ``minicp.files``: a temporary file in the same
+directory, fsynced and renamed over the target, so a crash never leaves half a file, with the target's
+writer lock held (another writer's run gets "in use by process N"); ``load_checkpoint`` reads with
 ``allow_pickle=False`` and raises ``CheckpointError`` (a ValueError) for anything missing, truncated,
 corrupt or mismatched.
 
@@ -14,26 +17,27 @@ checking each member's shape and dtype from its .npy header, and its size from t
 against the model config before any data is read, so a small crafted file cannot decompress to
 gigabytes. Parameters and moments must be float32 / float64 and finite, ``step`` and ``adam_step``
 integers with 0 <= adam_step <= step, the sampler position within its epoch order. A Ctrl-C during
-``save_checkpoint`` is held until the file is complete (then raised), and the writer's temporary
-``.tmp-<name>*.npz`` files are removed on failure and by ``remove_stale_temps`` (``train`` calls it at
-its start).
+``save_checkpoint`` is held until the file is complete (then raised). The writer's temporary
+``.<name>.<pid>.tmp-*.npz`` is removed on failure by the writer itself, and by ``remove_stale_temps`` once
+that process is gone (``train`` calls it after deciding to start or resume, holding the lock).
 """
 
 import contextlib
 import dataclasses
-import glob
 import json
 import math
 import os
 import signal
-import tempfile
 import threading
+import warnings
 import zipfile
 
 import numpy as np
 
 from minicp import backend as B
+from minicp import files
 from minicp.config import ModelConfig
+from minicp.nn import interop
 from minicp.nn import model as M
 from minicp.validate import finite_array, nonnegative_int, regular_file
 
@@ -77,18 +81,10 @@ def config_from_dict(d):
     return ModelConfig(**d)
 
 
-def _temp_pattern(path):
-    directory, base = os.path.split(os.path.abspath(path))
-    return os.path.join(glob.escape(directory), ".tmp-" + glob.escape(base) + "*.npz")
-
-
 def remove_stale_temps(path):
-    """Remove the temporary files a killed ``save_checkpoint`` of ``path`` left behind; returns their names."""
-    stale = glob.glob(_temp_pattern(path))
-    for name in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(name)
-    return stale
+    """Remove the temporary files that killed writers of ``path`` left behind (only those whose process is
+    gone: a live writer's temporary is never touched); returns their names."""
+    return files.remove_stale_temporaries(path)
 
 
 def check_writable(path):
@@ -153,19 +149,12 @@ def save_checkpoint(
     }
     arrays["meta"] = np.array(json.dumps(_jsonable(meta)))  # a 0-d unicode array: no pickle
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create the directory of checkpoint {path}: {e.strerror}") from None
     with _sigint_held():
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-            raise
+        files.atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz", lock=True)
     return path
 
 
@@ -244,6 +233,8 @@ def _read_all(path):
                     continue
                 head, _, key = name.partition("/")
                 expect = spec.get(key) if head in ("param", "adam_m", "adam_v") else None
+                if head in ("param", "adam_m", "adam_v") and _is_rope_buffer(key, saved_cfg):
+                    expect = (saved_cfg.head_dim // 2,)
                 arrays[name] = _read_member(zf, info, path, MAX_OTHER_BYTES, expect)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError) as e:
         if isinstance(e, CheckpointError):
@@ -313,9 +304,14 @@ def load_checkpoint(path, config=None):
     step, adam_step = _check_steps(meta, path)
     spec = M.param_spec(saved_cfg)
     groups = {"param": {}, "adam_m": {}, "adam_v": {}}
-    others = {}
+    others, buffers = {}, {}
     for key, value in arrays.items():
         head, _, name = key.partition("/")
+        if head == "param" and _is_rope_buffer(name, saved_cfg):
+            buffers[name] = value
+            continue
+        if head in ("adam_m", "adam_v") and _is_rope_buffer(name, saved_cfg) and not np.any(value):
+            continue  # zero moments of a RoPE buffer, written before buffers were kept out of AdamW: dropped
         (groups[head] if head in groups else others)[name if head in groups else key] = value
     for head, found in groups.items():
         if head == "param" or found:
@@ -328,7 +324,12 @@ def load_checkpoint(path, config=None):
             if not groups["param"][k].dtype == groups["adam_m"][k].dtype == groups["adam_v"][k].dtype:
                 raise CheckpointError(f"checkpoint {path!r}: {k} and its AdamW moments differ in dtype")
         opt_state = {"step": adam_step, "m": groups["adam_m"], "v": groups["adam_v"]}
-    params = M.unflatten({k: B.asarray(groups["param"][k]) for k in spec})
+    params = M.unflatten(
+        {
+            **{k: B.asarray(groups["param"][k]) for k in spec},
+            **_checked_buffers(path, buffers, groups["param"], saved_cfg),
+        }
+    )
     return {
         "params": params,
         "opt_state": opt_state,
@@ -338,3 +339,37 @@ def load_checkpoint(path, config=None):
         "sampler": (meta.get("sampler", {}), others),
         "history": meta.get("history", []),
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# RoPE buffers of official weights
+# ----------------------------------------------------------------------------------------------------
+
+
+def _is_rope_buffer(name, cfg):
+    """True for ``layers.i.0.fn.pos_emb.freqs`` with i < layers: the RoPE buffer official weights carry."""
+    parts = name.split(".")
+    return (
+        len(parts) == 6
+        and parts[0] == "layers"
+        and parts[1].isdigit()
+        and int(parts[1]) < cfg.layers
+        and parts[2:] == ["0", "fn", "pos_emb", "freqs"]
+    )
+
+
+def _checked_buffers(path, buffers, params, cfg):
+    """The RoPE buffers of a checkpoint of official weights (fine-tuned or not), checked as
+    ``load_official_state_dict`` checks them (each within one ulp of what head_dim and rope_base imply),
+    by that loader itself; returns {name: buffer} with the file's values."""
+    if not buffers:
+        return {}
+    dtype = next(iter(params.values())).dtype.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = interop.load_official_state_dict({**params, **buffers}, cfg, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: its RoPE buffers do not fit its model config ({e})") from None
+    flat = M.flatten(loaded)
+    return {name: flat[name] for name in buffers}

@@ -42,7 +42,7 @@ from minicp import engines
 from minicp.lm.generate import _bar
 from minicp.nn import model as M
 from minicp.nn.params import host_array
-from minicp.validate import boolean, choice, positive_int
+from minicp.validate import NonFiniteError, boolean, choice, positive_int
 
 # ----------------------------------------------------------------------------------------------------
 # Which targets each window scores
@@ -99,13 +99,24 @@ def window_nll(params, windows, config, engine=None):
     """
     windows = np.asarray(windows)
     L = config.latent
-    model = engines.module(engine, "loop")
-    logits = np.asarray(B.to_numpy(model.forward(params, windows[:, :-1], config)))[:, -L:].astype(np.float64)
+    logits = engines.forward(params, windows[:, :-1], config, engine=engines.resolve(engine, "loop")[0])
+    logits = np.asarray(B.to_numpy(logits))[:, -L:].astype(np.float64)
     logits -= logits.max(axis=-1, keepdims=True)
     logz = np.log(np.exp(logits).sum(axis=-1))
     targets = windows[:, -L:]
     picked = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return logz - picked
+
+
+def _exp(mean_nll):
+    """exp(mean NLL), or a NonFiniteError when that overflows float64 (mean NLL above 709.78 nats per token)."""
+    if not math.isfinite(mean_nll) or mean_nll > math.log(np.finfo(np.float64).max):
+        raise NonFiniteError(
+            f"the perplexity exp({mean_nll!r}) overflows float64 (largest 1.8e308): the model gives this text a "
+            f"mean negative log-likelihood of {mean_nll!r} nats per token, almost no probability; compare that mean "
+            f"NLL instead"
+        )
+    return math.exp(mean_nll)
 
 
 def _request(params, config, batch, progress):
@@ -156,8 +167,8 @@ def perplexity_official(params, ids, config, *, batch=8, truncate=True, details=
         means.extend(window_nll(params, rows, config, engine).mean(axis=1))
     mean = float(np.mean(means))
     if details:
-        return {"ppl": math.exp(mean), "mean_nll": mean, "window_means": np.asarray(means), "windows": windows}
-    return math.exp(mean)
+        return {"ppl": _exp(mean), "mean_nll": mean, "window_means": np.asarray(means), "windows": windows}
+    return _exp(mean)
 
 
 def perplexity_every_token_once(
@@ -189,8 +200,8 @@ def perplexity_every_token_once(
                 counts[first:stop] += 1
     mean = total / count
     if details:
-        return {"ppl": math.exp(mean), "mean_nll": mean, "tokens": count, "windows": windows, "counts": counts}
-    return math.exp(mean)
+        return {"ppl": _exp(mean), "mean_nll": mean, "tokens": count, "windows": windows, "counts": counts}
+    return _exp(mean)
 
 
 def perplexities(params, ids, config, *, batch=8, stride=None, progress=False, engine=None):

@@ -48,6 +48,7 @@ import numpy as np
 from minicp import backend as B
 from minicp import engines
 from minicp.config import PERCEIVER_FAMILY
+from minicp.nn import budget
 from minicp.nn import model as M
 from minicp.nn.params import host_array
 from minicp.validate import MAX_WORK, boolean, bounded, finite_array, integer, nonnegative_int, positive_int, real
@@ -120,7 +121,7 @@ def next_token_logits(params, window, config, pad_id=0, engine=None):
     """Logits (b, V) for the token after each row of ``window`` (b, t), 1 <= t <= n (``engine``: see
     ``minicp.engines``; None: the default for loops, "fast")."""
     tokens, cfg = window_input(window, config, pad_id)
-    logits = engines.module(engine, "loop").forward(params, tokens, cfg)
+    logits = engines.forward(params, tokens, cfg, engine=engines.resolve(engine, "loop")[0])
     return np.asarray(B.to_numpy(logits[:, -1]), dtype=np.float64)
 
 
@@ -204,7 +205,11 @@ def _check_request(config, max_new_tokens, prompt):
         )
     if seq.min() < 0 or seq.max() >= config.vocab:
         raise ValueError(f"prompt ids must lie in [0, vocab={config.vocab}), got min {seq.min()} max {seq.max()}")
+    advice = "generate fewer tokens or prompts per call"
+    what = f"generated tokens ({max_new_tokens:,} new tokens x {len(seq):,} prompts)"
+    bounded("max_new_tokens", max_new_tokens * len(seq), what=what, limit_name="MAX_GENERATED_TOKENS", advice=advice)
     bounded("max_new_tokens", max_new_tokens * len(seq) * config.seq_len, MAX_WORK, "generated tokens x seq_len")
+    budget.check_activations(config, len(seq), config.seq_len)  # the windows' forward passes, before the first
     return max_new_tokens, seq.astype(np.int64), single
 
 

@@ -86,7 +86,7 @@ def class_logits(params, tokens, config, classes=10, engine=None):
     """(b, classes) scores: the last output row's entries for the class ids vocab - classes .. vocab - 1.
     ``engine``: see ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast")."""
     classes = _classes(config, classes)
-    logits = engines.module(engine, "loop").forward(params, tokens, config)  # (b, rows, V)
+    logits = engines.forward(params, tokens, config, engine=engines.resolve(engine, "loop")[0])  # (b, rows, V)
     return logits[:, -1, config.vocab - classes :]  # (b, classes)
 
 

@@ -7,6 +7,11 @@ For step t = 1, 2, ... (decoupled weight decay):
     v = beta2 * v + (1 - beta2) * g * g
     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
+A parameter whose gradient is None (or absent from the gradient dict) is skipped altogether, as
+``torch.optim.AdamW`` skips a parameter whose ``.grad`` is None: no decay, no moment update. PyTorch leaves the
+gradient of a parameter the forward pass never reads at None (Compressed's ``projection_hist`` after layer 0,
+an unused kv LayerNorm: ``minicp.nn.model.unused_params``), and ``minicp.train`` passes no gradient for those.
+
 plus ``clip_grad_norm`` (torch.nn.utils.clip_grad_norm_). Used by minicp.train. The arrays may be NumPy or
 CuPy; with ``engine="fast"`` and CuPy arrays each function is a few multi-tensor CUDA kernels for all
 parameters (``minicp.fast.cuda.multi``: the same operations in the same order) instead of a loop over them.
@@ -53,7 +58,8 @@ def adamw_step(
     groups may have different learning rates: ``lr`` for the decayed group, ``lr_no_decay`` (default
     ``lr``) for the rest (see ``minicp.lm.train.learning_rates``). Python-float scalars keep
     float32 arrays in float32 (NEP 50). The arithmetic follows torch's single-tensor implementation
-    operation by operation, so float64 runs agree with it to rounding.
+    operation by operation, so float64 runs agree with it to rounding. Parameters whose gradient is None or
+    missing are left exactly as they are (torch's ``grad is None``); their moments stay as they were.
     """
     engine = choice("engine", engine, ENGINES)
     beta1, beta2 = betas
@@ -62,7 +68,7 @@ def adamw_step(
     bias1 = 1.0 - beta1**t
     bias2_sqrt = math.sqrt(1.0 - beta2**t)
     lr_no_decay = lr if lr_no_decay is None else lr_no_decay
-    names = list(flat_params)
+    names = [k for k in flat_params if flat_grads.get(k) is not None]  # torch skips grad=None
     hyper = {}  # name -> (decay factor, step size) of its parameter group
     for name in names:
         decayed = decays(name, flat_params[name].shape)
@@ -90,8 +96,10 @@ def clip_grad_norm(flat_grads, max_norm, engine="reference"):
     """torch.nn.utils.clip_grad_norm_: scale all gradients by min(1, max_norm / (norm + 1e-6)).
 
     Returns the global L2 norm before clipping (squared norms per parameter in its dtype, summed in float64;
-    on CuPy each parameter's sum of squares is accumulated in float64, all in one kernel). In place.
+    on CuPy each parameter's sum of squares is accumulated in float64, all in one kernel). In place. None
+    entries (parameters without a gradient) are left out, as torch leaves them out.
     """
+    flat_grads = {k: g for k, g in flat_grads.items() if g is not None}
     grads = list(flat_grads.values())
     if choice("engine", engine, ENGINES) == "fast" and cuda_multi.applies(grads):  # CuPy: two kernels for all
         return float(cuda_multi.clip_(grads, max_norm))  # the one read back, after the scaling is queued

@@ -35,6 +35,8 @@ class TrainConfig:
         bounded("steps", self.steps, 10**9, "optimiser steps")
         for name in ("batch", "grad_accum"):
             set_(name, positive_int(name, getattr(self, name)))
+        what = f"rows per optimiser step (batch {self.batch:,} x grad_accum {self.grad_accum:,})"
+        bounded("batch", self.batch * self.grad_accum, what=what, limit_name="MAX_BATCH", advice="use fewer rows")
         for name in ("eval_every", "checkpoint_every", "lr_halve_every", "eval_windows", "seed"):
             set_(name, nonnegative_int(name, getattr(self, name)))
         set_("lr", real("lr", self.lr, low=0, low_open=True))

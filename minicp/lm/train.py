@@ -34,6 +34,7 @@ state and the loss history, so N steps + resume + N steps gives the same paramet
 steps in one go (on the same machine and NumPy build). Every argument is checked first (docs/inputs.md).
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minicp import backend as B
-from minicp import engines
+from minicp import engines, files
 from minicp.config import ModelConfig
 
 # checkpoints and the optimiser live in their own modules; their names stay importable from here
@@ -63,9 +64,10 @@ from minicp.lm.checkpoint import (  # noqa: F401
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
 from minicp.lm.schedule import LR_SCHEDULES, SAMPLINGS, TrainConfig, learning_rate, learning_rates  # noqa: F401
+from minicp.nn import budget
 from minicp.nn import model as M
 from minicp.nn.params import host_array
-from minicp.validate import boolean
+from minicp.validate import NonFiniteError, boolean, finite_result
 
 # ----------------------------------------------------------------------------------------------------
 # Loss and gradient
@@ -74,9 +76,12 @@ from minicp.validate import boolean
 
 def loss_and_grad(params, tokens, config, engine=None):
     """Wrapper loss (mean CE over b * L) and its gradient as a flat {name: array} dict (autograd), computed by
-    ``engine`` (see ``minicp.engines``; None: the default for loops, "fast")."""
-    value, grads = engines.module(engine, "loop").value_and_grad(params, tokens, config)
-    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items()}
+    ``engine`` (see ``minicp.engines``; None: the default for loops, "fast"), with the parameters the forward
+    pass never reads left out (``M.unused_params``: PyTorch's ``grad is None``) and so are RoPE buffers
+    (constants, not parameters)."""
+    value, grads = engines.value_and_grad(params, tokens, config, engine=engines.resolve(engine, "loop")[0])
+    keep = set(M.param_spec(config)) - set(M.unused_params(config))
+    return float(value), {k: np.asarray(B.to_numpy(g)) for k, g in M.flatten(grads).items() if k in keep}
 
 
 def accumulated_loss_and_grad(params, micro_batches, config, engine=None):
@@ -111,11 +116,11 @@ class TrainResult:
 
 def validation_loss(params, config, rows, batch=8, engine=None):
     """Mean wrapper loss over ``rows`` (num, n + 1), in batches (each batch's mean weighted by its size)."""
-    model = engines.module(engine, "loop")
+    engine, _ = engines.resolve(engine, "loop")
     total, count = 0.0, 0
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
-        total += float(model.loss(params, chunk, config)) * len(chunk)
+        total += float(engines.loss(params, chunk, config, engine=engine)) * len(chunk)
         count += len(chunk)
     return total / count
 
@@ -141,7 +146,9 @@ def train(
     tcfg:       TrainConfig (official defaults when None).
     valid:      validation stream or rows, for ``eval_every`` (the first ``eval_windows`` chunks).
     params:     starting parameters (default ``init_params(config, seed=tcfg.seed)``); not with resume.
-    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+    checkpoint: .npz path, written every ``checkpoint_every`` steps, at the end and on Ctrl-C (then the
+                KeyboardInterrupt says which step was saved). Its writer lock is held for the whole call:
+                a second run on the same file gets ``minicp.files.FileInUseError`` and touches nothing.
     resume:     continue from ``checkpoint`` (its params, moments, step, data generator and history);
                 ``tcfg.steps`` is the total, so a run resumed at step N does steps N..steps-1.
     overwrite:  allow a fresh run to replace an existing checkpoint (refused otherwise).
@@ -155,12 +162,24 @@ def train(
         config, tcfg, checkpoint, resume, overwrite, progress, callback
     )
     engine, _ = engines.resolve(engine, "loop")
+    # The checkpoint's writer lock, held until the run returns: a second run on the same file stops here
+    # ("in use by process N") before it has read, removed or written anything.
+    if checkpoint is not None:
+        _make_directory(checkpoint)
+    with files.locked(checkpoint) if checkpoint is not None else contextlib.nullcontext():
+        return _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, progress, callback, engine)
+
+
+def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, progress, callback, engine):
+    """``train`` after its arguments were checked, holding the checkpoint's lock."""
     sampler = Sampler(data, config.seq_len, make_rng(tcfg.seed), tcfg.sampling, vocab=config.vocab)
     valid_rows = _validation_rows(valid, config, tcfg.eval_windows)
     if resume:
         params, opt_state, start, history = _resumed(config, tcfg, checkpoint, params, sampler)
     else:
         params, opt_state, start, history = _fresh(config, tcfg, checkpoint, params, overwrite)
+    if checkpoint is not None:
+        remove_stale_temps(checkpoint)  # what killed writers left, after the decision to start or resume
     flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}  # our own, writable copies
 
     def save(step):
@@ -213,7 +232,7 @@ def train(
         if checkpoint is not None:
             sampler.restore(*before)
             save(step)
-            print(f"\ninterrupted: saved step {step} to {checkpoint}", file=sys.stderr)
+            raise KeyboardInterrupt(f"saved step {step} to {checkpoint}") from None
         raise
     finally:
         if bar is not None:
@@ -241,10 +260,19 @@ def _checked_arguments(config, tcfg, checkpoint, resume, overwrite, progress, ca
     )
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    budget.check_activations(config, tcfg.batch, config.seq_len, grad=True)  # a micro-batch's gradient (float32)
     if checkpoint is not None:
         checkpoint = check_writable(checkpoint)
-        remove_stale_temps(checkpoint)  # what a killed writer left behind
     return tcfg, checkpoint, resume, overwrite, progress
+
+
+def _make_directory(checkpoint):
+    """The checkpoint's directory, created if missing (its lock file lives there)."""
+    directory = os.path.dirname(os.path.abspath(checkpoint))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create the directory of checkpoint {checkpoint}: {e.strerror}") from None
 
 
 def _fresh(config, tcfg, checkpoint, params, overwrite):
@@ -256,7 +284,8 @@ def _fresh(config, tcfg, checkpoint, params, overwrite):
         )
     params = M.init_params(config, seed=tcfg.seed) if params is None else params
     M.check_params(params, config, M.param_spec)
-    opt_state = adamw_init({k: np.asarray(B.to_numpy(v)) for k, v in M.flatten(params).items()})
+    flat = M.flatten(params)  # the RoPE buffers of official weights are constants: no moments
+    opt_state = adamw_init({k: np.asarray(B.to_numpy(flat[k])) for k in M.param_spec(config)})
     return params, opt_state, 0, []
 
 
@@ -265,7 +294,10 @@ def _gradients(flat, sampler, config, tcfg, step, engine):
     lr, lr_no_decay = learning_rates(tcfg, step)
     micro = [sampler.next(tcfg.batch) for _ in range(tcfg.grad_accum)]
     on_backend = M.unflatten({k: B.asarray(v) for k, v in flat.items()})  # CuPy: to the device
-    loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config, engine)
+    try:
+        loss_sum, grads = accumulated_loss_and_grad(on_backend, micro, config, engine)
+    except NonFiniteError as e:  # before the update: the parameters and the checkpoint keep step `step`
+        raise NonFiniteError(f"training stopped at step {step + 1} (nothing of it applied): {e}") from None
     norm = clip_grad_norm(grads, tcfg.clip)
     info = {"step": step + 1, "loss": loss_sum / tcfg.grad_accum, "lr": lr, "lr_no_decay": lr_no_decay}
     info["grad_norm"] = norm
@@ -320,11 +352,13 @@ def _resumed(config, tcfg, checkpoint, params, sampler):
 
 
 def _check_diverged(flat, step, info):
+    """After an update: the summed loss and every parameter finite, else a NonFiniteError naming the first
+    bad entry (an update that overflowed: a learning rate too large for the dtype)."""
     if not np.isfinite(info["loss"]):
-        raise ValueError(f"training diverged: the loss of step {step} is {info['loss']} (lower lr?)")
-    for name, value in flat.items():
-        if not np.isfinite(value).all():
-            raise ValueError(f"training diverged at step {step}: parameter {name} is no longer finite (lower lr?)")
+        raise NonFiniteError(f"training diverged: the loss of step {step} is {info['loss']} (lower lr?)")
+    if not all(np.isfinite(value).all() for value in flat.values()):
+        for name, value in flat.items():
+            finite_result(f"training diverged at step {step} (lower lr?): parameter {name}", value)
 
 
 def _progress_bar(show, total, initial, arch):

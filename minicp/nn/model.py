@@ -22,7 +22,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ModelConfig
-from minicp.nn import ops
+from minicp.nn import budget, ops
 from minicp.nn.attention import module as arch_module
 from minicp.nn.params import check_params, check_size
 from minicp.validate import float_dtype, nonnegative_int
@@ -75,6 +75,7 @@ def init_params(cfg, seed=0, dtype="float32"):
     LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
     """
     check_config(cfg)
+    budget.check_params_size(cfg, dtype)  # MAX_PARAMS, before anything is drawn
     dtype, seed, _ = float_dtype("dtype", dtype), nonnegative_int("seed", seed), check_size(cfg)  # int32: all 0
     rng = onp.random.default_rng(seed)
     spec = param_spec(cfg)
@@ -202,6 +203,7 @@ def model_inputs(params, tokens, config, *, official_broadcast=False, defer_fini
     called (``minicp.nn.params``), otherwise it was checked already and ``finish`` does nothing.
     """
     check_config(config)
+    budget.check_request(config, params, tokens)  # batch, empty batch, activation memory: before allocating
     if defer_finite:
         _, finish = check_params(params, config, param_spec, defer_finite=True)
     else:
@@ -268,6 +270,7 @@ def loss(params, tokens, config, *, official_broadcast=False):
     L is that number of rows (the official wrapper would fail on the mismatch unless the counts agree).
     """
     check_config(config)
+    budget.check_request(config, params, tokens, extra=1)  # batch, empty batch, activation memory: before copying
     tokens = check_tokens(tokens, config, extra=1, official_broadcast=official_broadcast)
     b = tokens.shape[0]
     logits = forward(params, tokens[:, :-1], config, official_broadcast=official_broadcast)
@@ -281,4 +284,15 @@ def loss(params, tokens, config, *, official_broadcast=False):
 
 def value_and_grad(params, tokens, config, *, official_broadcast=False):
     """``loss`` and its gradient with respect to ``params`` (nested like ``params``), by autograd."""
+    budget.check_request(config, params, tokens, grad=True, extra=1)  # the backward pass's memory, before it runs
     return autograd.value_and_grad(loss)(params, tokens, config, official_broadcast=official_broadcast)
+
+
+def unused_params(cfg):
+    """Official names of the parameters that the forward pass of ``cfg`` never reads, per architecture and
+    layer (each architecture module's ``unused_params``): Compressed's ``projection_hist`` after layer 0, the
+    per-head kv LayerNorm where the config does not apply it. PyTorch leaves their gradient at None, so
+    ``torch.optim.AdamW`` neither moves nor decays them; ``minicp.train`` does the same."""
+    check_config(cfg)
+    mod = arch_module(cfg.arch)
+    return tuple(f"layers.{i}.0.fn.{name}" for i in range(cfg.layers) for name in mod.unused_params(cfg, i))

@@ -29,8 +29,8 @@ import zipfile
 
 import numpy as onp
 
+from minicp.files import atomic_savez, open_regular
 from minicp.testing import npz
-from minicp.testing.files import atomic_savez, open_regular
 from minicp.testing.guards import combined_digest
 from minicp.testing.verdict import C_MAX, C_RMS, absolute_budget
 

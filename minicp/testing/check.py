@@ -6,10 +6,10 @@ import os
 
 import numpy as onp
 
+from minicp.files import atomic_write_text
 from minicp.testing.compare import Comparison, MismatchError, check_tolerance, compare, default_tolerances
 from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.dtypes import check_dtype, dtype_name
-from minicp.testing.files import atomic_write_text
 from minicp.testing.guards import digests, output_problem
 from minicp.testing.reference import forget_case, shared_complete, shared_inputs
 from minicp.testing.verdict import Report, judge, refused

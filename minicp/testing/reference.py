@@ -21,6 +21,7 @@ import os
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
+from minicp.nn.budget import check_case_size
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.cache import entry_path, load_entry, read_only, recall, remember, store_entry
 from minicp.testing.cache import forget as forget_key
@@ -220,6 +221,7 @@ def shared_inputs(
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
     seed, grads, draw = nonnegative_int("seed", seed), boolean("grads", grads), check_draw(draw)
     name, rope, fresh = check_dtype(dtype), check_rope(rope, d), boolean("fresh", fresh)
+    check_case_size(arch, n, h, d, b, name, grads, pattern_args)  # MAX_ACTIVATION_BYTES, MAX_SCORE_ENTRIES
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(
         arch,

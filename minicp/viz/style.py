@@ -4,12 +4,12 @@ matplotlib is an optional dependency, so it is imported inside ``mpl()`` only: `
 works without it and the first figure call raises an ImportError that says what to install.
 """
 
-import os
-import tempfile
 import types
 from pathlib import Path
 
 import numpy as onp
+
+from minicp.files import atomic_write
 
 __all__ = [
     "VISIBLE",
@@ -127,20 +127,12 @@ def cells(ax, n_rows, n_cols, image, xlabel, ylabel, grid=True, fontsize=8):
 
 def save(obj, path, fps=1, dpi=None):
     """Write a Figure (PNG) or an Animation (GIF) to ``path`` atomically: a temporary file in the same
-    directory, then os.replace (a symlink at ``path`` is replaced, never written through)."""
+    directory, then a rename (``minicp.files``; a symlink at ``path`` is replaced, never written through)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        animation = mpl().animation
-        if isinstance(obj, animation.Animation):
-            obj.save(tmp, writer=animation.PillowWriter(fps=fps), dpi=dpi)
-        else:
-            obj.savefig(tmp, dpi=dpi or "figure")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    animation = mpl().animation
+    if isinstance(obj, animation.Animation):
+        write = lambda tmp: obj.save(tmp, writer=animation.PillowWriter(fps=fps), dpi=dpi)
+    else:
+        write = lambda tmp: obj.savefig(tmp, dpi=dpi or "figure")
+    atomic_write(path, write, suffix=path.suffix, by_path=True, replace_symlink=True)
     return path

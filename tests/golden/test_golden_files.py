@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
+from minicp import files
 from minicp import golden as G
 from minicp.cli import golden as cli_golden
-from minicp.testing import files
 
-FILES_PY = pathlib.Path(files.__file__)
+FILES_PY = pathlib.Path(files.__file__)  # minicp/files.py: stdlib and NumPy only
 CLI_CASE = ["--arch", "ecp", "--seq-len", "16", "--half-segment", "4", "--head-dim", "4"]
 
-# The writer child: loads minicp/testing/files.py alone (fast start), then rewrites the target with
+# The writer child: loads minicp/files.py alone (fast start), then rewrites the target with
 # versions 1, 2, 3, ... until it is killed; each version is x = full(N, version), y = arange(N) * version.
 CHILD = """
 import importlib.util, sys, time

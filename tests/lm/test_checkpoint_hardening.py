@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 import zipfile
@@ -121,12 +123,17 @@ def test_checkpoint_without_sampler_state_resumes(tmp_path):
     assert out.step == 3 and any("no sampler state" in str(w.message) for w in caught)
 
 
-def test_stale_temp_files_are_removed_on_start(tmp_path):
+def test_stale_temp_files_are_removed_on_start_live_ones_kept(tmp_path):
     path = str(tmp_path / "c.npz")
-    stale = tmp_path / ".tmp-c.npzabc123.npz"
-    stale.write_bytes(b"half a file")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".c.npz.{int(dead.stdout)}.tmp-abc123.npz"  # its writer is gone
+    live = tmp_path / f".c.npz.{os.getpid()}.tmp-def456.npz"  # its writer (this process) is alive
+    other = tmp_path / f".d.npz.{int(dead.stdout)}.tmp-abc123.npz"  # another target's
+    for name in (stale, live, other):
+        name.write_bytes(b"half a file")
     train(CFG, DATA, TCFG, checkpoint=path, progress=False)
-    assert not stale.exists() and load_checkpoint(path)["step"] == 2
+    assert not stale.exists() and live.exists() and other.exists() and load_checkpoint(path)["step"] == 2
+    assert sorted(os.listdir(tmp_path)) == sorted(["c.npz", live.name, other.name])  # no lock file left
 
 
 def test_save_refuses_bad_params(tmp_path):
@@ -135,3 +142,9 @@ def test_save_refuses_bad_params(tmp_path):
     with pytest.raises(ValueError, match="dtype not in"):
         save_checkpoint(str(tmp_path / "x.npz"), unflatten(params), config=CFG)
     assert not list(tmp_path.iterdir())
+
+
+def test_checkpoint_in_a_directory_that_does_not_exist_yet(tmp_path):
+    path = tmp_path / "runs" / "a" / "c.npz"
+    train(CFG, DATA, TCFG, checkpoint=str(path), progress=False)
+    assert load_checkpoint(str(path))["step"] == 2 and os.listdir(path.parent) == ["c.npz"]

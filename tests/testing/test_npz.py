@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from minicp.files import atomic_savez
 from minicp.testing import npz
-from minicp.testing.files import atomic_savez
 
 ARRAYS = {
     "a": np.arange(24.0).reshape(2, 3, 4),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minicp.testing as mt
-from minicp.testing import files, reference
+from minicp.testing import reference
 
 CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, dtype="bfloat16", seed=4, grads=True)
 
@@ -84,25 +84,3 @@ def test_grad_fn_returning_out_runs_the_kernel_once():
         mt.assert_matches_reference(
             kernel, "transformer", seq_len=32, heads=2, head_dim=8, check_grads=True, grad_fn=lambda *a: (1, 2)
         )
-
-
-def test_mapped_npz_equals_numpy_load_and_refuses_what_it_cannot_map(tmp_path):
-    arrays = {
-        "a": np.arange(24.0).reshape(2, 3, 4),
-        "f": np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
-        "key": np.asarray("abc" * 10),
-        "empty": np.zeros((0, 3)),
-        "half": np.ones(5, np.float16),
-    }
-    path = files.atomic_savez(str(tmp_path / "x.npz"), arrays, compressed=False)
-    mapped = files.mapped_npz(path)
-    assert set(mapped) == set(arrays)
-    for name, a in arrays.items():
-        assert mapped[name].dtype == a.dtype and mapped[name].shape == a.shape and np.array_equal(mapped[name], a)
-    assert not mapped["a"].flags.writeable
-    with pytest.raises(ValueError, match="compressed"):
-        files.mapped_npz(files.atomic_savez(str(tmp_path / "z.npz"), arrays, compressed=True))
-    data = (tmp_path / "x.npz").read_bytes()
-    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError):
-        files.mapped_npz(str(tmp_path / "cut.npz"))

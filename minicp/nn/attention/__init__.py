@@ -18,6 +18,7 @@ from autograd.tracer import getval
 
 from minicp import backend as B
 from minicp.config import ARCHITECTURES
+from minicp.nn import budget
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
 from minicp.validate import (
     MAX_WORK,
@@ -108,6 +109,13 @@ def _check_array(name, a):
         )
     if a.ndim == 4 and 0 in a.shape:
         raise ValueError(f"{name} of shape {tuple(a.shape)} (batch, heads, seq_len, head_dim) has an empty axis")
+    if dtype.name == "float16":
+        raise ValueError(
+            f"{name} is float16: the reference computes in its inputs' dtype, and float16 scores q k^T overflow "
+            f"(above 65504) where production kernels keep the softmax in float32; pass float32 or float64 arrays "
+            f"(q.astype(np.float32)) and round the result to float16 if you need it. minicp.testing judges float16 "
+            f"kernels against a float64 reference"
+        )
     if dtype.kind == "f":
         finite_array(name, a, B.xp if type(a).__module__.startswith("cupy") else onp)
 
@@ -120,13 +128,14 @@ def attention(arch, q, k, v, *, scale=None, **pattern_args):
     the architecture's own, e.g. ``half_segment=128`` (or ``segment=256``) for ECP or ``latent=512``
     for PerceiverAR.
     """
+    budget.check_attention(arch, q, pattern_args)  # the score matrices within MAX_ACTIVATION_BYTES
     mod = module(arch)
     args = resolve_pattern_args(arch, pattern_args)
     if scale is not None:
         scale = real("scale", scale)
     for name, a in (("q", q), ("k", k), ("v", v)):
         _check_array(name, a)
-    return mod.attention(q, k, v, scale=scale, **args)
+    return budget.finite_output("attention output", mod.attention(q, k, v, scale=scale, **args))
 
 
 def patterns(arch, n, heads=1, **pattern_args):

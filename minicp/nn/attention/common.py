@@ -84,3 +84,10 @@ def projection_params(cfg, out="to_out"):
         "to_kv": ("linear", 2 * D if cfg.separate_kv else D, D, False),
         out: ("linear", D, D, True),
     }
+
+
+def unused_kv_norm(cfg):
+    """Names under ``layers.i.0.fn`` of the per-head LayerNorm when the config does not apply it
+    (``kv_layernorm=False``: ECP, the transformer, LongLoRA by default). The official modules own it anyway
+    (ECP even computes it and drops the result), so PyTorch leaves its gradient at None."""
+    return () if cfg.kv_layernorm else ("norm.weight", "norm.bias")

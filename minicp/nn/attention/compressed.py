@@ -159,3 +159,11 @@ def skip(x, cfg, layer):
     if cfg.compressed_residual == "official":
         return x[:, : P + L]
     return B.xp.concatenate([x[:, :P], x[:, H:]], axis=1)
+
+
+def unused_params(cfg, layer):
+    """Names under ``layers.i.0.fn`` that this layer's forward pass never reads (their gradient is None in
+    PyTorch, and AdamW leaves them alone): ``projection_hist`` after layer 0 (docs/official-code.md#dead-code),
+    and the per-head LayerNorm where the config does not apply it."""
+    unused = common.unused_kv_norm(cfg)
+    return unused + (("projection_hist.weight", "projection_hist.bias") if layer > 0 else ())

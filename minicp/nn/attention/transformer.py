@@ -52,3 +52,9 @@ def attention_layer(p, x, cfg, layer):
 
 def skip(x, cfg, layer):
     return x
+
+
+def unused_params(cfg, layer):
+    """Names under ``layers.i.0.fn`` that this layer's forward pass never reads (their gradient is None in
+    PyTorch, and AdamW leaves them alone): the per-head LayerNorm where the config does not apply it."""
+    return common.unused_kv_norm(cfg)
