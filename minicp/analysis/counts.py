@@ -241,7 +241,7 @@ def _longlora_per_layer(z, computed):
     return (z.h // 2) * unshifted + (z.h - z.h // 2) * shifted  # heads h//2 onwards are shifted
 
 
-def _layer_counts(z, count):
+def layer_counts(z, count):
     """(first layer, every later layer) entries, summed over the h heads, as exact ints."""
     n, L, H, h = z.n, z.L, z.H, z.h
     computed = count == "computed"
@@ -323,7 +323,7 @@ def count_attention_steps(
         shift=shift,
         partial=partial,
     )
-    first, rest = _layer_counts(z, count)
+    first, rest = layer_counts(z, count)
     if per_layer:
         bounded("layers", z.l, MAX_LISTED_LAYERS, "per-layer list entries")
         return [first] + [rest] * (z.l - 1)

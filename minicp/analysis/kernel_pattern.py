@@ -48,7 +48,7 @@ __all__ = ["blocks", "dense_mask", "allowed_fn", "mask_mod", "rows"]
 # ----------------------------------------------------------------------------------------------------
 
 
-def _patterns_checked(arch, n, heads, args):
+def patterns_checked(arch, n, heads, args):
     """Validate every argument (ValueError naming it) and return one Pattern per head."""
     return _patterns(arch, n, heads, **args)
 
@@ -86,7 +86,7 @@ def blocks(arch, n, heads=1, **pattern_args):
     plain causality, ``kv_idx <= q_idx``. Every computed query row is in exactly one block.
     """
     out = []
-    for h, pat in enumerate(_patterns_checked(arch, n, heads, pattern_args)):
+    for h, pat in enumerate(patterns_checked(arch, n, heads, pattern_args)):
         for blk in pat.blocks:
             rs, re = _contiguous(blk.rows)
             cs, ce = _contiguous(blk.cols)
@@ -117,7 +117,7 @@ def dense_mask(arch, n, heads=1, **pattern_args):
 
 def rows(arch, n, heads=1, **pattern_args):
     """Sorted token positions of the query rows the architecture computes (the rows of its output)."""
-    pats = _patterns_checked(arch, n, heads, pattern_args)
+    pats = patterns_checked(arch, n, heads, pattern_args)
     return onp.unique(onp.concatenate([p.rows() for p in pats]))
 
 
@@ -209,7 +209,7 @@ def allowed_fn(arch, n, heads=1, **pattern_args):
     (list of ((h_lo, h_hi) runs, [(q_lo, q_hi, kv_lo, kv_hi, c or None)])), ``allowed.n``,
     ``allowed.heads``.
     """
-    pats = _patterns_checked(arch, n, heads, pattern_args)
+    pats = patterns_checked(arch, n, heads, pattern_args)
     groups = _head_groups(pats)
     n, heads = int(n), int(heads)
 

@@ -1,7 +1,7 @@
 """A readable report of the attention steps of any configuration (what ``minicp steps`` prints)."""
 
-from minicp.analysis.counts import _layer_counts, count_attention_steps, resolve
-from minicp.analysis.tables import _fmt_int, _grid, _pct
+from minicp.analysis.counts import count_attention_steps, layer_counts, resolve
+from minicp.analysis.tables import fmt_int, grid, percent_of
 
 
 def _runs_of_equal_layers(comp, unm, layers):
@@ -24,21 +24,20 @@ def format_steps(arch_or_config, **kwargs):
             raise ValueError(f"format_steps shows both counts for every layer; do not pass {bad}")
     z = resolve(arch_or_config, **kwargs)
     count_attention_steps(arch_or_config, **kwargs)  # the same argument checks and messages
-    comp, unm = _layer_counts(z, "computed"), _layer_counts(z, "unmasked")  # (layer 0, each later layer)
+    comp, unm = layer_counts(z, "computed"), layer_counts(z, "unmasked")  # (layer 0, each later layer)
     full_layer = z.h * z.n * z.n
     full = z.l * full_layer
     causal = z.l * z.h * (z.n * (z.n + 1) // 2)
     rows = [("layers", "computed / layer", "unmasked / layer", "% of full layer")]
     for a, b in _runs_of_equal_layers(comp, unm, z.l):
         c, u = comp[min(a, 1)], unm[min(a, 1)]
-        rows.append((f"{a}" if a == b else f"{a}-{b}", _fmt_int(c), _fmt_int(u), _pct(c, full_layer)))
+        rows.append((f"{a}" if a == b else f"{a}-{b}", fmt_int(c), fmt_int(u), percent_of(c, full_layer)))
     lines = [f"Attention steps for {z.describe()}", ""]
-    lines += _grid(rows, right={1, 2, 3}, strip=False)
+    lines += grid(rows, right={1, 2, 3}, strip=False)
     total_c, total_u = comp[0] + (z.l - 1) * comp[1], unm[0] + (z.l - 1) * unm[1]
     lines += [
         "",
-        f"total computed: {_fmt_int(total_c)} ({_pct(total_c, full)} of full attention l·h·n² = {_fmt_int(full)})",
-        f"total unmasked: {_fmt_int(total_u)} ({_pct(total_u, causal)} of causal full l·h·n(n+1)/2 = "
-        f"{_fmt_int(causal)})",
+        f"total computed: {fmt_int(total_c)} ({percent_of(total_c, full)} of full attention l·h·n² = {fmt_int(full)})",
+        f"total unmasked: {fmt_int(total_u)} ({percent_of(total_u, causal)} of causal full l·h·n(n+1)/2 = {fmt_int(causal)})",
     ]
     return "\n".join(lines)

@@ -101,7 +101,7 @@ def format_table7():
         "(docs/attention-steps.md#per-layer-formulas)",
         "",
     ]
-    lines += _grid(rows)
+    lines += grid(rows)
     lines += [
         "",
         "Notation: " + TABLE7_NOTATION + ".",
@@ -184,7 +184,7 @@ def _alternatives(arch):
     return []
 
 
-def _grid(rows, right=(), strip=True):
+def grid(rows, right=(), strip=True):
     """Lines of a text table: rows[0] is the header, underlined with dashes; columns in ``right`` are
     right-aligned, the others left-aligned; ``strip`` drops trailing blanks of each line."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -197,11 +197,11 @@ def _grid(rows, right=(), strip=True):
     return lines
 
 
-def _fmt_int(v):
+def fmt_int(v):
     return f"{v:,}"
 
 
-def _pct(v, full):
+def percent_of(v, full):
     return f"{100 * v / full:.2f}%"
 
 
@@ -211,9 +211,9 @@ def _find(alts, name):
 
 def _explain(arch, computed, unmasked, full, alts):
     def pct(v):
-        return _pct(v, full)
+        return percent_of(v, full)
 
-    code = f"code-faithful {_fmt_int(computed)} ({pct(computed)}) [unmasked {_fmt_int(unmasked)}]"
+    code = f"code-faithful {fmt_int(computed)} ({pct(computed)}) [unmasked {fmt_int(unmasked)}]"
     if arch == "perceiver_ar":
         return (
             f"{code}: h·(L·n + (l-1)·L²), latent x all n keys in layer 0, L x L after; "
@@ -231,7 +231,7 @@ def _explain(arch, computed, unmasked, full, alts):
         return (
             f"{code} = h·(L·n + H² + (l-1)·(L·(p+L) + p²)), {100 * (computed / 9682e6 - 1):+.0f}% vs the paper. "
             f"The printed 9682M is reproduced only by the non-code formula {a['formula']} = "
-            f"{_fmt_int(a['value'])} ({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
+            f"{fmt_int(a['value'])} ({a['percent']:.2f}%), i.e. {b['formula']} (Config A's compression size), "
             f"also = {c['formula']}; no code-faithful (L, p) gives it. Prose reading 'compress first' "
             f"{d['formula']} = {d['millions']}M."
         )
@@ -243,8 +243,8 @@ def _explain(arch, computed, unmasked, full, alts):
         return (
             f"{code} with c = s = 256 (l·h·(L·n + H·c)), {100 * (computed / 14858e6 - 1):+.0f}% vs the paper; "
             f"c = 128: {a['value'] / 1e6:.1f}M, c = 512: {b['value'] / 1e6:.1f}M. No formula fits: a count above "
-            f"Double needs the H² term kept; nearest {c['formula']} = {_fmt_int(c['value'])} "
-            f"({100 * (c['value'] / 14858e6 - 1):+.2f}%), {d['formula']} = {_fmt_int(d['value'])} "
+            f"Double needs the H² term kept; nearest {c['formula']} = {fmt_int(c['value'])} "
+            f"({100 * (c['value'] / 14858e6 - 1):+.2f}%), {d['formula']} = {fmt_int(d['value'])} "
             f"({100 * (d['value'] / 14858e6 - 1):+.1f}%). The printed 77% also disagrees with 14858/19327 = "
             f"{100 * 14858 / 19327:.2f}% under the table's truncation rule. Treat as an error in the paper."
         )
@@ -256,10 +256,10 @@ def _explain(arch, computed, unmasked, full, alts):
         return (
             f"{code} with s = 256 -> half segment m = 128 (l·h·m·(2n - m)), "
             f"{100 * (computed / 2452e6 - 1):+.1f}% vs the paper. Nearest readings: code with m = s = 256 "
-            f"{_fmt_int(a['value'])} ({a['percent']:.2f}%, {100 * (a['value'] / 2452e6 - 1):+.1f}%); "
-            f"{c['formula']} = {_fmt_int(c['value'])} ({100 * (c['value'] / 2452e6 - 1):+.2f}%); "
+            f"{fmt_int(a['value'])} ({a['percent']:.2f}%, {100 * (a['value'] / 2452e6 - 1):+.1f}%); "
+            f"{c['formula']} = {fmt_int(c['value'])} ({100 * (c['value'] / 2452e6 - 1):+.2f}%); "
             f"{d['formula']} = {d['value'] / 1e6:.1f}M (= LongLoRA g = 2s); only exact fit "
-            f"{b['formula']} = {_fmt_int(b['value'])} (contrived). The printed 12% fits these but not the "
+            f"{b['formula']} = {fmt_int(b['value'])} (contrived). The printed 12% fits these but not the "
             f"paper's own s/2 x s blocks ({pct(computed)})."
         )
     if arch == "longlora":
@@ -319,7 +319,7 @@ def _longlora_row(full, g):
         percent_of_full=100 * computed / full,
         verdict="comparison",
         explanation=_explain("longlora", computed, unmasked, full, [])
-        + f" varlen: {_fmt_int(varlen)} (= ECP with s = {g}).",
+        + f" varlen: {fmt_int(varlen)} (= ECP with s = {g}).",
         alternatives=[],
     )
 
@@ -336,9 +336,9 @@ def format_table8(explain=True):
             (
                 r["label"],
                 paper,
-                _fmt_int(r["computed"]),
+                fmt_int(r["computed"]),
                 f"{r['percent_of_full']:.2f}%",
-                _fmt_int(r["unmasked"]),
+                fmt_int(r["unmasked"]),
                 r["verdict"],
             )
         )
@@ -347,7 +347,7 @@ def format_table8(explain=True):
         f"m = {t['s'] // 2}), p = {t['p']}, L = {t['L']}, s-Split c = {t['s']}",
         "",
     ]
-    lines += _grid(rows, right={1, 2, 3, 4})
+    lines += grid(rows, right={1, 2, 3, 4})
     lines += [
         "",
         "The paper truncates to millions and percent (e.g. 4932.50M -> 4932M, 25.52% -> 25%). "

@@ -63,7 +63,8 @@ def _main(argv):
     try:
         result = importlib.import_module(module).main(argv[1:])
     except ImportError as e:  # an optional dependency (matplotlib for figures)
-        print(f"minicp {argv[0]}: error: {e}; install it (figures: pip install 'minicp[viz]')", file=sys.stderr)
+        hint = "" if "pip install" in str(e) else "; install it (figures: pip install 'minicp[viz]')"
+        print(f"minicp {argv[0]}: error: {e}{hint}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError) as e:  # a command without its own handler: one line, status 2
         print(f"minicp {argv[0]}: error: {e}", file=sys.stderr)

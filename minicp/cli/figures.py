@@ -18,7 +18,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller animations (for tests)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    for path in make_all(args.out, quick=args.quick, only=args.only):
+    skipped = []
+    for path in make_all(args.out, quick=args.quick, only=args.only, skipped=skipped):
         print(f"wrote {path}  ({path.stat().st_size / 1024:.0f} KiB)")
+    for name, why in skipped:
+        print(f"left out {name}: {why}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

@@ -2,6 +2,7 @@
 every command reports a bad argument (one line on stderr, exit status 2, no traceback)."""
 
 import functools
+import os
 import sys
 
 from minicp.config import ARCHITECTURES, PRESETS, ModelConfig
@@ -19,6 +20,16 @@ def fail(message):
     raise err
 
 
+def quiet_stdout():
+    """Point stdout at /dev/null, so that flushing what was left for a closed pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def command(main):
     """Decorator for a command's ``main``: a ValueError / TypeError / OSError becomes ``fail(message)``."""
 
@@ -26,6 +37,9 @@ def command(main):
     def wrapped(argv=None):
         try:
             return main(argv)
+        except BrokenPipeError:  # the reader went away (minicp steps | head): nothing is wrong, nothing to say
+            quiet_stdout()
+            return 0
         except ERRORS as e:
             fail(str(e))
 

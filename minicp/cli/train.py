@@ -166,7 +166,12 @@ def main(argv=None):
         )
     except (CheckpointError, FileExistsError) as e:
         fail(str(e))
-    print(f"trained {result.step} steps ({result.tokens_per_s:,.0f} training tokens/s this run)")
+    done = result.steps_this_call
+    where = f"steps {result.step - done + 1}..{result.step} of {tcfg.steps}" if args.resume else f"{result.step} steps"
+    print(
+        f"trained {done} steps this run ({where}) in {result.seconds:.0f} s: "
+        f"{result.seconds / max(done, 1):.2f} s a step, {result.tokens_per_s:,.0f} training tokens/s"
+    )
     if result.history:
         print(f"last training loss {result.history[-1]['loss']:.4f}")
     print_perplexities(

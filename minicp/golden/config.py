@@ -163,7 +163,7 @@ def attention_case(c, source, patterns=True):
 def attention_config(arch, given, resolved, b, h, n, d, name, seed, inputs, mask_limit, version=FORMAT_VERSION):
     """The config ``make_golden`` writes for this case, all but ``input_sha256``, ``minicp_version`` and the
     ``arrays`` listing (what the arrays themselves give)."""
-    pats = kernel_pattern._patterns_checked(arch, n, h, resolved)
+    pats = kernel_pattern.patterns_checked(arch, n, h, resolved)
     shared = all(p is pats[0] or _same_pattern(p, pats[0]) for p in pats)
     config = {
         "format": FORMAT, "format_version": version, "kind": "attention", "arch": arch, "pattern_args": given,
@@ -222,7 +222,7 @@ def implied_arrays(config, source, block_arrays):
     out = {key: ((b, h, n, d), S) for key in ("q", "k", "v", "dq", "dk", "dv")}
     out.update(out=((b, h, R, d), S), dout=((b, h, R, d), S), rows=((R,), "int64"))
     if n <= mask_limit:
-        pats = kernel_pattern._patterns_checked(arch, n, h, resolved)
+        pats = kernel_pattern.patterns_checked(arch, n, h, resolved)
         shared = all(p is pats[0] or _same_pattern(p, pats[0]) for p in pats)
         out["mask"] = ((1 if shared else h, n, n), "bool")
     blocks, _ = block_arrays(arch, n, h, resolved)

@@ -49,11 +49,11 @@ DTYPES = ("float32", "float64")
 FORMAT = "minicp-checkpoint-1"
 
 
-def _jsonable(obj):
+def jsonable(obj):
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -103,7 +103,7 @@ def check_writable(path):
 
 
 @contextlib.contextmanager
-def _sigint_held():
+def sigint_held():
     """Hold SIGINT (Ctrl-C) while the block runs and raise KeyboardInterrupt after it, so a write is never
     cut in the middle (main thread only; elsewhere signals do not arrive anyway)."""
     if threading.current_thread() is not threading.main_thread():
@@ -147,13 +147,13 @@ def save_checkpoint(
         "sampler": sampler_meta,
         "history": history or [],
     }
-    arrays["meta"] = np.array(json.dumps(_jsonable(meta)))  # a 0-d unicode array: no pickle
+    arrays["meta"] = np.array(json.dumps(jsonable(meta)))  # a 0-d unicode array: no pickle
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise type(e)(e.errno, f"cannot create the directory of checkpoint {path}: {e.strerror}") from None
-    with _sigint_held():
+    with sigint_held():
         files.atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz", lock=True)
     return path
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from minicp import backend as B
 from minicp import engines
-from minicp.lm.generate import _bar
+from minicp.lm.progress import progress_bar
 from minicp.nn import model as M
 from minicp.nn.params import host_array
 from minicp.validate import NonFiniteError, boolean, choice, positive_int
@@ -141,7 +141,7 @@ def _stream(ids, n, truncate):
 
 def _batches(windows, batch, progress, what):
     """Batches of ``batch`` windows, with a tqdm bar (stderr) over the windows when ``progress``."""
-    bar = _bar(len(windows), progress, f"perplexity ({what})")
+    bar = progress_bar(len(windows), progress, f"perplexity ({what})", "window")
     for start in range(0, len(windows), batch):
         yield windows[start : start + batch]
         bar.update(len(windows[start : start + batch]))

@@ -41,13 +41,12 @@ Where the official ``generate`` fails, minicp extends it:
 ``pad_id`` defaults to 0, the official wrapper's ``pad_value`` (byte 0, NUL, never occurs in text).
 """
 
-import sys
-
 import numpy as np
 
 from minicp import backend as B
 from minicp import engines
 from minicp.config import PERCEIVER_FAMILY
+from minicp.lm.progress import progress_bar
 from minicp.nn import budget
 from minicp.nn import model as M
 from minicp.nn.params import host_array
@@ -166,7 +165,7 @@ def generate(
     seq = seq.astype(np.int64)
     done = np.zeros(len(seq), dtype=bool)
     new = []
-    bar = _bar(max_new_tokens, progress)
+    bar = progress_bar(max_new_tokens, progress, "generate", "tok")
     for _ in range(max_new_tokens):
         logits = next_token_logits(params, seq[:, -config.seq_len :], config, pad_id, engine)
         tok = sample_next(logits, rng, temperature=temperature, k=k)
@@ -211,22 +210,3 @@ def _check_request(config, max_new_tokens, prompt):
     bounded("max_new_tokens", max_new_tokens * len(seq) * config.seq_len, MAX_WORK, "generated tokens x seq_len")
     budget.check_activations(config, len(seq), config.seq_len)  # the windows' forward passes, before the first
     return max_new_tokens, seq.astype(np.int64), single
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total, progress, desc="generate"):
-    """A tqdm bar on stderr when ``progress`` and tqdm is installed; otherwise one that does nothing."""
-    if not progress or not total:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="tok", file=sys.stderr, dynamic_ncols=True, leave=False)

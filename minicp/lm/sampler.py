@@ -7,7 +7,7 @@ the rows the uninterrupted run would have drawn.
 
 import numpy as np
 
-from minicp.lm.checkpoint import CheckpointError, _jsonable
+from minicp.lm.checkpoint import CheckpointError, jsonable
 from minicp.nn.params import host_array
 
 
@@ -70,7 +70,7 @@ class Sampler:
         return self.rows[np.concatenate(picked)]
 
     def state(self):
-        meta = {"bit_generator": _jsonable(self.rng.bit_generator.state)}
+        meta = {"bit_generator": jsonable(self.rng.bit_generator.state)}
         arrays = {}
         if self.rows is not None:
             meta["pos"] = int(self.pos)

@@ -52,14 +52,14 @@ from minicp.config import ModelConfig
 from minicp.lm.checkpoint import (  # noqa: F401
     FORMAT,
     CheckpointError,
-    _jsonable,
-    _sigint_held,
     check_writable,
     config_from_dict,
     config_to_dict,
+    jsonable,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
+    sigint_held,
 )
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
@@ -108,10 +108,12 @@ def accumulated_loss_and_grad(params, micro_batches, config, engine=None):
 class TrainResult:
     params: dict  # nested parameters (official names)
     opt_state: dict  # {"step", "m", "v"} with flat {name: array} moments
-    step: int  # optimiser steps done
+    step: int  # optimiser steps done in all (a resumed run counts the steps before it too)
     history: list  # one dict per step: step, loss (mean over its micro-batches), lr, grad_norm
     # (before clipping), valid_loss (every eval_every steps)
     tokens_per_s: float  # training tokens (rows * n, all micro-batches) per second in this call
+    steps_this_call: int = 0  # optimiser steps done by this call (step minus where a resumed run started)
+    seconds: float = 0.0  # wall-clock time of this call's steps
 
 
 def validation_loss(params, config, rows, batch=8, engine=None):
@@ -202,7 +204,7 @@ def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, pro
     try:
         while step < tcfg.steps:
             grads, info = _gradients(flat, sampler, config, tcfg, step, engine)
-            with _sigint_held():  # the update, the step count and the history move together, or not at all
+            with sigint_held():  # the update, the step count and the history move together, or not at all
                 adamw_step(
                     flat,
                     grads,
@@ -246,6 +248,8 @@ def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, pro
         step=step,
         history=history,
         tokens_per_s=done * tokens / elapsed if done else 0.0,
+        steps_this_call=done,
+        seconds=elapsed,
     )
 
 

@@ -29,7 +29,7 @@ def resolved_pattern_args(arch, n, heads, pattern_args):
     """Every pattern argument of ``arch`` with defaults filled in (e.g. LongLoRA ``shift``, ECP ``partial``),
     after validating them against the pattern (ValueError naming the argument)."""
     args = normalize_pattern_args(arch, pattern_args)
-    kernel_pattern._patterns_checked(arch, n, heads, args)
+    kernel_pattern.patterns_checked(arch, n, heads, args)
     mod = arch_module(arch)
     fn = mod.head_patterns if hasattr(mod, "head_patterns") else mod.pattern
     for p in inspect.signature(fn).parameters.values():

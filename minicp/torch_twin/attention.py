@@ -9,13 +9,13 @@ N_s = n / m ECP blocks.
 import torch
 from torch import nn
 
-from minicp.torch_twin.layers import _Attention, apply_rope, attend, tail_causal_mask
+from minicp.torch_twin.layers import AttentionBase, apply_rope, attend, tail_causal_mask
 
 ARCHITECTURES = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp")
 PERCEIVER_FAMILY = ("perceiver_ar", "double", "compressed", "s_split")
 
 
-class FullAttention(_Attention):
+class FullAttention(AttentionBase):
     """Plain causal attention with ECP's conventions (RoPE layer 0, raw K = V, no kv LN): the full-attention
     transformer with ECP conventions (docs/official-code.md#full-attention-ecp-conventions).
 
@@ -39,7 +39,7 @@ class FullAttention(_Attention):
         return self.to_out(self.merge_heads(out))
 
 
-class PerceiverARAttention(_Attention):
+class PerceiverARAttention(AttentionBase):
     """The official PerceiverAR (docs/official-code.md#perceiverar).
 
     Layer 0: (b, n, D) -> (b, L, D), the L latent queries (positions H..n-1) see all H history keys and the
@@ -65,7 +65,7 @@ class PerceiverARAttention(_Attention):
         return self.w_out(self.merge_heads(out))
 
 
-class DoubleAttention(_Attention):
+class DoubleAttention(AttentionBase):
     """The official Double Attention (docs/official-code.md#double).
 
     (b, n, D) -> (b, n, D). RoPE in every layer. History rows attend to all H history keys (no mask); latent
@@ -124,7 +124,7 @@ class SSplitAttention(DoubleAttention):
         return self.layer_index == 0
 
 
-class CompressedAttention(_Attention):
+class CompressedAttention(AttentionBase):
     """The official Compressed Double Attention (docs/official-code.md#compressed-double).
 
     Layer 0: (b, n, D) -> (b, p+L, D); layers >= 1: (b, p+L, D) -> (b, p+L, D).
@@ -162,7 +162,7 @@ class CompressedAttention(_Attention):
         return self.w_out(out)
 
 
-class ECPAttention(_Attention):
+class ECPAttention(AttentionBase):
     """The official ECP attention (docs/official-code.md#ecp). (b, n, D) -> (b, n, D), blockwise in O(n m).
 
     Rows are cut into N_s blocks of m. Block 0 attends to itself causally and goes through ``to_out_0``;

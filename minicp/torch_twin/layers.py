@@ -67,7 +67,7 @@ def attend(q, kv, mask=None):
     return scores.softmax(dim=-1) @ kv  # (..., i, d)
 
 
-class _Attention(nn.Module):
+class AttentionBase(nn.Module):
     """Parameters and helpers common to all six attention layers.
 
     Registration order (norm, pos_emb, to_q, to_kv, then the output projections a subclass adds) follows

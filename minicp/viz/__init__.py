@@ -29,7 +29,7 @@ from minicp.viz.patterns import pattern_figure, patterns_figure
 from minicp.viz.receptive import ecp_half_segments_animation, ecp_receptive_animation, receptive_fields_figure
 from minicp.viz.steps import steps_scaling_figure, table8_figure
 from minicp.viz.style import ARCH_LABELS, BOTH, CONTEXT, EDGE, EMPTY, GREY, LEAK, MASKED, OUTPUT, SHIFTED, VISIBLE, save  # noqa: F401
-from minicp.viz.training import lag_copy_figure, predicted_copy_accuracy
+from minicp.viz.training import lag_copy_figure, lag_copy_record_figure, predicted_copy_accuracy
 
 __all__ = [
     "pattern_figure",
@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 # file name -> (function, keyword arguments, what it shows)
+RECORD = "04_training_results.json"  # notebook 04's full run (MINICP_FULL=1), in the figures folder
+
 FIGURES = {
     "patterns.png": (patterns_figure, {}, "the declared attention pattern of every architecture, side by side"),
     "receptive_fields.png": (receptive_fields_figure, {}, "every architecture's receptive field after 1-3 layers"),
@@ -66,6 +68,11 @@ FIGURES = {
         "attention steps versus sequence length for every architecture (log-log) and as % of full attention",
     ),
     "table8.png": (table8_figure, {}, "Table 8: the paper's numbers against the code-faithful counts"),
+    "lag_copy_accuracy.png": (
+        lag_copy_record_figure,
+        {"record": RECORD},
+        "notebook 04's full lag-copy run (from 04_training_results.json beside it) against the receptive field",
+    ),
 }
 
 # make_all(quick=True): smaller animations (tests)
@@ -75,10 +82,12 @@ QUICK_KWARGS = {
 }
 
 
-def make_all(out_dir="figures", quick=False, only=None):
+def make_all(out_dir="figures", quick=False, only=None, skipped=None):
     """Write every figure of ``FIGURES`` to ``out_dir`` (created if missing), each atomically; returns the paths.
 
-    ``quick``: smaller animations and half the resolution, for tests. ``only``: file names to make.
+    ``quick``: smaller animations and half the resolution, for tests. ``only``: file names to make. A figure
+    drawn from a recorded run (``lag_copy_accuracy.png`` from ``04_training_results.json`` in ``out_dir``) is
+    left out when the record is missing; ``skipped``, a list, then receives (file name, reason).
     """
     if not isinstance(quick, bool):
         raise ValueError(f"quick must be True or False, got {quick!r}")
@@ -94,5 +103,11 @@ def make_all(out_dir="figures", quick=False, only=None):
     for name in names:
         fn, kwargs, _ = FIGURES[name]
         kwargs = {**kwargs, **(QUICK_KWARGS.get(fn, {}) if quick else {})}
+        if "record" in kwargs:
+            kwargs["record"] = out / kwargs["record"]
+            if not kwargs["record"].exists():
+                if skipped is not None:
+                    skipped.append((name, f"no {kwargs['record'].name} in {out} (notebook 04 with MINICP_FULL=1)"))
+                continue
         written.append(save(fn(**kwargs), out / name, fps=1, dpi=50 if quick else None))
     return written

@@ -8,6 +8,9 @@ and guesses the others (1 / vocab):
     predicted = share + (1 - share) / vocab,   share = mean over i >= lag - 1 of [i + 1 - lag in field(i)]
 """
 
+import json
+import os
+
 import numpy as onp
 
 from minicp import validate as V
@@ -15,7 +18,7 @@ from minicp.analysis.receptive import receptive_field
 from minicp.config import ModelConfig
 from minicp.viz.style import LAYER_PALETTE, footer, new_figure
 
-__all__ = ["predicted_copy_accuracy", "lag_copy_figure"]
+__all__ = ["predicted_copy_accuracy", "lag_copy_figure", "lag_copy_record_figure"]
 
 
 def predicted_copy_accuracy(layers, lag, *, seq_len, half_segment, vocab):
@@ -52,7 +55,7 @@ def lag_copy_figure(results, settings, caption=None):
     lags = sorted({r["lag"] for r in results})
     right = min(n, max(max(lags), (max(layers) + 1) * m) + 1)
     dense = onp.arange(1, right + 1)
-    fig = new_figure(8, 4.4)
+    fig = new_figure(9.4, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     for k in layers:
         colour = LAYER_PALETTE[(k - 1) % len(LAYER_PALETTE)]
@@ -70,8 +73,36 @@ def lag_copy_figure(results, settings, caption=None):
     ax.set_ylabel("copy accuracy", fontsize=12)
     ax.tick_params(labelsize=11)
     ax.set_title(f"ECP lag-copy, half segment m = {m}, n = {n}; dotted: lag = k m + 1", fontsize=12)
-    ax.legend(fontsize=11, loc="upper right", title="layers", title_fontsize=11)
+    ax.legend(
+        fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="layers", title_fontsize=11
+    )  # beside: no curve hidden
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     if caption:
         footer(fig, caption, regenerate=False, fontsize=8)
     return fig
+
+
+def lag_copy_caption(settings, full=True):
+    """The caption notebook 04 puts under its lag-copy figure."""
+    run = "MINICP_FULL=1" if full else "default run"
+    return (
+        f"notebooks/04_training.ipynb ({run}): ECP D {settings['dim']}, h {settings['heads']}, "
+        f"{settings['steps']} AdamW steps x {settings['batch']} rows, lr {settings['lr']}, 256 held-out rows"
+    )
+
+
+def lag_copy_record_figure(record):
+    """``lag_copy_figure`` of the full run recorded in ``record`` (notebook 04's ``04_training_results.json``,
+    written with ``MINICP_FULL=1``): how ``minicp figures`` redraws ``lag_copy_accuracy.png``."""
+    record = os.fspath(record)
+    try:
+        with open(record, encoding="utf-8") as f:
+            lag = json.load(f)["lag_copy"]
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{record}: no such file (notebooks/04_training.ipynb writes it when run with MINICP_FULL=1)"
+        ) from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{record}: not a record of notebook 04's lag-copy runs ({e})") from None
+    caption = f"minicp.viz.lag_copy_record_figure({os.path.basename(record)!r}): {lag_copy_caption(lag['settings'])}"
+    return lag_copy_figure(lag["results"], lag["settings"], caption=caption)
