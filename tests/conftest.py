@@ -23,3 +23,30 @@ def _numpy_backend():
     backend.use_backend("numpy")
     yield
     backend.use_backend("numpy")
+
+
+SKIP_GROUPS = (  # (words in a skip reason, what the group is, how to run it)
+    (("CuPy", "GPU", "CUDA"), "need an NVIDIA GPU and CuPy", "make test-gpu on a GPU machine"),
+    (
+        ("torch",),
+        "need PyTorch (the official twin, the verdict corpus, the torch adapters)",
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu, then make test",
+    ),
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """One line at the end naming the groups of skipped tests and the command that runs each."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    counts = {}
+    for report in skipped:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        group = next((g for g in SKIP_GROUPS if any(word in reason for word in g[0])), None)
+        counts[group] = counts.get(group, 0) + 1
+    parts = [f"{counts[g]} {g[1]} ({g[2]})" for g in SKIP_GROUPS if g in counts]
+    if None in counts:
+        parts.append(f"{counts[None]} for other reasons (pytest -rs lists them)")
+    terminalreporter.write_line("skipped: " + "; ".join(parts))
