@@ -34,6 +34,8 @@ import statistics
 import sys
 import time
 
+from machine import cpu_name
+
 WORKLOADS = {
     "cpu": {
         "infer": dict(dim=512, heads=8, layers=2, seq_len=8192, half_segment=256, batch=1),
@@ -187,7 +189,6 @@ def machine(device):
 
     info = {
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
         "cpus_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "numpy": np.__version__,
         "torch": torch.__version__,
@@ -195,12 +196,8 @@ def machine(device):
         "minicp_threads": threads.threads,
         "env_threads": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
-    except OSError:
-        pass
+    info["cpu"] = cpu_name()
+    info["load_average"] = os.getloadavg()
     if device == "cuda":
         import cupy
 

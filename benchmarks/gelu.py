@@ -11,7 +11,6 @@ over a (512, 2048) array of N(0, 2) values, with and without GELU'.
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -19,6 +18,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import scipy.special as sp  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from minicp.fast import gelu as G  # noqa: E402
 from minicp.files import atomic_write_text  # noqa: E402
@@ -46,14 +46,6 @@ def fast(h, deriv=True):
     a, d = np.empty_like(h), np.empty_like(h) if deriv else None
     G.gelu_rows(h.reshape(1, -1).copy(), a.reshape(1, -1), None if d is None else d.reshape(1, -1))
     return a, d
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def best(fn, repeat=7):

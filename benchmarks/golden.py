@@ -12,7 +12,6 @@ drawn inputs, before it computes the reference.
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ import time
 import numpy as onp
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 
 import minicp.testing as mt
 from minicp.testing import blockwise, check, guards, reference, verdict
@@ -42,15 +42,6 @@ def ecp_sdpa(q, k, v, m):
     mask = torch.ones(m, 2 * m, dtype=torch.bool).tril(diagonal=m)
     rest = F.scaled_dot_product_attention(Q[:, :, 1:], K2, V2, attn_mask=mask)
     return torch.cat([first[:, :, None], rest], dim=2).reshape(b, h, n, d)
-
-
-def cpu_name():
-    """The CPU's model name (/proc/cpuinfo), or what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _timed(f):

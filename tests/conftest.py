@@ -15,6 +15,15 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture
+def gpu():
+    """Switch to the CuPy backend for one test and back to NumPy afterwards (tests marked gpu)."""
+    from minicp import backend
+
+    with backend.backend("cupy") as xp:
+        yield xp
+
+
 @pytest.fixture(autouse=True)
 def _numpy_backend():
     """Every test starts (and ends) on the CPU autograd backend unless it switches explicitly."""

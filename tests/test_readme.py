@@ -1,7 +1,14 @@
-"""The README's first Python example runs as printed, and its sample failure message is what the check prints."""
+"""The README as written: every code block runs (the CPU ones here, the GPU ones under ``pytest -m gpu``),
+its first Python example gives what it says, and its sample failure message is what the check prints."""
 
+import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -50,3 +57,113 @@ def test_readme_failure_message_is_what_the_check_prints():
         )
         rel = 0.2 if of_floor else 1e-3
         assert float(a.group()) == pytest.approx(float(b.group()), rel=rel), (a.group(), b.group())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every code block of the README runs as written
+# ----------------------------------------------------------------------------------------------------
+#
+# Python blocks run in a fresh interpreter, bash blocks line by line with the installed minicp on PATH, each in
+# a folder of its own (blocks that set up the repository itself run in it: make, .venv). A line that starts a
+# server (Jupyter Lab) counts as run once the server answers with its address; `make test` is the command that
+# runs this very test, so it is the one line left out. Blocks whose first line says "GPU only" run under
+# `pytest -m gpu` (tests on a machine with an NVIDIA GPU), the others everywhere. Text blocks are listings.
+
+ROOT = README.parent
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+LANGUAGES = ("python", "bash", "text")
+SERVER = re.compile(r"^(make lab|\S*jupyter lab)\b")
+IN_REPOSITORY = re.compile(r"(^|\s)(make |\.venv/|python3 -m venv)")
+
+
+def readme_blocks():
+    """(line, language, text) of every fenced block of the README."""
+    text = README.read_text()
+    return [(text[: m.start()].count("\n") + 1, m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+
+
+def _name(block):
+    """A test id that survives edits elsewhere in the README: the block's language and first line."""
+    first = block[2].strip().splitlines()[0]
+    return f"{block[1]}: {first[:60]}"
+
+
+def _gpu_only(block):
+    return block.lstrip().startswith("# GPU only")
+
+
+RUNNABLE = [b for b in readme_blocks() if b[1] in ("python", "bash")]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("MPLBACKEND", None)
+    return env
+
+
+def _serve(command, cwd, timeout=600):
+    """Start a server command, wait until it prints its http address, then stop it (and its children). Jupyter
+    is told, through a configuration folder of the test's own, to open no browser and to run as root where the
+    test does (CI's containers)."""
+    config = pathlib.Path(tempfile.mkdtemp(prefix="minicp-jupyter-"))
+    (config / "jupyter_server_config.json").write_text('{"ServerApp": {"allow_root": true, "open_browser": false}}')
+    proc = subprocess.Popen(
+        command, shell=True, cwd=cwd, env=dict(_env(), JUPYTER_CONFIG_DIR=str(config)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    seen, start = [], time.monotonic()
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "http://" in line and ("localhost" in line or "127.0.0.1" in line):
+                return
+            assert time.monotonic() - start < timeout, f"{command!r} served nothing within {timeout} s"
+        raise AssertionError(f"{command!r} ended without serving:\n{''.join(seen[-20:])}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _run_block(language, block, cwd):
+    if language == "python":
+        out = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return
+    for line in block.splitlines():
+        command = line.split("  #")[0].strip()
+        if not command or command.startswith("#") or command.split()[:2] == ["make", "test"]:
+            continue  # a comment, or the command that runs this test
+        if SERVER.match(command):
+            _serve(command, cwd)
+            continue
+        out = subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert out.returncode == 0, f"{command!r} failed:\n{out.stdout[-1500:]}\n{out.stderr[-3000:]}"
+
+
+def test_every_block_names_its_language():
+    unnamed = [line for line, language, _ in readme_blocks() if language not in LANGUAGES]
+    assert not unnamed, f"README blocks at lines {unnamed} need a language ({', '.join(LANGUAGES)})"
+
+
+@pytest.mark.parametrize(
+    "line, language, block",
+    [b for b in RUNNABLE if not _gpu_only(b[2])],
+    ids=[_name(b) for b in RUNNABLE if not _gpu_only(b[2])],
+)
+def test_readme_block_runs_as_written(line, language, block, tmp_path):
+    _run_block(language, block, ROOT if IN_REPOSITORY.search(block) else tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "line, language, block",
+    [b for b in RUNNABLE if _gpu_only(b[2])],
+    ids=[_name(b) for b in RUNNABLE if _gpu_only(b[2])],
+)
+def test_readme_gpu_block_runs_as_written(line, language, block, tmp_path):
+    from minicp import backend as B
+
+    if not B.gpu_available():
+        pytest.skip("needs CuPy and a usable NVIDIA GPU")
+    _run_block(language, block, tmp_path)

@@ -40,13 +40,6 @@ RTOL, ATOL, REL_NORM = 1e-4, 1e-5, 1e-5  # attention outputs, VJPs
 MODEL_RTOL, MODEL_ATOL, MODEL_REL_NORM = 1e-3, 1e-4, 1e-4  # logits, loss
 
 
-@pytest.fixture
-def gpu():
-    """Switch to the CuPy backend for one test and back to NumPy afterwards."""
-    with B.backend("cupy") as xp:
-        yield xp
-
-
 def on_cpu(fn, *args, **kwargs):
     with B.backend("numpy"):
         return fn(*args, **kwargs)

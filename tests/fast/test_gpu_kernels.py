@@ -23,12 +23,6 @@ pytestmark = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not B.gpu_available(), reason="needs CuPy and a usable NVIDIA GPU")
 
 
-@pytest.fixture
-def gpu():
-    with B.backend("cupy") as xp:
-        yield xp
-
-
 def on_cpu(fn, *args, **kwargs):
     with B.backend("numpy"):
         return fn(*args, **kwargs)
