@@ -146,13 +146,16 @@ def train_classifier(
     seed=0,
     callback=None,
     engine=None,
+    dtype="float32",
 ):
     """Train a pixel classifier; returns (params, history) with history[i] = {"step", "loss", "grad_norm"}.
 
     Rows are visited in a fresh random order every epoch (numpy Generator seeded with ``seed``, which also
     seeds ``init_params``); AdamW with betas (0.9, 0.95), decoupled decay on Linear weights, global-norm
     clipping. ``callback(step, info)`` runs after every step (e.g. a tqdm bar's update); return True to stop.
-    ``engine``: see ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast").
+    ``engine``: see ``minicp.engines`` (None: an enclosing ``minicp.engine`` block's, else "fast"). ``dtype``:
+    of the parameters and so of the whole computation ("float32" or "float64"; float64 runs print the same
+    numbers on every BLAS, float32 ones can move in the last digits).
     """
     classes = _classes(config, classes)
     engine, _ = engines.resolve(engine, "loop")
@@ -164,7 +167,8 @@ def train_classifier(
         raise ValueError(f"tokens must be integers of shape (num, seq_len={config.seq_len}), got {tokens.shape}")
     labels = _labels(labels, len(tokens), classes)
     rng = np.random.default_rng(V.nonnegative_int("seed", seed))
-    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(M.init_params(config, seed=seed)).items()}
+    params = M.init_params(config, seed=seed, dtype=dtype)  # init_params checks the dtype
+    flat = {k: np.array(B.to_numpy(v)) for k, v in M.flatten(params).items()}
     state = adamw_init(flat)
     order, pos, history = rng.permutation(len(tokens)), 0, []
     for step in range(1, steps + 1):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import minicp
 from minicp import init_params
 from minicp.lm import images as I
 from minicp.nn.model import forward
@@ -63,3 +64,14 @@ def test_argument_checks():
         I.split_indices(np.zeros(4, dtype=int), test_fraction=1.0)
     with pytest.raises(ValueError, match="lr"):
         I.train_classifier(cfg, tok, np.zeros(3, dtype=np.int64), classes=2, lr=0)
+
+
+def test_the_classifier_trains_in_the_dtype_asked_for():
+    cfg = I.classifier_config("ecp", seq_len=8, levels=3, classes=4, dim=8, heads=2, layers=1, half_segment=2)
+    tok = np.random.default_rng(0).integers(0, 3, (12, 8))
+    lab = np.random.default_rng(1).integers(0, 4, 12)
+    for dtype in ("float32", "float64"):
+        params, history = I.train_classifier(cfg, tok, lab, classes=4, steps=2, batch=4, dtype=dtype)
+        assert all(a.dtype == dtype for a in minicp.flatten(params).values()) and len(history) == 2
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        I.train_classifier(cfg, tok, lab, classes=4, steps=1, batch=4, dtype="float16")
