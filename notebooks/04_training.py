@@ -62,6 +62,7 @@ from IPython.display import Image, Markdown, display
 from tqdm.auto import tqdm
 
 from minicp import ModelConfig, count_params, forward, init_params
+from minicp.files import atomic_write_text
 from minicp.lm import data as D
 from minicp.lm import evaluate as E
 from minicp.lm import train as T
@@ -74,7 +75,11 @@ RECORDED = ROOT / "figures" / "04_training_results.json"  # the full run's numbe
 SOLUTIONS = ROOT / "notebooks" / "solutions"
 print(
     f"{'FULL' if FULL else 'default'} run, {WORKERS} worker process(es); "
-    + ("rewrites figures/ at the end" if FULL else "figures/ is left as it is")
+    + (
+        "rewrites figures/lag_copy_accuracy.png and figures/04_training_results.json"
+        if FULL
+        else "figures/ is left as it is"
+    )
 )
 
 
@@ -505,7 +510,7 @@ if FULL:
             "results": [{k: v for k, v in r.items() if k != "weights"} for r in arch_results],
         },
     }
-    (ROOT / "figures" / "04_training_results.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(ROOT / "figures" / "04_training_results.json", json.dumps(summary, indent=1))
     print("wrote figures/lag_copy_accuracy.png and figures/04_training_results.json")
 else:
     print("default run: no language model was trained here (set MINICP_FULL=1)")
