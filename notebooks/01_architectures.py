@@ -28,14 +28,26 @@
 # **white** = never computed. Outlines are the score matrices. For LongLoRA, blue = unshifted heads,
 # orange = shifted heads, purple = both, red = a future token (a leak).
 #
-# Each architecture section below has the same four parts, in this order: **the code** that computes it (the
-# head-level `attention` function of its module, printed with `inspect.getsource`, so what you read is what
-# runs), **the equation**, **the picture** of its pattern, and **cost and context** in plain words, with the
-# exact count of score entries at n = 24 from `minicp.count_attention_steps`. At the end there is one exercise.
+# Each architecture section below has the same five parts, in this order: **the code** that computes it (the
+# head-level `attention` function of its file in `minicp/nn/attention/`, printed with `inspect.getsource`),
+# **the equation**, **the picture** of its pattern, **cost and context** in plain words, with the exact count of
+# score entries at n = 24 from `minicp.count_attention_steps`, and **an exercise**: build the architecture's
+# mask from its equation, or count its score entries by hand. Each exercise has a check cell that holds your
+# answer against minicp; until you write one, the check cell runs the solution from
+# [solutions/](solutions) instead (try first, then compare).
+#
+# **What runs.** The printed code is the readable reference file, and `minicp.attention(arch, q, k, v, ...)`
+# calls exactly that function: this notebook runs what it shows. Whole models (`minicp.forward`, `loss`,
+# `value_and_grad`) run the same files by default, the *reference engine*; the long loops (`train`,
+# `perplexity`, `generate`) default to the *fast engine* in `minicp/fast/`, which computes the same functions
+# in another order of summation and is tested against this code. One switch chooses between them:
+# [docs/engines.md](../docs/engines.md).
 
 # %%
 # %matplotlib inline
 import inspect
+import runpy
+from pathlib import Path
 
 import numpy as np
 from IPython.display import Code, Markdown, display
@@ -44,6 +56,16 @@ import minicp
 from minicp import count_attention_steps, viz
 from minicp.nn.attention import module
 from minicp.nn.reference import dense_attention
+
+SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
 
 # %% [markdown]
 # ## All of them at once
@@ -72,7 +94,7 @@ print("per head and layer: computed", ecp.computed(), "= m(2n - m) =", 4 * (2 * 
 
 # %% [markdown]
 # Two helpers for the sections: `show_code(arch)` prints the head-level attention function of that
-# architecture's module; `cost(arch, **sizes)` counts the score entries one head computes at n = 24
+# architecture's file, with the file and its line numbers; `cost(arch, **sizes)` counts the score entries one head computes at n = 24
 # (`count="computed"`: every entry of every score matrix the code builds, masked ones included), in layer 0 and
 # in the later layers (they differ for PerceiverAR and Compressed), averaged over the heads.
 
@@ -81,7 +103,11 @@ N = 24
 
 
 def show_code(arch):
-    display(Code(inspect.getsource(module(arch).attention), language="python"))
+    fn = module(arch).attention
+    lines, first = inspect.getsourcelines(fn)
+    where = Path(inspect.getsourcefile(fn)).relative_to(Path(minicp.__file__).parent.parent)
+    display(Markdown(f"`{where.as_posix()}`, lines {first}-{first + len(lines) - 1}:"))
+    display(Code("".join(lines), language="python"))
 
 
 def cost(arch, **sizes):
@@ -124,6 +150,26 @@ display(viz.pattern_figure("transformer", N))
 cost("transformer")
 
 # %% [markdown]
+# **Exercise (Transformer).** Write `my_causal_mask(n)`: an (n, n) boolean array, True where query i may attend
+# to key j, from the equation above and nothing but NumPy (`np.arange` and broadcasting are enough). The check
+# cell compares it with `minicp.attention_mask("transformer", n)`, the mask derived from the declared pattern.
+
+
+# %%
+def my_causal_mask(n):
+    return None  # your code here: an (n, n) bool array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_causal_mask, "causal_mask", 4)
+for n_ in (1, 5, 24):
+    mine, ref = np.asarray(fn(n_)), minicp.attention_mask("transformer", n_)
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n = {n_}: expected a bool array of shape {ref.shape}"
+    assert np.array_equal(mine, ref), f"n = {n_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+print(f"{who}: equals minicp.attention_mask('transformer', n) for n = 1, 5, 24")
+
+# %% [markdown]
 # ## PerceiverAR (paper section 3)
 #
 # **The code.** Layer 0 computes only the L latent query rows; later layers run causal attention on the latents.
@@ -151,6 +197,30 @@ display(viz.pattern_figure("perceiver_ar", N, latent=8, layer=1))
 cost("perceiver_ar", latent=8)
 
 # %% [markdown]
+# **Exercise (PerceiverAR).** Count by hand: how many score entries does one head compute in layer 0, and how
+# many in each later layer, for n tokens and L latents (masked entries included: every entry of the matrices the
+# code builds)? Write `my_perceiver_cost(n, latent)` returning the pair; the check cell asks
+# `count_attention_steps(..., per_layer=True)` for several sizes.
+
+
+# %%
+def my_perceiver_cost(n, latent):
+    return None  # your code here: (entries in layer 0, entries in every later layer)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_perceiver_cost, "perceiver_cost", 24, 8)
+for n_, latent_ in [(24, 8), (16, 4), (10, 10), (4096, 2048)]:
+    ref = count_attention_steps("perceiver_ar", seq_len=n_, latent=latent_, layers=2, per_layer=True)
+    assert tuple(fn(n_, latent_)) == tuple(ref), (
+        f"n = {n_}, L = {latent_}: {tuple(fn(n_, latent_))}, expected {tuple(ref)}"
+    )
+print(
+    f"{who}: equals count_attention_steps for 4 sizes (n = 4096, L = 2048: {fn(4096, 2048)[0]:,} then {fn(4096, 2048)[1]:,})"
+)
+
+# %% [markdown]
 # ## Double Attention (section 4.1)
 #
 # **The code.** Two attentions per layer: the latent rows as PerceiverAR's layer 0, the history rows over the
@@ -175,6 +245,28 @@ display(viz.pattern_figure("double", N, latent=8))
 
 # %%
 cost("double", latent=8)
+
+# %% [markdown]
+# **Exercise (Double Attention).** Write `my_double_mask(n, latent)`, the (n, n) mask of one layer: history rows
+# (i < H = n − L) see every history key, without a mask; latent rows see every key up to themselves. The check
+# cell compares it with `minicp.attention_mask("double", n, latent=L)`.
+
+
+# %%
+def my_double_mask(n, latent):
+    return None  # your code here: an (n, n) bool array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_double_mask, "double_mask", 8, 4)
+for n_, latent_ in [(24, 8), (16, 4), (10, 3), (6, 6)]:
+    mine, ref = np.asarray(fn(n_, latent_)), minicp.attention_mask("double", n_, latent=latent_)
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n = {n_}: expected a bool array of shape {ref.shape}"
+    assert np.array_equal(mine, ref), (
+        f"n = {n_}, L = {latent_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+    )
+print(f"{who}: equals minicp.attention_mask('double', n, latent=L) for 4 sizes")
 
 # %% [markdown]
 # ## Compressed Double Attention (section 4.2)
@@ -205,6 +297,26 @@ display(viz.pattern_figure("compressed", N, latent=8, compressed=4, layer=1))
 cost("compressed", latent=8, compressed=4)
 
 # %% [markdown]
+# **Exercise (Compressed).** Count by hand the score entries one head computes in layer 0 and in every later
+# layer, for n tokens, L latents and p compressed slots. Write `my_compressed_cost(n, latent, compressed)`
+# returning the pair; the check cell asks `count_attention_steps(..., per_layer=True)`.
+
+
+# %%
+def my_compressed_cost(n, latent, compressed):
+    return None  # your code here: (entries in layer 0, entries in every later layer)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_compressed_cost, "compressed_cost", 24, 8, 4)
+for n_, latent_, p_ in [(24, 8, 4), (32, 12, 5), (16, 8, 8), (4096, 2048, 256)]:
+    ref = count_attention_steps("compressed", seq_len=n_, latent=latent_, compressed=p_, layers=2, per_layer=True)
+    got = tuple(fn(n_, latent_, p_))
+    assert got == tuple(ref), f"n = {n_}, L = {latent_}, p = {p_}: {got}, expected {tuple(ref)}"
+print(f"{who}: equals count_attention_steps for 4 sizes")
+
+# %% [markdown]
 # ## s-Split Double Attention (section 4.3)
 #
 # **The code.** The history is cut into segments of c tokens, each attending only to itself.
@@ -228,6 +340,27 @@ display(viz.pattern_figure("s_split", N, latent=8, split=4))
 
 # %%
 cost("s_split", latent=8, split=4)
+
+# %% [markdown]
+# **Exercise (s-Split).** Write `my_s_split_mask(n, latent, split)`, the (n, n) mask: history row i sees the
+# history keys of its own segment of c = `split` tokens (σ(j) = σ(i)), latent rows as in Double Attention. The
+# check cell compares it with `minicp.attention_mask("s_split", n, latent=L, split=c)` (c divides H).
+
+
+# %%
+def my_s_split_mask(n, latent, split):
+    return None  # your code here: an (n, n) bool array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_s_split_mask, "s_split_mask", 8, 4, 2)
+for n_, latent_, c_ in [(24, 8, 4), (32, 12, 5), (16, 8, 8), (12, 3, 3)]:
+    mine, ref = np.asarray(fn(n_, latent_, c_)), minicp.attention_mask("s_split", n_, latent=latent_, split=c_)
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n = {n_}: expected a bool array of shape {ref.shape}"
+    bad = np.nonzero((mine != ref).any(1))[0].tolist()
+    assert not bad, f"n = {n_}, L = {latent_}, c = {c_}: rows {bad} differ"
+print(f"{who}: equals minicp.attention_mask('s_split', n, latent=L, split=c) for 4 sizes")
 
 # %% [markdown]
 # ## ECP: Efficient Context propagating Perceiver (section 5)
@@ -261,6 +394,26 @@ display(cost("ecp", half_segment=4))
 print("m(2n - m) with m = 4:", 4 * (2 * N - 4))
 
 # %% [markdown]
+# **Exercise (ECP).** Write `my_ecp_mask(n, m)`: the (n, n) mask of ECP with half segment m (n a multiple of
+# m), from the equation above and nothing but NumPy. The check cell compares it with
+# `minicp.attention_mask("ecp", n, half_segment=m)` for several sizes.
+
+
+# %%
+def my_ecp_mask(n, m):
+    return None  # your code here: an (n, n) bool array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_ecp_mask, "ecp_mask", 8, 2)
+for n_, m_ in [(8, 2), (12, 4), (16, 4), (24, 8), (10, 5)]:
+    mine, ref = np.asarray(fn(n_, m_)), minicp.attention_mask("ecp", n_, half_segment=m_)
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n = {n_}, m = {m_}: expected a bool array {ref.shape}"
+    assert np.array_equal(mine, ref), f"n = {n_}, m = {m_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+print(f"{who}: equals minicp.attention_mask('ecp', n, half_segment=m) for 5 sizes")
+
+# %% [markdown]
 # ## LongLoRA S2-Attn (the comparison point)
 #
 # **The code.** Groups of g tokens attend causally inside themselves; half of the heads use groups shifted by g/2.
@@ -292,11 +445,37 @@ print("ECP, m = 4:")
 display(cost("ecp", half_segment=4))
 
 # %% [markdown]
+# **Exercise (LongLoRA).** Write `my_roll_mask(n, g)`, the mask of a **shifted** head with `shift="roll"`: roll
+# the sequence by u = g/2 so that token i sits at place (i − u) mod n, cut the places into groups of g, attend
+# causally (by place) inside each group, and roll back. The wrap-around group is where the leak comes from. The
+# check cell compares it with the shifted head of `minicp.attention_mask("longlora", n, heads=2, group=g,
+# shift="roll")` (head 1) and prints the rows that see a future token.
+
+
+# %%
+def my_roll_mask(n, g):
+    return None  # your code here: an (n, n) bool array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_roll_mask, "roll_mask", 8, 4)
+for n_, g_ in [(24, 8), (16, 4), (32, 8), (12, 12)]:
+    mine = np.asarray(fn(n_, g_))
+    ref = minicp.attention_mask("longlora", n_, heads=2, group=g_, shift="roll")[1]
+    assert mine.shape == ref.shape and mine.dtype == bool, f"n = {n_}: expected a bool array of shape {ref.shape}"
+    assert np.array_equal(mine, ref), f"n = {n_}, g = {g_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+future = np.nonzero(np.triu(fn(N, 8), 1).any(1))[0].tolist()
+print(f"{who}: equals the shifted head of attention_mask('longlora', ..., shift='roll') for 4 sizes")
+print(f"n = {N}, g = 8: rows that see a future token: {future}")
+
+# %% [markdown]
 # ## The pictures are the computation
 #
 # The explicit blockwise implementations never build an n x n matrix. Here each one is checked against the
 # dumbest correct thing: dense softmax attention with the mask taken from the declared pattern
-# (`minicp.attention_mask`), in float64, for random q, k, v.
+# (`minicp.attention_mask`), in float64, for random q, k, v. They agree to float64 rounding (below 1e-14;
+# the exact digits depend on the BLAS, so the bound is printed).
 
 # %%
 rng = np.random.default_rng(0)
@@ -312,37 +491,35 @@ sizes = {
 }
 q, k, v = (rng.standard_normal((1, heads, n, d)) for _ in range(3))
 for arch, kw in sizes.items():
-    fast = minicp.attention(arch, q, k, v, **kw)
+    blockwise = minicp.attention(arch, q, k, v, **kw)
     mask = minicp.attention_mask(arch, n, heads=heads, **kw)
     dense = dense_attention(q, k, v, mask)
-    print(f"{arch:<13} output {str(fast.shape):<16} max |blockwise - dense| = {np.abs(fast - dense).max():.1e}")
+    err = np.abs(blockwise - dense).max()  # float64 rounding, which depends on the BLAS: stated as a bound
+    print(
+        f"{arch:<13} output {str(blockwise.shape):<16} max |blockwise - dense| "
+        + ("< 1e-14" if err < 1e-14 else f"= {err:.1e}")
+    )
 
 # %% [markdown]
-# ## Exercise: build ECP's mask yourself
-#
-# Write `my_ecp_mask(n, m)`: an (n, n) boolean array, True where query i may attend to key j, for ECP with half
-# segment m (n a multiple of m). Use only NumPy and the equation of the ECP section. The check cell compares your
-# mask with `minicp.attention_mask("ecp", n, half_segment=m)` for several sizes. Until you write it, the check
-# cell runs the solution instead (it is in [solutions/ecp_mask.py](solutions/ecp_mask.py): try first!).
+# **Exercise (the dumbest correct thing).** Write `my_masked_attention(q, k, v, mask)` yourself: scores
+# q·kᵀ/√d, −∞ where the mask is False, softmax over the keys, times v (q, k, v of shape (b, h, n, d), the mask
+# (h, n, n)). The check cell holds it against the blockwise code of every architecture, `minicp.attention`, on
+# the rows each one computes (PerceiverAR's layer 0 computes only its L latent rows).
 
 
 # %%
-def my_ecp_mask(n, m):
-    return None  # your code here: return an (n, n) bool array
+def my_masked_attention(q, k, v, mask):
+    return None  # your code here: a (b, h, n, d) array
 
 
 # %%
 # check cell
-import runpy
-from pathlib import Path
-
-HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
-solution = runpy.run_path(str(HERE / "solutions" / "ecp_mask.py"))["ecp_mask"]
-attempt = my_ecp_mask(8, 2) is not None
-candidate = my_ecp_mask if attempt else solution
-for n_, m_ in [(8, 2), (12, 4), (16, 4), (24, 8), (10, 5)]:
-    mine = np.asarray(candidate(n_, m_))
-    ref = minicp.attention_mask("ecp", n_, half_segment=m_)
-    assert mine.shape == ref.shape and mine.dtype == bool, f"n={n_}, m={m_}: expected a bool array {ref.shape}"
-    assert np.array_equal(mine, ref), f"n={n_}, m={m_}: rows {np.nonzero((mine != ref).any(1))[0]} differ"
-print(("your mask" if attempt else "the solution (no attempt yet)") + " equals minicp.attention_mask for every size")
+fn, who = yours_or_solution(
+    my_masked_attention, "masked_attention", q, k, v, minicp.attention_mask("ecp", n, heads=heads, half_segment=4)
+)
+for arch, kw in sizes.items():
+    out = minicp.attention(arch, q, k, v, **kw)
+    mine = np.asarray(fn(q, k, v, minicp.attention_mask(arch, n, heads=heads, **kw)))[..., n - out.shape[-2] :, :]
+    assert mine.shape == out.shape, f"{arch}: shape {mine.shape}, expected {out.shape} on the computed rows"
+    assert np.allclose(mine, out, rtol=1e-10, atol=1e-12), f"{arch}: largest difference {np.abs(mine - out).max():.1e}"
+print(f"{who}: equals minicp.attention for all {len(sizes)} architectures (float64, to 1e-10)")

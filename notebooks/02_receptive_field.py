@@ -25,10 +25,18 @@
 # `minicp.analysis.receptive.empirical_receptive_field` measures it on a real model instead: the Jacobian of every output
 # row with respect to every embedded input token, in float64. This notebook shows both agree, and shows the
 # paper's Figures 1(b-d) and 6 as animations.
+#
+# Every section ends with an exercise: a function you write from the closed forms, and a check cell that holds
+# it against `receptive_field` (or against a measurement). Until you write it, the check cell runs the solution
+# from [solutions/](solutions) instead.
 
 # %%
 # %matplotlib inline
+import os
+import platform
+import runpy
 import time
+from pathlib import Path
 
 import matplotlib
 import matplotlib.patches
@@ -43,6 +51,28 @@ from minicp.analysis.receptive import (
     receptive_field,
     receptive_field_by_layer,
 )
+
+SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
+
+def machine():
+    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} cores{load}"
+
 
 # %% [markdown]
 # ## The API
@@ -59,6 +89,28 @@ print(
     "matches m·max(0, i//m - k) .. i for every row:",
     np.array_equal(rf.lo, m * np.maximum(0, i // m - k)) and np.array_equal(rf.hi, i),
 )
+
+# %% [markdown]
+# **Exercise.** Write `my_field(i, k, m)`: the first and the last input token that ECP's row i sees after k
+# layers (half segment m), as a pair `(lo, hi)`, from the closed form. The check cell asks `receptive_field` for
+# every row of three configurations.
+
+
+# %%
+def my_field(i, k, m):
+    return None  # your code here: (lo, hi)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_field, "field", 12, 2, 8)
+for n_, m_, k_ in [(64, 8, 2), (32, 4, 1), (48, 16, 3)]:
+    rf_ = receptive_field("ecp", seq_len=n_, half_segment=m_, layers=k_)
+    bad = [row for row in range(n_) if tuple(fn(row, k_, m_)) != (rf_.lo[row], rf_.hi[row])]
+    assert not bad, (
+        f"n = {n_}, m = {m_}, k = {k_}: row {bad[0]} gives {tuple(fn(bad[0], k_, m_))}, {rf_.describe(bad[0])}"
+    )
+print(f"{who}: equals receptive_field for every row of 3 configurations")
 
 # %% [markdown]
 # ## Figure 1(b-d): ECP's sparse pattern, then the growing receptive field
@@ -84,11 +136,34 @@ anim = viz.ecp_half_segments_animation(num_half_segments=6, layers=5)
 HTML(anim.to_jshtml())
 
 # %% [markdown]
+# **Exercise.** How many layers does ECP's last token (i = n − 1) need before it sees token 0? Write
+# `my_layers_to_full(n, m)` from the closed form; the check cell asks `receptive_field` for four sizes, one of
+# them Table 8's (n = 4096, m = 128).
+
+
+# %%
+def my_layers_to_full(n, m):
+    return None  # your code here: a number of layers
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_layers_to_full, "layers_to_full", 64, 8)
+for n_, m_ in [(64, 8), (20, 4), (48, 16), (4096, 128)]:
+    measured = next(
+        k for k in range(1, n_ + 1) if receptive_field("ecp", seq_len=n_, half_segment=m_, layers=k).lo[-1] == 0
+    )
+    assert fn(n_, m_) == measured, (
+        f"n = {n_}, m = {m_}: {fn(n_, m_)} layers, but the last token first sees token 0 after {measured}"
+    )
+print(f"{who}: n = 64, m = 8 needs {fn(64, 8)} layers; n = 4096, m = 128 needs {fn(4096, 128)}; receptive_field agrees")
+
+# %% [markdown]
 # ## Explore it yourself
 #
 # Sliders for the number of layers and the half segment m, and a menu for the architecture (LongLoRA uses the
-# group g = 2m, which gives it ECP's cost; Double and s-Split use L = n/2 and s-Split c = m). Each cell is coloured
-# by the layer at which that input token first reaches that output row. With ipywidgets installed
+# group g = 2m, which gives it ECP's cost; Double and s-Split use L = n/2 and s-Split c = m; each title names the
+# sizes in play). Each cell is coloured by the layer at which that input token first reaches that output row. With ipywidgets installed
 # (`pip install 'minicp[notebooks]'`) and a live kernel the picture follows the sliders; otherwise, and on GitHub,
 # you see the static grid below it (ECP, m = 4, after 1 to 4 layers).
 
@@ -119,13 +194,24 @@ def first_layer(cfg):
     return first
 
 
+def sizes_in_title(arch, half_segment, n=N_EXPLORE):
+    """The sizes an architecture of the explorer uses, as its title shows them."""
+    if arch.startswith("longlora"):
+        return f"g = {2 * half_segment}"
+    return {
+        "ecp": f"m = {half_segment}",
+        "double": f"L = {n // 2}",
+        "s_split": f"L = {n // 2}, c = {half_segment}",
+    }.get(arch, f"n = {n}")
+
+
 def draw_field(ax, arch, layers, half_segment):
     cfg = explore_config(arch, layers, half_segment)
     first = first_layer(cfg)
     cmap = matplotlib.colors.ListedColormap(LAYER_COLOURS[: layers + 1])
     ax.imshow(first, cmap=cmap, vmin=-0.5, vmax=layers + 0.5, interpolation="nearest")
     last = receptive_field(cfg).describe(cfg.stream_len(layers) - 1)
-    ax.set_title(f"{arch}, m = {half_segment}, {layers} layer(s)", fontsize=11)
+    ax.set_title(f"{arch}, {sizes_in_title(arch, half_segment)}, {layers} layer(s)", fontsize=11)
     ax.set_xlabel("input token j")
     ax.set_ylabel("output row i")
     return last
@@ -135,10 +221,12 @@ def explore(arch="ecp", layers=2, half_segment=4):
     if N_EXPLORE % half_segment:
         print(f"half segment {half_segment} does not divide n = {N_EXPLORE}; pick 2, 4, 8 or 16")
         return
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(6.6, 5))
     last = draw_field(ax, arch, layers, half_segment)
     handles = [matplotlib.patches.Patch(color=LAYER_COLOURS[k], label=f"after layer {k}") for k in range(1, layers + 1)]
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    # beside the plot, never over it: the roll leak sits in the top right corner
+    ax.legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.tight_layout()
     plt.show()
     print(last)
 
@@ -146,11 +234,18 @@ def explore(arch="ecp", layers=2, half_segment=4):
 try:
     import ipywidgets as widgets
 
+    whole_label = {"description_width": "initial"}  # the labels are shown whole, never cut
     widgets.interact(
         explore,
-        arch=widgets.Dropdown(options=["ecp", "longlora varlen", "longlora roll", "transformer", "double", "s_split"]),
-        layers=widgets.IntSlider(value=2, min=1, max=8),
-        half_segment=widgets.Dropdown(options=[2, 4, 8, 16], value=4),
+        arch=widgets.Dropdown(
+            options=["ecp", "longlora varlen", "longlora roll", "transformer", "double", "s_split"],
+            description="architecture",
+            style=whole_label,
+        ),
+        layers=widgets.IntSlider(value=2, min=1, max=8, description="layers", style=whole_label),
+        half_segment=widgets.Dropdown(
+            options=[2, 4, 8, 16], value=4, description="half segment m (g = 2m)", style=whole_label
+        ),
     )
 except ImportError:
     print("ipywidgets is not installed: the static grid below shows the same pictures")
@@ -175,6 +270,29 @@ plt.show()
 
 # %%
 display(viz.receptive_fields_figure(n=32, layers=3))
+
+# %% [markdown]
+# **Exercise.** s-Split with n tokens, L latents and segments of c = `split` history tokens. Write
+# `my_s_split_field(i, n, latent, split)`: the first and last input token row i sees, `(lo, hi)`. Does the answer
+# depend on the number of layers? The check cell asks `receptive_field` after 1, 2 and 3 layers.
+
+
+# %%
+def my_s_split_field(i, n, latent, split):
+    return None  # your code here: (lo, hi)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_s_split_field, "s_split_field", 3, 32, 16, 8)
+for n_, latent_, c_ in [(32, 16, 8), (24, 8, 4), (18, 6, 4)]:
+    for k_ in (1, 2, 3):
+        rf_ = receptive_field("s_split", seq_len=n_, latent=latent_, split=c_, layers=k_)
+        bad = [row for row in range(n_) if tuple(fn(row, n_, latent_, c_)) != (rf_.lo[row], rf_.hi[row])]
+        assert not bad, (
+            f"n = {n_}, L = {latent_}, c = {c_}, k = {k_}: row {bad[0]}: {tuple(fn(bad[0], n_, latent_, c_))}, {rf_.describe(bad[0])}"
+        )
+print(f"{who}: equals receptive_field for every row of 3 configurations after 1, 2 and 3 layers")
 
 # %% [markdown]
 # ## Confirmation by the Jacobian
@@ -209,7 +327,10 @@ for name, cfg in configs.items():
     for k in (1, 2, 3):
         same = receptive_field(cfg, layers=k) == empirical_receptive_field(params, cfg, layers=k)
         print(f"{name:<34}{k:>2}  {cfg.stream_len(k):>4}  {same}")
-print(f"({time.perf_counter() - start:.1f} s)")
+jacobian_seconds = time.perf_counter() - start
+
+# %% tags=["varies"]
+print(f"The {3 * len(configs)} Jacobians took {jacobian_seconds:.1f} s on this machine ({machine()}).")
 
 # %% [markdown]
 # What the Jacobian looks like: |∂ out[i] / ∂ x[j]| for ECP (n = 20, m = 4) after 2 layers, on a log scale,
@@ -235,6 +356,29 @@ plt.show()
 print("non-zero pattern identical:", np.array_equal(mag > 0, analytic))
 
 # %% [markdown]
+# **Exercise.** Measure one ECP attention layer's receptive field yourself, the way the Jacobian does it but
+# with nothing more than `minicp.attention`: take random rows x of shape (1, 1, n, 8), compute
+# `minicp.attention("ecp", x, x, x, half_segment=m)`, then for each input row j change x[..., j, :] and note which
+# output rows change at all (masked scores get probability exactly 0, so an unseen row changes nothing, not even
+# a rounding bit). Write `my_perturbation_field(n, m)` returning the (n, n) bool array; the check cell holds it
+# against `receptive_field(..., layers=1).mask()`.
+
+
+# %%
+def my_perturbation_field(n, m):
+    return None  # your code here: an (n, n) bool array, True where changing row j changes output row i
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_perturbation_field, "perturbation_field", 4, 2)
+for n_, m_ in [(16, 4), (12, 3), (20, 5)]:
+    mine, ref = np.asarray(fn(n_, m_)), receptive_field("ecp", seq_len=n_, half_segment=m_, layers=1).mask()
+    assert mine.shape == ref.shape, f"n = {n_}: expected an array of shape {ref.shape}"
+    assert np.array_equal(mine, ref), f"n = {n_}, m = {m_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+print(f"{who}: the measured field equals receptive_field(..., layers=1) for 3 sizes")
+
+# %% [markdown]
 # ## The S2 roll leak, measured
 #
 # With `shift="roll"` the wrap-around group lets the first u = g/2 tokens attend to the last u tokens in the
@@ -254,12 +398,35 @@ for k in (1, 2, 3):
     )
 
 # %% [markdown]
+# **Exercise.** Write `my_leaky_rows(n, g, k)`: the rows of LongLoRA S2 with `shift="roll"` (group g) that see a
+# future token after k layers, as a sorted list. Careful with deep models: which row can never see the future?
+# The check cell asks `receptive_field(...).sees_future()`, up to 20 layers.
+
+
+# %%
+def my_leaky_rows(n, g, k):
+    return None  # your code here: a list of rows
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_leaky_rows, "leaky_rows", 16, 4, 1)
+for n_, g_ in [(16, 4), (32, 8), (24, 12)]:
+    for k_ in (1, 2, 3, 8, 20):
+        ref = np.nonzero(receptive_field("longlora", seq_len=n_, group=g_, shift="roll", layers=k_).sees_future())[0]
+        assert list(fn(n_, g_, k_)) == ref.tolist(), (
+            f"n = {n_}, g = {g_}, k = {k_}: {list(fn(n_, g_, k_))}, expected {ref.tolist()}"
+        )
+print(f"{who}: equals receptive_field(...).sees_future() for 3 sizes and 1 to 20 layers")
+
+# %% [markdown]
 # ## At Table 8's size
 #
 # n = 4096, 48 layers, every architecture (Table 8's presets; LongLoRA with both shifts). The interval arithmetic
 # never builds an n x n matrix. With s = 256 (m = 128), ECP's last token needs 31 layers to see the whole sequence.
 
 # %%
+took = {}
 for arch in ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora"):
     cfgs = [ModelConfig.preset(f"table8-{arch}")]
     if arch == "longlora":
@@ -267,28 +434,36 @@ for arch in ("transformer", "perceiver_ar", "double", "compressed", "s_split", "
     for cfg in cfgs:
         start = time.perf_counter()
         fields = receptive_field_by_layer(cfg)
-        took = time.perf_counter() - start
-        full = next((k for k, f in enumerate(fields) if k and f.sees_all_past()[-1]), None)
         name = arch + (f" ({cfg.shift})" if arch == "longlora" else "")
-        print(f"{name:<18} 48 layers in {1000 * took:6.1f} ms; last token sees everything after {full} layer(s)")
+        took[name] = time.perf_counter() - start
+        full = next((k for k, f in enumerate(fields) if k and f.sees_all_past()[-1]), None)
+        print(f"{name:<18} the last token sees everything after {full} layer(s)")
+
+# %% tags=["varies"]
+print(
+    f"All 48 layers of each took {1000 * min(took.values()):.1f} to {1000 * max(took.values()):.1f} ms "
+    f"({1000 * sum(took.values()):.0f} ms for the {len(took)} configurations) on this machine ({machine()})."
+)
 
 # %% [markdown]
-# ## Exercise: how many layers until the last token sees everything?
-#
-# ECP with n = 64 and half segment m = 8. Using only the closed form above (row i sees [m·max(0, ⌊i/m⌋ − k), i]),
-# how many layers k does the last token (i = 63) need before it sees token 0? Put your answer in `my_layers`; the
-# check cell asks `receptive_field` (solution: [solutions/full_context.py](solutions/full_context.py)).
+# **Exercise.** LongLoRA S2 varlen with group g: how many layers does the last token need before it sees token 0?
+# Hint: after one layer its group starts g tokens back; every further layer reaches u = g/2 further (the shifted
+# heads' groups straddle the border). Write `my_s2_layers_to_full(n, g)`; the check cell asks
+# `receptive_field_by_layer` for four sizes, Table 8's among them. Compare with ECP's answer at m = g/2.
+
 
 # %%
-my_layers = None  # your answer
+def my_s2_layers_to_full(n, g):
+    return None  # your code here: a number of layers
+
 
 # %%
 # check cell
-import runpy
-from pathlib import Path
-
-HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
-answer = my_layers if my_layers is not None else runpy.run_path(str(HERE / "solutions" / "full_context.py"))["layers"]()
-measured = next(k for k in range(1, 64) if receptive_field("ecp", seq_len=64, half_segment=8, layers=k).lo[63] == 0)
-assert answer == measured, f"{answer} layers: the last token first sees token 0 after {measured} layers"
-print(f"{'your answer' if my_layers is not None else 'the solution'}: {answer} layers; receptive_field agrees")
+fn, who = yours_or_solution(my_s2_layers_to_full, "s2_layers_to_full", 32, 8)
+for n_, g_ in [(32, 8), (64, 16), (24, 8), (4096, 256)]:
+    cfg = ModelConfig(arch="longlora", vocab=8, dim=8, heads=2, layers=2 * n_ // g_, seq_len=n_, group=g_)
+    measured = next(k for k, f in enumerate(receptive_field_by_layer(cfg)) if k and f.sees_all_past()[-1])
+    assert fn(n_, g_) == measured, (
+        f"n = {n_}, g = {g_}: {fn(n_, g_)} layers, but the last token first sees token 0 after {measured}"
+    )
+print(f"{who}: n = 4096, g = 256 needs {fn(4096, 256)} layers, as ECP with m = 128; receptive_field_by_layer agrees")

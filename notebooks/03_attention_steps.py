@@ -26,19 +26,35 @@
 #
 # * **computed**: every entry of every score matrix the code builds, masked ones included (what the hardware does);
 # * **unmasked**: only the entries that survive the mask (the query-key pairs that get attention weight).
+#
+# Each section ends with an exercise and a check cell that holds your answer against minicp; until you write
+# one, the check cell runs the solution from [solutions/](solutions) instead.
 
 # %%
 # %matplotlib inline
 import math
+import runpy
+from pathlib import Path
 
 import numpy as np
 from IPython.display import Markdown, display
 
+import minicp
 from minicp import ModelConfig, attention_mask, count_attention_steps, init_params, viz
 from minicp.analysis.steps import format_table7, table8
 from minicp.nn import ops
 from minicp.nn.attention import module
 from minicp.nn.model import forward
+
+SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
 
 # %% [markdown]
 # ## 1. Counting by hand
@@ -63,6 +79,25 @@ print(
 )
 
 # %% [markdown]
+# **Exercise.** Count ECP's **unmasked** entries per head and layer by hand, for any n and m (n a multiple of m,
+# at least two half segments): how many True entries has the first half segment's block, and how many each
+# later one? Write `my_ecp_unmasked(n, m)`; the check cell asks `count_attention_steps(..., count="unmasked")`.
+
+
+# %%
+def my_ecp_unmasked(n, m):
+    return None  # your code here: a number
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_ecp_unmasked, "ecp_unmasked", 8, 2)
+for n_, m_ in [(8, 2), (12, 3), (24, 4), (4096, 128)]:
+    expected = count_attention_steps("ecp", seq_len=n_, half_segment=m_, count="unmasked")
+    assert fn(n_, m_) == expected, f"n = {n_}, m = {m_}: {fn(n_, m_)}, expected {expected}"
+print(f"{who}: equals count_attention_steps(..., count='unmasked') for 4 sizes (n = 4096, m = 128: {fn(4096, 128):,})")
+
+# %% [markdown]
 # ## 2. The counts are what the code really builds
 #
 # The closed forms are not theory: run a forward pass of a small model of every architecture, record the shape of
@@ -85,6 +120,29 @@ for cfg in configs:
         forward(init_params(cfg), tokens, cfg)
     built = sum(math.prod(s) for s in shapes)
     print(f"{cfg.arch:<13} score entries built {built:>6}   closed form {count_attention_steps(cfg):>6}")
+
+# %% [markdown]
+# **Exercise.** Read ECP's code in notebook 01 (or `minicp/nn/attention/ecp.py`) and predict the score arrays it
+# builds for q, k, v of shape (b, h, n, d) with half segment m: write `my_ecp_score_shapes(b, h, n, m)` as a list
+# of shapes, in the order the code builds them. The check cell runs `minicp.attention("ecp", ...)` inside
+# `ops.record_scores()` and compares.
+
+
+# %%
+def my_ecp_score_shapes(b, h, n, m):
+    return None  # your code here: a list of shape tuples
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_ecp_score_shapes, "ecp_score_shapes", 1, 2, 16, 4)
+for b_, h_, n_, m_ in [(1, 2, 16, 4), (2, 3, 12, 3), (1, 1, 8, 4)]:
+    x = np.zeros((b_, h_, n_, 8))
+    with ops.record_scores() as built:
+        minicp.attention("ecp", x, x, x, half_segment=m_)
+    mine = [tuple(shape) for shape in fn(b_, h_, n_, m_)]
+    assert mine == list(built), f"b, h, n, m = {b_, h_, n_, m_}: {mine}, but the code built {list(built)}"
+print(f"{who}: the shapes ops.record_scores saw, for 3 sizes (b, h, n, m = 1, 2, 16, 4: {fn(1, 2, 16, 4)})")
 
 # %% [markdown]
 # ## 3. Why the counts grow as they do
@@ -143,6 +201,30 @@ display(
 display(viz.steps_scaling_figure())
 
 # %% [markdown]
+# **Exercise.** Write `my_ecp_share(n, m)`: ECP's computed entries per head and layer as a share of full
+# attention's n². The check cell compares it with the ratio of two `count_attention_steps`, then uses your
+# function to find the first length n = 2^j at which ECP with m = 128 computes less than 1% of full attention.
+
+
+# %%
+def my_ecp_share(n, m):
+    return None  # your code here: a fraction
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_ecp_share, "ecp_share", 1024, 128)
+for n_, m_ in [(1024, 128), (4096, 128), (24, 4), (8192, 256)]:
+    expected = count_attention_steps("ecp", seq_len=n_, half_segment=m_) / count_attention_steps(
+        "transformer", seq_len=n_
+    )
+    assert abs(fn(n_, m_) - expected) < 1e-12, f"n = {n_}, m = {m_}: {fn(n_, m_)}, expected {expected}"
+first = next(2**j for j in range(8, 30) if fn(2**j, 128) < 0.01)
+print(
+    f"{who}: equals the counts' ratio for 4 sizes; with m = 128, ECP is below 1% of full attention from n = {first:,}"
+)
+
+# %% [markdown]
 # ## 4. Table 8, side by side
 #
 # Table 8 of the paper applies the formulas at n = 4096, l = 48, h = 24, s = 256, p = 256, L = n/2. Next to each
@@ -179,22 +261,21 @@ display(viz.table8_figure())
 # s-Split's matches no natural formula. The code-faithful numbers make ECP look even cheaper than the paper says.
 
 # %% [markdown]
-# ## Exercise: ECP's row of Table 8 by hand
-#
-# With n = 4096, l = 48 layers, h = 24 heads and half segment m = 128, compute ECP's computed steps for the whole model
-# from "each query sees at most 2m keys" (exactly m(2n − m) per head and layer). Put the number in `my_steps`; the
-# check cell compares it with `count_attention_steps` (solution: [solutions/ecp_steps.py](solutions/ecp_steps.py)).
+# **Exercise.** ECP's row of Table 8 by hand: write `my_ecp_steps(n, layers, heads, m)`, the computed steps of a
+# whole ECP model, from "each query sees at most 2m keys" (exactly m(2n − m) per head and layer). The check cell
+# compares it with `count_attention_steps` at Table 8's size (n = 4096, l = 48, h = 24, m = 128) and two others.
+
 
 # %%
-my_steps = None  # your number
+def my_ecp_steps(n, layers, heads, m):
+    return None  # your code here: a number
+
 
 # %%
 # check cell
-import runpy
-from pathlib import Path
-
-HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
-answer = my_steps if my_steps is not None else runpy.run_path(str(HERE / "solutions" / "ecp_steps.py"))["steps"]()
-expected = count_attention_steps("ecp", seq_len=4096, layers=48, heads=24, half_segment=128)
-assert answer == expected, f"{answer:,} is not {expected:,}"
-print(f"{'your number' if my_steps is not None else 'the solution'}: {answer:,} = count_attention_steps")
+fn, who = yours_or_solution(my_ecp_steps, "ecp_steps", 4096, 48, 24, 128)
+for args in [(4096, 48, 24, 128), (1024, 2, 3, 64), (24, 1, 1, 4)]:
+    n_, layers_, heads_, m_ = args
+    expected = count_attention_steps("ecp", seq_len=n_, layers=layers_, heads=heads_, half_segment=m_)
+    assert fn(*args) == expected, f"n, l, h, m = {args}: {fn(*args):,} is not {expected:,}"
+print(f"{who}: Table 8's ECP row is {fn(4096, 48, 24, 128):,} steps = count_attention_steps")

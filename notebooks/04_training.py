@@ -26,11 +26,19 @@
 #    its receptive field: fully while `lag - 1 <= k m`, not at all (chance, 1 / vocab) once `lag > (k + 1) m`.
 # 2. **All architectures on one budget**, on the Python documentation (byte-level), validation perplexity.
 #
-# **Default and full run.** As it is (CI runs it), the notebook trains the lag-copy models of part 1 in two to three
-# minutes on 2 cores, and shows the recorded results of the full run for part 2. `MINICP_FULL=1` reruns
-# everything at the larger sizes (about 25 minutes on 2 cores, with a progress bar per part) and rewrites
+# **Default and full run.** As it is (CI runs it), the notebook trains the small lag-copy models of part 1 and
+# shows the recorded results of the full run for part 2; it prints how long its training took, on which
+# machine. `MINICP_FULL=1` reruns everything at the larger sizes (with a progress bar per part) and rewrites
 # `figures/04_training_results.json` and `figures/lag_copy_accuracy.png`. Every sentence about results below is
 # generated from the numbers of the run it sits in.
+#
+# **float64.** The default run trains in float64 (`init_params(..., dtype="float64")`), so that it prints the same
+# numbers on every machine: in float32, another CPU's BLAS sums the products in another order, and a few hundred
+# training steps can turn that last-bit difference into a different accuracy. The recorded full run trained in
+# float32 (`init_params`' default).
+#
+# Each part ends with an exercise and a check cell that holds your answer against minicp; until you write one,
+# the check cell runs the solution from [solutions/](solutions) instead.
 
 # %%
 import os
@@ -41,9 +49,11 @@ if WORKERS > 1:  # one BLAS thread per worker process (set before NumPy is impor
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
+# %matplotlib inline
 import json
 import multiprocessing
-import tempfile
+import platform
+import runpy
 import time
 from pathlib import Path
 
@@ -51,7 +61,8 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 from tqdm.auto import tqdm
 
-from minicp import ModelConfig, count_params, forward
+from minicp import ModelConfig, count_params, forward, init_params
+from minicp.files import atomic_write_text
 from minicp.lm import data as D
 from minicp.lm import evaluate as E
 from minicp.lm import train as T
@@ -61,8 +72,34 @@ from minicp.viz.training import lag_copy_figure, predicted_copy_accuracy
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RECORDED = ROOT / "figures" / "04_training_results.json"  # the full run's numbers, as measured
-OUT = ROOT / "figures" if FULL else Path(tempfile.mkdtemp(prefix="minicp-04-"))  # the default run keeps figures/
-print(f"{'FULL' if FULL else 'default'} run, {WORKERS} worker process(es), outputs in {OUT}")
+SOLUTIONS = ROOT / "notebooks" / "solutions"
+print(
+    f"{'FULL' if FULL else 'default'} run, {WORKERS} worker process(es); "
+    + (
+        "rewrites figures/lag_copy_accuracy.png and figures/04_training_results.json"
+        if FULL
+        else "figures/ is left as it is"
+    )
+)
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
+
+def machine():
+    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} cores{load}"
 
 
 def pmap(fn, jobs, desc):
@@ -94,14 +131,16 @@ def pmap(fn, jobs, desc):
 # reach, lag 9 just inside two layers' and outside one layer's, lag 13 outside two layers'. Departures from the
 # official recipe, for a synthetic task: lr 3e-3, one micro-batch per step, and in the default run RoPE in every
 # layer (`rope_all_layers=True`; with RoPE in layer 0 only, as the official ECP, two layers need many more steps to
-# learn the relay). The full run uses the official ECP (RoPE in layer 0 only).
+# learn the relay), and float64. The full run uses the official ECP (RoPE in layer 0 only), in float32.
 
 # %%
 if FULL:
-    LAG = dict(m=8, n=64, vocab=16, dim=64, heads=4, steps=600, batch=16, lr=3e-3, rope_all_layers=False)
+    LAG = dict(
+        m=8, n=64, vocab=16, dim=64, heads=4, steps=600, batch=16, lr=3e-3, rope_all_layers=False, dtype="float32"
+    )
     LAYERS, LAGS = (1, 2, 3), list(range(4, 41, 4))
 else:
-    LAG = dict(m=4, n=20, vocab=8, dim=32, heads=2, steps=400, batch=16, lr=3e-3, rope_all_layers=True)
+    LAG = dict(m=4, n=20, vocab=8, dim=32, heads=2, steps=400, batch=16, lr=3e-3, rope_all_layers=True, dtype="float64")
     LAYERS, LAGS = (1, 2), [5, 9, 13]
 
 
@@ -133,6 +172,7 @@ def run_lag(job):
         lambda rng, b: D.lag_copy(b, n, lag, vocab, rng)[0],
         T.TrainConfig(steps=LAG["steps"], batch=LAG["batch"], grad_accum=1, lr=LAG["lr"], seed=0),
         progress=False,
+        params=init_params(cfg, seed=0, dtype=LAG["dtype"]),
     )
     tokens, mask = D.lag_copy(256, n, lag, vocab, rng=np.random.default_rng(12345))  # held-out rows
     logits = np.asarray(forward(result.params, tokens[:, :-1], cfg))
@@ -195,43 +235,55 @@ jobs = [(k, lag) for k in sorted(LAYERS, reverse=True) for lag in LAGS]  # deepe
 start = time.perf_counter()
 lag_results = sorted(pmap(run_lag, jobs, "lag-copy runs"), key=lambda r: (r["layers"], r["lag"]))
 lag_seconds = time.perf_counter() - start
-print(f"{len(jobs)} lag-copy runs in {lag_seconds:.0f} s (m = {LAG['m']}, n = {LAG['n']}, {LAG['steps']} steps each)")
+print(f"{len(jobs)} lag-copy runs (m = {LAG['m']}, n = {LAG['n']}, {LAG['steps']} steps each, {LAG['dtype']})")
 display(Markdown("Accuracy / receptive-field prediction:\n\n" + lag_table(lag_results, LAG)))
 display(Markdown(lag_verdict(lag_results, LAG)))
+
+# %% tags=["varies"]
+print(
+    f"The {len(jobs)} lag-copy trainings took {lag_seconds:.0f} s in {WORKERS} worker process(es) "
+    f"({min(r['seconds'] for r in lag_results):.0f} to {max(r['seconds'] for r in lag_results):.0f} s each) "
+    f"on this machine ({machine()})."
+)
 
 # %%
 caption = (
     f"notebooks/04_training.ipynb ({'MINICP_FULL=1' if FULL else 'default run'}): ECP D {LAG['dim']}, h {LAG['heads']}, "
-    f"{LAG['steps']} AdamW steps x {LAG['batch']} rows, lr {LAG['lr']}, 256 held-out rows"
+    f"{LAG['steps']} AdamW steps x {LAG['batch']} rows, lr {LAG['lr']}, {LAG['dtype']}, 256 held-out rows"
 )
 fig = lag_copy_figure(lag_results, LAG, caption=caption)
-save(fig, OUT / "lag_copy_accuracy.png", dpi=130)
-fig
+if FULL:
+    save(fig, ROOT / "figures" / "lag_copy_accuracy.png", dpi=130)
+display(fig)
 
 # %% [markdown]
-# ### Exercise: predict one number by hand
-#
-# For k = 2 layers, m = 4, n = 20 and lag 11, which share of the scored positions i = 10 .. 19 have their source
-# token i + 1 − lag inside row i's field [m·max(0, ⌊i/m⌋ − k), i]? Write it as a fraction in `my_share`; the check
-# cell compares `my_share + (1 − my_share) / 8` with `predicted_copy_accuracy` (solution:
-# [solutions/lag_share.py](solutions/lag_share.py)).
+# **Exercise.** Write the prediction yourself: `my_lag_accuracy(k, lag, n, m, vocab)`, the accuracy of a learner
+# that copies every target whose source token i + 1 − lag lies in row i's field [m·max(0, ⌊i/m⌋ − k), i]
+# perfectly and guesses the others (one chance in `vocab`), over the scored positions i = lag − 1 .. n − 1. The
+# check cell compares it with `predicted_copy_accuracy` (which reads `receptive_field`) on every lag of two
+# settings, this run's among them.
+
 
 # %%
-my_share = None  # your answer, e.g. 7 / 10
+def my_lag_accuracy(k, lag, n, m, vocab):
+    return None  # your code here: a number between 1 / vocab and 1
+
 
 # %%
 # check cell
-import runpy
-
-HERE = ROOT / "notebooks"
-answer = my_share if my_share is not None else runpy.run_path(str(HERE / "solutions" / "lag_share.py"))["share"]()
-expected = predicted_copy_accuracy(2, 11, seq_len=20, half_segment=4, vocab=8)
-assert abs(answer + (1 - answer) / 8 - expected) < 1e-12, (
-    f"share {answer} gives {answer + (1 - answer) / 8:.3f}, expected {expected:.3f}"
-)
+fn, who = yours_or_solution(my_lag_accuracy, "lag_accuracy", 2, 11, 20, 4, 8)
+for n_, m_, vocab_ in [(20, 4, 8), (64, 8, 16)]:
+    for k_ in (1, 2, 3):
+        for lag_ in range(1, n_ + 1):
+            expected = predicted_copy_accuracy(k_, lag_, seq_len=n_, half_segment=m_, vocab=vocab_)
+            got = fn(k_, lag_, n_, m_, vocab_)
+            assert abs(got - expected) < 1e-12, (
+                f"k = {k_}, lag {lag_}, n = {n_}, m = {m_}: {got:.4f}, expected {expected:.4f}"
+            )
 print(
-    f"{'your' if my_share is not None else 'the solution' + chr(39) + 's'} share {answer:.2f} -> predicted accuracy {expected:.3f}: correct"
+    f"{who}: equals predicted_copy_accuracy at every lag of 2 settings (k = 2, lag 11, m = 4: {fn(2, 11, 20, 4, 8):.3f})"
 )
+
 
 # %% [markdown]
 # ## 2. All architectures, one budget, the Python documentation
@@ -240,7 +292,7 @@ print(
 # width, depth, heads, sequence length, steps and batches for every model; official AdamW groups, lr 1e-3.
 # Perceiver family L = n/2, Compressed p = n/4, s-Split c = H/2, ECP m = n/8, LongLoRA g = n/4 (varlen). The
 # Perceiver family trains on its last L targets (as the official wrapper does), the others on all n. This part
-# takes about 6 minutes on 2 cores, so the default run shows the **recorded full run** and `MINICP_FULL=1` reruns it.
+# is long, so the default run shows the **recorded full run** and `MINICP_FULL=1` reruns it.
 
 # %%
 ARCHS = ("transformer", "perceiver_ar", "double", "compressed", "s_split", "ecp", "longlora")
@@ -326,6 +378,35 @@ display(
 # every architecture, so it is the fair column for comparing them. The paper's Table 1 uses the official
 # recipe with L fixed per configuration, so among the Perceiver family (all L = n/2 here) both columns rank
 # alike; across L only the second is meaningful ([docs/official-code.md#evaluation-protocol](../docs/official-code.md#evaluation-protocol)).
+#
+# **Exercise.** See the double counting for yourself. The official recipe slides windows of n + 1 tokens by
+# n/2 over a stream of T tokens (a window is used only when it fits: begin + n + 1 ≤ T) and scores each window's
+# last L targets. Write `my_times_scored(T, n, latent)`: an int array of length T, how many windows score each
+# target index. The check cell compares it with the windows of `minicp.lm.evaluate.official_windows`, then
+# counts how many targets are scored twice for L = n and for L = n/2.
+
+
+# %%
+def my_times_scored(T, n, latent):
+    return None  # your code here: an int array of length T
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_times_scored, "times_scored", 300, 16, 16)
+for T_, n_, latent_ in [(1000, 128, 128), (1000, 128, 64), (129, 128, 128), (300, 16, 4), (97, 16, 16)]:
+    expected = np.zeros(T_, dtype=int)
+    for _, first_target, stop in E.official_windows(T_, n_, latent_):
+        expected[first_target:stop] += 1
+    got = np.asarray(fn(T_, n_, latent_))
+    assert got.shape == (T_,) and np.array_equal(got, expected), (
+        f"T = {T_}, n = {n_}, L = {latent_}: differs at {np.nonzero(got != expected)[0][:5].tolist()}"
+    )
+twice = {latent_: int((fn(1000, 128, latent_) == 2).sum()) for latent_ in (128, 64)}
+print(
+    f"{who}: equals official_windows for 5 streams; of T = 1000 targets with n = 128, "
+    f"{twice[128]} are scored twice when L = n and {twice[64]} when L = n/2"
+)
 
 # %%
 # The paper's Table 1 (Wikitext-103, BERT word pieces, official perplexity; lower is better).
@@ -374,6 +455,42 @@ display(
 )
 display(Markdown(lag_verdict(full_lag["results"], full_lag["settings"])))
 display(Image(filename=str(ROOT / "figures" / "lag_copy_accuracy.png"), width=800))
+if not FULL:
+    lag_s = [r["seconds"] for r in recorded["lag_copy"]["results"]]
+    arch_s = [r["seconds"] for r in recorded["architectures"]["results"]]
+    print(
+        f"The recorded full run's {len(lag_s)} lag-copy trainings took {min(lag_s):.0f} to {max(lag_s):.0f} s each, "
+        f"its {len(arch_s)} language models {min(arch_s):.0f} to {max(arch_s):.0f} s each (the record does not "
+        "name its machine; the runs share the cores, one worker process per core)."
+    )
+
+# %% [markdown]
+# **Exercise.** From the field alone: up to which lag does a k-layer ECP with half segment m copy *every*
+# target, and from which lag on is it left with guessing? Write `my_lag_limits(k, m)` returning the pair (last lag
+# copied fully, first lag at chance). The check cell scans `predicted_copy_accuracy` at the full run's size
+# (n = 64, m = 8) and two others; compare with the figure above.
+
+
+# %%
+def my_lag_limits(k, m):
+    return None  # your code here: (last lag copied fully, first lag at chance)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_lag_limits, "lag_limits", 1, 8)
+for n_, m_ in [(64, 8), (20, 4), (96, 8)]:
+    for k_ in (1, 2):
+        acc = {lag: predicted_copy_accuracy(k_, lag, seq_len=n_, half_segment=m_, vocab=16) for lag in range(1, n_ + 1)}
+        expected = (
+            max(g for g, a in acc.items() if a == 1.0),
+            min(g for g, a in acc.items() if abs(a - 1 / 16) < 1e-12),
+        )
+        assert tuple(fn(k_, m_)) == expected, f"k = {k_}, m = {m_}: {tuple(fn(k_, m_))}, expected {expected}"
+print(
+    f"{who}: equals predicted_copy_accuracy's limits; at m = 8: "
+    + ", ".join(f"k = {k_}: {fn(k_, 8)}" for k_ in (1, 2, 3))
+)
 
 # %% [markdown]
 # ## 4. A sample from the ECP model (full run only)
@@ -393,7 +510,7 @@ if FULL:
             "results": [{k: v for k, v in r.items() if k != "weights"} for r in arch_results],
         },
     }
-    (OUT / "04_training_results.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {OUT / 'lag_copy_accuracy.png'} and {OUT / '04_training_results.json'}")
+    atomic_write_text(ROOT / "figures" / "04_training_results.json", json.dumps(summary, indent=1))
+    print("wrote figures/lag_copy_accuracy.png and figures/04_training_results.json")
 else:
     print("default run: no language model was trained here (set MINICP_FULL=1)")

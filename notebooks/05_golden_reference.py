@@ -25,12 +25,25 @@
 # 3. **A comparison helper** (`minicp.testing`): `assert_matches_reference(my_fn, "ecp", ...)` calls your function
 #    and, when it is wrong, tells you which tensor, where, and by how much.
 #
-# Everything below runs on the CPU in a few seconds.
+# Everything below runs on the CPU. Each section ends with a kernel author's exercise (write a predicate, read a
+# golden file, write a kernel that passes, plant a bug and read the message, round to bfloat16, recompute a
+# model's loss) and a check cell that holds your answer against minicp; until you write one, the check cell runs
+# the solution from [solutions/](solutions) instead.
+#
+# Numbers that come from float32 arithmetic (errors, shares of a budget) move a little with the BLAS of the
+# machine (the order in which it sums the products); the cells that print them say so.
 
 # %%
+# %matplotlib inline
 import json
-import pathlib
+import os
+import platform
+import re
+import runpy
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,9 +52,29 @@ import minicp
 import minicp.testing as mt
 from minicp import golden
 from minicp.analysis import kernel_pattern as kp
-from minicp.cli import golden as cli_golden
 
-workdir = pathlib.Path(tempfile.mkdtemp())
+workdir = Path(tempfile.mkdtemp(prefix="minicp-05-"))  # a scratch folder for the golden files of this notebook
+SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
+
+def machine():
+    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} cores{load}"
+
 
 # %% [markdown]
 # ## 1 · The pattern for kernel authors
@@ -98,6 +131,31 @@ plt.show()
 # ```
 # (`examples/ecp_sdpa_torch.py` runs exactly this, plus two SDPA versions.)
 #
+# **Exercise.** Write the `mask_mod` predicate of LongLoRA S2 **varlen**'s shifted heads yourself:
+# `my_shifted_allowed(q_idx, kv_idx, g)`, using only `& | < <= >= - + //` so that it works on ints, NumPy arrays and
+# tensors alike. Varlen groups start g/2 earlier than the plain ones (the first group holds g/2 tokens), and
+# attention is causal inside each group. The check cell compares it with the shifted head of
+# `kernel_pattern.dense_mask("longlora", n, 2, group=g)`.
+
+
+# %%
+def my_shifted_allowed(q_idx, kv_idx, g):
+    return None  # your code here: a boolean (array) from q_idx, kv_idx and g
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_shifted_allowed, "shifted_allowed", 3, 1, 8)
+for n_, g_ in [(32, 8), (64, 16), (24, 8), (128, 64)]:
+    q_, kv_ = np.arange(n_)[:, None], np.arange(n_)[None, :]
+    mine, ref = np.asarray(fn(q_, kv_, g_)), kp.dense_mask("longlora", n_, 2, group=g_)[1]
+    assert mine.shape == ref.shape, (
+        f"n = {n_}: shape {mine.shape}, expected {ref.shape} (broadcast q_idx against kv_idx)"
+    )
+    assert np.array_equal(mine, ref), f"n = {n_}, g = {g_}: rows {np.nonzero((mine != ref).any(1))[0].tolist()} differ"
+print(f"{who}: equals the shifted head of dense_mask('longlora', ...) for 4 sizes")
+
+# %% [markdown]
 # ## 2 · A golden file
 #
 # `make_golden` draws q, k, v and the upstream gradient `dout` from the seed (one generator per tensor, split off by
@@ -124,6 +182,35 @@ with np.load(path) as z:  # any NumPy, no minicp needed
 g2 = golden.load_golden(path, check=True, check_grads=True)
 print(g2)
 
+# %% [markdown]
+# **Exercise.** Read a golden file with nothing but NumPy: write `my_golden_head(path, head)` that loads q, k, v
+# and the mask with `np.load`, and returns the attention output of that head (batch 0) in float64, as an (n, d)
+# array. Mind the two conventions of the table in `minicp.golden`'s docstring: q is stored **unscaled**, and the
+# mask is stored once, (1, n, n), when every head shares it. The check cell compares your output with the
+# file's own `out`, for the ECP file above and a LongLoRA file whose heads differ.
+
+
+# %%
+def my_golden_head(path, head):
+    return None  # your code here: an (n, d) array
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_golden_head, "golden_head", path, 0)
+longlora_file = golden.save_golden(
+    golden.make_golden("longlora", seq_len=128, heads=2, head_dim=16, dtype="float32", seed=0, group=32),
+    workdir / "longlora.npz",
+)
+for file_, heads_ in [(path, 4), (longlora_file, 2)]:
+    with np.load(file_) as z:
+        stored = z["out"]
+    for h_ in range(heads_):
+        mt.assert_close(
+            np.asarray(fn(file_, h_), dtype=np.float32), stored[0, h_], name=f"{Path(file_).stem} head {h_}"
+        )
+print(f"{who}: every head of the ECP and the LongLoRA file equals the stored out (float32 tolerances)")
+
 
 # %% [markdown]
 # ## 3 · Checking a kernel
@@ -135,7 +222,7 @@ print(g2)
 # each budget was used.
 
 
-# %%
+# %% tags=["approx"]
 def my_ecp(q, k, v, m=64):
     n, d = q.shape[-2:]
     i = np.arange(n)
@@ -146,7 +233,7 @@ def my_ecp(q, k, v, m=64):
 
 
 report = golden.assert_matches_golden(my_ecp, path)
-print(report["out"].message)
+print(report["out"].message.splitlines()[0])  # the verdict; the next line names the file and the case
 report = mt.assert_matches_reference(my_ecp, "ecp", seq_len=512, heads=4, head_dim=32, dtype="float32", half_segment=64)
 v = report["out"]
 print(f"max error {v.max_err:.2e} = {100 * v.max_share:.0f}% of its budget, rms {100 * v.rms_share:.0f}% of its budget")
@@ -156,7 +243,7 @@ print("per head:", [f"{p['where']}: {100 * max(p['max_share'], p['rms_share']):.
 # `mt.cases(arch)` lists the edge cases worth running (one head, n = 1, partial blocks, every dtype asked for ...), ready
 # for `pytest.mark.parametrize` (`examples/test_my_kernel.py`). Here, the float32 ones of ECP without gradients:
 
-# %%
+# %% tags=["approx"]
 ecp_cases = [c for c in mt.cases("ecp", check_grads=False) if c.kwargs["seq_len"] <= 512]
 for case in ecp_cases:
     m = case.kwargs.get("half_segment") or case.kwargs.get("segment", 2) // 2
@@ -171,6 +258,28 @@ for case in ecp_cases:
 for name, (rtol, atol) in mt.TOLERANCES.items():
     print(f"{name:<9} rtol {rtol:.0e}  atol {atol:.0e}")
 
+# %% [markdown]
+# **Exercise.** Your turn to write a kernel: LongLoRA S2 varlen in plain NumPy, `my_longlora(q, k, v, g)` for q, k,
+# v of shape (b, h, n, d). The first half of the heads attend causally inside groups of g tokens, the second half
+# inside the shifted groups of the first exercise; scale q by d^-0.5. The check cell runs
+# `mt.assert_matches_reference(..., "longlora", group=64)` on it and prints how much of each budget it used.
+
+
+# %%
+def my_longlora(q, k, v, g):
+    return None  # your code here: a (b, h, n, d) array
+
+
+# %% tags=["approx"]
+# check cell
+fn, who = yours_or_solution(my_longlora, "longlora_kernel", *np.zeros((3, 1, 2, 8, 4)), 4)
+r = mt.assert_matches_reference(
+    lambda q, k, v: fn(q, k, v, 64), "longlora", seq_len=256, heads=4, head_dim=32, group=64
+)
+print(
+    f"{who}: passes; max error {100 * r['out'].max_share:.0f}% and rms {100 * r['out'].rms_share:.0f}% of their budgets"
+)
+
 
 # %% [markdown]
 # ## 4 · What a failure looks like
@@ -181,7 +290,7 @@ for name, (rtol, atol) in mt.TOLERANCES.items():
 # which points straight at the "previous half segment" part of the mask; then the shares per head and per block.
 
 
-# %%
+# %% tags=["approx"]
 def off_by_one(q, k, v, m=64):
     n, d = q.shape[-2:]
     i = np.arange(n)
@@ -197,6 +306,41 @@ except mt.MismatchError as e:
     print(e)
 
 # %% [markdown]
+# **Exercise.** Plant a bug and read the message. `no_causal_mask` below forgets the causal mask inside the current
+# half segment: every row sees its whole pair (previous, current). Before you run it, predict which rows of the
+# output are wrong: write `my_rows_over_budget(n, m)` as a sorted list. The check cell runs the check, reads
+# "rows over budget" from the message and compares. (Which row of each half segment stays right, and why?)
+
+
+# %%
+def no_causal_mask(q, k, v, m=64):
+    n, d = q.shape[-2:]
+    t = np.arange(n) // m  # half segment of each position
+    mask = (t[None, :] >= t[:, None] - 1) & (t[None, :] <= t[:, None])  # BUG: no kv_idx <= q_idx
+    s = np.where(mask, (q * d**-0.5) @ np.swapaxes(k, -1, -2), -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def my_rows_over_budget(n, m):
+    return None  # your prediction: a sorted list of rows
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_rows_over_budget, "rows_over_budget", 8, 4)
+try:
+    mt.assert_matches_reference(no_causal_mask, "ecp", seq_len=256, heads=2, head_dim=16, half_segment=64)
+    raise AssertionError("the planted bug passed the check")
+except mt.MismatchError as e:
+    line = next(x for x in str(e).splitlines() if "rows over budget" in x)
+    ranges = re.findall(r"\[(\d+)(?:\.\.(\d+))?\]", line.split(":", 1)[1])
+    reported = [row for a, b in ranges for row in range(int(a), int(b or a) + 1)]
+print(line.strip())
+assert list(fn(256, 64)) == reported, f"you predicted {len(list(fn(256, 64)))} rows, the message lists {len(reported)}"
+print(f"{who}: the {len(reported)} rows the message lists")
+
+# %% [markdown]
 # `examples/planted_bugs.py` has two more: forgetting the previous half segment, and LLaMA's "halves" RoPE instead of
 # the official interleaved one (caught at the sub-layer level with `mt.assert_close`).
 #
@@ -207,7 +351,7 @@ except mt.MismatchError as e:
 
 # %%
 x = np.array([1.0 + 2**-8, 1.0 + 3 * 2**-8, np.pi])
-print(golden.round_to_bfloat16(x))  # ties go to even: 1.0, 1.015625; pi -> 3.140625
+print(mt.round_to_bfloat16(x))  # ties go to even: 1.0, 1.015625; pi -> 3.140625
 gb = golden.make_golden("ecp", seq_len=128, heads=2, head_dim=16, dtype="bfloat16", half_segment=16)
 print(
     gb.config["dtype"],
@@ -216,6 +360,33 @@ print(
     "low 16 bits all zero:",
     not (gb["q"].view(np.uint32) & 0xFFFF).any(),
 )
+
+# %% [markdown]
+# **Exercise.** Round to bfloat16 yourself: `my_bfloat16_round(x)` takes float32 values and returns float32 values
+# that are exactly bfloat16 numbers, rounded to nearest with ties to even. Work on the bits: view the float32 as
+# `np.uint32`; bfloat16 keeps the high 16 bits; add half of the dropped part's range (0x7FFF), plus one when the
+# lowest kept bit is odd (that makes ties go to even), then clear the low 16 bits. The check cell compares your
+# bits with `mt.round_to_bfloat16` on 300,000 values of every magnitude, exact ties among them.
+
+
+# %%
+def my_bfloat16_round(x):
+    return None  # your code here: a float32 array of bfloat16 values
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_bfloat16_round, "bfloat16_round", np.ones(2, np.float32))
+rng = np.random.default_rng(0)
+high = rng.integers(0, 0x7F7F, 100_000, dtype=np.uint32) << 16  # finite bfloat16 patterns, positive and below the top
+ties = (high | 0x8000).view(np.float32)  # exactly half way between two bfloat16 numbers
+values = np.concatenate([ties, -ties, rng.standard_normal(100_000).astype(np.float32)])
+mine = np.asarray(fn(values), dtype=np.float32)
+bad = np.nonzero(mine.view(np.uint32) != mt.round_to_bfloat16(values).view(np.uint32))[0]
+assert not bad.size, (
+    f"{bad.size} values differ, e.g. {values[bad[0]]!r}: {mine[bad[0]]!r}, expected {mt.round_to_bfloat16(values)[bad[0]]!r}"
+)
+print(f"{who}: bit for bit mt.round_to_bfloat16 on {values.size:,} values")
 
 # %% [markdown]
 # ## 6 · Whole-model golden files
@@ -229,27 +400,37 @@ cfg = minicp.ModelConfig(arch="ecp", vocab=64, dim=32, heads=2, layers=2, seq_le
 gm = golden.make_model_golden(cfg, batch=2, seed=0)
 print(gm, "loss", float(gm["loss"]))
 print([k for k in gm.keys() if k.startswith("param/layers.0.0")])
-assert (
-    cli_golden.main(
-        [
-            "--model",
-            "--arch",
-            "ecp",
-            "--seq-len",
-            "64",
-            "--segment",
-            "16",
-            "--heads",
-            "2",
-            "--head-dim",
-            "16",
-            "--layers",
-            "2",
-            "--vocab",
-            "64",
-            "-o",
-            str(workdir / "model.npz"),
-        ]
-    )
-    == 0
+
+# %% [markdown]
+# The command line writes the same file (here into the scratch folder, so the output names it `model.npz`); it
+# says how long the writing took, on this machine.
+
+# %% tags=["varies"]
+command = (
+    "golden --model --arch ecp --seq-len 64 --segment 16 --heads 2 --head-dim 16 --layers 2 --vocab 64 -o model.npz"
 )
+done = subprocess.run([sys.executable, "-m", "minicp", *command.split()], cwd=workdir, capture_output=True, text=True)
+print(f"$ minicp {command}\n{done.stdout}(exit status {done.returncode}, on this machine: {machine()})")
+assert done.returncode == 0, done.stderr
+
+# %% [markdown]
+# **Exercise.** A model golden file stores the tokens (b, n + 1), the logits of the first n tokens (b, n, V) and
+# the loss. Recompute the loss from the tokens and logits alone: `my_model_loss(tokens, logits)`, the mean
+# cross-entropy where row t predicts token t + 1 (compute the log-softmax stably, in float64). The check cell
+# compares it with the stored loss of `gm` above and of the file the command line wrote.
+
+
+# %%
+def my_model_loss(tokens, logits):
+    return None  # your code here: a number
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_model_loss, "model_loss", gm["tokens"], gm["logits"])
+with np.load(workdir / "model.npz") as z:
+    from_cli = {key: z[key] for key in ("tokens", "logits", "loss")}
+for name, f in [("make_model_golden", gm), ("minicp golden --model", from_cli)]:
+    mine = float(fn(f["tokens"], f["logits"]))
+    assert abs(mine - float(f["loss"])) <= 1e-5 * abs(float(f["loss"])), f"{name}: {mine}, stored {float(f['loss'])}"
+print(f"{who}: equals the stored loss of both files (to float32 rounding)")

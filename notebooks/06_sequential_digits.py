@@ -23,7 +23,9 @@
 # class scores (the output layer has 10 extra entries for them). So the class is decided by whatever the last
 # row's receptive field lets it see.
 #
-# What this can and cannot show is discussed at the end. Default run: about two minutes on 2 cores.
+# What this can and cannot show is discussed at the end; the notebook prints how long its training took, on which
+# machine. Each section ends with an exercise and a check cell that holds your answer against minicp; until you
+# write one, the check cell runs the solution from [solutions/](solutions) instead.
 
 # %%
 import os
@@ -33,8 +35,12 @@ if WORKERS > 1:  # one BLAS thread per worker process (set before NumPy is impor
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
+# %matplotlib inline
 import multiprocessing
+import platform
+import runpy
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -45,6 +51,28 @@ from tqdm.auto import tqdm
 from minicp import count_params
 from minicp.analysis.receptive import receptive_field
 from minicp.lm import images as I
+
+SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
+
+
+def yours_or_solution(mine, name, *probe):
+    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
+    if mine(*probe) is not None:
+        return mine, "your answer"
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
+
+
+def machine():
+    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{model}, {os.cpu_count()} cores{load}"
+
 
 digits = load_digits()
 tokens = I.pixel_tokens(digits.images, levels=17)  # (1797, 64) ints 0..16, raster order
@@ -57,6 +85,27 @@ for ax, i in zip(axes, range(8)):
     ax.imshow(tokens[i].reshape(8, 8), cmap="gray_r")
     ax.set(title=str(labels[i]), xticks=[], yticks=[])
 plt.show()
+
+# %% [markdown]
+# **Exercise.** Turn images into tokens yourself: `my_pixel_tokens(images, levels)` maps the grey values of
+# (num, height, width) images linearly onto the integers 0 .. levels − 1 (0 stays 0, the brightest value of the
+# set becomes levels − 1, round to the nearest) and lays each image out row after row, as (num, pixels) int64.
+# The check cell compares it with `minicp.lm.images.pixel_tokens` for 2, 5, 17 and 256 levels.
+
+
+# %%
+def my_pixel_tokens(images, levels):
+    return None  # your code here: an int array (num, pixels)
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_pixel_tokens, "pixel_tokens", digits.images[:2], 17)
+for levels_ in (2, 5, 17, 256):
+    mine, ref = np.asarray(fn(digits.images, levels_)), I.pixel_tokens(digits.images, levels=levels_)
+    assert mine.shape == ref.shape, f"{levels_} levels: shape {mine.shape}, expected {ref.shape}"
+    assert np.array_equal(mine, ref), f"{levels_} levels: {int((mine != ref).sum())} tokens differ"
+print(f"{who}: equals pixel_tokens for 2, 5, 17 and 256 levels (17 levels keep the digits' 0..16 exactly)")
 
 # %% [markdown]
 # ## Every architecture as a classifier
@@ -106,7 +155,8 @@ with tqdm(total=len(SIZES), desc="classifiers", unit="model") as bar:
         for r in pool.imap(run, list(SIZES), chunksize=1):
             results.append(r)
             bar.update()
-print(f"{len(results)} classifiers trained in {time.perf_counter() - start:.0f} s")
+train_seconds = time.perf_counter() - start
+print(f"{len(results)} classifiers trained")
 
 ranked = sorted(results, key=lambda r: -r["test_acc"])
 lines = ["| architecture | params | pixels seen by the class row | train acc | test acc | final loss |"]
@@ -114,9 +164,38 @@ lines.append("|---|---|---|---|---|---|")
 for r in ranked:
     lines.append(
         f"| {r['arch']} | {r['params']:,} | {r['seen']} / 64 | {r['train_acc']:.3f} | {r['test_acc']:.3f} "
-        f"| {r['loss']:.3f} |"
+        f"| {r['loss']:.2f} |"
     )
 display(Markdown("\n".join(lines)))
+
+# %% tags=["varies"]
+print(
+    f"Training and scoring the {len(results)} classifiers took {train_seconds:.0f} s in {WORKERS} worker process(es) "
+    f"({min(r['seconds'] for r in results):.0f} to {max(r['seconds'] for r in results):.0f} s each) on this machine "
+    f"({machine()})."
+)
+
+# %% [markdown]
+# **Exercise.** LongLoRA S2 varlen's class row sees fewer pixels than the Perceiver family's. Write
+# `my_s2_pixels_seen(n, g, layers)`: how many of the n pixels the last row reaches after `layers` layers with
+# group g (after one layer its group starts g back; each further layer reaches g/2 further). The check cell asks
+# `receptive_field` for this notebook's size (n = 64, g = 32) and two others, 1 to 5 layers.
+
+
+# %%
+def my_s2_pixels_seen(n, g, layers):
+    return None  # your code here: a number of pixels
+
+
+# %%
+# check cell
+fn, who = yours_or_solution(my_s2_pixels_seen, "s2_pixels_seen", 64, 32, 2)
+for n_, g_ in [(64, 32), (64, 16), (32, 8)]:
+    for k_ in (1, 2, 3, 4, 5):
+        cfg_ = I.classifier_config("longlora", seq_len=n_, levels=17, classes=10, dim=8, heads=2, layers=k_, group=g_)
+        expected = int(receptive_field(cfg_).mask()[-1].sum())
+        assert fn(n_, g_, k_) == expected, f"n = {n_}, g = {g_}, {k_} layers: {fn(n_, g_, k_)}, expected {expected}"
+print(f"{who}: equals receptive_field; here (n = 64, g = 32, 2 layers) the class row sees {fn(64, 32, 2)} of 64 pixels")
 
 # %% [markdown]
 # ## What the numbers say
@@ -158,30 +237,31 @@ display(
 #   evidence about small-budget learning speed on 8 x 8 digits only, not about sCIFAR-10.
 
 # %% [markdown]
-# ## Exercise: what does ECP's class row see?
-#
-# ECP with half segment m = 16 on 64 pixels. Row i sees [m·max(0, ⌊i/m⌋ − k), i] after k layers. For the class row
-# i = 63: which is the first pixel it sees after 2 layers (`my_first_pixel`), and how many layers does it need to see
-# pixel 0 (`my_layers`)? The check cell asks `receptive_field` (solution:
-# [solutions/class_row.py](solutions/class_row.py)). Then look at the digits above: which rows of the 8 x 8 image
-# does the 2-layer ECP classifier never see?
+# **Exercise.** What does ECP's class row see? Row i sees [m·max(0, ⌊i/m⌋ − k), i] after k layers. Write
+# `my_class_row(n, m, layers)` returning the first pixel the class row (i = n − 1) sees after `layers` layers, and
+# the number of layers it needs to see pixel 0. The check cell asks `receptive_field` for this notebook's
+# classifier (n = 64, m = 16, 2 layers) and other sizes. Then look at the digits above: which rows of the 8 x 8
+# image does the 2-layer ECP classifier never see?
+
 
 # %%
-my_first_pixel, my_layers = None, None  # your answers
+def my_class_row(n, m, layers):
+    return None  # your code here: (first pixel seen, layers needed to see pixel 0)
+
 
 # %%
 # check cell
-import runpy
-from pathlib import Path
-
-HERE = Path.cwd() if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks"
-attempt = my_first_pixel is not None and my_layers is not None
-solution = runpy.run_path(str(HERE / "solutions" / "class_row.py"))["class_row"]
-first_pixel, layers_needed = (my_first_pixel, my_layers) if attempt else solution()
-assert first_pixel == int(receptive_field(config("ecp")).lo[-1]), f"pixel {first_pixel} is not the first one seen"
-need = next(k for k in range(1, 10) if receptive_field(config("ecp"), layers=k).lo[-1] == 0)
-assert layers_needed == need, f"{layers_needed} layers: the class row first sees pixel 0 after {need}"
+fn, who = yours_or_solution(my_class_row, "class_row", 64, 16, 2)
+for n_, m_ in [(64, 16), (64, 8), (48, 4)]:
+    for k_ in (1, 2, 3):
+        cfg_ = I.classifier_config("ecp", seq_len=n_, levels=17, classes=10, dim=8, heads=2, layers=k_, half_segment=m_)
+        first_ = int(receptive_field(cfg_).lo[-1])
+        need = next(k for k in range(1, n_) if receptive_field(cfg_, layers=k).lo[-1] == 0)
+        assert tuple(fn(n_, m_, k_)) == (first_, need), (
+            f"n = {n_}, m = {m_}, {k_} layers: {tuple(fn(n_, m_, k_))}, expected {(first_, need)}"
+        )
+first_pixel, layers_needed = fn(64, 16, MODEL["layers"])
 print(
-    f"{'your answers' if attempt else 'the solution'}: first pixel {first_pixel} (image rows 0..{first_pixel // 8 - 1} "
-    f"unseen), {layers_needed} layers for the whole image; receptive_field agrees"
+    f"{who}: first pixel {first_pixel} (image rows 0..{first_pixel // 8 - 1} unseen), "
+    f"{layers_needed} layers for the whole image; receptive_field agrees"
 )

@@ -1,6 +1,6 @@
-"""Solution to notebook 03's exercise: ECP's computed attention steps at Table 8's size."""
+"""Solution to notebook 03's last exercise: ECP's computed attention steps for a whole model (Table 8's row)."""
 
 
-def steps(n=4096, layers=48, heads=24, m=128):
+def ecp_steps(n, layers, heads, m):
     per_head_and_layer = m * (2 * n - m)  # half segment 0: m x m; every other: m x 2m
     return layers * heads * per_head_and_layer
