@@ -110,14 +110,14 @@ print(f"{who}: equals pixel_tokens for 2, 5, 17 and 256 levels (17 levels keep t
 # %% [markdown]
 # ## Every architecture as a classifier
 #
-# Same width (D = 32), depth (2 layers), heads (2), steps (150 x 32 images), learning rate (3e-3) and seed for every
+# Same width (D = 32), depth (2 layers), heads (2), steps (150 x 32 images), learning rate (3e-3), seed and float64 for every
 # model. Sizes for n = 64: the Perceiver family L = 32 (history H = 32), Compressed p = 16, s-Split c = 16, ECP
 # m = 16 (4 half segments), LongLoRA g = 32 (S2 varlen). The column "pixels seen" is how many of the 64 pixels the
 # class row can reach after the 2 layers, from `receptive_field`: it is decided by the pattern, before any training.
 
 # %%
 MODEL = dict(dim=32, heads=2, layers=2)
-TRAIN = dict(steps=150, batch=32, lr=3e-3, seed=0)
+TRAIN = dict(steps=150, batch=32, lr=3e-3, seed=0, dtype="float64")  # float64: the same numbers on every BLAS
 SIZES = {
     "transformer": {},
     "perceiver_ar": dict(latent=32),
