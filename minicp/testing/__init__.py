@@ -47,15 +47,23 @@ These fixed tolerances do not follow reduction length (long causal dk/dv, RoPE a
 them with correct kernels) and cannot see error spread thinly; prefer the budgets.
 """
 
+from minicp.testing.budgets import C_MAX, C_OUT, C_PAR, C_RMS, FLOOR_ULPS
 from minicp.testing.cache import clear_cache
 from minicp.testing.cases import Case, cases
-from minicp.testing.check import LAYOUTS, assert_matches_reference, judge_case
+from minicp.testing.check import (
+    INCONCLUSIVE,
+    LAYOUTS,
+    InconclusiveError,
+    InconclusiveWarning,
+    assert_matches_reference,
+    judge_case,
+)
 from minicp.testing.compare import TOLERANCES, Comparison, MismatchError, assert_close, compare, default_tolerances
 from minicp.testing.convert import to_numpy_any
 from minicp.testing.dtypes import DTYPES, STORAGE, dtype_name, round_to_bfloat16, to_storage
 from minicp.testing.reference import reference_arrays, reference_case
 from minicp.testing.rope import ROPE_STYLES
-from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, Report, TensorVerdict, judge
+from minicp.testing.verdict import Report, TensorVerdict, judge
 
 __all__ = [
     "TOLERANCES",
@@ -75,7 +83,12 @@ __all__ = [
     "TensorVerdict",
     "C_MAX",
     "C_RMS",
+    "C_OUT",
+    "C_PAR",
     "FLOOR_ULPS",
+    "INCONCLUSIVE",
+    "InconclusiveWarning",
+    "InconclusiveError",
     "DTYPES",
     "STORAGE",
     "LAYOUTS",
