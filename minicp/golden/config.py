@@ -136,7 +136,8 @@ def tolerance_config(name, version=FORMAT_VERSION):
         " before P @ V, P and dS rounded before their products, D from the rounded output"
         if low
         else "G = F",
-        "units": "the budgets apply to the tensor and to every declared block, in pieces of at most TILE_ROWS rows",
+        "units": "bfloat16/float16: budget_rms applies to every declared block too (in pieces of at most TILE_ROWS "
+        "rows, with the block's own floors)",
         "pass": "every budget of the tensor and of its units met and non-finite R matched exactly; inconclusive "
         "when a precision bug's twin (accumulator, maximum or sum kept in the dtype) would pass too",
         "rtol": rtol,

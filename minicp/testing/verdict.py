@@ -8,7 +8,8 @@ With e_A = |A - R| for the kernel's result A (element-wise):
 
     pass  <=>  max(e_A) <= B_max  and  rms(e_A) <= B_rms  for the tensor,
                rms(e_A) <= B_rms  for every unit (a declared block, in pieces of at most TILE_ROWS rows,
-                                   with the unit's own floors: errors confined to a few rows show there),
+                                   with the unit's own floors: errors confined to a few rows show there;
+                                   bfloat16 and float16, where rounding to the dtype sets the floors),
                and, for out in bfloat16/float16, par(A) <= B_par (a row-wise scale error),
                and every non-finite R matched exactly
 
@@ -91,7 +92,7 @@ class TensorVerdict:
     @property
     def share(self):
         """The largest of the shares that decide: the tensor's max, rms and row-scale, its units' rms."""
-        units = max((p["rms_share"] for p in self.per_block), default=0.0)
+        units = max((p["rms_share"] for p in self.per_block), default=0.0) if self.dtype in bu.UNIT_DTYPES else 0.0
         return max(self.max_share, self.rms_share, self.par_share, units)
 
 
@@ -187,7 +188,8 @@ def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, 
         v.per_head = _parts(name, dtype, heads, row, floor_host, per_row, unit_budget=False, tensor=budget)
         v.per_block = _parts(name, dtype, unit_groups, row, floor_host, per_row)
         _worst(v, a, r, row)
-    v.units_over = sum(1 for p in v.per_block if p["rms_share"] > 1)  # a unit's max: reported, not judged
+    if dtype in bu.UNIT_DTYPES:  # a unit's max is reported, not judged; float32 units: reported (budgets.py)
+        v.units_over = sum(1 for p in v.per_block if p["rms_share"] > 1)
     v.ok = max(v.max_share, v.rms_share, v.par_share) <= 1.0 and v.units_over == 0 and v.nonfinite_bad == 0
     if not v.ok and r.size:
         _where_bad(v, a, r, budget.b_max, heads, unit_groups, per_row)

@@ -42,7 +42,7 @@ def message(v):
 
 def parts_text(parts):
     """'k of n over budget: <where> max x% rms y% bad z%, ...' (or the largest, when all are within)."""
-    bad = [p for p in parts if p["rms_share"] > 1 or (p["max_share"] > 1 and p["where"].startswith("head "))]
+    bad = [p for p in parts if p["rms_share"] > 1 or p["max_share"] > 1]
     shown = (bad or sorted(parts, key=lambda p: -max(p["rms_share"], p["max_share"])))[:MAX_LISTED]
     text = ", ".join(
         f"{p['where']} max {percent(p['max_share'])} rms {percent(p['rms_share'])}"

@@ -2,13 +2,16 @@
 fail, and every inconclusive verdict is counted and explained. Runs on a CUDA GPU, checks on the GPU.
 
     python tests/testing/gpu_corpus.py [--budget SECONDS] [--out DIR] [--quick]
+    python tests/testing/gpu_corpus.py --rejudge DIR/verdicts-gpu.json   # the recorded checks, judged again
 
 Prints one line per (kernel, case, dtype): passes / runs, inconclusive verdicts, the budget shares (the
 largest over the tensors, their blocks and the row-scale criterion) and whether the verdicts were right;
 then the totals by kernel, dtype, bug class and n. With --out, DIR/verdicts-gpu.txt gets the same lines
 and DIR/verdicts-gpu.json every check's numbers (each tensor's shares, its error over the production
 floor's, the precision bugs' twins). Entries run in order of importance; once --budget seconds have
-passed no new entry starts, and the skipped ones are listed.
+passed no new entry starts, and the skipped ones are listed. ``--rejudge`` recomputes every recorded
+check's status from its recorded shares under the rules of ``minicp.testing.verdict`` (it needs no GPU:
+the shares that decide are all recorded) and prints the totals and the changed verdicts.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import gpu_kernels as G
 import torch
 
 import minicp.testing as mt
+from minicp.testing import budgets
 from minicp.testing import torch as mtt
 
 ECP_M = 128  # half segment: paper segment 256
@@ -208,6 +212,31 @@ def run(budget, out_dir, quick):
             json.dump(records, f, default=float)
 
 
+def rejudged(record):
+    """A recorded check's status under the current rules: fail when a tensor's max, rms or row-scale share
+    exceeds 1 or, in bfloat16 and float16 (``budgets.UNIT_DTYPES``), one of its blocks' rms does; else
+    inconclusive when the recorded twins made it so, else pass."""
+    units = record["dtype"] in budgets.UNIT_DTYPES
+    for t in record["tensors"].values():
+        if max(t["max_share"], t["rms_share"], t["par_share"]) > 1 or (units and t["units_over"] > 0):
+            return "fail"
+    return "inconclusive" if record["inconclusive"] else "pass"
+
+
+def rejudge(path, say=print):
+    """Print the totals of the checks recorded in ``path`` judged again, and every verdict that changed."""
+    with open(path) as f:
+        records = json.load(f)
+    done = [r for r in records if r.get("status") in ("pass", "fail", "inconclusive")]
+    for r in done:
+        status = rejudged(r)
+        if status != r["status"]:
+            say(f"changed: {r['label']} {r.get('case') or ''} n={r.get('n')} {r['dtype']} seed {r.get('seed')}: "
+                f"{r['status']} -> {status}")  # fmt: skip
+        r["status"] = status
+    summary(records, say)
+
+
 def summary(records, say):
     """Totals: false passes, false fails, inconclusive, by kernel kind, dtype, bug class and n."""
     done = [r for r in records if r.get("status") in ("pass", "fail", "inconclusive")]
@@ -230,6 +259,16 @@ def summary(records, say):
         say(
             f"inconclusive: {r.get('label')} n={r.get('n')} {r.get('dtype')} seed {r.get('seed')}: {r['inconclusive'][0]}"
         )
+    kernels = {}
+    for r in done:
+        row = kernels.setdefault((r["label"].split(":")[0], r["dtype"]), {"n": set(), "bug": r.get("bug")})
+        row["n"].add(str(r.get("n")))
+        row[r["status"]] = row.get(r["status"], 0) + 1
+    say("| kernel | dtype | n | pass | fail | inconclusive | wrong |")
+    for (label, dtype), row in kernels.items():
+        p, f, i = (row.get(key, 0) for key in ("pass", "fail", "inconclusive"))
+        sizes = ", ".join(sorted(row["n"], key=lambda x: (len(x), x)))
+        say(f"| {label} | {dtype} | {sizes} | {p} | {f} | {i} | {p if row['bug'] else f} |")
 
 
 if __name__ == "__main__":
@@ -238,7 +277,10 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=1e9, help="seconds after which no new entry starts")
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--rejudge", metavar="JSON", default=None, help="judge the checks recorded in JSON again")
     args = p.parse_args()
+    if args.rejudge:
+        sys.exit(rejudge(args.rejudge))
     if not torch.cuda.is_available():
         sys.exit("gpu_corpus.py needs a CUDA GPU")
     run(args.budget, args.out, args.quick)
