@@ -1,15 +1,18 @@
 """Seeded cases and their float64 reference, computed block by block at the pattern's own cost and cached.
 
 ``reference_case`` draws q, k, v (b, h, n, d) and dout (b, h, R, d) standard normal from the seed
-(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``); rounds
-them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
-the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
-are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
+(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``, or draw 3 on a
+GPU); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded inputs**
+(``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and the same
+quantities of the plain and the production implementations in the dtype, the budgets' units; of those only
+their row statistics are kept (``floor_*``, ``minicp.testing.rowstats``), and in bfloat16/float16 the
+precision bugs' twins (``twin_out``). On the host each pass runs in ``os.cpu_count()`` threads, each over a
+range of heads; with ``device`` everything runs on that GPU (CuPy).
 
 Results are cached per case (``minicp.testing.cache``): in this process (the last ``MEMORY_CACHE`` cases),
 and on disk when ``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one
-verified .npz per case holding the float64 reference and the budgets (the inputs are drawn again and must
-have the entry's digest). Callers get read-only views; ``fresh=True`` reads neither cache (what a golden
+verified .npz per case holding the float64 reference and the floors' statistics (the inputs are drawn again
+and must have the entry's digest; GPU cases are kept in memory only). Callers get read-only views; ``fresh=True`` reads neither cache (what a golden
 file's verification uses: it never trusts the cache it is verifying against).
 """
 
@@ -201,17 +204,17 @@ def _compute(case, stored, rows, plan, grads, rope):
 
 
 def reference_case(arch, *, cache_dir=None, fresh=False, **case_args):
-    """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict of
-    read-only arrays).
+    """Inputs, float64 reference and the floors' row statistics of one seeded case (a dict of read-only arrays;
+    CuPy arrays with ``device``).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
     holding bfloat16 values); ``rows`` (R,) token positions of the output rows; ``out`` (+ ``dq, dk, dv``
-    with ``grads``) float64; ``budget_out`` (+ ``budget_dq`` ...): (B_max, B_rms, max(e_F), rms(e_G)) of
-    the plain implementation in ``dtype`` (``minicp.testing.verdict.budgets``); ``case`` the canonical case
-    dict (every pattern argument resolved).
+    with ``grads``) float64; ``floor_out`` (+ ``floor_dq`` ...): (5, h, rows) row statistics of the plain and
+    production implementations in ``dtype`` (``minicp.testing.rowstats.floor_stats``); in bfloat16/float16
+    ``twin_out`` (``minicp.testing.twins``); ``case`` the canonical case dict (every pattern argument resolved).
 
     Arguments: those of ``case_inputs`` (``seq_len``, ``heads``, ``head_dim``, ``batch``, ``dtype``, ``seed``,
-    ``grads``, ``rope``, ``draw`` and the pattern's own); the same as
+    ``grads``, ``rope``, ``draw``, ``device``, ``precision`` and the pattern's own); the same as
     ``complete_case(case_inputs(...), cache_dir)``. ``fresh=True``: computed anew, reading neither the
     in-process nor the disk cache (and writing no disk entry); the result is kept in memory.
     """
@@ -224,8 +227,9 @@ def case_inputs(arch, **case_args):
     computes (or loads) the rest. Arguments: ``seq_len``, ``heads``, ``head_dim``, ``batch=1``,
     ``dtype="float32"``, ``seed=0``, ``grads=False``, ``rope=None`` ("interleaved" or "halves": the kernel
     applies RoPE to q and k itself), ``draw`` (how the inputs are drawn from the seed, ``seeded_inputs``; 1
-    only for golden files of format_version 1), ``fresh=False`` and the pattern's own (``segment=`` or
-    ``half_segment=`` for ECP).
+    only for golden files of format_version 1; default 2 on the host, 3 on a GPU), ``fresh=False``,
+    ``device`` (None or "cuda[:i]"), ``precision`` (None or "tf32", float32 only) and the pattern's own
+    (``segment=`` or ``half_segment=`` for ECP).
 
     ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
     the memory that the reference's passes allocated and freed, which the system must hand out again page
@@ -299,7 +303,7 @@ def check_precision(precision, dtype):
 
 
 def complete_case(case, cache_dir=None, fresh=False):
-    """A ``case_inputs`` dict with its float64 reference and budgets (read-only views), computed (or loaded
+    """A ``case_inputs`` dict with its float64 reference and floors (read-only views), computed (or loaded
     from the disk cache ``cache_dir`` and verified, unless ``fresh``) unless it has them already; the
     complete case is kept in the in-process cache."""
     return read_only(shared_complete(case, cache_dir, fresh))

@@ -11,7 +11,7 @@ and DIR/verdicts-gpu.json every check's numbers (each tensor's shares, its error
 floor's, the precision bugs' twins). Entries run in order of importance; once --budget seconds have
 passed no new entry starts, and the skipped ones are listed. ``--rejudge`` recomputes every recorded
 check's status from its recorded shares under the rules of ``minicp.testing.verdict`` (it needs no GPU:
-the shares that decide are all recorded) and prints the totals and the changed verdicts.
+the shares that decide are all recorded; only the twins' notes are as recorded) and prints the totals and the changed verdicts.
 """
 
 import argparse
@@ -213,14 +213,18 @@ def run(budget, out_dir, quick):
 
 
 def rejudged(record):
-    """A recorded check's status under the current rules: fail when a tensor's max, rms or row-scale share
-    exceeds 1 or, in bfloat16 and float16 (``budgets.UNIT_DTYPES``), one of its blocks' rms does; else
-    inconclusive when the recorded twins made it so, else pass."""
+    """A recorded check's status under the current rules, from its recorded shares: fail when a tensor's max or
+    rms share exceeds 1, its row-scale share exceeds ``budgets.PAR_AMBIGUOUS`` or, in bfloat16 and float16
+    (``budgets.UNIT_DTYPES``), one of its blocks' rms does; else inconclusive when the recorded twins made
+    it so or the row-scale share lies in (1, PAR_AMBIGUOUS]; else pass."""
     units = record["dtype"] in budgets.UNIT_DTYPES
+    ambiguous = False
     for t in record["tensors"].values():
-        if max(t["max_share"], t["rms_share"], t["par_share"]) > 1 or (units and t["units_over"] > 0):
+        too_far = t["par_share"] > budgets.PAR_AMBIGUOUS
+        if max(t["max_share"], t["rms_share"]) > 1 or too_far or (units and t["units_over"] > 0):
             return "fail"
-    return "inconclusive" if record["inconclusive"] else "pass"
+        ambiguous |= t["par_share"] > 1
+    return "inconclusive" if record["inconclusive"] or ambiguous else "pass"
 
 
 def rejudge(path, say=print):
@@ -233,6 +237,9 @@ def rejudge(path, say=print):
         if status != r["status"]:
             say(f"changed: {r['label']} {r.get('case') or ''} n={r.get('n')} {r['dtype']} seed {r.get('seed')}: "
                 f"{r['status']} -> {status}")  # fmt: skip
+            if status == "inconclusive" and not r["inconclusive"]:
+                par = max(t["par_share"] for t in r["tensors"].values())
+                r["inconclusive"] = [f"inconclusive: row-scale share {100 * par:.4g}% in (100%, 200%]"]
         r["status"] = status
     summary(records, say)
 

@@ -142,3 +142,40 @@ def test_a_zero_floor_does_not_turn_two_ulps_into_a_failure():
 
     report = mt.assert_matches_reference(fn, "transformer", seq_len=1, heads=2, head_dim=8, dtype="float32")
     assert report["out"].max_err > 0 and report["out"].max_share <= 1
+
+
+def test_the_fixture_hands_the_device_to_adapters_and_the_pattern_to_the_kernel(monkeypatch):
+    from minicp.testing.pytest_plugin import MinicpCheck
+
+    fakecupy.install(monkeypatch)
+    seen = {}
+
+    def adapters(fn, dtype, device=None):
+        seen["device"] = device
+        return {"device": device}
+
+    (case,) = [c for c in mt.cases("ecp", heads=2) if c.label == "two half segments"]
+    assert case.pattern_args == {"half_segment": 8}
+    kernel = dense("ecp", "float32", **case.pattern_args)
+    check = MinicpCheck({}, None, None, "t", device="cuda")
+    report = check(kernel, case, adapters=adapters, check_grads=False)
+    assert seen["device"] == "cuda" and report.ok and "device cuda:0" in report.context
+
+
+def test_rounding_the_normalised_probabilities_is_inconclusive_not_failing():
+    """Rounding the normalised P to bfloat16 before P @ V (rows no longer weigh to 1) errs along the rows as a
+    running maximum kept in bfloat16 does: the row-scale criterion cannot tell them apart."""
+
+    def fn(q, k, v):
+        q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
+        n, d = q.shape[-2], q.shape[-1]
+        mask = kernel_pattern.dense_mask("ecp", n, q.shape[1], half_segment=128)
+        s = np.where(mask, (q @ np.swapaxes(k, -1, -2)) * np.float32(d**-0.5), -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        return mt.round_to_bfloat16(mt.round_to_bfloat16(p / p.sum(-1, keepdims=True)) @ v)
+
+    case = dict(seq_len=1024, heads=4, head_dim=32, half_segment=128, dtype="bfloat16", inconclusive="ignore")
+    report = mt.assert_matches_reference(fn, "ecp", **case)
+    out = report["out"]
+    assert report.status == "inconclusive" and 1 < out.par_share <= 2 and out.rms_share < 1
+    assert "rounding the normalised probabilities" in report.inconclusive[0]
