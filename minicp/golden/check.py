@@ -18,9 +18,11 @@ from minicp.golden.config import (
 from minicp.golden.io import READ_LIMIT, read_golden
 from minicp.golden.make import Golden, block_arrays, input_digest
 from minicp.golden.model import model_recomputed
-from minicp.testing.check import LAYOUTS, case_context, check_case
+from minicp.testing.check import INCONCLUSIVE, LAYOUTS, case_context, check_case
 from minicp.testing.compare import check_tolerance, compare
+from minicp.testing.device import check_device
 from minicp.testing.dtypes import EPS, is_bfloat16_exact
+from minicp.testing.kernel_run import on_device
 from minicp.testing.reference import reference_case, shared_inputs
 from minicp.validate import boolean, choice, nonnegative_int, real
 
@@ -188,6 +190,8 @@ def assert_matches_golden(
     max_work=WORK_LIMIT,
     rtol=None,
     atol=None,
+    device=None,
+    inconclusive="warn",
 ):
     """Judge ``fn(q, k, v)`` on a golden file's inputs, as ``minicp.testing.assert_matches_reference`` does.
 
@@ -197,7 +201,10 @@ def assert_matches_golden(
     ``check=False`` the file's stored inputs are still read and their sha256 compared with the config's
     ``input_sha256`` and with the seed's draw, the inputs the kernel gets. A case of more than
     ``max_work`` multiply-adds is refused before the file's arrays are read (``max_work=None`` lifts that
-    bound and ``READ_LIMIT`` too). Returns the ``Report``; raises ``MismatchError``.
+    bound and ``READ_LIMIT`` too). ``device`` ("cuda", ...): the file's inputs are copied to that GPU, handed
+    to ``array_fn`` as CuPy arrays, and the reference and judging run there (a kernel returning GPU tensors
+    is judged on their GPU without it). ``inconclusive``: as in ``assert_matches_reference``. Returns the
+    ``Report``; raises ``MismatchError``.
     """
     __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
     check_grads = grad_fn is not None if check_grads is None else boolean("check_grads", check_grads)
@@ -206,6 +213,8 @@ def assert_matches_golden(
     if not callable(fn):
         raise ValueError(f"fn must be callable (q, k, v) -> out, got {type(fn).__name__}")
     choice("layout", layout, LAYOUTS)
+    choice("inconclusive", inconclusive, INCONCLUSIVE)
+    device = check_device(device)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     if max_work is not None:
         real("max_work", max_work, low=0)
@@ -226,7 +235,9 @@ def assert_matches_golden(
                 "edited, or written by another draw",
             )
     context = case_context(c["arch"], c["pattern_args"], case["case"]["pattern_args"], case["case"], f", file {path}")
+    if device is not None:
+        case = on_device(case, device)
     return check_case(
         case, fn, grad_fn, check_grads=check_grads, array_fn=array_fn, layout=layout, context=context, rtol=rtol,
-        atol=atol, report_path=report_path, cache_dir=None,
+        atol=atol, report_path=report_path, cache_dir=None, inconclusive=inconclusive,
     )  # fmt: skip

@@ -17,11 +17,22 @@ from minicp.analysis import kernel_pattern
 from minicp.analysis.counts import count_attention_steps
 from minicp.config import ModelConfig
 from minicp.nn.model import param_spec
+from minicp.testing.budgets import (
+    ARITH_ULPS,
+    C_MAX,
+    C_OUT,
+    C_PAR,
+    C_RMS,
+    FLOOR_ULPS,
+    NOISE_Z,
+    PAR_AMBIGUOUS,
+    TILE_ROWS,
+    ZERO_ULPS,
+)
 from minicp.testing.compare import TOLERANCES
 from minicp.testing.dtypes import DTYPES, EPS, STORAGE
 from minicp.testing.patterns import normalize_pattern_args, resolved_pattern_args
 from minicp.testing.reference import DRAW, check_draw
-from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, ZERO_ULPS
 from minicp.validate import nonnegative_int, positive_int
 
 __all__ = [
@@ -42,8 +53,9 @@ __all__ = [
     "check_fields",
 ]
 
-FORMAT, FORMAT_VERSION = "minicp-golden", 3  # 2: the input draw recorded ("draw"); 3: the tolerance block
-READABLE_VERSIONS = (1, 2, 3)  # describes the budgets as minicp.testing computes them (G in the rms budget)
+FORMAT, FORMAT_VERSION = "minicp-golden", 4  # 2: the input draw recorded ("draw"); 3: the tolerance block;
+# 4: the tolerance block of the production floor, the blocks' budgets and the row-scale criterion
+READABLE_VERSIONS = (1, 2, 3, 4)  # each version's block describes the budgets as minicp.testing computed them
 MASK_LIMIT = 8192
 INPUT_MODES = ("stored", "seed")
 INPUTS = ("q", "k", "v", "dout")
@@ -54,6 +66,8 @@ RNG = {
     2: "numpy.random.SeedSequence(seed).spawn(4): one generator per tensor q, k, v (b,h,n,d), dout (b,h,R,d); "
     "standard_normal in float32 (float64 for dtype float64), rounded to dtype; references computed in float64 "
     "from the rounded inputs",
+    3: "counter-based (minicp.testing.device): SplitMix64 words of (seed, tensor, index), Box-Muller in float64, "
+    "rounded to float32 and to dtype; references computed in float64 from the rounded inputs",
 }
 MODEL_RNG = (
     "params: minicp.init_params(config, seed) in float64, rounded to dtype; tokens: "
@@ -97,19 +111,48 @@ def tolerance_config(name, version=FORMAT_VERSION):
             "test": "|actual - expected| <= atol + rtol * |expected|",
         }  # fmt: skip
     low = name in ("bfloat16", "float16")
+    if version == 3:  # the numbers as they were (files of version 3 are checked against this block)
+        return {
+            "model": "budget", "C_MAX": 5.0, "C_RMS": 2.5, "FLOOR_ULPS": 0.0625, "ZERO_ULPS": 16.0, "eps": EPS[name],
+            "budget_max": "C_MAX * max|F - R| + FLOOR_ULPS * eps * rms(R)",
+            "budget_rms": "C_RMS * rms|G - R| + FLOOR_ULPS * eps * rms(R)",
+            "zero_reference": "ZERO_ULPS * eps in place of FLOOR_ULPS * eps * rms(R) where R is all zero",
+            "floor": f"F: the plain implementation in {name}, every intermediate rounded (minicp.testing.blockwise)",
+            "accurate": f"G: float32 arithmetic, only inputs and results rounded to {name}" if low else "G = F",
+            "pass": "max|A - R| <= budget_max and rms|A - R| <= budget_rms and non-finite R matched exactly",
+            "rtol": rtol, "atol": atol,
+            "test": "fixed tolerances, only when asked for: |actual - expected| <= atol + rtol * |expected|",
+        }  # fmt: skip
     return {
         "model": "budget",
         "C_MAX": C_MAX,
         "C_RMS": C_RMS,
+        "C_OUT": C_OUT,
+        "C_PAR": C_PAR,
+        "PAR_AMBIGUOUS": PAR_AMBIGUOUS,
         "FLOOR_ULPS": FLOOR_ULPS,
         "ZERO_ULPS": ZERO_ULPS,
+        "ARITH_ULPS": ARITH_ULPS,
+        "NOISE_Z": NOISE_Z,
+        "TILE_ROWS": TILE_ROWS,
         "eps": EPS[name],
-        "budget_max": "C_MAX * max|F - R| + FLOOR_ULPS * eps * rms(R)",
-        "budget_rms": "C_RMS * rms|G - R| + FLOOR_ULPS * eps * rms(R)",
-        "zero_reference": "ZERO_ULPS * eps in place of FLOOR_ULPS * eps * rms(R) where R is all zero",
-        "floor": f"F: the plain implementation in {name}, every intermediate rounded (minicp.testing.blockwise)",
-        "accurate": f"G: float32 arithmetic, only inputs and results rounded to {name}" if low else "G = F",
-        "pass": "max|A - R| <= budget_max and rms|A - R| <= budget_rms and non-finite R matched exactly",
+        "eps_arithmetic": EPS["float64" if name == "float64" else "float32"],
+        "budget_max": "max(C_MAX * max|F - R|, ARITH_ULPS * eps_arithmetic * max|R|) + FLOOR_ULPS * eps * rms(R)",
+        "budget_rms": "max(C * rms|G - R| * (1 + NOISE_Z / sqrt(N)), ARITH_ULPS * eps_arithmetic * rms(R)) + "
+        "FLOOR_ULPS * eps * rms(R), C = C_OUT for out in bfloat16/float16, else C_RMS; N the number of elements",
+        "budget_row_scale": "out in bfloat16/float16: max(C_PAR * par(G) * (1 + NOISE_Z / sqrt(rows)), ARITH_ULPS * "
+        "eps_arithmetic), par(X) = sqrt(sum_rows <X - R, R>^2 / <R, R> / sum R^2)",
+        "zero_reference": "ZERO_ULPS * eps in place of the absolute terms where R is all zero",
+        "floor": f"F: the plain implementation in {name}, every intermediate rounded (minicp.testing.blockmath)",
+        "accurate": f"G: the production implementation: float32 state and accumulators, exp(S - max) rounded to {name}"
+        " before P @ V, P and dS rounded before their products, D from the rounded output"
+        if low
+        else "G = F",
+        "units": "bfloat16/float16: budget_rms applies to every declared block too (in pieces of at most TILE_ROWS "
+        "rows, with the block's own floors)",
+        "pass": "budget_max, budget_rms (and for units budget_rms) met, the row-scale error within PAR_AMBIGUOUS * "
+        "budget_row_scale and non-finite R matched exactly; inconclusive when the row-scale error exceeds "
+        "budget_row_scale or a precision bug's twin (accumulator, maximum or sum kept in the dtype) would pass too",
         "rtol": rtol,
         "atol": atol,
         "test": "fixed tolerances, only when asked for: |actual - expected| <= atol + rtol * |expected|",

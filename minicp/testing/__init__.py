@@ -15,11 +15,16 @@ float32 holding bfloat16 values), complex, or of another shape or layout fails w
 kernel that changes the inputs it shares is refused (``minicp.testing.guards``); docs/tolerances.md states
 what a check verifies and what it trusts.
 
-The budgets (``minicp.testing.verdict``, docs/tolerances.md): the kernel's error against the float64
-reference is measured in units of the error of the *plain implementation in the kernel's dtype*
-(FlashAttention's test), on both the largest element (``C_MAX``) and the rms (``C_RMS``). So long
-reductions, RoPE at large positions and the dtype set the floor, and low-precision accumulation that
-raises the rms fails. Where the reference is +inf, -inf or NaN the kernel must match it exactly.
+The budgets (``minicp.testing.budgets``, docs/tolerances.md): the kernel's error against the float64
+reference is measured in units of the error of the *plain implementation in the kernel's dtype* on the
+largest element (``C_MAX``), and of the *production implementation* (how fused GPU kernels round: float32
+softmax state, probabilities rounded before P @ V) on the rms (``C_RMS``; ``C_OUT`` for the output in
+bfloat16/float16, also judged by its rows' scale errors, ``C_PAR``), for the tensor and for each declared
+block. So long reductions, RoPE at large positions and the dtype set the floor, and low-precision
+accumulation that raises the rms fails. Where a precision bug (the online softmax's accumulator, maximum or
+sum kept in the dtype) would pass too, the verdict is *inconclusive* and says so (``InconclusiveWarning``).
+Where the reference is +inf, -inf or NaN the kernel must match it exactly. ``device="cuda"`` keeps the
+whole check on a GPU (CuPy; ``minicp.testing.device``); ``precision="tf32"`` declares TF32 products.
 
 Arrays are accepted from NumPy, CuPy, and anything with ``__dlpack__`` or ``__array__`` (PyTorch,
 JAX, ...) without minicp importing those libraries (``to_numpy_any``). PyTorch adapters (layouts,
@@ -47,15 +52,23 @@ These fixed tolerances do not follow reduction length (long causal dk/dv, RoPE a
 them with correct kernels) and cannot see error spread thinly; prefer the budgets.
 """
 
+from minicp.testing.budgets import C_MAX, C_OUT, C_PAR, C_RMS, FLOOR_ULPS
 from minicp.testing.cache import clear_cache
 from minicp.testing.cases import Case, cases
-from minicp.testing.check import LAYOUTS, assert_matches_reference, judge_case
+from minicp.testing.check import (
+    INCONCLUSIVE,
+    LAYOUTS,
+    InconclusiveError,
+    InconclusiveWarning,
+    assert_matches_reference,
+    judge_case,
+)
 from minicp.testing.compare import TOLERANCES, Comparison, MismatchError, assert_close, compare, default_tolerances
 from minicp.testing.convert import to_numpy_any
 from minicp.testing.dtypes import DTYPES, STORAGE, dtype_name, round_to_bfloat16, to_storage
 from minicp.testing.reference import reference_arrays, reference_case
 from minicp.testing.rope import ROPE_STYLES
-from minicp.testing.verdict import C_MAX, C_RMS, FLOOR_ULPS, Report, TensorVerdict, judge
+from minicp.testing.verdict import Report, TensorVerdict, judge
 
 __all__ = [
     "TOLERANCES",
@@ -75,7 +88,12 @@ __all__ = [
     "TensorVerdict",
     "C_MAX",
     "C_RMS",
+    "C_OUT",
+    "C_PAR",
     "FLOOR_ULPS",
+    "INCONCLUSIVE",
+    "InconclusiveWarning",
+    "InconclusiveError",
     "DTYPES",
     "STORAGE",
     "LAYOUTS",

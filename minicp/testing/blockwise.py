@@ -20,55 +20,54 @@ straightforward PyTorch implementation in that dtype computes, and its error aga
 the rounding floor that ``minicp.testing.verdict`` scales the budgets by.
 """
 
+import collections
 import concurrent.futures
 import contextlib
 
 import numpy as onp
 
 from minicp.analysis import kernel_pattern
-from minicp.testing.dtypes import rounder
+from minicp.testing.arrays import as_strided, is_numpy, module_of, operand_rounder, rounder
+from minicp.testing.blockdevice import head_batched, run_head_batched
+from minicp.testing.blockmath import chunk_cols as _chunk_cols
+from minicp.testing.blockmath import chunk_math as _math
+from minicp.testing.blockmath import scratch as _scratch
+from minicp.testing.blockmath import wide as _wide
 
 try:  # optional: one BLAS thread for the many small block products (threads cost more than they give there)
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
     threadpool_limits = None
 
-__all__ = ["block_plan", "attention_blocks", "ROW_CHUNK", "KEY_GRAD_CHUNK"]
+__all__ = ["block_plan", "attention_blocks", "ROW_CHUNK", "KEY_GRAD_CHUNK", "single_blas_thread"]
 
 ROW_CHUNK = 256
 BATCH_ELEMENTS = 1 << 17  # score entries per batched product: temporaries of a MiB or two stay in cache
+DEVICE_ROW_CHUNK = 1024  # on a GPU: fewer, larger launches
+DEVICE_BATCH_ELEMENTS = 1 << 24
+PLANS = 8  # block plans kept (``block_plan``)
+_PLANS = collections.OrderedDict()
 KEY_GRAD_CHUNK = 64  # query rows between roundings of the accurate twin's dk, dv partial sums (docs/tolerances.md)
 
 
 def block_plan(arch, n, heads, pattern_args):
-    """[(head, rows, cols, diagonal or None, name)] and the sorted output rows of the pattern."""
+    """[(head, rows, cols, diagonal or None, name)] and the sorted output rows of the pattern (read-only arrays),
+    kept for the last ``PLANS`` shapes: building a pattern's blocks costs more than checking it (a causal
+    block's in-block mask is n x n), and every check of that shape needs the same plan."""
+    key = (arch, int(n), int(heads), tuple(sorted(pattern_args.items())))
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _PLANS[key]
     blocks = kernel_pattern.blocks(arch, n, heads, **pattern_args)
     plan = [(b["head"], b["rows"], b["cols"], b["diagonal"], b["name"]) for b in blocks]
-    return plan, kernel_pattern.rows(arch, n, heads, **pattern_args).astype(onp.int64)
-
-
-def _chunk_cols(n_cols, i0, i1, diagonal):
-    """Key columns the rows i0..i1-1 of a block can see: a prefix [0, stop) of the block's columns."""
-    if diagonal is None:
-        return n_cols
-    return int(min(n_cols, max(0, i1 - 1 + diagonal + 1)))
-
-
-def _softmax(S, rnd):
-    """Row softmax of S, computed in place (S is consumed): the values of exp(S - max) / sum, rounded."""
-    S_max = onp.max(S, axis=-1, keepdims=True)
-    S_max = onp.where(onp.isfinite(S_max), S_max, 0.0)
-    E = onp.exp(onp.subtract(S, S_max, out=S), out=S)
-    return rnd(onp.divide(E, onp.sum(E, axis=-1, keepdims=True), out=E))
-
-
-def _mask_diagonal(S, i0, diagonal):
-    """S[..., i, j] = -inf where the chunk's row i0 + i may not see column j (j > i0 + i + diagonal), in place;
-    only the columns past the first row's last visible one are touched."""
-    lo = max(0, i0 + diagonal + 1)
-    if lo < S.shape[-1]:
-        hidden = onp.arange(lo, S.shape[-1])[None, :] > onp.arange(i0, i0 + S.shape[-2])[:, None] + diagonal
-        onp.copyto(S[..., lo:], -onp.inf, where=hidden)
+    rows = onp.unique(onp.concatenate([b["rows"] for b in blocks])).astype(onp.int64) if blocks else onp.zeros(0, int)
+    for _, r, c, _, _ in plan:
+        r.flags.writeable = c.flags.writeable = False
+    rows.flags.writeable = False
+    _PLANS[key] = plan, rows
+    while len(_PLANS) > PLANS:
+        _PLANS.popitem(last=False)
+    return plan, rows
 
 
 def single_blas_thread():
@@ -121,6 +120,11 @@ def _head_parts(groups, workers):
 def _run_groups(q, k, v, groups, row_chunk, acc):
     acc = dict(acc, work={})  # this thread's scratch buffers, reused chunk after chunk (``_scratch``)
     for heads, r, c, diagonal in groups:
+        span = None if is_numpy(acc["xp"]) else head_batched(heads, r, c, acc)
+        if span is not None:  # a GPU: every head in one launch, in long chunks
+            part = dict(acc, key_parts=None if acc["store_exact"] else KEY_GRAD_CHUNK)
+            run_head_batched(q, k, v, span, r.shape[1], c.shape[1], diagonal, DEVICE_ROW_CHUNK, part)
+            continue
         runs = _strided_runs(heads, r, c, acc) if acc["strided"] else None
         chunks = [(i0, min(r.shape[1], i0 + row_chunk)) for i0 in range(0, r.shape[1], row_chunk)]
         if runs is None:
@@ -129,7 +133,8 @@ def _run_groups(q, k, v, groups, row_chunk, acc):
                     q, k, v, heads, r[:, i0:i1], c[:, : _chunk_cols(c.shape[1], i0, i1, diagonal)], i0, diagonal, acc
                 )
         else:
-            for run in runs:  # one head each: its chunks in order, as unsplit
+            runs = runs if is_numpy(acc["xp"]) else _merged(runs)  # a GPU: all heads of equal runs at once
+            for run in runs:  # one head each (or a head range): its chunks in order, as unsplit
                 _strided_run(q, k, v, run, chunks, c.shape[1], diagonal, acc)
 
 
@@ -169,12 +174,32 @@ def _strided_runs(heads, r, c, acc):
 
 
 def _windows(x, head, start, count, step, length):
-    """View (b, count, length, d) of x[:, head]: ``count`` windows of ``length`` rows, ``step`` rows apart."""
+    """View (b, count, length, d) of x[:, head]: ``count`` windows of ``length`` rows, ``step`` rows apart;
+    for a head range (h0, h1), (b, h1 - h0, count, length, d)."""
+    if isinstance(head, tuple):
+        base = x[:, head[0] : head[1], start:]
+        sb, sh, sn, sd = base.strides
+        shape = (x.shape[0], head[1] - head[0], count, length, x.shape[-1])
+        assert (count - 1) * step + length <= base.shape[2]
+        return as_strided(module_of(x), base, shape, (sb, sh, step * sn, sn, sd))
     base = x[:, head, start:]
     sb, sn, sd = base.strides
     shape = (x.shape[0], count, length, x.shape[-1])
     assert (count - 1) * step + length <= base.shape[1]
-    return onp.lib.stride_tricks.as_strided(base, shape, (sb, step * sn, sn, sd), writeable=True)
+    return as_strided(module_of(x), base, shape, (sb, step * sn, sn, sd))
+
+
+def _merged(runs):
+    """Runs of consecutive heads with the same blocks as one run over the head range (h0, h1) (a GPU: one
+    launch for every head)."""
+    out = []
+    for run in runs:
+        last = out[-1] if out else None
+        if last is not None and last[1:] == run[1:] and last[0][1] == run[0]:
+            out[-1] = ((last[0][0], run[0] + 1), *run[1:])
+        else:
+            out.append(((run[0], run[0] + 1), *run[1:]))
+    return out
 
 
 def _strided_run(q, k, v, run, chunks, C, diagonal, acc):
@@ -187,21 +212,21 @@ def _strided_run(q, k, v, run, chunks, C, diagonal, acc):
     grads = "dq" in acc
     summed = grads and acc["store_exact"] and len(chunks) > 1
     if summed:
-        dK_sum, dV_sum = (_scratch(acc["work"], name, K.shape, ct) for name in ("dK sum", "dV sum"))
+        dK_sum, dV_sum = (_scratch(acc, name, K.shape, ct) for name in ("dK sum", "dV sum"))
         dK_sum[...], dV_sum[...] = 0, 0
     for i0, i1 in chunks:
         cols = _chunk_cols(C, i0, i1, diagonal)
-        dout = _windows(acc["dout"], head, o0, G, out_step, i1)[:, :, i0:] if grads else None
-        into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[:, :, i0:]}
+        dout = _windows(acc["dout"], head, o0, G, out_step, i1)[..., i0:, :] if grads else None
+        into = {"O": _windows(acc["out"], head, o0, G, out_step, i1)[..., i0:, :]}
         if grads:  # rows of one head lie in one block: dq is written once, like out
-            into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[:, :, i0:]
-        Q = _windows(q, head, r0, G, row_step, i1)[:, :, i0:]
-        _, g = _math(Q, K[:, :, :cols], V[:, :, :cols], dout, i0, diagonal, acc, into)
+            into["dQ"] = _windows(acc["dq"], head, r0, G, row_step, i1)[..., i0:, :]
+        Q = _windows(q, head, r0, G, row_step, i1)[..., i0:, :]
+        _, g = _math(Q, K[..., :cols, :], V[..., :cols, :], dout, i0, diagonal, acc, into)
         if g is None:
             continue
         if summed:
-            onp.add(dK_sum[:, :, :cols], g[1], out=dK_sum[:, :, :cols])
-            onp.add(dV_sum[:, :, :cols], g[2], out=dV_sum[:, :, :cols])
+            dK_sum[..., :cols, :] += g[1]
+            dV_sum[..., :cols, :] += g[2]
         else:
             _add_key_grads(acc, head, c0, G, col_step, cols, g[1], g[2])
     if summed:
@@ -216,9 +241,9 @@ def _add_key_grads(acc, head, c0, G, col_step, cols, dK, dV):
         for target, values in ((acc["dk"], dK), (acc["dv"], dV)):
             view = _windows(target, head, c0 + a, G, col_step, z - a)
             if acc["store_exact"]:
-                onp.add(view, values[:, :, a:z], out=view)
+                view += values[..., a:z, :]
             else:
-                view[...] = acc["store"](view + values[:, :, a:z])
+                view[...] = acc["store"](view + values[..., a:z, :])
 
 
 def attention_blocks(
@@ -231,38 +256,48 @@ def attention_blocks(
     dtype="float64",
     dout=None,
     scale=None,
-    row_chunk=ROW_CHUNK,
+    row_chunk=None,
     intermediates=True,
+    production=False,
+    precision=None,
     workers=1,
     strided=True,
 ):
-    """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d).
+    """Attention (and, with ``dout``, its gradients) of the block plan, q, k, v (b, h, n, d), NumPy or CuPy
+    arrays (the arithmetic runs in their module).
 
     Returns a dict with ``out`` (b, h, R, d) for the R sorted ``rows``, and ``dq, dk, dv`` (b, h, n, d)
     when ``dout`` (b, h, R, d) is given: float64 for dtype="float64" (exact float64 arithmetic), else
-    float32 arrays holding values of the plain dtype implementation. In bfloat16 and float16 the key-side partial sums dk, dv are
-    stored in the dtype after every ``KEY_GRAD_CHUNK`` query rows of a block (as PyTorch's CPU flash
-    backward keeps them).
+    float32 arrays holding values of the plain dtype implementation. In bfloat16 and float16 the key-side
+    partial sums dk, dv are stored in the dtype after every ``KEY_GRAD_CHUNK`` query rows of a block (as
+    PyTorch's CPU flash backward and autograd through bfloat16 tensors keep them).
     ``intermediates=False``: the *accurate* implementation, float32 arithmetic throughout, only the
-    inputs, the results and those partial sums rounded to the dtype. Blocks of one shape are computed
-    together (batched products); ``workers`` threads take a range of heads each (same results).
-    ``strided``: blocks at equal steps are read through strided views instead of gathered copies (the same
-    values up to BLAS summation order; False gathers every block)."""
-    rnd_io = rounder(dtype)
-    rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32")
+    inputs, the results and those partial sums rounded to the dtype; with ``production=True`` also the
+    probabilities and dS where fused GPU kernels round them (``minicp.testing.blockmath``).
+    ``precision="tf32"``: every product's float32 operands truncated to TF32 (tensor cores).
+    Blocks of one shape are computed together (batched products); on the host ``workers`` threads take a
+    range of heads each (same results). ``strided``: blocks at equal steps are read through strided views
+    instead of gathered copies (the same values up to summation order; False gathers every block)."""
+    xp = module_of(q)
+    host = is_numpy(xp)
+    rnd_io = rounder(dtype, xp)
+    rnd = rnd_io if intermediates else rounder("float64" if dtype == "float64" else "float32", xp)
     ct = onp.float64 if dtype == "float64" else onp.float32
-    q, k, v = (_operand(x, ct, rnd_io) for x in (q, k, v))
+    q, k, v = (_operand(xp, x, ct, rnd_io) for x in (q, k, v))
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    out = onp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
+    out = xp.zeros(q.shape[:2] + (len(rows), v.shape[-1]), dtype=ct)
     grads = dout is not None
-    row_chunk = row_chunk if dtype == "float32" else min(row_chunk, KEY_GRAD_CHUNK)  # float64: causal blocks
+    row_chunk = row_chunk or (ROW_CHUNK if host else DEVICE_ROW_CHUNK)
+    long_chunks = dtype == "float32" or (dtype == "float64" and not host)
+    row_chunk = row_chunk if long_chunks else min(row_chunk, KEY_GRAD_CHUNK)  # float64 on the host: causal blocks
     # read fewer hidden columns in shorter chunks (the same values, up to float64 summation order)
     acc = {"out": out, "rows": rows, "scale": ct(scale), "rnd": rnd, "store": rnd_io, "strided": strided}
+    acc.update(xp=xp, production=bool(production) and not intermediates, mm=operand_rounder(precision, xp))
     acc.update(exact=dtype in ("float32", "float64") or not intermediates, store_exact=dtype in ("float32", "float64"))
     if grads:
-        acc.update(dout=_operand(dout, ct, rnd_io), dq=onp.zeros(q.shape, ct), dk=onp.zeros(k.shape, ct))
-        acc["dv"] = onp.zeros(v.shape, ct)  # calloc: pages are zeroed as the threads first write them
-    parts = _head_parts(_groups(plan, BATCH_ELEMENTS), workers)
+        acc.update(dout=_operand(xp, dout, ct, rnd_io), dq=xp.zeros(q.shape, ct), dk=xp.zeros(k.shape, ct))
+        acc["dv"] = xp.zeros(v.shape, ct)  # calloc: pages are zeroed as the threads first write them
+    parts = _head_parts(_groups(plan, BATCH_ELEMENTS if host else DEVICE_BATCH_ELEMENTS), workers if host else 1)
     with single_blas_thread():  # NumPy releases the GIL in products and ufuncs: the parts run side by side
         if len(parts) > 1:
             with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
@@ -271,98 +306,42 @@ def attention_blocks(
             _run_groups(q, k, v, parts[0] if parts else [], row_chunk, acc)
     result = {"out": rnd_io(out)}
     if grads:
-        dq = onp.multiply(acc["dq"], ct(scale), out=acc["dq"]) if acc["exact"] else rnd(acc["dq"]) * ct(scale)
+        dq = xp.multiply(acc["dq"], ct(scale), out=acc["dq"]) if acc["exact"] else rnd(acc["dq"]) * ct(scale)
         result.update(dq=rnd_io(dq), dk=rnd_io(acc["dk"]), dv=rnd_io(acc["dv"]))
     return result
 
 
-def _operand(x, ct, rnd_io):
+def _operand(xp, x, ct, rnd_io):
     """An input as the arithmetic reads it: float32 inputs of the float64 reference stay float32 (each chunk
     widens its own rows and columns, ``_wide``: exact, and no full float64 copy to allocate and fault in
     before the threads start); everything else converted and rounded to the dtype up front."""
-    x = onp.asarray(x)
+    x = xp.asarray(x)
     if ct == onp.float64 and x.dtype in (onp.float32, onp.float64):
         return x
-    return rnd_io(onp.asarray(x, dtype=ct))
-
-
-def _wide(acc, name, x, dtype):
-    """x as ``dtype`` (a scratch copy when it is narrower: float32 values are exact in float64)."""
-    if x is None or x.dtype == dtype:
-        return x
-    out = _scratch(acc["work"], name, x.shape, dtype)
-    onp.copyto(out, x)
-    return out
-
-
-def _math(Q, K, V, dO, i0, diagonal, acc, into=None):
-    """One row chunk of G blocks: Q (b, G, R', d) query rows, K, V (b, G, C', d) key columns, dO (b, G, R', d)
-    or None. Returns (O, None) without dO, else (O, (dQ, dK, dV)): O, dQ (unscaled) (b, G, R', d), dK, dV
-    (b, G, C', d). ``into``: views to write O (``"O"``) and dQ (``"dQ"``) into, which are then returned.
-    S, dP, dK and dV are written into the thread's scratch buffers (valid until its next chunk)."""
-    rnd, exact, into, ct = acc["rnd"], acc["exact"], into or {}, acc["out"].dtype
-    scratch = lambda name, shape: _scratch(acc["work"], name, shape, ct)
-    K, V, dO = _wide(acc, "K", K, ct), _wide(acc, "V", V, ct), _wide(acc, "dO", dO, ct)
-    Qs = rnd(onp.multiply(Q, acc["scale"], out=scratch("Qs", Q.shape)))  # (b, G, R', d)
-    S = rnd(onp.matmul(Qs, onp.swapaxes(K, -1, -2), out=scratch("S", Q.shape[:-1] + K.shape[-2:-1])))
-    assert S.shape == Q.shape[:-1] + (K.shape[-2],)  # (b, G, R', C')
-    if diagonal is not None:
-        _mask_diagonal(S, i0, diagonal)
-    P = _softmax(S, rnd)
-    O = _product(P, V, into.get("O"), rnd, exact)
-    if dO is None:
-        return O, None
-    dP = rnd(onp.matmul(dO, onp.swapaxes(V, -1, -2), out=scratch("dP", S.shape)))
-    if P.dtype == onp.float64:  # the reference: rowsum(dP * P) = rowsum(dO * O), exactly in real arithmetic
-        dP -= onp.einsum("...i,...i->...", dO, O)[..., None]
-    else:  # the plain implementation: softmax's backward as PyTorch computes it, from dP
-        dP -= onp.sum(onp.multiply(dP, P, out=scratch("dP*P", S.shape)), axis=-1, keepdims=True)
-    dS = rnd(onp.multiply(dP, P, out=dP))
-    dQ = onp.matmul(dS, K, out=into.get("dQ"))  # unscaled, never rounded here
-    dK = onp.matmul(onp.swapaxes(dS, -1, -2), Qs, out=scratch("dK", K.shape))
-    return O, (dQ, dK, onp.matmul(onp.swapaxes(P, -1, -2), dO, out=scratch("dV", V.shape)))
-
-
-def _scratch(work, name, shape, dtype):
-    """A C-contiguous (shape) array of ``dtype`` inside ``work[name]``, a flat buffer grown on demand: one
-    allocation per thread and name instead of one per chunk (fresh pages of every new temporary cost
-    more than the products that fill them)."""
-    size = int(onp.prod(shape))
-    buf = work.get(name)
-    if buf is None or buf.size < size or buf.dtype != dtype:
-        buf = work[name] = onp.empty(max(size, 0 if buf is None else buf.size), dtype)
-    return buf[:size].reshape(shape)
-
-
-def _product(A, B, target, rnd, exact):
-    """rnd(A @ B), written into ``target`` when given (straight from BLAS when rnd changes nothing)."""
-    if target is None:
-        return rnd(A @ B)
-    if exact:
-        return onp.matmul(A, B, out=target)
-    target[...] = rnd(A @ B)
-    return target
+    return rnd_io(xp.asarray(x, dtype=ct))
 
 
 def _chunk(q, k, v, heads, rr, cc, i0, diagonal, acc):
     """One row chunk of G same-shaped blocks, gathered: rr (G, R') query rows, cc (G, C') key columns of heads (G,)."""
-    hd = heads[:, None]
-    oi = onp.searchsorted(acc["rows"], rr)
+    xp = acc["xp"]
+    hd, oi = xp.asarray(heads[:, None]), xp.asarray(onp.searchsorted(acc["rows"], rr))
+    rr_x, cc_x = xp.asarray(rr), xp.asarray(cc)
     dout = acc["dout"][:, hd, oi] if "dq" in acc else None
-    O, grads = _math(q[:, hd, rr], k[:, hd, cc], v[:, hd, cc], dout, i0, diagonal, acc)
+    O, grads = _math(q[:, hd, rr_x], k[:, hd, cc_x], v[:, hd, cc_x], dout, i0, diagonal, acc)
     acc["out"][:, hd, oi] = O
     if grads is None:
         return
     dQ, dK, dV = grads
-    acc["dq"][:, hd, rr] += dQ  # every (head, row) lies in one block: no duplicates
+    acc["dq"][:, hd, rr_x] += dQ  # every (head, row) lies in one block: no duplicates
     for g in range(len(heads)):  # key columns may repeat across blocks: in plan order, one block at a time
-        _add_rows(acc["dk"], heads[g], cc[g], dK[:, g], acc["store"])
-        _add_rows(acc["dv"], heads[g], cc[g], dV[:, g], acc["store"])
+        _add_rows(xp, acc["dk"], heads[g], cc[g], dK[:, g], acc["store"])
+        _add_rows(xp, acc["dv"], heads[g], cc[g], dV[:, g], acc["store"])
 
 
-def _add_rows(target, head, cols, values, store=None):
+def _add_rows(xp, target, head, cols, values, store=None):
     """target[:, head, cols] += values for the distinct cols of a block (a slice when contiguous); ``store``
     rounds the updated partial sums (an accumulator kept in the dtype)."""
-    index = slice(cols[0], cols[-1] + 1) if len(cols) and cols[-1] - cols[0] + 1 == len(cols) else cols
+    contiguous = len(cols) and cols[-1] - cols[0] + 1 == len(cols)
+    index = slice(int(cols[0]), int(cols[-1]) + 1) if contiguous else xp.asarray(cols)
     updated = target[:, head, index] + values
     target[:, head, index] = updated if store is None else store(updated)

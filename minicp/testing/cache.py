@@ -31,8 +31,10 @@ import numpy as onp
 
 from minicp.files import atomic_savez, open_regular
 from minicp.testing import npz
+from minicp.testing.budgets import FLOOR_ULPS, ZERO_ULPS
+from minicp.testing.dtypes import EPS
 from minicp.testing.guards import combined_digest
-from minicp.testing.verdict import C_MAX, C_RMS, absolute_budget
+from minicp.testing.rowstats import FLOOR_ROWS
 
 __all__ = [
     "MEMORY_CACHE",
@@ -45,7 +47,8 @@ __all__ = [
     "entry_path",
     "load_entry",
     "store_entry",
-    "budgets_consistent",
+    "floors_consistent",
+    "absolute_budget",
 ]
 
 MEMORY_CACHE = 4
@@ -85,7 +88,7 @@ def remember(key, case, inputs=()):
 
 
 def _view(value):
-    if isinstance(value, onp.ndarray):
+    if isinstance(value, onp.ndarray):  # (a GPU's arrays have no read-only flag: docs/tolerances.md)
         view = value.view()
         view.flags.writeable = False
         return view
@@ -150,28 +153,43 @@ def load_entry(cache_dir, key, shapes, inputs_sha256, dtype):
         return None
     if _entry_digest(key, inputs_sha256, arrays) != text["digest"]:
         return None
-    tensors = [name for name in arrays if "budget_" + name in arrays]
-    if not all(budgets_consistent(arrays[t], arrays["budget_" + t], dtype) for t in tensors):
+    tensors = [name for name in arrays if "floor_" + name in arrays]
+    if not all(floors_consistent(arrays[t], arrays["floor_" + t], dtype) for t in tensors):
+        return None
+    if "twin_out" in arrays and not (onp.isfinite(arrays["twin_out"]).all() and (arrays["twin_out"] >= 0).all()):
         return None
     for value in arrays.values():
         value.flags.writeable = False
     return arrays
 
 
-def budgets_consistent(reference, budget, dtype):
-    """True when ``budget`` (B_max, B_rms, max(e_F), rms(e_G) of ``verdict.budgets``) is what the budget
-    formulas give from its floors and ``reference`` (to 1e-9 relative), every number finite and >= 0, and the
-    floors are no larger than the reference's largest element and rms plus the absolute term: a rounding
-    floor is a small fraction of the values it rounds."""
-    b = onp.asarray(budget, dtype=onp.float64)
-    if b.shape != (4,) or not (onp.isfinite(b).all() and (b >= 0).all()):
+def floors_consistent(reference, floor, dtype):
+    """True when the floor statistics ``floor`` (5, h, rows: ``rowstats.FLOOR_ROWS``) of ``reference`` are finite
+    and >= 0, their reference rows (sum of squares, largest magnitude) are the reference's own (to 1e-9
+    relative), and the floors are no larger than the values they round: the plain implementation's largest
+    error below the reference's largest magnitude plus the absolute budget, the production one's squared
+    errors and their row-parallel parts below the reference's squares."""
+    f = onp.asarray(floor, dtype=onp.float64)
+    if f.ndim != 3 or f.shape[0] != len(FLOOR_ROWS) or not (onp.isfinite(f).all() and (f >= 0).all()):
         return False
-    b_max, b_rms, f_max, g_rms = (float(x) for x in b)
-    absolute, scale = absolute_budget(reference, dtype)
-    top = max(float(reference.max()), -float(reference.min())) if reference.size else 0.0
-    if not onp.isfinite(top):  # a non-finite reference entry: the largest finite one
-        finite = onp.abs(reference[onp.isfinite(reference)])
-        top = float(finite.max()) if finite.size else 0.0
-    close = lambda x, y: abs(x - y) <= 1e-9 * max(abs(x), abs(y))
-    formulas = close(b_max, C_MAX * f_max + absolute) and close(b_rms, C_RMS * g_rms + absolute)
-    return formulas and f_max <= top + absolute and g_rms <= scale + absolute
+    r = onp.where(onp.isfinite(reference), reference, 0.0)
+    rv = r.transpose(1, 2, 0, 3)
+    if rv.shape[:2] != f.shape[1:]:
+        return False
+    r_sq, r_max = onp.einsum("hrbd,hrbd->hr", rv, rv), onp.abs(rv).max(axis=(2, 3)) if r.size else f[4]
+    close = lambda x, y: bool(onp.all(onp.abs(x - y) <= 1e-9 * onp.maximum(onp.abs(x), onp.abs(y))))
+    if not (close(f[3], r_sq) and close(f[4], r_max)):
+        return False
+    absolute, _ = absolute_budget(reference, dtype)
+    top = float(r_max.max()) if r_max.size else 0.0
+    return (
+        float(f[0].max(initial=0.0)) <= top + absolute and f[2].sum() <= f[1].sum() <= r_sq.sum() + absolute**2 * r.size
+    )
+
+
+def absolute_budget(reference, dtype):
+    """(FLOOR_ULPS * eps * rms(R), or ZERO_ULPS * eps when R is exactly zero; rms(R)), non-finite entries of R
+    counted as 0."""
+    r = onp.where(onp.isfinite(reference), reference, 0.0)
+    scale = float(onp.sqrt(onp.mean(onp.square(r)))) if r.size else 0.0
+    return (FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]), scale

@@ -67,6 +67,13 @@ class Case:
     label: str
     kwargs: dict = field(hash=False)
 
+    @property
+    def pattern_args(self):
+        """The case's pattern arguments (``half_segment`` for ECP, ``latent``, ``group`` ...): what a kernel of
+        the architecture needs besides q, k, v."""
+        fixed = {"arch", "seq_len", "heads", "head_dim", "batch", "dtype", "seed", "check_grads", "rope"}
+        return {key: value for key, value in self.kwargs.items() if key not in fixed}
+
     def __str__(self):
         k = self.kwargs
         rope = f"-rope-{k['rope']}" if k.get("rope") else ""

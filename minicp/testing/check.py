@@ -1,25 +1,53 @@
 """``assert_matches_reference``: run a kernel on a seeded case and judge every tensor against the reference."""
 
+import collections
 import concurrent.futures
 import json
 import os
+import warnings
 
 import numpy as onp
 
 from minicp.files import atomic_write_text
+from minicp.testing.arrays import is_numpy, module_of, to_host
+from minicp.testing.budgets import units
 from minicp.testing.compare import Comparison, MismatchError, check_tolerance, compare, default_tolerances
-from minicp.testing.convert import aligned_copy, to_numpy_any
+from minicp.testing.device import check_device
 from minicp.testing.dtypes import check_dtype, dtype_name
-from minicp.testing.guards import digests, output_problem
-from minicp.testing.reference import forget_case, shared_complete, shared_inputs
+from minicp.testing.guards import output_problem
+from minicp.testing.kernel_run import gpu_of, on_device, results_in, run_kernel
+from minicp.testing.reference import shared_complete, shared_inputs
 from minicp.testing.verdict import Report, judge, refused
 from minicp.testing.where import describe_positions
 from minicp.validate import boolean, choice
 
-__all__ = ["LAYOUTS", "assert_matches_reference", "check_case", "judge_case", "block_groups", "write_report"]
+__all__ = [
+    "LAYOUTS",
+    "INCONCLUSIVE",
+    "InconclusiveWarning",
+    "InconclusiveError",
+    "assert_matches_reference",
+    "check_case",
+    "judge_case",
+    "block_groups",
+    "write_report",
+]
 
 LAYOUTS = ("bhnd", "bnhd")
 GRADS = ("dq", "dk", "dv")
+INCONCLUSIVE = ("warn", "raise", "ignore")  # what an inconclusive verdict does (``assert_matches_reference``)
+
+
+class InconclusiveWarning(UserWarning):
+    """A check passed, but a precision bug could not be told from rounding at its size (``Report.inconclusive``)."""
+
+
+class InconclusiveError(AssertionError):
+    """``inconclusive="raise"``: a check passed, but a precision bug could not be told from rounding."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
 
 
 def block_groups(plan, rows, tensor):
@@ -39,10 +67,26 @@ def block_groups(plan, rows, tensor):
     return groups
 
 
+_UNITS = collections.OrderedDict()  # (plan, tensor) -> judging units, for the last few plans
+
+
+def units_of(case, tensor):
+    """The judging units of ``tensor`` (``budgets.units`` of ``block_groups``), kept per block plan: every check
+    of a shape judges the same units."""
+    key = (id(case["plan"]), tensor)
+    if key not in _UNITS or _UNITS[key][0] is not case["plan"]:
+        _UNITS[key] = case["plan"], units(block_groups(case["plan"], case["rows"], tensor))
+        while len(_UNITS) > 32:
+            _UNITS.popitem(last=False)
+    _UNITS.move_to_end(key)
+    return _UNITS[key][1]
+
+
 def case_context(arch, given, resolved, case, extra=""):
     args = ", ".join(f"{k}={v!r}" for k, v in given.items())
     defaults = ", ".join(f"{k}={v!r}" for k, v in resolved.items() if k not in given)
     rope = f", rope {case['rope']}" if case["rope"] else ""
+    rope += "".join(f", {key} {case[key]}" for key in ("precision", "device") if case.get(key))
     return (
         f"reference: minicp {arch}({args})"
         + (f" [defaults: {defaults}]" if defaults else "")
@@ -52,7 +96,9 @@ def case_context(arch, given, resolved, case, extra=""):
 
 
 def _judge_one(case, key, got, note, rtol, atol, actual_dtype, layout):
-    name, got = case["case"]["dtype"], onp.asarray(got)
+    name = case["case"]["dtype"]
+    xp = module_of(case[key])
+    got = onp.asarray(got) if is_numpy(xp) else got
     actual_dtype = actual_dtype or dtype_name(got)
     problem = output_problem(key, actual_dtype, got, case[key].shape, name, layout)
     if problem is not None:  # the wrong dtype, shape or layout: no numbers to compare
@@ -63,9 +109,12 @@ def _judge_one(case, key, got, note, rtol, atol, actual_dtype, layout):
         msg = f"{problem}\n  {note}"
         return Comparison(key, tuple(case[key].shape), actual_dtype, name, rtol, atol, False, note=note, message=msg)
     if rtol is not None or atol is not None:
-        return compare(got, case[key], name=key, dtype=name, rtol=rtol, atol=atol, note=note, actual_dtype=actual_dtype)
-    groups = block_groups(case["plan"], case["rows"], key)
-    v = judge(key, got, case[key], None, name, budget=case["budget_" + key], groups=groups)
+        expected = to_host(case[key])
+        return compare(
+            to_host(got), expected, name=key, dtype=name, rtol=rtol, atol=atol, note=note, actual_dtype=actual_dtype
+        )
+    twin = case.get("twin_out") if key == "out" else None
+    v = judge(key, got, case[key], None, name, stats=case["floor_" + key], units=units_of(case, key), twin=twin)
     v.actual_dtype = actual_dtype
     v.message += f"\n  {note}"
     return v
@@ -82,7 +131,7 @@ def judge_case(case, results, *, context="", rtol=None, atol=None, actual_dtypes
     notes = [context + ("; gradients of sum(out * dout)" if key in GRADS else "") for key in keys]
     dtypes = [(actual_dtypes or {}).get(key) for key in keys]
     one = lambda i: _judge_one(case, keys[i], results[keys[i]], notes[i], rtol, atol, dtypes[i], layout)
-    workers = min(len(keys), os.cpu_count() or 1)
+    workers = min(len(keys), os.cpu_count() or 1) if is_numpy(module_of(case["q"])) else 1
     if workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             verdicts = list(pool.map(one, range(len(keys))))
@@ -110,65 +159,22 @@ def _validate(fn, check_grads, grad_fn, array_fn, layout, report_path):
     return check_grads
 
 
-def _grads_tuple(grads):
-    """(out or None, (dq, dk, dv)) from what ``grad_fn`` returned: (dq, dk, dv) or (out, dq, dk, dv)."""
-    if not isinstance(grads, (tuple, list)) or len(grads) not in (3, 4):
-        raise ValueError(
-            f"grad_fn must return (dq, dk, dv) or (out, dq, dk, dv), got {type(grads).__name__}"
-            + (f" of length {len(grads)}" if isinstance(grads, (tuple, list)) else "")
-        )
-    return (grads[0], tuple(grads[1:])) if len(grads) == 4 else (None, tuple(grads))
-
-
-def run_kernel(fn, grad_fn, case, *, check_grads, array_fn=None, layout="bhnd"):
-    """Call ``fn`` (and ``grad_fn``) on the case's inputs; returns (name -> NumPy (b, h, ., d), actual dtypes).
-
-    A ``grad_fn`` returning (out, dq, dk, dv) gives the output of its own forward, and ``fn`` is not called:
-    the kernel runs once (forward + backward)."""
-    __tracebackhide__ = True
-    swap = (lambda a: onp.swapaxes(a, 1, 2)) if layout == "bnhd" else (lambda a: a)
-    keys = ("q", "k", "v") + (("dout",) if check_grads else ())
-
-    def prepare(key):  # the kernel's own aligned copy, or array_fn of the (contiguous) case array
-        a = swap(case[key])
-        return aligned_copy(a) if array_fn is None else array_fn(a if a.flags.c_contiguous else aligned_copy(a))
-
-    shared = array_fn is not None  # array_fn may wrap the case's own memory (torch.from_numpy does)
-    before = digests(case, keys) if shared else {}
-    inputs = [prepare(key) for key in ("q", "k", "v")]
-    rows, n = case["rows"], case["case"]["seq_len"]
-    raw, grads = None, None
-    if check_grads:
-        raw, grads = _grads_tuple(grad_fn(*inputs, prepare("dout")))
-    raw = fn(*inputs) if raw is None else raw
-    after = digests(case, keys) if shared else {}
-    changed = [key for key in before if after[key] != before[key]]
-    if changed:
-        forget_case(case)  # the cached inputs are no longer the draw
-        raise ValueError(
-            f"the kernel changed its input(s) {', '.join(changed)} in place; a checked kernel must leave q, k, v "
-            "and dout as given (they are the seeded inputs the reference is computed from)"
-        )
-    dtypes = {"out": dtype_name(raw)}
-    out = swap(to_numpy_any(raw))
-    if out.ndim == 4 and out.shape[2] == n and len(rows) != n:
-        out = out[:, :, rows]  # a dense-mask kernel returned every row
-    results = {"out": out}
-    for key, got in zip(GRADS, grads or ()):
-        dtypes[key] = dtype_name(got)
-        results[key] = swap(to_numpy_any(got))
-    return results, dtypes
-
-
-def check_case(case, fn, grad_fn, *, check_grads, array_fn, layout, context, rtol, atol, report_path, cache_dir):
+def check_case(case, fn, grad_fn, *, check_grads, array_fn, layout, context, rtol, atol, report_path, cache_dir,
+               inconclusive="warn"):  # fmt: skip
     """Run the kernel on a ``shared_inputs`` case, then complete the case (``shared_complete``: the reference,
     computed after the kernel, ``case_inputs`` says why), judge every tensor and raise or return the report:
-    what ``assert_matches_reference`` and ``assert_matches_golden`` share."""
+    what ``assert_matches_reference`` and ``assert_matches_golden`` share. A host case whose kernel returned
+    GPU tensors is judged on that GPU (the inputs copied there)."""
     __tracebackhide__ = True  # pytest shows the failure message without minicp's frames
-    results, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
+    raw, dtypes = run_kernel(fn, grad_fn, case, check_grads=check_grads, array_fn=array_fn, layout=layout)
+    if is_numpy(module_of(case["q"])) and rtol is None and atol is None:
+        gpu = gpu_of(raw)
+        if gpu is not None:
+            case = on_device(case, gpu)
     case = shared_complete(case, cache_dir)
+    results = results_in(raw, case, layout)
     report = judge_case(case, results, context=context, rtol=rtol, atol=atol, actual_dtypes=dtypes, layout=layout)
-    return raise_or_return(report, report_path)
+    return raise_or_return(report, report_path, inconclusive)
 
 
 def write_report(report, path):
@@ -176,8 +182,10 @@ def write_report(report, path):
     return atomic_write_text(path, json.dumps(_report_dict(report), indent=1))
 
 
-def raise_or_return(report, report_path=None):
-    """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor, else return it."""
+def raise_or_return(report, report_path=None, inconclusive="warn"):
+    """Write the JSON report if asked; raise ``MismatchError`` listing every failing tensor; an inconclusive
+    report warns (``InconclusiveWarning``), raises ``InconclusiveError`` or passes, as ``inconclusive`` says;
+    else return the report."""
     __tracebackhide__ = True
     if report_path is not None:
         write_report(report, report_path)
@@ -187,6 +195,11 @@ def raise_or_return(report, report_path=None):
         err = MismatchError(message, failed[0])
         err.report = report
         raise err
+    notes = getattr(report, "inconclusive", [])
+    if notes and inconclusive == "raise":
+        raise InconclusiveError("\n".join(notes + [f"({report.context})"]), report)
+    if notes and inconclusive == "warn":
+        warnings.warn("\n".join(notes + [f"({report.context})"]), InconclusiveWarning, stacklevel=2)
     return report
 
 
@@ -219,6 +232,10 @@ def assert_matches_reference(
     rope=None,
     report_path=None,
     cache_dir=None,
+    device=None,
+    precision=None,
+    inconclusive="warn",
+    draw=None,
     **pattern_args,
 ):
     """Run ``fn(q, k, v)`` on a seeded case and judge it against minicp's float64 reference.
@@ -234,7 +251,16 @@ def assert_matches_reference(
     dtype     "float64", "float32", "bfloat16" or "float16": the inputs are rounded to it, and the budgets are
               those of the plain implementation in it (see minicp.testing.verdict). bfloat16 inputs arrive as
               float32 arrays holding bfloat16 values; convert them in ``array_fn``.
-    array_fn  converts each NumPy input before the call (``minicp.testing.torch.arrays`` for PyTorch).
+    array_fn  converts each input before the call (``minicp.testing.torch.arrays`` for PyTorch): a NumPy
+              array, or with ``device`` a CuPy array on that GPU.
+    device    None (the host; a kernel whose results are GPU tensors is still judged on their GPU) or
+              "cuda" / "cuda:<index>": the inputs are drawn on that GPU (draw 3, ``minicp.testing.device``)
+              and the reference, floors and judging run there with CuPy.
+    precision None, or "tf32" for a float32 kernel whose products run on TF32 tensor cores (the floors use
+              TF32 products; without it such a kernel fails float32's budgets).
+    inconclusive  what a passing check does when a precision bug cannot be told from rounding at its size
+              (``Report.inconclusive`` says which): "warn" (``InconclusiveWarning``), "raise"
+              (``InconclusiveError``) or "ignore".
     check_grads  also judge gradients of sum(out * dout): ``grad_fn(q, k, v, dout) -> (dq, dk, dv)``, or
               ``-> (out, dq, dk, dv)`` from one forward + backward (then ``fn`` is not called again).
     rtol, atol   use the fixed element-wise test instead of the budgets.
@@ -250,6 +276,7 @@ def assert_matches_reference(
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     name = dtype_name(dtype)
     check_dtype(name)
+    choice("inconclusive", inconclusive, INCONCLUSIVE)
     case = shared_inputs(
         arch,
         seq_len=seq_len,
@@ -260,13 +287,16 @@ def assert_matches_reference(
         seed=seed,
         grads=check_grads,
         rope=rope,
+        device=check_device(device),
+        precision=precision,
+        draw=draw,
         **pattern_args,
     )
     given = {k: v for k, v in pattern_args.items()}
     context = case_context(arch, given, case["case"]["pattern_args"], case["case"])
     return check_case(
         case, fn, grad_fn, check_grads=check_grads, array_fn=array_fn, layout=layout, context=context, rtol=rtol,
-        atol=atol, report_path=report_path, cache_dir=cache_dir,
+        atol=atol, report_path=report_path, cache_dir=cache_dir, inconclusive=inconclusive,
     )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ __all__ = [
     "check_dtype",
     "round_to_bfloat16",
     "to_storage",
-    "rounder",
     "is_bfloat16_exact",
 ]
 
@@ -82,20 +81,6 @@ def to_storage(x, dtype):
     if name == "bfloat16":
         return round_to_bfloat16(x)
     return x.astype(STORAGE[name])
-
-
-def rounder(dtype):
-    """``rnd(x)``: x rounded to ``dtype`` and returned as the arithmetic dtype of a plain implementation in
-    that dtype (float64 for float64, float32 otherwise: float16 and bfloat16 values carried in float32, the
-    way PyTorch's CPU kernels accumulate them)."""
-    name = check_dtype(dtype)
-    if name == "float64":
-        return lambda x: onp.asarray(x, dtype=onp.float64)
-    if name == "float32":
-        return lambda x: onp.asarray(x, dtype=onp.float32)
-    if name == "float16":
-        return lambda x: onp.asarray(x, dtype=onp.float16).astype(onp.float32)
-    return round_to_bfloat16
 
 
 def is_bfloat16_exact(a):

@@ -20,10 +20,13 @@ minicp's own frames. Golden files have their own fixture, ``minicp_golden``, in 
 
 Options: ``--minicp-cache DIR`` keeps the float64 references on disk between runs (``cache_dir``);
 ``--minicp-report DIR`` writes the JSON report of every failing check to ``DIR/<test id>.json``
-(``-2``, ``-3`` ... for later checks of the same test). Nothing here imports torch, and a test suite
+(``-2``, ``-3`` ... for later checks of the same test); ``--minicp-device cuda`` checks on that GPU
+(``device=``: inputs drawn there, reference and judging with CuPy; a call's own ``device=`` wins, and
+adapters that take ``device`` get it). Nothing here imports torch, and a test suite
 that uses neither the fixture nor the marker runs as before.
 """
 
+import inspect
 import os
 import re
 
@@ -55,6 +58,12 @@ def pytest_addoption(parser):
     group = parser.getgroup("minicp", "minicp: checking attention kernels against the float64 reference")
     group.addoption("--minicp-cache", metavar="DIR", default=None, help="keep the float64 references in DIR")
     group.addoption("--minicp-report", metavar="DIR", default=None, help="write failing checks' JSON reports to DIR")
+    group.addoption(
+        "--minicp-device",
+        metavar="DEVICE",
+        default=None,
+        help="check on this GPU ('cuda', 'cuda:1'): inputs drawn there",
+    )
 
 
 def pytest_configure(config):
@@ -107,9 +116,10 @@ def report_settings(request):
 class MinicpCheck:
     """The ``minicp_check`` fixture's value: calling it checks a kernel against the reference."""
 
-    def __init__(self, settings, cache_dir, report_dir, test_id, reports=None):
+    def __init__(self, settings, cache_dir, report_dir, test_id, reports=None, device=None):
         self.settings, self.cache_dir, self.report_dir, self.test_id = dict(settings), cache_dir, report_dir, test_id
         self.reports = [] if reports is None else reports  # paths written so far
+        self.device = device  # --minicp-device
 
     def __call__(self, fn, case=None, *, adapters=None, **kwargs):
         __tracebackhide__ = True
@@ -126,8 +136,12 @@ class MinicpCheck:
             raise ValueError("minicp_check needs an architecture: a case, an arch name, arch= or @pytest.mark.minicp")
         if self.cache_dir is not None:
             args.setdefault("cache_dir", self.cache_dir)
+        if self.device is not None:
+            args.setdefault("device", self.device)
         if adapters is not None:
-            args = {**adapters(fn, args.get("dtype", "float32")), **args}
+            takes_device = "device" in inspect.signature(adapters).parameters
+            extra = {"device": args["device"]} if takes_device and args.get("device") is not None else {}
+            args = {**adapters(fn, args.get("dtype", "float32"), **extra), **args}
         return checked(assert_matches_reference, (fn,), args, self.report_dir, self.test_id, self.reports)
 
 
@@ -138,7 +152,7 @@ def minicp_check(request):
     settings = dict(marker.kwargs) if marker is not None else {}
     if marker is not None and marker.args:
         settings.setdefault("arch", marker.args[0])
-    return MinicpCheck(settings, *report_settings(request))
+    return MinicpCheck(settings, *report_settings(request), device=request.config.getoption("minicp_device", None))
 
 
 @pytest.fixture

@@ -1,15 +1,18 @@
 """Seeded cases and their float64 reference, computed block by block at the pattern's own cost and cached.
 
 ``reference_case`` draws q, k, v (b, h, n, d) and dout (b, h, R, d) standard normal from the seed
-(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``); rounds
-them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded inputs** (``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and
-the same quantities of the plain implementation in the dtype, the budgets' unit; of those only the budgets
-are kept (``budget_*``). Each pass runs in ``os.cpu_count()`` threads, each over a range of heads.
+(``seeded_inputs``: one generator per tensor from ``numpy.random.SeedSequence(seed).spawn(4)``, or draw 3 on a
+GPU); rounds them to the dtype; computes out (and dq, dk, dv) in float64 **from the rounded inputs**
+(``minicp.testing.blockwise``, checked against ``minicp.attention`` + autograd in the tests), and the same
+quantities of the plain and the production implementations in the dtype, the budgets' units; of those only
+their row statistics are kept (``floor_*``, ``minicp.testing.rowstats``), and in bfloat16/float16 the
+precision bugs' twins (``twin_out``). On the host each pass runs in ``os.cpu_count()`` threads, each over a
+range of heads; with ``device`` everything runs on that GPU (CuPy).
 
 Results are cached per case (``minicp.testing.cache``): in this process (the last ``MEMORY_CACHE`` cases),
 and on disk when ``cache_dir`` (or the environment variable ``MINICP_REFERENCE_CACHE``) names a folder, one
-verified .npz per case holding the float64 reference and the budgets (the inputs are drawn again and must
-have the entry's digest). Callers get read-only views; ``fresh=True`` reads neither cache (what a golden
+verified .npz per case holding the float64 reference and the floors' statistics (the inputs are drawn again
+and must have the entry's digest; GPU cases are kept in memory only). Callers get read-only views; ``fresh=True`` reads neither cache (what a golden
 file's verification uses: it never trusts the cache it is verifying against).
 """
 
@@ -20,17 +23,19 @@ import os
 
 import numpy as onp
 
-from minicp.analysis import kernel_pattern
 from minicp.nn.budget import check_case_size
+from minicp.testing.arrays import is_numpy, module_of, rounder, to_host
 from minicp.testing.blockwise import attention_blocks, block_plan, single_blas_thread
 from minicp.testing.cache import entry_path, load_entry, read_only, recall, remember, store_entry
 from minicp.testing.cache import forget as forget_key
 from minicp.testing.convert import aligned_empty
+from minicp.testing.device import check_device, device_module, draw_normals
 from minicp.testing.dtypes import STORAGE, check_dtype, to_storage
 from minicp.testing.guards import combined_digest
 from minicp.testing.patterns import resolved_pattern_args
 from minicp.testing.rope import check_rope, rope_plain, rope_reference
-from minicp.testing.verdict import budgets
+from minicp.testing.rowstats import FLOOR_ROWS, floor_stats
+from minicp.testing.twins import BUGS, twin_stats
 from minicp.validate import boolean, nonnegative_int, positive_int
 
 __all__ = [
@@ -44,13 +49,17 @@ __all__ = [
     "shared_complete",
     "forget_case",
     "reference_arrays",
+    "check_precision",
+    "PRECISIONS",
 ]
 
-CASE_VERSION = 6  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept;
-# 5: the input draw is recorded (``draw``); 6: disk entries hold no inputs, but their digest and their own
-DRAWS = (1, 2)  # how inputs are drawn from a seed (``seeded_inputs``)
+CASE_VERSION = 7  # 3: the accurate floor keeps dk, dv partial sums in the dtype; 4: budgets, not floors, kept;
+# 5: the input draw is recorded (``draw``); 6: disk entries hold no inputs, but their digest and their own;
+# 7: the floors' row statistics and the precision bugs' twins kept, the production floor G
+DRAWS = (1, 2, 3)  # how inputs are drawn from a seed (``seeded_inputs``)
 DRAW = 2
 GRADS = ("dq", "dk", "dv")
+PRECISIONS = ("tf32",)  # reduced-precision modes with their own floors
 INPUTS = ("q", "k", "v", "dout")
 
 
@@ -90,16 +99,27 @@ def forget_case(case):
     forget_key(_key_of(case["case"]))
 
 
-def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
+def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW, xp=onp):
     """q, k, v (b, h, n, d) and dout (b, h, R, d), standard normal from ``seed``, rounded to name.
 
-    ``draw=2`` (the current one): ``numpy.random.SeedSequence(seed).spawn(4)`` gives one generator per
+    ``draw=2`` (the host's default): ``numpy.random.SeedSequence(seed).spawn(4)`` gives one generator per
     tensor (q, k, v, dout in that order), each filled with ``standard_normal`` in float32 (float64 when
     name is float64) on its own thread. ``draw=1`` (files of format_version 1): one stream,
-    ``default_rng(seed).standard_normal`` in float64 for q, k, v, then dout."""
+    ``default_rng(seed).standard_normal`` in float64 for q, k, v, then dout. ``draw=3`` (a GPU check's
+    default): counter-based, the same values on the host and on a GPU (``minicp.testing.device``), drawn
+    in the array module ``xp``."""
     check_draw(draw)
     shapes = {key: (b, h, n, d) for key in ("q", "k", "v")}
     shapes["dout"] = (b, h, R, d)
+    if draw == 3:
+        wide3 = xp.float64 if name == "float64" else xp.float32
+        rnd = rounder(name, xp)
+        return {
+            key: rnd(draw_normals(xp, seed, t, int(onp.prod(shapes[key]))).astype(wide3)).reshape(shapes[key])
+            if name != "float64"
+            else draw_normals(xp, seed, t, int(onp.prod(shapes[key]))).reshape(shapes[key])
+            for t, key in enumerate(INPUTS)
+        }
     if draw == 1:
         rng = onp.random.default_rng(seed)
         buffer = onp.empty(b * h * max(n, R) * d)  # one float64 buffer for the draws (the values of fresh arrays)
@@ -123,60 +143,78 @@ def seeded_inputs(seed, b, h, n, d, R, name, draw=DRAW):
         return dict(zip(INPUTS, pool.map(one, INPUTS)))
 
 
-def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, intermediates, workers):
-    """One implementation (reference, plain or accurate) of the case: its out/dq/dk/dv, keys prefixed."""
-    if rope:
-        rotate = lambda x: rope_reference(x.astype(onp.float64), rope) if dt == "float64" else rope_plain(x, rope, dt)
-        qr, kr = rotate(q), rotate(k)
-    else:
-        qr, kr = q, k
-    r = attention_blocks(qr, kr, v, plan, rows, dtype=dt, dout=dout, intermediates=intermediates, workers=workers)
+def _rotate(x, rope, dt, inverse=False):
+    """RoPE of the reference (float64) or of the plain implementation in ``dt``, on the host (a GPU's arrays
+    go there and back)."""
+    xp = module_of(x)
+    host = to_host(x)
+    r = (
+        rope_reference(host.astype(onp.float64), rope, inverse)
+        if dt == "float64"
+        else rope_plain(host, rope, dt, inverse)
+    )
+    return r if is_numpy(xp) else xp.asarray(r)
+
+
+def _one_pass(q, k, v, dout, plan, rows, rope, label, dt, kind, workers, precision=None):
+    """One implementation (``kind``: "plain", "accurate" or "production") of the case: out/dq/dk/dv, keys
+    prefixed with ``label``."""
+    qr, kr = (_rotate(q, rope, dt), _rotate(k, rope, dt)) if rope else (q, k)
+    r = attention_blocks(
+        qr, kr, v, plan, rows, dtype=dt, dout=dout, intermediates=kind == "plain", production=kind == "production",
+        precision=None if dt == "float64" else precision, workers=workers,
+    )  # fmt: skip
     if rope and dout is not None:
         for key in ("dq", "dk"):
-            r[key] = (
-                rope_reference(r[key], rope, inverse=True)
-                if dt == "float64"
-                else rope_plain(r[key], rope, dt, inverse=True)
-            )
+            r[key] = _rotate(r[key], rope, dt, inverse=True)
     return {label + key: val for key, val in r.items()}
 
 
 def _compute(case, stored, rows, plan, grads, rope):
-    """Float64 reference out (dq, dk, dv) from the stored inputs, and per tensor the budgets of the plain
-    implementation in the dtype (``budget_<key>``: B_max, B_rms, max(e_F), rms(e_G); ``verdict.budgets``)."""
-    name = case["dtype"]
+    """Float64 reference out (dq, dk, dv) from the stored inputs, the floors' row statistics per tensor
+    (``floor_<key>``: ``rowstats.floor_stats`` of the plain implementation F and the production one G, on the
+    host) and, in bfloat16 and float16, the precision bugs' twins (``twin_out``: ``twins.twin_stats``)."""
+    name, precision = case["dtype"], case.get("precision")
     q, k, v, dout = (stored[key] for key in ("q", "k", "v", "dout"))  # each pass converts what it needs
-    passes = [("", "float64", True), ("floor_", "float32" if name == "float64" else name, True)]
-    if name not in ("float64", "float32"):
-        passes.append(("accurate_", name, False))
+    low = name not in ("float64", "float32")
+    passes = [("", "float64", "plain"), ("floor_", "float32" if name == "float64" else name, "plain")]
+    if name != "float64":
+        passes.append(("accurate_", name, "production"))
     workers, result = os.cpu_count() or 1, {}
     for p in passes:  # each pass over all cores: its heads split between the threads
-        result.update(_one_pass(q, k, v, dout if grads else None, plan, rows, rope, *p, workers))
+        result.update(_one_pass(q, k, v, dout if grads else None, plan, rows, rope, *p, workers, precision))
     keys = [key for key in result if key in GRADS + ("out",)]
     if name == "float64":  # float64 rounding is float32's scaled by eps64 / eps32 = 2^-29
         for key in keys:
             result["floor_" + key] = result[key] + (result["floor_" + key] - result[key]) * 2.0**-29
 
-    def budget(key):
-        return onp.array(budgets(result[key], result["floor_" + key], name, result.get("accurate_" + key)))
+    def stats(key):
+        accurate = result.get("accurate_" + key, result["floor_" + key])
+        return to_host(floor_stats(result[key], result["floor_" + key], accurate))
 
-    with single_blas_thread(), concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(keys)))) as pool:
-        found = dict(zip(keys, pool.map(budget, keys)))
-    return dict({key: result[key] for key in keys}, **{"budget_" + key: b for key, b in found.items()})
+    if is_numpy(module_of(q)):
+        with single_blas_thread(), concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(keys)))) as pool:
+            found = dict(zip(keys, pool.map(stats, keys)))
+    else:
+        found = {key: stats(key) for key in keys}
+    computed = dict({key: result[key] for key in keys}, **{"floor_" + key: f for key, f in found.items()})
+    if low:
+        computed["twin_out"] = twin_stats(q, k, v, plan, name)
+    return computed
 
 
 def reference_case(arch, *, cache_dir=None, fresh=False, **case_args):
-    """Inputs, float64 reference and the budgets of the plain-dtype floor of one seeded case (a dict of
-    read-only arrays).
+    """Inputs, float64 reference and the floors' row statistics of one seeded case (a dict of read-only arrays;
+    CuPy arrays with ``device``).
 
     Keys: ``q, k, v`` (b, h, n, d) and ``dout`` (b, h, R, d) in the storage dtype (bfloat16 -> float32
     holding bfloat16 values); ``rows`` (R,) token positions of the output rows; ``out`` (+ ``dq, dk, dv``
-    with ``grads``) float64; ``budget_out`` (+ ``budget_dq`` ...): (B_max, B_rms, max(e_F), rms(e_G)) of
-    the plain implementation in ``dtype`` (``minicp.testing.verdict.budgets``); ``case`` the canonical case
-    dict (every pattern argument resolved).
+    with ``grads``) float64; ``floor_out`` (+ ``floor_dq`` ...): (5, h, rows) row statistics of the plain and
+    production implementations in ``dtype`` (``minicp.testing.rowstats.floor_stats``); in bfloat16/float16
+    ``twin_out`` (``minicp.testing.twins``); ``case`` the canonical case dict (every pattern argument resolved).
 
     Arguments: those of ``case_inputs`` (``seq_len``, ``heads``, ``head_dim``, ``batch``, ``dtype``, ``seed``,
-    ``grads``, ``rope``, ``draw`` and the pattern's own); the same as
+    ``grads``, ``rope``, ``draw``, ``device``, ``precision`` and the pattern's own); the same as
     ``complete_case(case_inputs(...), cache_dir)``. ``fresh=True``: computed anew, reading neither the
     in-process nor the disk cache (and writing no disk entry); the result is kept in memory.
     """
@@ -189,8 +227,9 @@ def case_inputs(arch, **case_args):
     computes (or loads) the rest. Arguments: ``seq_len``, ``heads``, ``head_dim``, ``batch=1``,
     ``dtype="float32"``, ``seed=0``, ``grads=False``, ``rope=None`` ("interleaved" or "halves": the kernel
     applies RoPE to q and k itself), ``draw`` (how the inputs are drawn from the seed, ``seeded_inputs``; 1
-    only for golden files of format_version 1), ``fresh=False`` and the pattern's own (``segment=`` or
-    ``half_segment=`` for ECP).
+    only for golden files of format_version 1; default 2 on the host, 3 on a GPU), ``fresh=False``,
+    ``device`` (None or "cuda[:i]"), ``precision`` (None or "tf32", float32 only) and the pattern's own
+    (``segment=`` or ``half_segment=`` for ECP).
 
     ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
     the memory that the reference's passes allocated and freed, which the system must hand out again page
@@ -210,8 +249,10 @@ def shared_inputs(
     seed=0,
     grads=False,
     rope=None,
-    draw=DRAW,
+    draw=None,
     fresh=False,
+    device=None,
+    precision=None,
     **pattern_args,
 ):
     """``case_inputs`` without the read-only views: the inputs are the cache's own (writable) arrays, what
@@ -219,8 +260,11 @@ def shared_inputs(
     that the kernel left them as they were). Not for callers outside minicp.testing and minicp.golden."""
     n, h = positive_int("seq_len", seq_len), positive_int("heads", heads)
     d, b = positive_int("head_dim", head_dim), positive_int("batch", batch)
-    seed, grads, draw = nonnegative_int("seed", seed), boolean("grads", grads), check_draw(draw)
+    device = check_device(device)
+    draw = check_draw((3 if device else DRAW) if draw is None else draw)
+    seed, grads = nonnegative_int("seed", seed), boolean("grads", grads)
     name, rope, fresh = check_dtype(dtype), check_rope(rope, d), boolean("fresh", fresh)
+    precision = check_precision(precision, name)
     check_case_size(arch, n, h, d, b, name, grads, pattern_args)  # MAX_ACTIVATION_BYTES, MAX_SCORE_ENTRIES
     pa = resolved_pattern_args(arch, n, h, pattern_args)
     case, key = case_key(
@@ -236,19 +280,30 @@ def shared_inputs(
         pattern_args=pa,
         draw=draw,
     )
+    if precision is not None or device is not None:  # fields of host float32/bfloat16/float16 cases as before
+        case.update({k: v for k, v in (("precision", precision), ("device", device)) if v is not None})
+        key = _key_of(case)
     cached = None if fresh else recall(key)
     if cached is not None:
         return cached
-    R = len(kernel_pattern.rows(arch, n, h, **pa))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the draw (no GIL) while the plan is built
-        drawing = pool.submit(seeded_inputs, seed, b, h, n, d, R, name, draw)
-        plan, rows = block_plan(arch, n, h, pa)
-        stored = drawing.result()
-    return dict(stored, rows=rows, case=case, plan=plan)
+    plan, rows = block_plan(arch, n, h, pa)  # kept per shape (``block_plan``)
+    xp = onp if device is None else device_module(device)
+    return dict(seeded_inputs(seed, b, h, n, d, len(rows), name, draw, xp), rows=rows, case=case, plan=plan)
+
+
+def check_precision(precision, dtype):
+    """None, or "tf32" for a float32 case (its floors then use TF32 products); ValueError otherwise."""
+    if precision is None:
+        return None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be None or one of {PRECISIONS}, got {precision!r}")
+    if dtype != "float32":
+        raise ValueError(f"precision={precision!r} applies to dtype float32 only, not {dtype}")
+    return precision
 
 
 def complete_case(case, cache_dir=None, fresh=False):
-    """A ``case_inputs`` dict with its float64 reference and budgets (read-only views), computed (or loaded
+    """A ``case_inputs`` dict with its float64 reference and floors (read-only views), computed (or loaded
     from the disk cache ``cache_dir`` and verified, unless ``fresh``) unless it has them already; the
     complete case is kept in the in-process cache."""
     return read_only(shared_complete(case, cache_dir, fresh))
@@ -262,7 +317,7 @@ def shared_complete(case, cache_dir=None, fresh=False):
     if "out" not in case:
         stored = {name: case[name] for name in INPUTS}
         shapes = _shapes(case)
-        on_disk = not fresh and entry_path(cache_dir, key) is not None
+        on_disk = not fresh and c.get("device") is None and entry_path(cache_dir, key) is not None
         inputs_sha256 = combined_digest(stored, INPUTS) if on_disk else None
         computed = load_entry(cache_dir, key, shapes, inputs_sha256, c["dtype"]) if on_disk else None
         if computed is None:
@@ -278,9 +333,12 @@ def _shapes(case):
     """name -> (shape, dtype) of what a case computes: what a disk entry must hold."""
     c = case["case"]
     full, rows = tuple(case["q"].shape), tuple(case["dout"].shape)
-    shapes = {"out": (rows, "float64"), "budget_out": ((4,), "float64")}
+    stats = lambda shape: ((len(FLOOR_ROWS), shape[1], shape[2]), "float64")
+    shapes = {"out": (rows, "float64"), "floor_out": stats(rows)}
     for key in GRADS if c["grads"] else ():
-        shapes.update({key: (full, "float64"), "budget_" + key: ((4,), "float64")})
+        shapes.update({key: (full, "float64"), "floor_" + key: stats(full)})
+    if c["dtype"] in ("bfloat16", "float16"):
+        shapes["twin_out"] = ((len(BUGS), 3), "float64")
     return shapes
 
 

@@ -4,15 +4,15 @@ Positions are the official ones, 0..n-1; ``style`` is "interleaved" (pairs (x_2i
 ECP code) or "halves" (pairs (x_i, x_{i+d/2}), HF LLaMA / LongLoRA). The reference rotates in float64
 with the official float32 frequencies theta_i = base^(-2i/d) (``minicp.nn.rope.rope``); its gradient
 rotates back (angle -> -angle is exact). The plain implementation in a low dtype forms the angles
-position * theta in float32, as a PyTorch RoPE does, so its floor includes the angle rounding that
-grows with the position.
+position * theta in float32, as a PyTorch RoPE does, and rounds each product and sum to the dtype (a
+RoPE on tensors of that dtype), so its floor includes the angle rounding that grows with the position.
 """
 
 import numpy as onp
 
 from minicp import backend as B
 from minicp.nn import rope as R
-from minicp.testing.dtypes import rounder
+from minicp.testing.arrays import rounder
 
 __all__ = ["ROPE_STYLES", "check_rope", "rope_reference", "rope_plain"]
 
@@ -42,13 +42,13 @@ def _rotate(x, cos, sin, style, rnd):
     half = x.shape[-1] // 2
     out = x.copy()
     if style == "interleaved":
-        even, odd = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
-        out[..., 0 : 2 * half : 2] = rnd(even * cos - odd * sin)
-        out[..., 1 : 2 * half : 2] = rnd(odd * cos + even * sin)
+        a, b = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+        into = (slice(0, 2 * half, 2), slice(1, 2 * half, 2))
     else:
-        first, second = x[..., :half], x[..., half : 2 * half]
-        out[..., :half] = rnd(first * cos - second * sin)
-        out[..., half : 2 * half] = rnd(second * cos + first * sin)
+        a, b = x[..., :half], x[..., half : 2 * half]
+        into = (slice(0, half), slice(half, 2 * half))
+    out[..., into[0]] = rnd(rnd(a * cos) - rnd(b * sin))  # each product rounded, as tensors in the dtype do
+    out[..., into[1]] = rnd(rnd(b * cos) + rnd(a * sin))
     return out
 
 

@@ -10,11 +10,13 @@
 ``assert_matches_reference(layout="bnhd")``: the adapters never transpose.
 """
 
+import numpy as onp
 import torch
 
+from minicp.testing.arrays import is_numpy, module_of
 from minicp.testing.dtypes import check_dtype
 
-__all__ = ["TORCH_DTYPES", "torch_dtype", "arrays", "grad_fn", "adapters"]
+__all__ = ["TORCH_DTYPES", "torch_dtype", "arrays", "grad_fn", "adapters", "module_device"]
 
 TORCH_DTYPES = {
     "float64": torch.float64,
@@ -30,9 +32,16 @@ def torch_dtype(dtype):
 
 
 def arrays(dtype="float32", device="cpu"):
-    """``array_fn``: NumPy -> torch tensor of ``dtype`` on ``device`` (bfloat16 inputs convert exactly)."""
+    """``array_fn``: a NumPy array, or a CuPy array of a GPU check (read through DLPack, no copy), -> torch
+    tensor of ``dtype`` on ``device`` (bfloat16 inputs convert exactly)."""
     tdt = torch_dtype(dtype)
-    return lambda a: torch.from_numpy(a).to(device=device, dtype=tdt)
+
+    def convert(a):
+        host = is_numpy(module_of(a))
+        t = torch.from_numpy(onp.asarray(a)) if host else torch.from_dlpack(a)
+        return t.to(device=device if host else t.device, dtype=tdt)
+
+    return convert
 
 
 def grad_fn(fn, rows=None, with_out=False):
@@ -54,7 +63,22 @@ def grad_fn(fn, rows=None, with_out=False):
     return grads
 
 
-def adapters(fn, dtype="float32", device="cpu", rows=None):
-    """dict(array_fn=..., grad_fn=...) for ``assert_matches_reference(fn, ..., **adapters(fn, dtype))``; the
-    grad_fn returns the output of its forward too, so that the kernel runs once per check."""
-    return {"array_fn": arrays(dtype, device), "grad_fn": grad_fn(fn, rows, with_out=True)}
+def module_device(fn):
+    """The device of a torch ``nn.Module``'s first parameter or buffer ("cuda:0", "cpu"), or None."""
+    for tensors in (getattr(fn, "parameters", None), getattr(fn, "buffers", None)):
+        if callable(tensors):
+            for t in tensors():
+                return str(t.device)
+    return None
+
+
+def adapters(fn, dtype="float32", device=None, rows=None):
+    """dict(array_fn=..., grad_fn=..., device=...) for ``assert_matches_reference(fn, ..., **adapters(fn,
+    dtype))``; the grad_fn returns the output of its forward too, so that the kernel runs once per check.
+
+    ``device``: where the kernel runs ("cpu", "cuda", "cuda:1"); None takes the device of ``fn``'s parameters
+    when it is an ``nn.Module``, else the CPU. On a GPU the check runs there too: the inputs are drawn on it
+    and handed over through DLPack, and the reference is computed there (``minicp.testing.device``)."""
+    device = device if device is not None else module_device(fn) or "cpu"
+    check_device = None if torch.device(device).type == "cpu" else str(torch.device(device))
+    return {"array_fn": arrays(dtype, device), "grad_fn": grad_fn(fn, rows, with_out=True), "device": check_device}

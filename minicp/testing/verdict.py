@@ -1,22 +1,24 @@
-"""The tolerance model: a kernel's error against the float64 reference, measured in units of the rounding floor.
+"""The verdict on one tensor: a kernel's error against the float64 reference, in units of the rounding floors.
 
-For each tensor (out, dq, dk, dv) three arrays are at hand: the float64 reference R, the *plain
-implementation in the kernel's dtype* F (``minicp.testing.blockwise``: every intermediate rounded to the
-dtype), and the kernel's result A. With e_A = |A - R| and e_F = |F - R| (element-wise):
+For each tensor (out, dq, dk, dv) the float64 reference R, the *plain implementation in the kernel's
+dtype* F and the *production implementation* G (``minicp.testing.blockmath``: float32 state and
+accumulators, the probabilities and dS rounded to the dtype where fused GPU kernels round them) are
+computed from the same rounded inputs; only their row statistics are kept (``minicp.testing.rowstats``).
+With e_A = |A - R| for the kernel's result A (element-wise):
 
-    max budget  B_max = C_MAX * max(e_F) + FLOOR_ULPS * eps * rms(R)      (FlashAttention's test)
-    rms budget  B_rms = C_RMS * rms(e_G) + FLOOR_ULPS * eps * rms(R)      (catches errors spread thin)
+    pass  <=>  max(e_A) <= B_max  and  rms(e_A) <= B_rms  for the tensor,
+               rms(e_A) <= B_rms  for every unit (a declared block, in pieces of at most TILE_ROWS rows,
+                                   with the unit's own floors: errors confined to a few rows show there;
+                                   bfloat16 and float16, where rounding to the dtype sets the floors),
+               and, for out in bfloat16/float16, par(A) <= PAR_AMBIGUOUS * B_par (a row-wise scale error;
+                                   between B_par and that, inconclusive),
+               and every non-finite R matched exactly
 
-where e_G = |G - R| is the error of the *accurate* implementation G: float32 arithmetic, only inputs and
-results rounded to the dtype (for float32 G = F). F sets the worst element a correct kernel may reach;
-G is the rounding floor no kernel in that dtype can beat, and a correct kernel stays within a small
-multiple of it in rms, while a kernel that keeps its softmax state in bfloat16 does not.
-    pass  <=>   max(e_A) <= B_max  and  rms(e_A) <= B_rms  and  every non-finite R matched exactly
-
-The floor grows with reduction length, with RoPE angles at large positions and with the dtype, because
-the plain implementation suffers the same roundings; a kernel that adds error everywhere (softmax state
-kept in low precision) moves the rms, a kernel wrong somewhere (masks, offsets, heads) moves the max.
-docs/tolerances.md explains the constants and the measurements behind them.
+(the budgets: ``minicp.testing.budgets``). A check that passes in bfloat16 or float16 is *inconclusive*
+when a twin of a precision bug (``minicp.testing.twins``: the online-softmax accumulator, maximum or sum
+kept in the dtype between key tiles) would also pass here: such a bug cannot be told from rounding at this
+size, and the verdict says so and what would decide it. docs/tolerances.md explains the constants and the
+measurements behind them.
 """
 
 import json
@@ -24,28 +26,28 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as onp
 
+from minicp.testing import budgets as bu
+from minicp.testing.arrays import module_of, to_host
+from minicp.testing.budgets import C_MAX, C_OUT, C_PAR, C_RMS, FLOOR_ULPS
 from minicp.testing.compare import nonfinite_mismatch
-from minicp.testing.dtypes import EPS
+from minicp.testing.rowstats import error_stats, floor_stats
+from minicp.testing.twins import BUGS, TILE
+from minicp.testing.verdict_text import message
 from minicp.testing.where import describe_positions, percent
 
 __all__ = [
-    "C_MAX",
-    "C_RMS",
-    "FLOOR_ULPS",
     "TensorVerdict",
     "Report",
     "judge",
-    "budgets",
-    "absolute_budget",
     "refused",
+    "twin_shares",
 ]
 
-C_MAX = 5.0  # docs/tolerances.md
-C_RMS = 2.5
-FLOOR_ULPS = 0.0625
-PIECE = 1 << 18  # entries per piece of the budgets' error pass (2 MiB of float64)
-ZERO_ULPS = 16.0  # a tensor whose reference is exactly zero (n = 1: dq = dk = 0) may carry this
-MAX_LISTED = 8
+BUG_TEXT = {
+    "acc": "keeping its P @ V accumulator",
+    "max": "keeping its running maximum",
+    "sum": "keeping its running sum",
+}
 
 
 @dataclass
@@ -75,185 +77,32 @@ class TensorVerdict:
     bad_ranges: list = field(default_factory=list)
     actual_dtype: str = ""
     message: str = ""
+    par_err: float = 0.0
+    par_budget: float = 0.0
+    par_share: float = 0.0
+    floor_par: float = 0.0
+    units_over: int = 0
+    inconclusive: list = field(default_factory=list)
+    twins: dict = field(default_factory=dict)
+
+    @property
+    def status(self):
+        """ "fail", "inconclusive" (within budget, but a precision bug could not be told apart) or "pass"."""
+        return "fail" if not self.ok else "inconclusive" if self.inconclusive else "pass"
+
+    @property
+    def share(self):
+        """The largest of the shares that decide: the tensor's max, rms and row-scale, its units' rms."""
+        units = max((p["rms_share"] for p in self.per_block), default=0.0) if self.dtype in bu.UNIT_DTYPES else 0.0
+        return max(self.max_share, self.rms_share, self.par_share, units)
 
 
-def _rms(a):
-    """sqrt(mean(a^2)) in one BLAS pass, no temporary."""
-    flat = onp.ravel(a)
-    return float(onp.sqrt(onp.dot(flat, flat) / flat.size)) if flat.size else 0.0
-
-
-def _err(x, reference, finite, out=None):
-    with onp.errstate(invalid="ignore", over="ignore"):
-        e = onp.subtract(x, reference, dtype=onp.float64, out=out)
-    onp.abs(e, out=e)
-    if finite is None and onp.isfinite(e.max() if e.size else 0.0):  # a NaN or inf shows in the max
-        return e
-    e = e if finite is None else onp.where(finite, e, 0.0)
-    return onp.where(onp.isfinite(e), e, 0.0)
-
-
-def budgets(reference, floor, dtype, accurate=None):
-    """(B_max, B_rms, max(e_F), rms(e_G)) for one tensor; non-finite reference entries are left out."""
-    scale = _rms(reference)  # finite exactly when every entry is (attention values are far from overflow)
-    if onp.isfinite(scale):  # the common case: no mask, the errors taken piece by piece
-        f_max, g_rms = _error_stats(reference, floor, accurate)
-    else:
-        finite = onp.isfinite(reference)
-        e_f = _err(floor, reference, finite)
-        e_g = e_f if accurate is None or accurate is floor else _err(accurate, reference, finite)
-        scale = _rms(onp.where(finite, reference, 0.0))
-        f_max, g_rms = float(e_f.max()) if e_f.size else 0.0, _rms(e_g)
-    absolute, _ = absolute_budget(reference, dtype, scale)
-    return C_MAX * f_max + absolute, C_RMS * g_rms + absolute, f_max, g_rms
-
-
-def absolute_budget(reference, dtype, scale=None):
-    """(FLOOR_ULPS * eps * rms(R), or ZERO_ULPS * eps when R is exactly zero (unit-scale inputs); rms(R)): the
-    part of both budgets that does not come from the floors, non-finite entries of R counted as 0.
-    ``scale``: rms(R) when already known."""
-    if scale is None or not onp.isfinite(scale):
-        scale = _rms(reference)
-        if not onp.isfinite(scale):
-            scale = _rms(onp.where(onp.isfinite(reference), reference, 0.0))
-    return (FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]), scale
-
-
-def _error_stats(reference, floor, accurate):
-    """(max |floor - reference|, rms |accurate - reference|) over a finite reference, ``PIECE`` entries at a
-    time through one reused buffer (a full-size error array is fresh memory the system must first zero,
-    which costs more than the arithmetic); non-finite errors count as 0, as in ``_err``."""
-    r, f = onp.ravel(reference), onp.ravel(floor)
-    a = None if accurate is None or accurate is floor else onp.ravel(accurate)
-    f_max, g_sq, buf = 0.0, 0.0, onp.empty(min(PIECE, r.size))
-    for i0 in range(0, r.size, PIECE):
-        piece, into = slice(i0, i0 + PIECE), buf[: min(PIECE, r.size - i0)]
-        e = _err(f[piece], r[piece], None, out=into)
-        f_max = max(f_max, float(e.max()))
-        if a is not None:
-            e = _err(a[piece], r[piece], None, out=into)
-        g_sq += float(onp.dot(e, e))
-    return f_max, float(onp.sqrt(g_sq / r.size)) if r.size else 0.0
-
-
-def refused(name, dtype, shape, message, actual_dtype=""):
+def refused(name, dtype, shape, message_text, actual_dtype=""):
     """A failing ``TensorVerdict`` for a tensor that could not be compared (wrong dtype, shape, complex)."""
     inf = onp.inf
     v = TensorVerdict(name, dtype, tuple(shape), False, inf, inf, 0, 0, 0, 0, inf, inf, 1.0, 0, (), 0.0, 0.0)
-    v.actual_dtype, v.message = actual_dtype, message
+    v.actual_dtype, v.message = actual_dtype, message_text
     return v
-
-
-def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, row_axis=2, budget=None):
-    """``TensorVerdict`` for ``actual`` against ``reference`` (float64) with the budgets of ``floor``.
-
-    Arrays are (b, h, rows, d). ``groups``: optional [(label, head, row indices)] of declared blocks
-    (query blocks for out/dq, key blocks for dk/dv) to report shares per block. ``budget``: the
-    (B_max, B_rms, max(e_F), rms(e_G)) of ``budgets`` computed before, in place of ``floor`` and
-    ``accurate`` (then pass floor=None)."""
-    a, r = onp.asarray(actual), onp.asarray(reference, dtype=onp.float64)
-    if a.dtype.kind == "c":
-        return refused(name, dtype, r.shape, f"{name}: dtype {a.dtype} is complex; compare real values", a.dtype.name)
-    a = a if a.dtype.kind == "f" else a.astype(onp.float64)
-    if a.shape != r.shape:
-        return refused(name, dtype, r.shape, f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}")
-    if budget is None:
-        budget = budgets(r, floor, dtype, accurate)
-    b_max, b_rms, f_max, f_rms = (float(x) for x in budget)
-    stats = _lean_stats(a, r, b_max) if row_axis == 2 and r.ndim == 4 and r.size else None
-    if stats is not None:  # every error finite and within the max budget: no full-size error array
-        err, nf_bad, i = None, onp.zeros((), dtype=bool), _lean_worst_index(a, r, stats)
-        max_err = float(abs(onp.subtract(a[i], r[i], dtype=onp.float64)))
-    else:
-        err, nf_bad, stats = _errors(a, r, row_axis)
-        i = _worst_index(err, stats, row_axis)
-        max_err = float(err[i]) if err.size else 0.0
-    rms_err = _stats_rms(stats, r.size)
-    v = TensorVerdict(name, dtype, tuple(r.shape), False, max_err, rms_err, b_max, b_rms, f_max, f_rms)
-    v.max_share, v.rms_share = _share(max_err, b_max), _share(rms_err, b_rms)
-    v.nonfinite_bad, v.worst_index = int(nf_bad.sum()), tuple(int(j) for j in i)
-    v.worst_expected, v.worst_actual = (float(r[i]), float(a[i])) if r.size else (0.0, 0.0)
-    v.ok = v.max_share <= 1.0 and v.rms_share <= 1.0 and v.nonfinite_bad == 0
-    bad = err > b_max if max_err > b_max else None  # nothing over the max budget (always so on the lean
-    # path, where err is None): no pass for it
-    if bad is not None:
-        stats["bad"] = _rows_view(bad, row_axis).sum(axis=-1)
-        v.bad_fraction = float(bad.mean())
-        v.bad_ranges = [(int(ax.min()), int(ax.max())) for ax in onp.nonzero(bad)]
-        v.bad_rows = describe_positions(onp.nonzero(stats["bad"].any(axis=0))[0])
-    every = onp.arange(r.shape[row_axis])
-    v.per_head = _parts([(f"head {hd}", hd, every) for hd in range(r.shape[1])], stats, b_max, b_rms)
-    v.per_block = _parts(groups or [], stats, b_max, b_rms)
-    v.message = _message(v)
-    return v
-
-
-def _rows_view(x, row_axis):
-    """x (b, h, rows, d) as (h, rows, everything else): a view when b = 1."""
-    return onp.moveaxis(x, (1, row_axis), (0, 1)).reshape(x.shape[1], x.shape[row_axis], -1)
-
-
-def _row_stats(err, row_axis):
-    """Per (head, row): max error and sum of squared errors, and elements per row; the whole tensor's and
-    every block's max and rms follow from these, without further passes over the tensor."""
-    e = _rows_view(err, row_axis)
-    return {"max": e.max(axis=-1), "sq": onp.einsum("hrk,hrk->hr", e, e), "bad": None, "per": e.shape[-1]}
-
-
-def _lean_stats(a, r, b_max):
-    """The row statistics of |a - r| for (b, h, rows, d) arrays, one head at a time through one reused
-    buffer, or None unless every error is finite and within ``b_max`` (then ``_errors`` gives the full
-    picture). A passing check thus allocates no full-size error array."""
-    H, R = r.shape[1], r.shape[2]
-    mx, sq, buf = onp.empty((H, R)), onp.empty((H, R)), onp.empty(r[:, 0].shape)
-    for hd in range(H):
-        with onp.errstate(invalid="ignore", over="ignore"):
-            e = onp.subtract(a[:, hd], r[:, hd], dtype=onp.float64, out=buf)  # (b, rows, d)
-        onp.abs(e, out=e)
-        rows = onp.swapaxes(e, 0, 1).reshape(R, -1)  # (rows, b d): a view when b = 1
-        mx[hd] = rows.max(axis=-1)
-        if not (onp.isfinite(mx[hd]).all() and mx[hd].max() <= b_max):
-            return None
-        sq[hd] = onp.einsum("rk,rk->r", rows, rows)
-    return {"max": mx, "sq": sq, "bad": None, "per": rows.shape[-1]}
-
-
-def _lean_worst_index(a, r, stats):
-    """``_worst_index`` from the row statistics and the errors of the one row that holds the largest."""
-    hd, row = onp.unravel_index(int(onp.argmax(stats["max"])), stats["max"].shape)
-    e = onp.abs(onp.subtract(a[:, hd, row], r[:, hd, row], dtype=onp.float64))  # (b, d)
-    bi, di = onp.unravel_index(int(onp.argmax(e)), e.shape)
-    return (int(bi), int(hd), int(row), int(di))
-
-
-def _errors(a, r, row_axis):
-    """|a - r| (float64) with non-finite entries of the reference left out (0) and every mismatch made inf;
-    the mask of mismatched non-finite reference entries; the row statistics. One subtraction when
-    everything is finite (a NaN or inf anywhere shows in the row maxima)."""
-    with onp.errstate(invalid="ignore", over="ignore"):
-        err = onp.subtract(a, r, dtype=onp.float64)
-    onp.abs(err, out=err)
-    stats = _row_stats(err, row_axis) if err.size else {"max": onp.zeros((0, 0)), "sq": 0.0, "bad": None, "per": 0}
-    if onp.isfinite(stats["max"]).all():
-        return err, onp.zeros((), dtype=bool), stats
-    nf_bad = nonfinite_mismatch(a, r)
-    err = onp.where(onp.isfinite(r), err, 0.0)
-    err = onp.where(onp.isnan(err) | nf_bad, onp.inf, err)
-    return err, nf_bad, _row_stats(err, row_axis)
-
-
-def _worst_index(err, stats, row_axis):
-    """Index of the largest error (the first in C order of the row maxima, then within that row)."""
-    if not err.size:
-        return ()
-    hd, row = onp.unravel_index(int(onp.argmax(stats["max"])), stats["max"].shape)
-    inner = onp.moveaxis(err, (1, row_axis), (0, 1))[hd, row]
-    rest = iter(onp.unravel_index(int(onp.argmax(inner)), inner.shape))
-    return tuple(int(hd) if ax == 1 else int(row) if ax == row_axis else int(next(rest)) for ax in range(err.ndim))
-
-
-def _stats_rms(stats, size):
-    return float(onp.sqrt(onp.sum(stats["sq"]) / size)) if size else 0.0
 
 
 def _share(err, budget):
@@ -262,98 +111,218 @@ def _share(err, budget):
     return 0.0 if err == 0 else onp.inf
 
 
-def _parts(groups, stats, b_max, b_rms):
-    """Shares of every (label, head, row indices) of ``groups``, from the row statistics in a few gathers."""
-    if not groups:
-        return []
-    sizes = onp.array([len(rows) for _, _, rows in groups], dtype=onp.int64)
-    heads = onp.repeat(onp.array([hd for _, hd, _ in groups], dtype=onp.int64), sizes)
-    rows = onp.concatenate([onp.asarray(rows, dtype=onp.int64).ravel() for _, _, rows in groups])
-    starts = onp.concatenate([[0], onp.cumsum(sizes)[:-1]])
-    full = sizes > 0
-    worst, sq, nbad = (onp.zeros(len(groups)) for _ in range(3))
-    if full.any():
-        at = starts[full]
-        worst[full] = onp.maximum.reduceat(stats["max"][heads, rows], at)
-        sq[full] = onp.add.reduceat(stats["sq"][heads, rows], at)
-        if stats["bad"] is not None:
-            nbad[full] = onp.add.reduceat(stats["bad"][heads, rows], at)
-    count = sizes * stats["per"]
-    out = []
-    for j, (label, _, _) in enumerate(groups):
-        rms = float(onp.sqrt(sq[j] / count[j])) if count[j] else 0.0
-        out.append(
-            {
-                "where": label,
-                "max_share": _share(float(worst[j]), b_max),
-                "rms_share": _share(rms, b_rms),
-                "bad_fraction": float(nbad[j] / count[j]) if count[j] else 0.0,
-            }
-        )
+def twin_shares(twin, budget):
+    """{bug: (share of the budgets its twin would use, rms ratio, row-scale ratio)} for the precision bugs'
+    twins (``twins.twin_stats``) against the tensor's ``Budget`` (out in bfloat16/float16)."""
+    twin = onp.asarray(twin, dtype=onp.float64)
+    correct = twin[0]
+    if correct[0] <= 0 or correct[1] <= 0 or budget.b_par is None:
+        return {}
+    out = {}
+    for i, bug in enumerate(BUGS[1:], start=1):
+        rms_ratio, par_ratio = (float(onp.sqrt(twin[i, j] / correct[j])) for j in (0, 1))
+        share = max(rms_ratio * budget.g_rms / budget.b_rms, par_ratio * budget.g_par / budget.b_par)
+        out[bug] = (share, rms_ratio, par_ratio)
     return out
 
 
-def _message(v):
-    status = "OK," if v.ok else "out of tolerance:"
-    lines = [
-        f"{v.name}: {status} max err {v.max_err:.3g} = {percent(v.max_share)} of the max budget "
-        f"{v.max_budget:.3g}; rms err {v.rms_err:.3g} = {percent(v.rms_share)} of the rms budget "
-        f"{v.rms_budget:.3g} (floors: plain {v.dtype} max {v.floor_max:.3g}, accurate rms {v.floor_rms:.3g})"
-    ]
-    if v.ok:
-        return lines[0]
-    lines.append(
-        f"  {percent(v.bad_fraction)} of elements over the max budget; worst {tuple(v.worst_index)}: "
-        f"expected {v.worst_expected:.8g}, actual {v.worst_actual:.8g}"
-    )
-    if v.nonfinite_bad:
-        lines.append(f"  {v.nonfinite_bad} element(s) where the reference is +-inf or NaN and actual differs")
-    lines.append(f"  rows over budget: {v.bad_rows}")
-    if v.bad_ranges:
-        lines.append(
-            "  bad elements lie in "
-            + " x ".join(f"[{lo}..{hi}]" for lo, hi in v.bad_ranges)
-            + " (index range per axis)"
+def _inconclusive(name, dtype, shares):
+    notes = []
+    for bug, (share, rms_ratio, par_ratio) in shares.items():
+        if max(rms_ratio, par_ratio) < bu.HARMLESS or share > 1.0:
+            continue  # no such bug at this size, or it would fail
+        notes.append(
+            f"inconclusive: a kernel {BUG_TEXT[bug]} in {dtype} between key tiles of {TILE} would use "
+            f"{100 * share:.3g}% of {name}'s budgets here ({rms_ratio:.3g}x the correct kernel's rms error, "
+            f"{par_ratio:.3g}x its row-scale error): it cannot be told from rounding at this size; a case whose "
+            f"rows see more keys (more key tiles per row) separates it"
         )
-    lines.append("  per head: " + _parts_text(v.per_head))
-    if v.per_block:
-        lines.append("  per block: " + _parts_text(v.per_block))
-    return "\n".join(lines)
+    return notes
 
 
-def _parts_text(parts):
-    bad = [p for p in parts if p["max_share"] > 1 or p["rms_share"] > 1]
-    shown = (bad or sorted(parts, key=lambda p: -p["rms_share"]))[:MAX_LISTED]
-    text = ", ".join(
-        f"{p['where']} max {percent(p['max_share'])} rms {percent(p['rms_share'])} bad {percent(p['bad_fraction'])}"
-        for p in shown
+def judge(name, actual, reference, floor, dtype, *, accurate=None, groups=None, stats=None, twin=None, units=None):
+    """``TensorVerdict`` for ``actual`` against ``reference`` (float64), NumPy or CuPy arrays (b, h, rows, d).
+
+    The floors: ``floor`` (F) and ``accurate`` (G, default F) arrays, or their row statistics ``stats``
+    ((5, h, rows), ``rowstats.floor_stats``; pass floor=None). ``groups``: [(label, head, row indices)] of
+    the declared blocks (query blocks for out/dq, key blocks for dk/dv; default: each head), judged in
+    pieces of at most ``budgets.TILE_ROWS`` rows. ``twin``: the precision bugs' twins (out in
+    bfloat16/float16), which make a passing verdict inconclusive when they would pass too. ``units``: the
+    ``budgets.units`` of ``groups``, when built before."""
+    xp = module_of(reference)
+    a, r = actual, reference
+    if getattr(a, "dtype", onp.dtype("f8")).kind == "c":
+        return refused(name, dtype, r.shape, f"{name}: dtype {a.dtype} is complex; compare real values", a.dtype.name)
+    a = xp.asarray(a) if xp is not onp else onp.asarray(a)
+    a = a if a.dtype.kind == "f" else a.astype(xp.float64)
+    if a.shape != r.shape:
+        return refused(name, dtype, r.shape, f"{name}: shape mismatch: actual {a.shape} vs expected {r.shape}")
+    if stats is None:
+        stats = floor_stats(r, floor, floor if accurate is None else accurate)
+    floor_host = to_host(stats)
+    tight = bu.tight(name, dtype)
+    per_row = r.shape[0] * r.shape[3]
+    row = {key: to_host(x) for key, x in error_stats(a, r, parallel=tight).items()} if r.size else None
+    finite = row is None or bool(onp.isfinite(row["max"]).all())
+    nf_bad = 0
+    if not finite:  # non-finite results or reference: the exact rules, on the host
+        row, nf_bad = _nonfinite_stats(to_host(a), to_host(r), tight)
+    budget = bu.budget_of(name, dtype, floor_host, per_row)
+    count = max(r.size, 1)
+    max_err = float(row["max"].max()) if row is not None and row["max"].size else 0.0
+    rms_err = float(onp.sqrt(row["sq"].sum() / count)) if row is not None else 0.0
+    v = TensorVerdict(
+        name, dtype, tuple(r.shape), False, max_err, rms_err, budget.b_max, budget.b_rms, budget.f_max, budget.g_rms
     )
-    more = len(bad) - len(shown) if bad else 0
-    return (
-        (f"{len(bad)} of {len(parts)} over budget: " if bad else "all within budget, largest: ")
-        + text
-        + (f", ... {more} more" if more > 0 else "")
+    v.max_share, v.rms_share = _share(max_err, budget.b_max), _share(rms_err, budget.b_rms)
+    if tight and row is not None:
+        v.par_err = bu.par_of(float(row["par"].sum()), float(floor_host[3].sum()))
+        v.par_budget, v.par_share = budget.b_par, _share(v.par_err, budget.b_par)
+        v.floor_par = budget.g_par
+    v.nonfinite_bad = int(nf_bad)
+    every = onp.arange(r.shape[2])
+    heads = bu.Units([f"head {hd}" for hd in range(r.shape[1])], range(r.shape[1]), [every] * r.shape[1])
+    unit_groups = (
+        units if units is not None else bu.units(groups or list(zip(heads.labels, heads.head, [every] * len(heads))))
     )
+    if row is not None:
+        v.per_head = _parts(name, dtype, heads, row, floor_host, per_row, unit_budget=False, tensor=budget)
+        v.per_block = _parts(name, dtype, unit_groups, row, floor_host, per_row)
+        _worst(v, a, r, row)
+    if dtype in bu.UNIT_DTYPES:  # a unit's max is reported, not judged; float32 units: reported (budgets.py)
+        v.units_over = sum(1 for p in v.per_block if p["rms_share"] > 1)
+    ambiguous = 1.0 < v.par_share <= bu.PAR_AMBIGUOUS  # a row-scale error of a known correct kind, or a bug's
+    par_ok = v.par_share <= 1.0 or ambiguous
+    v.ok = max(v.max_share, v.rms_share) <= 1.0 and par_ok and v.units_over == 0 and v.nonfinite_bad == 0
+    if not v.ok and r.size:
+        _where_bad(v, a, r, budget.b_max, heads, unit_groups, per_row)
+    if v.ok and tight and twin is not None:
+        shares = twin_shares(twin, budget)
+        v.twins = {bug: list(x) for bug, x in shares.items()}
+        v.inconclusive = _inconclusive(name, dtype, shares)
+    if v.ok and ambiguous:
+        v.inconclusive.insert(
+            0,
+            f"inconclusive: {name}'s rows are scaled off by {percent(v.par_share)} of the row-scale budget "
+            f"({v.par_err / v.floor_par:.3g}x a production kernel's): rounding the normalised probabilities (row sums "
+            f"off by rounding, as non-fused implementations do) and a running maximum kept in {dtype} between key tiles "
+            "both do this; a case whose rows see more keys separates them (the maximum's error grows with the tiles)",
+        )
+    v.message = message(v)
+    return v
+
+
+def _nonfinite_stats(a, r, tight):
+    """Row statistics where R or A holds inf or NaN: errors where R is non-finite count 0 unless A differs
+    (then inf), NaN errors count inf; and the number of mismatched non-finite reference entries."""
+    nf = nonfinite_mismatch(a.astype(onp.float64), r)
+    with onp.errstate(invalid="ignore", over="ignore"):
+        e = onp.abs(onp.subtract(a, r, dtype=onp.float64))
+    e = onp.where(onp.isfinite(r), e, 0.0)
+    e = onp.where(onp.isnan(e) | nf, onp.inf, e)
+    rv = e.transpose(1, 2, 0, 3).reshape(r.shape[1], r.shape[2], -1)
+    with onp.errstate(invalid="ignore", over="ignore"):
+        row = {"max": rv.max(axis=-1), "sq": onp.einsum("hrk,hrk->hr", rv, rv)}
+    if tight:
+        rf = onp.where(onp.isfinite(r), r, 0.0)
+        s = error_stats(onp.where(onp.isfinite(e.sum(axis=-1, keepdims=True)), a, rf), rf, parallel=True)
+        row["par"] = s["par"]
+    return row, int(nf.sum())
+
+
+def _worst(v, a, r, row):
+    """The index of the largest error (the first in C order of the row maxima, then within that row)."""
+    hd, rw = (int(i) for i in onp.unravel_index(int(onp.argmax(row["max"])), row["max"].shape))
+    got, want = to_host(a[:, hd, rw]).astype(onp.float64), to_host(r[:, hd, rw])
+    with onp.errstate(invalid="ignore", over="ignore"):
+        e = onp.abs(got - want)
+    e = onp.where(onp.isnan(e), onp.inf, e)
+    bi, di = onp.unravel_index(int(onp.argmax(e)), e.shape)
+    v.worst_index = (int(bi), hd, rw, int(di))
+    v.worst_expected, v.worst_actual = float(want[bi, di]), float(got[bi, di])
+
+
+def _where_bad(v, a, r, b_max, heads, unit_groups, per_row):
+    """Fraction, rows and index ranges of the elements over the max budget, per head and unit too (a failing
+    tensor only), computed where the arrays live."""
+    xp = module_of(r)
+    with onp.errstate(invalid="ignore", over="ignore"):
+        e = xp.abs(xp.subtract(a, r, dtype=xp.float64))
+        mismatch = (xp.isnan(r) & ~xp.isnan(a)) | (xp.isinf(r) & (a != r))
+    e = xp.where(xp.isfinite(r), e, 0.0)
+    bad = (e > b_max) | xp.isnan(e) | mismatch
+    per_rows = to_host(bad.sum(axis=(0, 3)))  # (h, rows)
+    for parts, units in ((v.per_head, heads), (v.per_block, unit_groups)):
+        fractions = units.reduce(onp.add, per_rows) / onp.maximum(units.sizes * per_row, 1)
+        for p, fraction in zip(parts, fractions.tolist()):
+            p["bad_fraction"] = fraction
+    if not per_rows.any():
+        return
+    v.bad_fraction = float(per_rows.sum() / bad.size)
+    ranges = []
+    for axis in range(bad.ndim):
+        hit = onp.flatnonzero(to_host(bad.any(axis=tuple(x for x in range(bad.ndim) if x != axis))))
+        ranges.append((int(hit.min()), int(hit.max())))
+    v.bad_ranges = ranges
+    v.bad_rows = describe_positions(onp.flatnonzero(per_rows.any(axis=0)))
+
+
+def _parts(name, dtype, units, row, floor, per_row, unit_budget=True, tensor=None):
+    """Shares of every unit of ``units`` (a ``budgets.Units``): against its own budgets, or the tensor's
+    (``unit_budget=False``: per head, for the report)."""
+    if not len(units):
+        return []
+    worst, sq = units.reduce(onp.maximum, row["max"]), units.reduce(onp.add, row["sq"])
+    count = units.sizes * per_row
+    if unit_budget:
+        b_max, b_rms, _, _, _ = bu.unit_budgets(name, dtype, floor, units, per_row)
+    else:
+        b_max, b_rms = onp.full(len(units), tensor.b_max), onp.full(len(units), tensor.b_rms)
+    rms = onp.sqrt(sq / onp.maximum(count, 1))
+    with onp.errstate(divide="ignore", invalid="ignore"):
+        max_share = onp.where(b_max > 0, worst / onp.where(b_max > 0, b_max, 1), onp.where(worst > 0, onp.inf, 0))
+        rms_share = onp.where(b_rms > 0, rms / onp.where(b_rms > 0, b_rms, 1), onp.where(rms > 0, onp.inf, 0))
+    return [
+        {"where": label, "max_share": float(m), "rms_share": float(s)}
+        for label, m, s in zip(units.labels, max_share.tolist(), rms_share.tolist())
+    ]
 
 
 @dataclass
 class Report:
-    """Verdicts of every tensor of one check (collect mode). ``ok``, ``message``, ``to_json()``."""
+    """Verdicts of every tensor of one check (collect mode). ``ok``, ``status``, ``message``, ``to_json()``."""
 
     context: str
     verdicts: dict
 
     @property
     def ok(self):
+        """No tensor failed (an inconclusive verdict is within budget)."""
         return all(v.ok for v in self.verdicts.values())
+
+    @property
+    def status(self):
+        """ "fail", "inconclusive" or "pass" (the worst over the tensors)."""
+        states = [getattr(v, "status", "pass" if v.ok else "fail") for v in self.verdicts.values()]
+        return "fail" if "fail" in states else "inconclusive" if "inconclusive" in states else "pass"
 
     @property
     def failed(self):
         return [k for k, v in self.verdicts.items() if not v.ok]
 
     @property
+    def inconclusive(self):
+        """Every inconclusive note of every tensor."""
+        return [note for v in self.verdicts.values() for note in getattr(v, "inconclusive", [])]
+
+    @property
     def message(self):
-        head = "all tensors within budget" if self.ok else f"{', '.join(self.failed)} out of budget"
+        if not self.ok:
+            head = f"{', '.join(self.failed)} out of budget"
+        elif self.inconclusive:
+            head = "all tensors within budget, inconclusive"
+        else:
+            head = "all tensors within budget"
         return "\n".join([f"{head} ({self.context})"] + [v.message for v in self.verdicts.values()])
 
     def __getitem__(self, key):
@@ -377,9 +346,20 @@ class Report:
     def to_dict(self):
         return {
             "ok": self.ok,
+            "status": self.status,
             "context": self.context,
-            "constants": {"C_MAX": C_MAX, "C_RMS": C_RMS, "FLOOR_ULPS": FLOOR_ULPS},
-            "tensors": {k: _jsonable(asdict(v)) for k, v in self.verdicts.items()},
+            "constants": {
+                "C_MAX": C_MAX,
+                "C_RMS": C_RMS,
+                "C_OUT": C_OUT,
+                "C_PAR": C_PAR,
+                "PAR_AMBIGUOUS": bu.PAR_AMBIGUOUS,
+                "FLOOR_ULPS": FLOOR_ULPS,
+                "ARITH_ULPS": bu.ARITH_ULPS,
+                "NOISE_Z": bu.NOISE_Z,
+                "TILE_ROWS": bu.TILE_ROWS,
+            },  # fmt: skip
+            "tensors": {k: _jsonable(dict(asdict(v), status=v.status)) for k, v in self.verdicts.items()},
         }
 
     def to_json(self, **kwargs):

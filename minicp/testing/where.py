@@ -31,6 +31,8 @@ def describe_positions(positions, limit=6):
     if p.size == 1:
         return str(int(p[0]))
     steps = onp.diff(p)
+    if p.size <= 3 and not (steps == 1).all():
+        return ", ".join(str(int(i)) for i in p) + f" ({p.size})"
     if (steps == 1).all():
         return f"[{p[0]}..{p[-1]}] (all {p.size})"
     if (steps == steps[0]).all():

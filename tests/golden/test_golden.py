@@ -78,7 +78,7 @@ def test_reproducible_and_seeded():
     for key in a.keys():
         assert np.array_equal(a[key], b[key])
     assert not np.array_equal(a["q"], c["q"])
-    assert a.config["draw"] == 2 and a.config["format_version"] == 3
+    assert a.config["draw"] == 2 and a.config["format_version"] == 4
     streams = np.random.SeedSequence(3).spawn(4)  # the documented draw: one generator per tensor, in order
     for key, stream in zip(("q", "k", "v", "dout"), streams):
         expected = np.random.default_rng(stream).standard_normal(a[key].shape, dtype=np.float32)
@@ -105,8 +105,8 @@ def test_format_version_1_files_still_load_and_check(tmp_path):
     G.save_golden(G.Golden(arrays, bad), tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="draw None is not one of"):
         G.load_golden(tmp_path / "bad.npz")
-    with pytest.raises(ValueError, match="format_version 4 is not supported"):
-        G.check_golden(G.Golden(arrays, dict(config, format_version=4)))
+    with pytest.raises(ValueError, match="format_version 5 is not supported"):
+        G.check_golden(G.Golden(arrays, dict(config, format_version=5)))
 
 
 def test_mask_limit_and_segment_config():

@@ -13,7 +13,7 @@ import zipcraft as Z
 import minicp.testing as mt
 from minicp import golden as G
 from minicp.cli import golden as cli_golden
-from minicp.testing import cache, guards, verdict
+from minicp.testing import cache, guards
 
 CASE = dict(seq_len=16, heads=1, head_dim=4, half_segment=4)
 BIG = (1, 1, 1 << 26, 4)  # float32: 1 GiB
@@ -177,8 +177,8 @@ def test_make_golden_and_the_cli_refuse_work_beyond_the_bound(tmp_path, capsys):
 
 
 def test_a_poisoned_cache_never_verifies_a_tampered_file(small, tmp_path, monkeypatch, capsys):
-    """out replaced by 7.0 in the file and in a disk cache entry forged to match (digest and budgets made
-    consistent): a kernel check would believe the entry (the trust model), the verification does not."""
+    """out replaced by 7.0 in the file and in a disk cache entry forged to match (digest and floor statistics
+    made consistent): a kernel check would believe the entry (the trust model), the verification does not."""
     g, path = small
     folder = tmp_path / "cache"
     monkeypatch.setenv(cache.CACHE_ENV, str(folder))
@@ -188,9 +188,10 @@ def test_a_poisoned_cache_never_verifies_a_tampered_file(small, tmp_path, monkey
     with np.load(entry) as z:
         arrays = {key: z[key] for key in z.files}
     arrays["out"] = np.full_like(arrays["out"], 7.0)
-    absolute, _ = verdict.absolute_budget(arrays["out"], "float32")
-    f_max, g_rms = arrays["budget_out"][2:]
-    arrays["budget_out"] = np.array([mt.C_MAX * f_max + absolute, mt.C_RMS * g_rms + absolute, f_max, g_rms])
+    floor = arrays["floor_out"].copy()  # the reference's own rows of the statistics follow the forged values
+    floor[3], floor[4] = 49.0 * arrays["out"].shape[0] * arrays["out"].shape[3], 7.0
+    arrays["floor_out"] = floor
+    assert cache.floors_consistent(arrays["out"], floor, "float32")
     values = {k: v for k, v in arrays.items() if k not in cache.STRINGS}
     arrays["digest"] = np.asarray(cache._entry_digest(str(arrays["key"]), str(arrays["inputs_sha256"]), values))
     np.savez(entry, **arrays)

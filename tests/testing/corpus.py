@@ -4,8 +4,10 @@
     python tests/testing/corpus.py --quick    # what tests/testing/test_verdicts.py runs
     python tests/testing/corpus.py 4096 bugs  # one size, the planted bugs only (or: correct)
 
-Prints one line per (kernel, case, dtype): passes / runs, the largest budget shares, and whether the
-verdicts were right; then the false-pass and false-fail totals.
+Prints one line per (kernel, case, dtype): passes / runs, inconclusive verdicts, the largest budget shares
+(over the tensors, their blocks and the row-scale criterion), and whether the verdicts were right (a bug
+that passes is a false pass, a correct kernel that fails a false fail; an inconclusive verdict is neither,
+and is counted); then the totals.
 """
 
 import sys
@@ -70,44 +72,66 @@ def build(entry, pa, dtype, n):
     return K.with_rope(fn, rope) if rope else fn
 
 
-def run_entry(entry, dtype, n, seeds, heads=4, head_dim=64):
-    name, arch, extra, _, rope, is_bug, _ = entry
-    pa = dict(sizes(arch, n), **extra)
-    fn = build(entry, pa, dtype, n)
-    passes, shares = 0, []
-    for seed in seeds:
-        try:
-            rep = mt.assert_matches_reference(
-                fn,
-                arch,
-                seq_len=n,
-                heads=heads,
-                head_dim=head_dim,
-                dtype=dtype,
-                seed=seed,
-                check_grads=True,
-                rope=rope,
-                **mtt.adapters(fn, dtype),
-                **pa,
-            )
-            passes += 1
-        except mt.MismatchError as e:
-            rep = e.report
-        shares.append(max(max(v.max_share, v.rms_share) for v in rep.values()))
-    wrong = passes if is_bug else len(seeds) - passes
+def verdict_of(fn, arch, n, dtype, seed, rope, pa, heads=4, head_dim=64, **options):
+    """(status, largest share over the tensors and their units, the report) of one check."""
+    try:
+        rep = mt.assert_matches_reference(
+            fn,
+            arch,
+            seq_len=n,
+            heads=heads,
+            head_dim=head_dim,
+            dtype=dtype,
+            seed=seed,
+            check_grads=True,
+            rope=rope,
+            inconclusive="ignore",
+            **mtt.adapters(fn, dtype, options.pop("device", "cpu")),
+            **options,
+            **pa,
+        )
+    except mt.MismatchError as e:
+        rep = e.report
+    return rep.status, max(v.share for v in rep.values()), rep
+
+
+def tally(name, arch, dtype, n, is_bug, outcomes):
+    """One line's counts from [(status, share)]: passes, inconclusive, false passes and false fails."""
+    shares = [share for _, share in outcomes]
+    passes = sum(status == "pass" for status, _ in outcomes)
+    fails = sum(status == "fail" for status, _ in outcomes)
     return dict(
         name=name,
         arch=arch,
         dtype=dtype,
         n=n,
         passes=passes,
-        runs=len(seeds),
+        inconclusive=len(outcomes) - passes - fails,
+        runs=len(outcomes),
         is_bug=is_bug,
         false_pass=passes if is_bug else 0,
-        false_fail=0 if is_bug else len(seeds) - passes,
+        false_fail=0 if is_bug else fails,
         share_min=min(shares),
         share_max=max(shares),
-        wrong=wrong,
+        wrong=passes if is_bug else fails,
+    )
+
+
+def run_entry(entry, dtype, n, seeds, heads=4, head_dim=64):
+    name, arch, extra, _, rope, is_bug, _ = entry
+    pa = dict(sizes(arch, n), **extra)
+    fn = build(entry, pa, dtype, n)
+    outcomes = [verdict_of(fn, arch, n, dtype, seed, rope, pa, heads, head_dim)[:2] for seed in seeds]
+    return tally(name, arch, dtype, n, is_bug, outcomes)
+
+
+def line(r, seconds):
+    """The printed line of one (kernel, case, dtype): passes, inconclusive, shares and whether it was right."""
+    verdict = "FALSE PASS" if r["false_pass"] else "FALSE FAIL" if r["false_fail"] else "right"
+    return (
+        f"{r['name']:<38} n={r['n']:<5} {r['dtype']:<9} passed {r['passes']}/{r['runs']}"
+        + (f" inconclusive {r['inconclusive']}" if r["inconclusive"] else "")
+        + f"  budget share {100 * r['share_min']:.3g}%..{100 * r['share_max']:.3g}%  {verdict}  ({seconds:.1f} s)"
     )
 
 
@@ -121,14 +145,10 @@ def sweep(ns, seeds, entries=ENTRIES, out=print):
                 t = time.perf_counter()
                 r = run_entry(entry, dtype, n, seeds)
                 rows.append(r)
-                out(
-                    f"{r['name']:<38} n={n:<5} {dtype:<9} passed {r['passes']}/{r['runs']}  budget share "
-                    f"{100 * r['share_min']:.3g}%..{100 * r['share_max']:.3g}%  "
-                    f"{'FALSE PASS' if r['false_pass'] else 'FALSE FAIL' if r['false_fail'] else 'right'}"
-                    f"  ({time.perf_counter() - t:.1f} s)"
-                )
+                out(line(r, time.perf_counter() - t))
     fp, ff = sum(r["false_pass"] for r in rows), sum(r["false_fail"] for r in rows)
-    out(f"false passes: {fp}, false fails: {ff} over {sum(r['runs'] for r in rows)} runs")
+    inc = sum(r["inconclusive"] for r in rows)
+    out(f"false passes: {fp}, false fails: {ff}, inconclusive: {inc} over {sum(r['runs'] for r in rows)} runs")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""A cache that is verified, not believed: disk entries with poisoned budgets or reference values, or made for
+"""A cache that is verified, not believed: disk entries with poisoned floors or reference values, or made for
 other inputs, are recomputed; arrays handed to callers are read-only; pytest-xdist workers share a cache
 folder safely."""
 
@@ -10,7 +10,7 @@ import pytest
 
 import minicp.testing as mt
 from minicp import golden
-from minicp.testing import cache, guards, reference, verdict
+from minicp.testing import cache, guards, reference
 
 CASE = dict(seq_len=48, heads=2, head_dim=8, half_segment=8, dtype="float32", seed=4)
 
@@ -40,21 +40,23 @@ def rewrite(path, redigest=False, **changes):
     np.savez(path, **arrays)
 
 
-def consistent_budget(out, f_max=1e3, g_rms=1e3):
-    """Budgets that follow the formulas from (huge) floors: what a forger who read the formulas would write."""
-    absolute, _ = verdict.absolute_budget(out, "float32")
-    return np.array([mt.C_MAX * f_max + absolute, mt.C_RMS * g_rms + absolute, f_max, g_rms])
+def forged_floor(fresh, value=1e3):
+    """Floor statistics whose reference rows are right and whose floors are ``value``: what a forger who read
+    the format would write."""
+    floor = np.array(fresh["floor_out"])
+    floor[:3] = value
+    return floor
 
 
 @pytest.mark.parametrize("redigest", [False, True], ids=["edited", "edited and re-digested"])
-def test_budgets_set_to_1e30_are_not_believed(tmp_path, redigest):
+def test_floors_set_to_1e30_are_not_believed(tmp_path, redigest):
     fresh, path = entry_of(tmp_path)
-    rewrite(path, redigest, budget_out=np.full(4, 1e30))
+    rewrite(path, redigest, floor_out=np.full_like(fresh["floor_out"], 1e30))
     with pytest.raises(mt.MismatchError, match="out: out of tolerance"):
         mt.assert_matches_reference(constant, "ecp", cache_dir=str(tmp_path), **CASE)
     with np.load(path) as z:  # recomputed and rewritten
-        assert np.array_equal(z["budget_out"], fresh["budget_out"])
-    rewrite(path, True, budget_out=consistent_budget(fresh["out"]))  # the formulas kept, floors > the values
+        assert np.array_equal(z["floor_out"], fresh["floor_out"])
+    rewrite(path, True, floor_out=forged_floor(fresh))  # the reference's rows kept, floors > the values
     mt.clear_cache()
     with pytest.raises(mt.MismatchError, match="out: out of tolerance"):
         mt.assert_matches_reference(constant, "ecp", cache_dir=str(tmp_path), **CASE)
@@ -76,12 +78,12 @@ def test_a_replaced_reference_or_an_entry_of_other_inputs_is_not_used(tmp_path):
 def test_entries_hold_no_inputs_and_name_their_digests(tmp_path):
     fresh, path = entry_of(tmp_path, grads=True)
     with np.load(path) as z:
-        assert set(z.files) == {"out", "dq", "dk", "dv", "budget_out", "budget_dq", "budget_dk", "budget_dv"} | set(
+        assert set(z.files) == {"out", "dq", "dk", "dv", "floor_out", "floor_dq", "floor_dk", "floor_dv"} | set(
             cache.STRINGS
         )
         assert str(z["inputs_sha256"]) == guards.combined_digest(fresh, ("q", "k", "v", "dout"))
     loaded = mt.reference_case("ecp", cache_dir=str(tmp_path), grads=True, **CASE)
-    assert all(np.array_equal(loaded[key], fresh[key]) for key in ("q", "out", "dv", "budget_dk"))
+    assert all(np.array_equal(loaded[key], fresh[key]) for key in ("q", "out", "dv", "floor_dk"))
     assert not loaded["out"].flags.writeable and loaded["q"].ctypes.data % 64 == 0
 
 
@@ -90,10 +92,10 @@ def test_arrays_handed_to_callers_are_read_only(tmp_path):
     ref = mt.reference_case("ecp", grads=True, **CASE)
     g = golden.make_golden("ecp", **CASE)
     arrays = mt.reference_arrays("ecp", **CASE)
-    for a in (ref["out"], ref["q"], ref["budget_out"], g["q"], g["dout"], arrays["dk"], arrays["rows"]):
+    for a in (ref["out"], ref["q"], ref["floor_out"], g["q"], g["dout"], arrays["dk"], arrays["rows"]):
         with pytest.raises(ValueError, match="read-only"):
             a[..., 0] = 0
-    for a in (ref["out"], ref["budget_out"], arrays["dk"]):  # the reference's own memory is read-only too
+    for a in (ref["out"], ref["floor_out"], arrays["dk"]):  # the reference's own memory is read-only too
         with pytest.raises(ValueError, match="WRITEABLE"):
             a.flags.writeable = True
     ref["case"]["seed"] = 99  # a copy of the case dict

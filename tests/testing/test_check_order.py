@@ -57,7 +57,7 @@ def test_inputs_then_completion_equal_reference_case(tmp_path):
     inputs = reference.case_inputs("ecp", grads=True, dtype="bfloat16", **CASE)  # drawn again: the disk entry
     assert "out" not in inputs  # is read on completion, after the kernel, and checked against these inputs
     from_disk = reference.complete_case(inputs, str(tmp_path))
-    assert np.array_equal(from_disk["budget_dq"], whole["budget_dq"])
+    assert np.array_equal(from_disk["floor_dq"], whole["floor_dq"])
     with pytest.raises(ValueError, match="case_inputs or reference_case"):
         reference.complete_case({"q": 1})
 

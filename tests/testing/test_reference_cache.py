@@ -20,16 +20,17 @@ def test_disk_cache_equals_a_fresh_computation_and_damage_is_recomputed(tmp_path
     mt.clear_cache()
     loaded = mt.reference_case("ecp", cache_dir=str(tmp_path), **CASE)
     arrays = [k for k, x in fresh.items() if isinstance(x, np.ndarray)]
-    assert {"q", "dout", "out", "dk", "budget_out", "budget_dv"} <= set(arrays)
-    assert not any(k.startswith("floor_") for k in fresh)  # only the budgets of the floors are kept
+    assert {"q", "dout", "out", "dk", "floor_out", "floor_dv", "twin_out"} <= set(arrays)
+    assert not any(k.startswith("accurate_") for k in fresh)  # only the floors' row statistics are kept
     for key in arrays:
         assert loaded[key].dtype == fresh[key].dtype and np.array_equal(loaded[key], fresh[key]), key
-    b_max, b_rms, f_max, g_rms = fresh["budget_out"]
-    assert b_max > 5 * f_max > 0 and b_rms > 2.5 * g_rms > 0
+    floor = fresh["floor_out"]
+    assert floor.shape == (5, 2, 48) and (floor[:2] > 0).any()  # F's row maxima, G's squares and parallel parts
+    assert (floor[0] <= floor[4]).all() and (floor[2] <= floor[1]).all() and (floor[1] <= floor[3]).all()
     (tmp_path / entry).write_bytes(b"not an npz")  # damaged: recomputed, the same values
     mt.clear_cache()
     again = mt.reference_case("ecp", cache_dir=str(tmp_path), **CASE)
-    assert np.array_equal(again["dq"], fresh["dq"]) and np.array_equal(again["budget_dq"], fresh["budget_dq"])
+    assert np.array_equal(again["dq"], fresh["dq"]) and np.array_equal(again["floor_dq"], fresh["floor_dq"])
 
 
 def test_foreign_entry_of_the_wrong_shape_is_not_used(tmp_path):
