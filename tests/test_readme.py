@@ -63,7 +63,8 @@ def test_readme_failure_message_is_what_the_check_prints():
 # Every code block of the README runs as written
 # ----------------------------------------------------------------------------------------------------
 #
-# Python blocks run in a fresh interpreter, bash blocks line by line with the installed minicp on PATH, each in
+# Python blocks run in a fresh interpreter, after the Python blocks before them in the same section (a block may
+# go on from the one before it, as a reader reads them), bash blocks line by line with the installed minicp on PATH, each in
 # a folder of its own (blocks that set up the repository itself run in it: make, .venv). A line that starts a
 # server (Jupyter Lab) counts as run once the server answers with its address; `make test` is the command that
 # runs this very test, so it is the one line left out. Blocks whose first line says "GPU only" run under
@@ -77,15 +78,26 @@ IN_REPOSITORY = re.compile(r"(^|\s)(make |\.venv/|python3 -m venv)")
 
 
 def readme_blocks():
-    """(line, language, text) of every fenced block of the README."""
+    """(line, language, text) of every fenced block of the README; a Python block's text starts with the Python
+    blocks before it in its section (## heading) that run where it runs."""
     text = README.read_text()
-    return [(text[: m.start()].count("\n") + 1, m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+    blocks, before, section = [], [], None
+    for m in FENCE.finditer(text):
+        heading = text.rfind("\n## ", 0, m.start())
+        if heading != section:
+            section, before = heading, []
+        code = m.group(2)
+        if m.group(1) == "python":
+            if before and _gpu_only(before[0]) == _gpu_only(code):
+                code = "\n".join(before + [code])
+            before.append(m.group(2))
+        blocks.append((text[: m.start()].count("\n") + 1, m.group(1), code))
+    return blocks
 
 
 def _name(block):
-    """A test id that survives edits elsewhere in the README: the block's language and first line."""
-    first = block[2].strip().splitlines()[0]
-    return f"{block[1]}: {first[:60]}"
+    """A test id that survives edits elsewhere in the README: the block's language and its line."""
+    return f"{block[1]} block at line {block[0]}"
 
 
 def _gpu_only(block):
@@ -139,6 +151,12 @@ def _run_block(language, block, cwd):
             continue
         out = subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True)
         assert out.returncode == 0, f"{command!r} failed:\n{out.stdout[-1500:]}\n{out.stderr[-3000:]}"
+
+
+def test_the_example_files_are_the_readme_blocks():
+    text = README.read_text()
+    for name in ("test_my_kernel.py", "test_my_ecp_kernel.py"):
+        assert (ROOT / "examples" / name).read_text().strip() in text, f"examples/{name} differs from its README block"
 
 
 def test_every_block_names_its_language():

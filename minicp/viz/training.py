@@ -76,7 +76,7 @@ def lag_copy_figure(results, settings, caption=None):
     ax.legend(
         fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="layers", title_fontsize=11
     )  # beside: no curve hidden
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 * (1 + (caption or "").count("\n")), 1, 1))
     if caption:
         footer(fig, caption, regenerate=False, fontsize=8)
     return fig
@@ -104,5 +104,5 @@ def lag_copy_record_figure(record):
         ) from None
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{record}: not a record of notebook 04's lag-copy runs ({e})") from None
-    caption = f"minicp.viz.lag_copy_record_figure({os.path.basename(record)!r}): {lag_copy_caption(lag['settings'])}"
+    caption = f"minicp.viz.lag_copy_record_figure({os.path.basename(record)!r}),\n{lag_copy_caption(lag['settings'])}"
     return lag_copy_figure(lag["results"], lag["settings"], caption=caption)
