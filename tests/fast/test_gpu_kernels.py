@@ -123,11 +123,16 @@ def test_bias_gelu_and_residual_kernels_equal_float64_formulas(gpu, dtype, tol):
     cuda_layers.bias_gelu_(hd, bd, only_a)
     cuda_layers.bias_gelu_(hd, bd, None, only_d)
     a, d = B.to_numpy(a), B.to_numpy(d)
-    np.testing.assert_allclose(a, want_a, rtol=tol, atol=tol * 1e-30)  # relative, tail included
+    # erfc(-z/sqrt 2) turns a relative change e of its argument into about z^2 e of its value: in the tail
+    # (z = -12) rounding z/sqrt 2 in double alone moves phi by ~150 double units, in any correct implementation
+    rel = tol + 4 * np.finfo(np.float64).eps * np.square((h + bias).astype(np.float64))
+    assert np.all(np.abs(a - want_a) <= rel * np.abs(want_a) + 1e-300), "GELU value"  # tail included
     scale = np.abs(phi) + np.abs(want_d - phi)
-    assert np.all(np.abs(d - want_d) <= tol * scale + 1e-300)
-    np.testing.assert_array_equal(B.to_numpy(only_a), a)
-    np.testing.assert_array_equal(B.to_numpy(only_d), d)
+    assert np.all(np.abs(d - want_d) <= rel * scale + 1e-300), "GELU derivative"
+    # the value-only and derivative-only kernels are compiled apart (the compiler may contract other products
+    # into FMAs, as seen on an H100 in float64: one unit apart), so each meets the bound on its own
+    assert np.all(np.abs(B.to_numpy(only_a) - want_a) <= rel * np.abs(want_a) + 1e-300), "GELU value alone"
+    assert np.all(np.abs(B.to_numpy(only_d) - want_d) <= rel * scale + 1e-300), "GELU derivative alone"
     y, x = rng.standard_normal((77, 130)), rng.standard_normal((77, 130))
     yd = xp.asarray(y.astype(dtype))
     cuda_layers.residual_bias_(yd, xp.asarray(x.astype(dtype)), bd)
