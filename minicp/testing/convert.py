@@ -3,8 +3,8 @@ the project's one host converter: NumPy, autograd boxes, CuPy, PyTorch, JAX, ``_
 ``__array__``; bfloat16 -> float32) and 64-byte aligned arrays for the inputs a check hands a kernel.
 
 NumPy's large arrays start 16 bytes into their memory; PyTorch's start on a 64-byte boundary, which its
-vectorised CPU kernels expect: the ECP kernel of benchmarks/golden.py (SDPA, n = 16384, 2 threads, an
-AVX-512 Xeon) took a median 0.53 s on tensors wrapping NumPy's arrays against 0.46 s on aligned ones."""
+vectorised CPU kernels expect, and run slower without (docs/benchmarks.md, "Measurements behind design
+choices")."""
 
 import numpy as onp
 

@@ -233,8 +233,7 @@ def case_inputs(arch, **case_args):
 
     ``minicp.testing.check.check_case`` runs the kernel between the two: a kernel run after the reference finds
     the memory that the reference's passes allocated and freed, which the system must hand out again page
-    by page (measured on a 2-core machine with the PyTorch ECP kernel of benchmarks/golden.py: a median
-    1.14 s there against 0.48 s right after the draw)."""
+    by page, and runs markedly slower there (docs/benchmarks.md, "Measurements behind design choices")."""
     return read_only(shared_inputs(arch, **case_args))
 
 

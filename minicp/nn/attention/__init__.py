@@ -98,7 +98,7 @@ def _typed(name, value):
 
 
 def _check_array(name, a):
-    """A NumPy or CuPy array (torch tensors and lists are refused: convert with ``minicp.to_numpy``), finite
+    """A NumPy or CuPy array (torch tensors and lists are not accepted: convert with ``minicp.to_numpy``), finite
     where it is floating point (the shape and dtype rules are the architecture module's)."""
     a = getval(a)
     dtype = getattr(a, "dtype", None)
