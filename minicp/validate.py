@@ -39,6 +39,7 @@ __all__ = [
     "MAX_ACTIVATION_BYTES",
     "MAX_GENERATED_TOKENS",
     "MAX_SCORE_ENTRIES",
+    "MAX_STEPS",
 ]
 
 # The largest request any entry point accepts, in elementary units (mask entries, interval-set updates,
@@ -53,6 +54,7 @@ MAX_BATCH = 2**16  # rows in one forward / loss / gradient call, and per optimis
 MAX_ACTIVATION_BYTES = 2**34  # 16 GiB: estimated activations of forward / loss / value_and_grad / attention
 MAX_GENERATED_TOKENS = 2**16  # generate: max_new_tokens x prompts in one call
 MAX_SCORE_ENTRIES = 2**36  # minicp.testing: score entries the float64 reference of one case computes
+MAX_STEPS = 10**9  # TrainConfig: optimiser steps
 
 
 def integer(name, value):
@@ -167,18 +169,23 @@ def float_dtype(name, dtype, options=("float32", "float64")):
     return resolved
 
 
-def bounded(name, size, limit=MAX_WORK, what="work", *, limit_name=None, advice=""):
-    """``size`` if it is at most ``limit``; otherwise a ValueError with the computed size, so absurd
-    requests fail at once instead of hanging. ``limit_name``: the limit is this module's attribute of that
-    name, read now, and the message says how to raise it (after ``advice``, e.g. "use a smaller batch")."""
-    if limit_name is not None:
-        limit = getattr(sys.modules[__name__], limit_name)
+def bounded(name, size, limit=None, what="work", *, limit_name="MAX_WORK", factor=1, advice=""):
+    """``size`` if it is at most the limit; otherwise a ValueError with the computed size, so absurd
+    requests fail at once instead of hanging. The limit is ``factor`` times the module attribute
+    ``limit_name`` (a name of this module, or a dotted "minicp.module.NAME"), read now, so that assigning
+    the attribute raises it; the message names it and says how to raise it (after ``advice``, e.g. "use a
+    smaller batch"). ``limit``: a fixed number instead (internal bounds that no user raises)."""
+    where = attr = None
+    if limit is None:
+        where, _, attr = limit_name.rpartition(".")
+        where = where or __name__
+        limit = getattr(sys.modules[where], attr) * factor
     if size > limit:
-        how = f" ({limit_name}); {advice + ', or ' if advice else ''}raise minicp.validate.{limit_name} to allow it"
-        raise ValueError(
-            f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}"
-            + (how if limit_name is not None else "")
-        )
+        how = ""
+        if attr is not None:
+            times = f"{factor} x " if factor != 1 else ""
+            how = f" ({times}{attr}); {advice + ', or ' if advice else ''}raise {where}.{attr} to allow it"
+        raise ValueError(f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}{how}")
     return size
 
 

@@ -13,7 +13,7 @@ from minicp.analysis.intervals import BIG, ReceptiveField, normalize, points, ra
 from minicp.config import ARCHITECTURES, ModelConfig
 from minicp.nn.attention import module as arch_module
 from minicp.nn.attention import patterns as arch_patterns
-from minicp.validate import MAX_WORK, bounded, choice, half_segment_from, integer, nonnegative_int, positive_int
+from minicp.validate import bounded, choice, half_segment_from, integer, nonnegative_int, positive_int
 
 MAX_LAYER_ROWS = 2**26  # layers x seq_len for the interval method: about a minute at most
 
@@ -233,12 +233,10 @@ def receptive_field_by_layer(
     if method == "dense" and n > 2048:
         raise ValueError(f"method 'dense' builds n x n matrices; seq_len {n} is too large (use 'intervals')")
     # bounded work: one vectorised pass over the n rows per layer (intervals), l n^3 for dense
-    bounded(
-        "layers",
-        k * n if method == "intervals" else k * n**3,
-        MAX_LAYER_ROWS if method == "intervals" else MAX_WORK * 32,
-        "layer x row updates",
-    )
+    if method == "intervals":
+        bounded("layers", k * n, what="layer x row updates", limit_name=f"{__name__}.MAX_LAYER_ROWS")
+    else:
+        bounded("layers", k * n**3, what="layer x row updates", factor=32, advice="use method='intervals'")
     positions = onp.arange(n, dtype=onp.int64)
     cache = {}
     if method == "intervals":

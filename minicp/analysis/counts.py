@@ -325,7 +325,13 @@ def count_attention_steps(
     )
     first, rest = layer_counts(z, count)
     if per_layer:
-        bounded("layers", z.l, MAX_LISTED_LAYERS, "per-layer list entries")
+        bounded(
+            "layers",
+            z.l,
+            what="per-layer list entries",
+            limit_name=f"{__name__}.MAX_LISTED_LAYERS",
+            advice="use per_layer=False",
+        )
         return [first] + [rest] * (z.l - 1)
     return first + (z.l - 1) * rest
 

@@ -50,7 +50,7 @@ from minicp.lm.progress import progress_bar
 from minicp.nn import budget
 from minicp.nn import model as M
 from minicp.nn.params import host_array
-from minicp.validate import MAX_WORK, boolean, bounded, finite_array, integer, nonnegative_int, positive_int, real
+from minicp.validate import boolean, bounded, finite_array, integer, nonnegative_int, positive_int, real
 
 
 def top_k_count(vocab, filter_thres=0.9, top_k=None):
@@ -207,6 +207,10 @@ def _check_request(config, max_new_tokens, prompt):
     advice = "generate fewer tokens or prompts per call"
     what = f"generated tokens ({max_new_tokens:,} new tokens x {len(seq):,} prompts)"
     bounded("max_new_tokens", max_new_tokens * len(seq), what=what, limit_name="MAX_GENERATED_TOKENS", advice=advice)
-    bounded("max_new_tokens", max_new_tokens * len(seq) * config.seq_len, MAX_WORK, "generated tokens x seq_len")
-    budget.check_activations(config, len(seq), config.seq_len)  # the windows' forward passes, before the first
+    bounded(
+        "max_new_tokens", max_new_tokens * len(seq) * config.seq_len, what="generated tokens x seq_len", advice=advice
+    )
+    budget.check_activations(
+        config, len(seq), config.seq_len, name="generate"
+    )  # the windows' forward passes, before the first
     return max_new_tokens, seq.astype(np.int64), single

@@ -32,7 +32,7 @@ class TrainConfig:
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen: store the canonical values
         set_("steps", nonnegative_int("steps", self.steps))
-        bounded("steps", self.steps, 10**9, "optimiser steps")
+        bounded("steps", self.steps, what="optimiser steps", limit_name="MAX_STEPS")
         for name in ("batch", "grad_accum"):
             set_(name, positive_int(name, getattr(self, name)))
         what = f"rows per optimiser step (batch {self.batch:,} x grad_accum {self.grad_accum:,})"

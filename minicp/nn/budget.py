@@ -141,14 +141,15 @@ def check_request(cfg, params, tokens, *, grad=False, extra=0):
         check_activations(cfg, b, t, _itemsize(params), grad)
 
 
-def check_activations(cfg, batch, t, itemsize=4, grad=False):
-    """ValueError when ``activation_bytes`` is over ``MAX_ACTIVATION_BYTES``."""
+def check_activations(cfg, batch, t, itemsize=4, grad=False, name=None):
+    """ValueError when ``activation_bytes`` is over ``MAX_ACTIVATION_BYTES``; ``name``: the entry point the
+    message names (default: forward, or value_and_grad with ``grad``)."""
     size = activation_bytes(cfg, batch, t, itemsize, grad)
     what = (
         f"bytes of activations (about {size / 2**30:,.1f} GiB for {cfg.arch} on batch {batch} x {t} tokens, dim "
         f"{cfg.dim}, heads {cfg.heads}, layers {cfg.layers})"
     )
-    name = "value_and_grad" if grad else "forward"
+    name = name or ("value_and_grad" if grad else "forward")
     V.bounded(name, size, what=what, limit_name="MAX_ACTIVATION_BYTES", advice="use a smaller batch or sequence")
 
 

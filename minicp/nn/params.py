@@ -14,7 +14,7 @@ import numpy as onp
 from autograd.tracer import getval
 
 from minicp import backend as B
-from minicp.validate import MAX_WORK, bounded, finite_array
+from minicp.validate import bounded, finite_array
 
 DTYPES = ("float32", "float64")
 SHOWN = 5  # mismatches listed per kind
@@ -92,7 +92,7 @@ def approximate_count(config):
 
 def check_size(config):
     """A ValueError with the computed count when ``config`` has more parameters than any run can hold."""
-    return bounded("config", approximate_count(config), MAX_WORK, "parameters")
+    return bounded("config", approximate_count(config), what="parameters", advice="use a smaller config")
 
 
 def check_params(params, config, param_spec, *, defer_finite=False):

@@ -3,6 +3,7 @@ config does not list, names given twice, overlapping members, lying sizes, edite
 judged without verification, cases beyond the work bound, a poisoned reference cache."""
 
 import json
+import re
 import time
 import tracemalloc
 
@@ -13,6 +14,7 @@ import zipcraft as Z
 import minicp.testing as mt
 from minicp import golden as G
 from minicp.cli import golden as cli_golden
+from minicp.golden.io import CONFIG_LIMIT, read_golden_config
 from minicp.testing import cache, guards
 
 CASE = dict(seq_len=16, heads=1, head_dim=4, half_segment=4)
@@ -123,6 +125,38 @@ def test_unlisted_duplicate_overlapping_and_lying_members_are_refused(small, tmp
     refused_fast(lambda: G.load_golden(write(tmp_path, bomb_v, sizes={"v.npy": 100})), "'v' has no readable .npy")
     with np.load(path) as z:  # NumPy's reader would have taken the second q of the file given twice
         assert np.load(path)["q"].shape == z["q"].shape
+
+
+def config_member(chars):
+    """A config.npy member of ``chars`` unicode characters (4 bytes each), all NUL, deflated."""
+    return Z.deflated(Z.npy_header((), f"<U{chars}") + bytes(4 * chars))
+
+
+@pytest.mark.parametrize("chars", [CONFIG_LIMIT // 4 + 1, 1 << 24])  # 4 bytes over the limit; 64 MiB
+def test_a_config_over_the_limit_is_refused_from_its_header(small, tmp_path, chars):
+    """The JSON config is bounded by CONFIG_LIMIT (16 MiB): a config member declaring more is refused from its .npy
+    header, naming its size and the limit, before its text is decompressed (reading even the smaller one allocates
+    about 48 MiB, over the 32 MiB that refused_fast allows)."""
+    _, path = small
+    parts = [(n, config_member(chars) if n == "config.npy" else m) for n, m in Z.members_of(path)]
+    crafted = write(tmp_path, parts)
+    words = re.escape(f"array 'config' declares {4 * chars:,} bytes, more than {CONFIG_LIMIT:,}; refused")
+    assert CONFIG_LIMIT == 16 * 2**20
+    refused_fast(lambda: read_golden_config(crafted), words)
+    refused_fast(lambda: G.read_golden(crafted), words)
+    refused_fast(lambda: G.load_golden(crafted), words)
+
+
+def test_a_config_of_exactly_the_limit_is_read(small, tmp_path):
+    """The bound is strict: a config member of exactly CONFIG_LIMIT bytes passes the size check and is read (its
+    text, all NUL, is then refused as JSON)."""
+    _, path = small
+    parts = [(n, config_member(CONFIG_LIMIT // 4) if n == "config.npy" else m) for n, m in Z.members_of(path)]
+    crafted = write(tmp_path, parts)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="'config' is not valid JSON"):
+        read_golden_config(crafted)
+    assert time.perf_counter() - start < 1
 
 
 @pytest.mark.parametrize(

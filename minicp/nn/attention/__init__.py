@@ -21,7 +21,6 @@ from minicp.config import ARCHITECTURES
 from minicp.nn import budget
 from minicp.nn.attention import compressed, double, ecp, longlora, perceiver_ar, s_split, transformer
 from minicp.validate import (
-    MAX_WORK,
     boolean,
     bounded,
     choice,
@@ -33,6 +32,7 @@ from minicp.validate import (
 )
 
 MAX_POSITIONS = 2**20  # patterns are Python lists of blocks; n beyond this is a typo, not a plan
+_POSITIONS = f"{__name__}.MAX_POSITIONS"  # read at every call (bounded), so assigning it raises the bound
 SHIFTS = ("varlen", "roll")
 
 MODULES = {
@@ -142,8 +142,10 @@ def patterns(arch, n, heads=1, **pattern_args):
     """One ``Pattern`` per head (a list of length ``heads``)."""
     mod = module(arch)
     n, heads = positive_int("n", n), positive_int("heads", heads)
-    bounded("n", n, MAX_POSITIONS, "positions")
-    bounded("heads", n * heads, MAX_POSITIONS * 16, "query rows over all heads")
+    bounded("n", n, what="positions", limit_name=_POSITIONS, advice="use a shorter sequence")
+    bounded(
+        "heads", n * heads, what="query rows over all heads", limit_name=_POSITIONS, factor=16, advice="use fewer heads"
+    )
     pattern_args = resolve_pattern_args(arch, pattern_args)
     try:
         if hasattr(mod, "head_patterns"):
@@ -168,7 +170,7 @@ def attention_mask(arch, n, heads=None, **pattern_args):
     (required for LongLoRA, whose shifted heads differ). Rows that are not computed are all False.
     """
     size = positive_int("n", n) ** 2 * (1 if heads is None else positive_int("heads", heads))
-    bounded("attention_mask", size, MAX_WORK, "mask entries (heads x n x n)")
+    bounded("attention_mask", size, what="mask entries (heads x n x n)", advice="use a shorter sequence or fewer heads")
     if heads is None:
         return pattern(arch, n, **pattern_args).mask()
     return onp.stack([p.mask() for p in patterns(arch, n, heads, **pattern_args)])
