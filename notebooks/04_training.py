@@ -52,8 +52,6 @@ if WORKERS > 1:  # one BLAS thread per worker process (set before NumPy is impor
 # %matplotlib inline
 import json
 import multiprocessing
-import platform
-import runpy
 import time
 from pathlib import Path
 
@@ -62,6 +60,7 @@ from IPython.display import Image, Markdown, display
 from tqdm.auto import tqdm
 
 from minicp import ModelConfig, count_params, forward, init_params
+from minicp.course import machine, yours_or_solution
 from minicp.files import atomic_write_text
 from minicp.lm import data as D
 from minicp.lm import evaluate as E
@@ -72,7 +71,6 @@ from minicp.viz.training import lag_copy_figure, predicted_copy_accuracy
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RECORDED = ROOT / "figures" / "04_training_results.json"  # the full run's numbers, as measured
-SOLUTIONS = ROOT / "notebooks" / "solutions"
 print(
     f"{'FULL' if FULL else 'default'} run, {WORKERS} worker process(es); "
     + (
@@ -81,25 +79,6 @@ print(
         else "figures/ is left as it is"
     )
 )
-
-
-def yours_or_solution(mine, name, *probe):
-    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
-    if mine(*probe) is not None:
-        return mine, "your answer"
-    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
-
-
-def machine():
-    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} cores{load}"
 
 
 def pmap(fn, jobs, desc):

@@ -36,10 +36,7 @@
 # %%
 # %matplotlib inline
 import json
-import os
-import platform
 import re
-import runpy
 import subprocess
 import sys
 import tempfile
@@ -52,28 +49,9 @@ import minicp
 import minicp.testing as mt
 from minicp import golden
 from minicp.analysis import kernel_pattern as kp
+from minicp.course import machine, yours_or_solution
 
 workdir = Path(tempfile.mkdtemp(prefix="minicp-05-"))  # a scratch folder for the golden files of this notebook
-SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
-
-
-def yours_or_solution(mine, name, *probe):
-    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
-    if mine(*probe) is not None:
-        return mine, "your answer"
-    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
-
-
-def machine():
-    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} cores{load}"
 
 
 # %% [markdown]

@@ -37,10 +37,7 @@ if WORKERS > 1:  # one BLAS thread per worker process (set before NumPy is impor
 
 # %matplotlib inline
 import multiprocessing
-import platform
-import runpy
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -50,29 +47,8 @@ from tqdm.auto import tqdm
 
 from minicp import count_params
 from minicp.analysis.receptive import receptive_field
+from minicp.course import machine, yours_or_solution
 from minicp.lm import images as I
-
-SOLUTIONS = Path.cwd() / "solutions" if Path.cwd().name == "notebooks" else Path.cwd() / "notebooks" / "solutions"
-
-
-def yours_or_solution(mine, name, *probe):
-    """Your function if it returns something for the arguments `probe`, else the one in solutions/<name>.py."""
-    if mine(*probe) is not None:
-        return mine, "your answer"
-    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))[name], "the solution (no attempt yet)"
-
-
-def machine():
-    """This machine in words, for the timings: CPU model, cores, load average over the last minute."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} cores{load}"
-
 
 digits = load_digits()
 tokens = I.pixel_tokens(digits.images, levels=17)  # (1797, 64) ints 0..16, raster order

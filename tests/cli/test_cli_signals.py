@@ -36,9 +36,33 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
+STARTED = []  # every process a test started: killed at its end, whatever happened
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _as_from_a_terminal():
+    """In the child before exec: SIGINT at its default action, as a shell gives a foreground command. A
+    parent that ignores SIGINT (a background job of a non-interactive shell) would hand that on, and minicp
+    then leaves SIGINT ignored, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _train(corpus, checkpoint, *extra):
     argv = [MINICP, "train", "--corpus", corpus, "--checkpoint", checkpoint, "--checkpoint-every", "2", *MODEL]
-    return subprocess.Popen([*argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal
+    )
+    STARTED.append(proc)
+    return proc
 
 
 def _interrupted(proc, path, out, err):

@@ -113,6 +113,7 @@ def _trial(tmp_path, i):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a shell starts it, whatever ours ignores
     )
     return target, child
 
@@ -136,8 +137,14 @@ def _finish(target, child, sig, delay):
 def test_kill_during_writes_leaves_old_or_new_complete_file(tmp_path, sig):
     rng = random.Random(sig)
     running = [_trial(tmp_path, i) for i in range(20)]  # twenty writers at once, each killed at a random time
-    for target, child in running:
-        _finish(target, child, sig, rng.uniform(0.0, 0.03))
+    try:
+        for target, child in running:
+            _finish(target, child, sig, rng.uniform(0.0, 0.03))
+    finally:  # a writer that outlived its signal never outlives the test
+        for _, child in running:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def test_cli_overwrite_and_symlink_rules(tmp_path, capsys):
