@@ -15,6 +15,8 @@ Rounding to a narrower dtype, computed in the array's own module:
 
 import numpy as onp
 
+from minicp.testing.dtypes import round_to_bfloat16
+
 __all__ = ["module_of", "is_numpy", "cupy_module", "to_host", "rounder", "operand_rounder", "as_strided"]
 
 _CUPY = {}
@@ -54,14 +56,6 @@ def as_strided(xp, x, shape, strides):
     return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
-def _round_bf16_numpy(x):
-    x32 = onp.asarray(x, dtype=onp.float32)
-    bits = x32.view(onp.uint32).astype(onp.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(onp.uint32)
-    out = rounded.view(onp.float32)
-    return onp.where(onp.isnan(x32), onp.float32("nan"), out).astype(onp.float32)
-
-
 _KERNELS = {}
 
 
@@ -81,7 +75,7 @@ _TF32_BODY = "y = (x != x) ? x : __uint_as_float(__float_as_uint(x) & 0xFFFFE000
 
 def _round_bf16(xp):
     if is_numpy(xp):
-        return _round_bf16_numpy
+        return round_to_bfloat16
     kernel = _elementwise("minicp_round_bf16", _BF16_BODY)
     return lambda x: kernel(xp.asarray(x, dtype=xp.float32))
 

@@ -83,12 +83,9 @@ def widen(count):
 class Budget:
     """The budgets and floors of one tensor or unit (plain numbers)."""
 
-    def __init__(self, b_max, b_rms, f_max, g_rms, count, b_par=None, g_par=None):
-        self.b_max, self.b_rms, self.f_max, self.g_rms, self.count = b_max, b_rms, f_max, g_rms, count
-        self.b_par, self.g_par = b_par, g_par
-
-    def as_tuple(self):
-        return (self.b_max, self.b_rms, self.f_max, self.g_rms)
+    def __init__(self, b_max, b_rms, f_max, g_rms):
+        self.b_max, self.b_rms, self.f_max, self.g_rms = b_max, b_rms, f_max, g_rms
+        self.b_par = self.g_par = None  # the row-scale budget and floor, where they apply (out in bfloat16/float16)
 
 
 def _budgets(name, dtype, f_max, g_sq, r_sq, r_max, count):
@@ -117,7 +114,7 @@ def budget_of(name, dtype, floor, per_row):
     rows = floor.shape[1] * floor.shape[2]
     count = rows * per_row
     b_max, b_rms, f_max, g_rms = (float(x) for x in _budgets(name, dtype, f_max, g_sq, r_sq, r_max, count))
-    budget = Budget(b_max, b_rms, f_max, g_rms, count)
+    budget = Budget(b_max, b_rms, f_max, g_rms)
     if tight(name, dtype):
         budget.g_par = par_of(float(floor[2].sum()), r_sq)
         budget.b_par = max(C_PAR * budget.g_par * float(widen(rows)), ARITH_ULPS * arith_eps(dtype))

@@ -1,21 +1,20 @@
 """The caches of reference cases: the last ``MEMORY_CACHE`` cases in this process, and one verified file per
 case on disk.
 
-In memory: complete cases (inputs, float64 reference, budgets) under the sha256 of their case dict. What a
+In memory: complete cases (inputs, float64 reference, floor statistics) under the sha256 of their case dict. What a
 caller gets (``reference_case``, ``case_inputs``, ``reference_arrays``, and through them ``make_golden``) are
 read-only views: writing into them raises, instead of changing the reference of the next check or golden
 file. The reference arrays in the cache are read-only themselves. (Code in the same process can still reach
 the memory behind the views; docs/tolerances.md states that trust model.)
 
 On disk, when ``cache_dir`` or the environment variable ``MINICP_REFERENCE_CACHE`` names a folder: one
-uncompressed .npz per case, ``minicp-ref-<key>.npz``, holding the float64 reference, the budgets, the case
+uncompressed .npz per case, ``minicp-ref-<key>.npz``, holding the float64 reference, the floors' row statistics, the case
 key, the sha256 of the inputs the reference was computed from (``inputs_sha256``) and a sha256 over all of it
 (``digest``; both ``guards.combined_digest``: each array hashed on its own thread). The inputs themselves are not stored: they are drawn again from the seed, which costs about
 what reading them did, and their digest must be the entry's. An entry is used only after its zip directory
 and .npy headers matched the case's shapes (``minicp.testing.npz``), the digest of its arrays (mapped into
-memory, read-only: their pages are read once by the digest) matched, and each budget is what the budget
-formulas give from its stored floor and the stored reference, with floors no larger than the reference
-itself. Anything else is recomputed and the entry rewritten. Entries are written atomically (a temporary
+memory, read-only: their pages are read once by the digest) matched, and the floors are consistent with the stored reference
+(``floors_consistent``): their reference rows are its own, and no floor is larger than what it rounds. Anything else is recomputed and the entry rewritten. Entries are written atomically (a temporary
 file, then a rename) and never rewritten in place, so a mapping keeps the complete file it verified:
 pytest-xdist workers sharing a folder read either a complete old entry or a complete new one, and two
 workers computing one case write the same bytes. (Mapping instead of reading saves about 0.3 s per entry of
@@ -48,7 +47,6 @@ __all__ = [
     "load_entry",
     "store_entry",
     "floors_consistent",
-    "absolute_budget",
 ]
 
 MEMORY_CACHE = 4
@@ -115,7 +113,7 @@ def _entry_digest(key, inputs_sha256, arrays):
 
 
 def store_entry(cache_dir, key, computed, inputs_sha256):
-    """Write the reference and budgets of case ``key`` (``computed``: name -> array), computed from inputs of
+    """Write the reference and floor statistics of case ``key`` (``computed``: name -> array), computed from inputs of
     digest ``inputs_sha256``, as one uncompressed .npz (atomically); nothing without a cache folder."""
     path = entry_path(cache_dir, key)
     if path is None:
@@ -128,7 +126,7 @@ def store_entry(cache_dir, key, computed, inputs_sha256):
 def load_entry(cache_dir, key, shapes, inputs_sha256, dtype):
     """The verified arrays (name -> read-only array) of case ``key`` from the disk cache, or None when there
     is no entry or it is not exactly what ``shapes`` (name -> (shape, dtype)), ``inputs_sha256`` and its own
-    digest say, or its budgets are inconsistent (``budgets_consistent``; ``dtype`` the case's)."""
+    digest say, or its floors are inconsistent (``floors_consistent``; ``dtype`` the case's)."""
     path = entry_path(cache_dir, key)
     if path is None or not os.path.isfile(path):
         return None
@@ -180,16 +178,13 @@ def floors_consistent(reference, floor, dtype):
     close = lambda x, y: bool(onp.all(onp.abs(x - y) <= 1e-9 * onp.maximum(onp.abs(x), onp.abs(y))))
     if not (close(f[3], r_sq) and close(f[4], r_max)):
         return False
-    absolute, _ = absolute_budget(reference, dtype)
+    absolute = _absolute(float(onp.sqrt(r_sq.sum() / r.size)) if r.size else 0.0, dtype)
     top = float(r_max.max()) if r_max.size else 0.0
     return (
         float(f[0].max(initial=0.0)) <= top + absolute and f[2].sum() <= f[1].sum() <= r_sq.sum() + absolute**2 * r.size
     )
 
 
-def absolute_budget(reference, dtype):
-    """(FLOOR_ULPS * eps * rms(R), or ZERO_ULPS * eps when R is exactly zero; rms(R)), non-finite entries of R
-    counted as 0."""
-    r = onp.where(onp.isfinite(reference), reference, 0.0)
-    scale = float(onp.sqrt(onp.mean(onp.square(r)))) if r.size else 0.0
-    return (FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]), scale
+def _absolute(scale, dtype):
+    """The absolute budget FLOOR_ULPS * eps * rms(R) (``scale``), or ZERO_ULPS * eps for an all-zero R."""
+    return FLOOR_ULPS * EPS[dtype] * scale if scale > 0 else ZERO_ULPS * EPS[dtype]

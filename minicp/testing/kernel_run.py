@@ -7,7 +7,7 @@ from minicp.testing.convert import aligned_copy, to_numpy_any
 from minicp.testing.device import device_array, device_module, on_gpu
 from minicp.testing.dtypes import dtype_name
 from minicp.testing.guards import digests
-from minicp.testing.reference import forget_case
+from minicp.testing.reference import INPUTS, forget_case
 
 __all__ = ["run_kernel", "results_in", "gpu_of", "on_device"]
 
@@ -100,10 +100,11 @@ def gpu_of(results):
 
 
 def on_device(case, device):
-    """A host ``shared_inputs`` case moved to ``device`` (its inputs copied there; a case of its own in the
-    in-process cache), or the case itself when it is there already."""
+    """A host case moved to ``device``, as ``shared_inputs`` would draw it there: its inputs copied, its block
+    plan kept, and a reference it may already hold left behind (``shared_complete`` computes one on the device,
+    a case of its own in the in-process cache). The case itself when it is there already."""
     if case["case"].get("device") == device:
         return case
     xp = device_module(device)
-    moved = {key: xp.asarray(value) for key, value in case.items() if key in ("q", "k", "v", "dout")}
-    return dict(case, **moved, case=dict(case["case"], device=device))
+    moved = {key: xp.asarray(case[key]) for key in INPUTS}
+    return dict(moved, rows=case["rows"], plan=case["plan"], case=dict(case["case"], device=device))

@@ -14,8 +14,6 @@ small (h, rows) arrays without another pass over the tensor:
 array (``FLOOR_ROWS``).
 """
 
-import numpy as onp
-
 from minicp.testing.arrays import is_numpy, module_of
 
 __all__ = ["FLOOR_ROWS", "error_stats", "floor_stats", "row_view"]
@@ -81,8 +79,3 @@ def floor_stats(reference, plain, production):
     r_max = xp.abs(rv).max(axis=(2, 3)) if r.size else xp.zeros(r_sq.shape)
     stats = xp.stack([f["max"], g["sq"], g["par"], r_sq, r_max])
     return xp.where(xp.isfinite(stats), stats, 0.0)  # an overflowing floor error counts as 0
-
-
-def host(x):
-    """A NumPy copy of a statistics array (from the device when needed)."""
-    return onp.asarray(x.get() if hasattr(x, "get") and not isinstance(x, onp.ndarray) else x)

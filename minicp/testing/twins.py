@@ -11,7 +11,7 @@ each adds one rounding per tile:
 * ``sum``: the running sum rounded, so the whole row is divided by a slightly wrong l (a row-wise scale
   error, which the row-parallel statistic sees).
 
-For a few hundred query rows of head 0 spread over its blocks, this module computes the float64 output,
+For up to ``ROWS`` (1024) query rows of head 0 spread over its blocks, this module computes the float64 output,
 the production kernel's (``correct``: probabilities rounded to the dtype before P @ V, state in float32)
 and each bug's, over key tiles of ``TILE`` keys (the largest tile in common use: the fewest roundings,
 the hardest case), to first order in the roundings: every partial value is rounded from its exact value.

@@ -10,7 +10,7 @@ import types
 
 import numpy as np
 
-from minicp.testing import arrays
+from minicp.testing import arrays, dtypes
 
 
 class FakeArray(np.ndarray):
@@ -33,7 +33,7 @@ def unwrap(x):
 
 
 def _kernel(in_params, out_params, body, name):
-    rounding = {"minicp_round_bf16": arrays._round_bf16_numpy, "minicp_round_tf32": arrays._round_tf32(np)}[name]
+    rounding = {"minicp_round_bf16": dtypes.round_to_bfloat16, "minicp_round_tf32": arrays._round_tf32(np)}[name]
     return lambda x: wrap(rounding(unwrap(x)))
 
 

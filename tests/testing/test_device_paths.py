@@ -179,3 +179,18 @@ def test_rounding_the_normalised_probabilities_is_inconclusive_not_failing():
     out = report["out"]
     assert report.status == "inconclusive" and 1 < out.par_share <= 2 and out.rms_share < 1
     assert "rounding the normalised probabilities" in report.inconclusive[0]
+
+
+def test_a_complete_host_case_moved_to_the_gpu_keeps_no_host_reference(monkeypatch):
+    """A golden file's case is complete on the host before its check (the file was verified): moved to the GPU
+    that the kernel's results live on, it must not keep its host reference beside GPU results."""
+    from minicp.testing.kernel_run import on_device
+
+    fakecupy.install(monkeypatch)
+    host = reference.shared_complete(reference.shared_inputs("ecp", seq_len=32, heads=2, head_dim=8, half_segment=8))
+    assert "out" in host
+    moved = on_device(host, "cuda:0")
+    assert set(moved) == {"q", "k", "v", "dout", "rows", "plan", "case"}
+    assert all(isinstance(moved[key], fakecupy.FakeArray) for key in reference.INPUTS)
+    gpu = reference.shared_complete(moved)
+    assert isinstance(gpu["out"], fakecupy.FakeArray) and np.allclose(np.asarray(gpu["out"]), host["out"], rtol=1e-12)
