@@ -42,8 +42,8 @@ __all__ = [
     "MAX_STEPS",
 ]
 
-# The largest request any entry point accepts, in elementary units (mask entries, interval-set updates,
-# listed layers, generated tokens x sequence length): about a minute of work on one core. A request above
+# The largest request of elementary work an entry point accepts without a limit of its own (mask entries,
+# generated tokens x sequence length; 32 x for the dense receptive field): about a minute on one core. A request above
 # it is a typo (layers=10**9) far more often than a plan, and it would otherwise hang or exhaust memory.
 MAX_WORK = 2**31
 
@@ -169,22 +169,18 @@ def float_dtype(name, dtype, options=("float32", "float64")):
     return resolved
 
 
-def bounded(name, size, limit=None, what="work", *, limit_name="MAX_WORK", factor=1, advice=""):
+def bounded(name, size, what="work", *, limit_name="MAX_WORK", factor=1, advice=""):
     """``size`` if it is at most the limit; otherwise a ValueError with the computed size, so absurd
     requests fail at once instead of hanging. The limit is ``factor`` times the module attribute
     ``limit_name`` (a name of this module, or a dotted "minicp.module.NAME"), read now, so that assigning
     the attribute raises it; the message names it and says how to raise it (after ``advice``, e.g. "use a
-    smaller batch"). ``limit``: a fixed number instead (internal bounds that no user raises)."""
-    where = attr = None
-    if limit is None:
-        where, _, attr = limit_name.rpartition(".")
-        where = where or __name__
-        limit = getattr(sys.modules[where], attr) * factor
+    smaller batch")."""
+    where, _, attr = limit_name.rpartition(".")
+    where = where or __name__
+    limit = getattr(sys.modules[where], attr) * factor
     if size > limit:
-        how = ""
-        if attr is not None:
-            times = f"{factor} x " if factor != 1 else ""
-            how = f" ({times}{attr}); {advice + ', or ' if advice else ''}raise {where}.{attr} to allow it"
+        times = f"{factor} x " if factor != 1 else ""
+        how = f" ({times}{attr}); {advice + ', or ' if advice else ''}raise {where}.{attr} to allow it"
         raise ValueError(f"{name}: this request needs {size:,} units of {what}, more than the limit of {limit:,}{how}")
     return size
 

@@ -12,7 +12,7 @@ the softmax is one CUDA kernel (``minicp.fast.cuda.kernels``).
     total(parts)                 partial sums, added in the order of their ranges
     masked_softmax_(s, mask)     softmax over the last axis in place, masked entries exactly 0
     probabilities(q, k, mask)    P = softmax(q k^T, masked) in one buffer
-    attend_backward(g, q, k, v, mask, p)   (dq, dk, dv) of attention from its kept probabilities P
+    attend_backward(g, q, k, v, p)         (dq, dk, dv) of attention from its kept probabilities P
 
 Each computes what the reference's formulas compute (``minicp.nn.ops``); only the order of summation can
 differ (split products, partial sums in range order).
@@ -126,10 +126,9 @@ def softmax_backward_(ds, p):
     threads.parallel_rows(d2.shape[0], 2 * d2.size, lambda lo, hi: block(d2[lo:hi], p2[lo:hi]))
 
 
-def attend_backward(g, q, k, v, mask, p=None):
-    """(dq, dk, dv) of O = P v, P = softmax(q k^T, masked), for the upstream g (..., i, e); ``p``: the
-    forward pass's P (computed here when None). The formulas of ``minicp.nn.ops.attend_vjp``."""
-    p = probabilities(q, k, mask) if p is None else p
+def attend_backward(g, q, k, v, p):
+    """(dq, dk, dv) of O = P v, P = softmax(q k^T, masked), for the upstream g (..., i, e) and the forward
+    pass's P. The formulas of ``minicp.nn.ops.attend_vjp``."""
     swap = B.raw.swapaxes
     ds = matmul(g, swap(v, -1, -2))  # dP, turned into dS in place
     softmax_backward_(ds, p)

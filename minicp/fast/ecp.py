@@ -114,9 +114,8 @@ def core_vjp(g, q, kv, m, saved):
     P0, P, K2 = saved
     Q, K = _blocks(q, m), _blocks(kv, m)
     G = xp.reshape(g, Q.shape)
-    first, pairs = (B.constant(mask) for mask in masks(m))
-    dq0, dk0, dv0 = A.attend_backward(G[:, :, 0], Q[:, :, 0], K[:, :, 0], K[:, :, 0], first, P0)
-    dq2, dk2, dv2 = A.attend_backward(G[:, :, 1:], Q[:, :, 1:], K2, K2, pairs, P)
+    dq0, dk0, dv0 = A.attend_backward(G[:, :, 0], Q[:, :, 0], K[:, :, 0], K[:, :, 0], P0)
+    dq2, dk2, dv2 = A.attend_backward(G[:, :, 1:], Q[:, :, 1:], K2, K2, P)
     dq = xp.reshape(xp.concatenate([dq0[:, :, None], dq2], axis=2), q.shape)
     dk2 += dv2  # (b, h, N-1, 2m, d): K2 is both the keys and the values
     dkv = xp.zeros(K.shape, dtype=dk2.dtype)

@@ -42,7 +42,7 @@ def feed_forward(x, ln_w, ln_b, w1, b1, w2, b2, eps=1e-5):
 
 
 def _feed_forward_gpu(x, x2, ln_w, ln_b, w1, b1, w2, b2, eps, keep):
-    """The same sub-layer on CuPy in three kernels and two products (``minicp.backend.cuda_layers``):
+    """The same sub-layer on CuPy in three kernels and two products (``minicp.fast.cuda.layers``):
     LayerNorm (keeping xhat and s when traced), bias + GELU (+ GELU'), residual + bias. None when the
     kernels do not apply (dtype, layout)."""
     normed = cuda_layers.layer_norm(x2, ln_w, ln_b, eps, save=keep)

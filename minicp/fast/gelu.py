@@ -22,8 +22,8 @@ The reference computes GELU as x/2 (1 + erf(x / sqrt 2)) (``minicp.nn.ops.gelu``
 * **CuPy**: one CUDA kernel (``minicp.fast.cuda.layers.bias_gelu``), from CUDA's erfc, also accurate in
   the tail.
 
-``gelu_rows`` is the one entry point the fast engine's primitives use (the GELU primitive and the fused
-feed-forward); it optionally adds a bias first and writes GELU and/or GELU'.
+``gelu_rows`` is the one entry point the fast engine uses (its feed-forward sub-layer, traced or not); it
+optionally adds a bias first and writes GELU and/or GELU'.
 """
 
 import math

@@ -34,7 +34,7 @@ def traced(*arrays):
 
 def first_order_only(name, *values):
     """Raise the one error for a derivative of a fused VJP (a higher-order gradient) when any of ``values``
-    is traced. The VJPs of layer_norm, gelu, embedding, cross_entropy and the whole-sub-layer primitives
+    is traced. The VJPs of layer_norm, embedding, cross_entropy and the whole-sub-layer primitives
     work in place on plain buffers, so they are not themselves differentiable; linear's and rope's are."""
     if traced(*values):
         raise NotImplementedError(

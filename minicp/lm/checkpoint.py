@@ -39,6 +39,7 @@ from minicp import files
 from minicp.config import ModelConfig
 from minicp.nn import interop
 from minicp.nn import model as M
+from minicp.nn.params import is_rope_buffer
 from minicp.validate import finite_array, nonnegative_int, regular_file
 
 MAX_META_BYTES = 1 << 28  # the JSON metadata (the loss history grows with the steps)
@@ -233,7 +234,7 @@ def _read_all(path):
                     continue
                 head, _, key = name.partition("/")
                 expect = spec.get(key) if head in ("param", "adam_m", "adam_v") else None
-                if head in ("param", "adam_m", "adam_v") and _is_rope_buffer(key, saved_cfg):
+                if head in ("param", "adam_m", "adam_v") and is_rope_buffer(key, saved_cfg.layers):
                     expect = (saved_cfg.head_dim // 2,)
                 arrays[name] = _read_member(zf, info, path, MAX_OTHER_BYTES, expect)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, NotImplementedError) as e:
@@ -307,10 +308,10 @@ def load_checkpoint(path, config=None):
     others, buffers = {}, {}
     for key, value in arrays.items():
         head, _, name = key.partition("/")
-        if head == "param" and _is_rope_buffer(name, saved_cfg):
+        if head == "param" and is_rope_buffer(name, saved_cfg.layers):
             buffers[name] = value
             continue
-        if head in ("adam_m", "adam_v") and _is_rope_buffer(name, saved_cfg) and not np.any(value):
+        if head in ("adam_m", "adam_v") and is_rope_buffer(name, saved_cfg.layers) and not np.any(value):
             continue  # zero moments of a RoPE buffer, written before buffers were kept out of AdamW: dropped
         (groups[head] if head in groups else others)[name if head in groups else key] = value
     for head, found in groups.items():
@@ -344,18 +345,6 @@ def load_checkpoint(path, config=None):
 # ----------------------------------------------------------------------------------------------------
 # RoPE buffers of official weights
 # ----------------------------------------------------------------------------------------------------
-
-
-def _is_rope_buffer(name, cfg):
-    """True for ``layers.i.0.fn.pos_emb.freqs`` with i < layers: the RoPE buffer official weights carry."""
-    parts = name.split(".")
-    return (
-        len(parts) == 6
-        and parts[0] == "layers"
-        and parts[1].isdigit()
-        and int(parts[1]) < cfg.layers
-        and parts[2:] == ["0", "fn", "pos_emb", "freqs"]
-    )
 
 
 def _checked_buffers(path, buffers, params, cfg):

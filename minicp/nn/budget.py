@@ -6,12 +6,12 @@ it. The limits are attributes of ``minicp.validate`` (``MAX_PARAMS``, ``MAX_ACTI
 ``MAX_BATCH``, ...), read at every call: ``minicp.validate.MAX_ACTIVATION_BYTES = 2**36`` raises one for the
 rest of the session.
 
-Activation memory of ``forward`` / ``loss`` / ``value_and_grad`` for b rows of t tokens, itemsize s, with
+Activation memory of ``forward`` / ``loss`` / ``value_and_grad`` for b rows of t tokens, itemsize z, with
 s_k the stream length entering layer k, S_k the score entries one head of layer k computes
 (``score_entries``), F = ff_mult D, r the output rows and P the parameter count:
 
-    forward   = s (b (20 s D + 3 h S + 1 s F + 2 r V) + P)           s, S: the widest layer's (one at a time)
-    gradient  = s (b (24 (sum_k s_k + t) D + 5 h sum_k S_k + 4 sum_k s_k F + 8 r V) + P)   every layer kept
+    forward   = z (b (20 max_k s_k D + 3 h max_k S_k + 1 max_k s_k F + 2 r V) + P)        one layer at a time
+    gradient  = z (b (24 (sum_k s_k + t) D + 5 h sum_k S_k + 4 sum_k s_k F + 8 r V) + P)   every layer kept
 
 The counts of arrays alive at the peak (``FORWARD``, ``GRADIENT``) were fitted to tracemalloc peaks of 156
 runs (seven architectures, the fast and the readable path, scores- and logits-dominated shapes) and rounded up: over
@@ -110,12 +110,11 @@ def activation_bytes(cfg, batch, t, itemsize=4, grad=False):
     return itemsize * (batch * per_row + c["params"] * exact_param_count(cfg))
 
 
-def check_params_size(cfg, dtype="float32"):
-    """``init_params``: ValueError when ``cfg`` has more than ``MAX_PARAMS`` parameters."""
-    if isinstance(cfg, ModelConfig):
-        count = exact_param_count(cfg)
-        what = f"parameters ({count * 4 / 2**30:,.1f} GiB in float32)"
-        V.bounded("init_params", count, what=what, limit_name="MAX_PARAMS", advice="use a smaller config")
+def check_params_size(cfg):
+    """``init_params``: ValueError when the config ``cfg`` has more than ``MAX_PARAMS`` parameters."""
+    count = exact_param_count(cfg)
+    what = f"parameters ({count * 4 / 2**30:,.1f} GiB in float32)"
+    V.bounded("init_params", count, what=what, limit_name="MAX_PARAMS", advice="use a smaller config")
 
 
 def _itemsize(params):

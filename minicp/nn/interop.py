@@ -23,6 +23,7 @@ import numpy as onp
 from minicp import backend as B
 from minicp.config import ModelConfig
 from minicp.nn.model import flatten, param_spec, unflatten
+from minicp.nn.params import is_rope_buffer
 from minicp.nn.rope import rope_frequencies
 from minicp.validate import finite_array, float_dtype, regular_file
 
@@ -157,15 +158,10 @@ def load_official_state_dict(state_dict, config, dtype="float32"):
     theta = rope_frequencies(d, config.rope_base).astype(onp.float64)
     kept = {}
     for name, value in sorted(freqs.items()):
-        layer = name[len("layers.") :].split(".", 1)[0] if name.startswith("layers.") else None
-        if (
-            layer is None
-            or not layer.isdigit()
-            or int(layer) >= config.layers
-            or name != f"layers.{layer}.0.fn.pos_emb.freqs"
-        ):
+        if not is_rope_buffer(name, config.layers):
             problems.append(f"unexpected RoPE buffer {name}")
             continue
+        layer = name.split(".")[1]
         src = (
             str(state_dict[names[name]].dtype).replace("torch.", "")
             if hasattr(state_dict[names[name]], "dtype")

@@ -24,7 +24,7 @@ from minicp import backend as B
 from minicp.config import ModelConfig
 from minicp.nn import budget, ops
 from minicp.nn.attention import module as arch_module
-from minicp.nn.params import check_params, check_size
+from minicp.nn.params import check_params
 from minicp.validate import float_dtype, nonnegative_int
 
 # ----------------------------------------------------------------------------------------------------
@@ -75,8 +75,8 @@ def init_params(cfg, seed=0, dtype="float32"):
     LayerNorm weight 1, bias 0. Returns the nested parameter dict (see ``unflatten``).
     """
     check_config(cfg)
-    budget.check_params_size(cfg, dtype)  # MAX_PARAMS, before anything is drawn
-    dtype, seed, _ = float_dtype("dtype", dtype), nonnegative_int("seed", seed), check_size(cfg)  # int32: all 0
+    budget.check_params_size(cfg)  # MAX_PARAMS, before anything is drawn
+    dtype, seed = float_dtype("dtype", dtype), nonnegative_int("seed", seed)
     rng = onp.random.default_rng(seed)
     spec = param_spec(cfg)
     flat = {}

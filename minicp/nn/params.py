@@ -14,7 +14,7 @@ import numpy as onp
 from autograd.tracer import getval
 
 from minicp import backend as B
-from minicp.validate import bounded, finite_array
+from minicp.validate import finite_array
 
 DTYPES = ("float32", "float64")
 SHOWN = 5  # mismatches listed per kind
@@ -47,7 +47,8 @@ def _listed(kind, names):
     return f"{kind} {len(names)}: {', '.join(names[:SHOWN])}{' ...' if len(names) > SHOWN else ''}"
 
 
-def _is_rope_buffer(name, layers):
+def is_rope_buffer(name, layers):
+    """True for ``layers.i.0.fn.pos_emb.freqs`` with i < layers: the RoPE buffer official weights carry."""
     parts = name.split(".")
     return (
         len(parts) == 6
@@ -61,7 +62,7 @@ def _is_rope_buffer(name, layers):
 def mismatches(flat, spec, layers):
     """Sentences listing the missing, unexpected and mis-shaped or mis-typed entries (empty when all fit)."""
     missing = [k for k in spec if k not in flat]
-    unexpected = [k for k in flat if k not in spec and not _is_rope_buffer(k, layers)]
+    unexpected = [k for k in flat if k not in spec and not is_rope_buffer(k, layers)]
     shapes, dtypes = [], []
     for name, shape in spec.items():
         if name not in flat:
@@ -82,17 +83,6 @@ def mismatches(flat, spec, layers):
     if dtypes:
         out.append(_listed(f"dtype not in {DTYPES}", dtypes))
     return out
-
-
-def approximate_count(config):
-    """Parameters of ``config`` in closed form, within a few per cent (no loop over the layers)."""
-    D, F, V = config.dim, config.ff_mult * config.dim, config.vocab
-    return config.layers * (5 * D * D + 2 * D * F + F + 6 * D) + 2 * V * D + V
-
-
-def check_size(config):
-    """A ValueError with the computed count when ``config`` has more parameters than any run can hold."""
-    return bounded("config", approximate_count(config), what="parameters", advice="use a smaller config")
 
 
 def check_params(params, config, param_spec, *, defer_finite=False):

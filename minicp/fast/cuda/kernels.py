@@ -203,8 +203,8 @@ _no_mask = {}
 
 
 def raw_kernel(kernel_name, source, dtype_name, **words):
-    xp = cupy_module()
     """Compile ``source`` with T, EXP, ... filled in for ``dtype_name`` (NVRTC, once; CuPy caches on disk)."""
+    xp = cupy_module()
     words = dict(KERNEL_TYPES[dtype_name], **words)
     words["KERNEL_NAME"] = "_".join(
         [kernel_name, dtype_name] + [f"{k}{v}" for k, v in sorted(words.items()) if k == "ITEMS"]
@@ -216,8 +216,8 @@ def raw_kernel(kernel_name, source, dtype_name, **words):
 
 
 def fused_softmax(s, mask):
-    xp = cupy_module()
     """Run a fused kernel when it applies and return s; None when the caller must fall back."""
+    xp = cupy_module()
     if s.dtype.name not in KERNEL_TYPES or s.ndim < 1 or s.size == 0 or not s.flags.c_contiguous:
         return None
     J = s.shape[-1]
