@@ -37,7 +37,6 @@ steps in one go (on the same machine and NumPy build). Every argument is checked
 import contextlib
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from minicp.lm.checkpoint import (  # noqa: F401
     sigint_held,
 )
 from minicp.lm.optim import adamw_init, adamw_step, clip_grad_norm, decays  # noqa: F401
+from minicp.lm.progress import progress_bar
 from minicp.lm.sampler import Sampler, make_rng  # noqa: F401  (importable from here too)
 from minicp.lm.schedule import LR_SCHEDULES, SAMPLINGS, TrainConfig, learning_rate, learning_rates  # noqa: F401
 from minicp.nn import budget
@@ -197,7 +197,7 @@ def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, pro
                 history=history,
             )
 
-    bar = _progress_bar(progress and tcfg.steps > start, tcfg.steps, start, config.arch)
+    bar = progress_bar(tcfg.steps, progress and tcfg.steps > start, f"train {config.arch}", "step", start, leave=True)
     tokens = tcfg.grad_accum * tcfg.batch * config.seq_len
     t0, done, step = time.perf_counter(), 0, start
     before = sampler.state()  # the data state at the start of the step in progress
@@ -237,8 +237,7 @@ def _train(config, data, tcfg, valid, params, checkpoint, resume, overwrite, pro
             raise KeyboardInterrupt(f"saved step {step} to {checkpoint}") from None
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     elapsed = time.perf_counter() - t0
     if done or not resume:  # a resumed run that had nothing left to do leaves its file alone
         save(step)
@@ -365,20 +364,9 @@ def _check_diverged(flat, step, info):
             finite_result(f"training diverged at step {step} (lower lr?): parameter {name}", value)
 
 
-def _progress_bar(show, total, initial, arch):
-    if not show:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
-        return None
-    return tqdm(total=total, initial=initial, desc=f"train {arch}", unit="step", dynamic_ncols=True, file=sys.stderr)
-
-
 def _show(bar, info, rate):
-    if bar is not None:
-        post = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2g}", "tok/s": f"{rate:.0f}"}
-        if "valid_loss" in info:
-            post["valid"] = f"{info['valid_loss']:.4f}"
-        bar.set_postfix(post, refresh=False)
-        bar.update(1)
+    post = {"loss": f"{info['loss']:.4f}", "lr": f"{info['lr']:.2g}", "tok/s": f"{rate:.0f}"}
+    if "valid_loss" in info:
+        post["valid"] = f"{info['valid_loss']:.4f}"
+    bar.set_postfix(post, refresh=False)
+    bar.update(1)

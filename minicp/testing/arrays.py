@@ -34,7 +34,10 @@ def cupy_module():
 
 
 def module_of(x):
-    """numpy, or cupy for a CuPy array (CuPy is not imported for anything else)."""
+    """numpy, or cupy for a CuPy array (CuPy is not imported for anything else: an array of it means the
+    caller has imported it already)."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        return cupy_module()
     return _CUPY["cupy"] if "cupy" in _CUPY and isinstance(x, _CUPY["cupy"].ndarray) else onp
 
 
@@ -44,7 +47,7 @@ def is_numpy(xp):
 
 def to_host(x):
     """A NumPy array of ``x`` (a CuPy array copied to the host; NumPy and scalars as they are)."""
-    if "cupy" in _CUPY and isinstance(x, _CUPY["cupy"].ndarray):
+    if not is_numpy(module_of(x)):
         return x.get()
     return onp.asarray(x)
 

@@ -194,3 +194,15 @@ def test_a_complete_host_case_moved_to_the_gpu_keeps_no_host_reference(monkeypat
     assert all(isinstance(moved[key], fakecupy.FakeArray) for key in reference.INPUTS)
     gpu = reference.shared_complete(moved)
     assert isinstance(gpu["out"], fakecupy.FakeArray) and np.allclose(np.asarray(gpu["out"]), host["out"], rtol=1e-12)
+
+
+def test_a_cupy_array_is_seen_before_minicp_has_imported_cupy(monkeypatch):
+    """judge() and the converters get CuPy arrays from users who imported CuPy themselves: the array's type
+    says it, even before minicp.testing has asked for CuPy."""
+    from minicp.testing import arrays
+
+    sentinel = object()
+    monkeypatch.setattr(arrays, "_CUPY", {})
+    monkeypatch.setattr(arrays, "cupy_module", lambda: sentinel)
+    Fake = type("ndarray", (), {"__module__": "cupy._core.core"})
+    assert arrays.module_of(Fake()) is sentinel and arrays.module_of(np.zeros(2)) is np
